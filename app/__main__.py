@@ -1,0 +1,3 @@
+from kuamo.cli import main
+
+raise SystemExit(main())

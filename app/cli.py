@@ -1,0 +1,91 @@
+"""The `kuamo` command. Each subcommand imports its implementation lazily so `kuamo --help` stays fast
+and the serving commands never import the export toolchain (torch)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from pathlib import Path
+
+from kuamo.engine.config import DEFAULT_MODEL_DIR
+
+BENCH_SUITES = ("encoders", "index", "batching", "quality", "server")
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from kuamo.export.pipeline import run_export
+    from kuamo.export.progress import StepProgress
+
+    progress = StepProgress(f"kuamo export -> {args.out}")
+    path = run_export(args.out, text=args.text, image=not args.no_image, clip=args.clip, progress=progress)
+    progress.done(f"wrote {path}")
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    suites = BENCH_SUITES if args.suite == "all" else (args.suite,)
+    failed = []
+    for suite in suites:
+        try:
+            module = importlib.import_module(f"kuamo.benchmarks.{suite}")
+        except ModuleNotFoundError as exc:
+            print(f"bench {suite}: not available ({exc})", file=sys.stderr)
+            failed.append(suite)
+            continue
+        print(f"== bench {suite}{' (quick)' if args.quick else ''}", file=sys.stderr, flush=True)
+        module.run(quick=args.quick)
+    return 1 if failed and args.suite != "all" else 0
+
+
+def _cmd_neighbours(args: argparse.Namespace) -> int:
+    from kuamo.app_demo import show_neighbours
+
+    return show_neighbours(model_dir=args.models, sample=args.sample, catalog=args.catalog)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="kuamo", description="ONNX-optimised cross-modal product search")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    e = sub.add_parser("export", help="export pretrained encoders to checked ONNX (needs the [export] extra)")
+    e.add_argument("--out", type=Path, default=DEFAULT_MODEL_DIR, help="model directory (default: %(default)s)")
+    e.add_argument("--text", choices=("e5", "minilm"), default="e5",
+                   help="text tower: multilingual-e5-small (default) or all-MiniLM-L6-v2 (English)")
+    e.add_argument("--clip", type=Path, default=None,
+                   help="export a local Hugging Face CLIP/SigLIP checkpoint instead of the default towers")
+    e.add_argument("--no-image", action="store_true", help="skip the image tower")
+    e.set_defaults(func=_cmd_export)
+
+    b = sub.add_parser("bench", help="run benchmarks; results go to benchmarks/results/")
+    b.add_argument("suite", choices=(*BENCH_SUITES, "all"))
+    b.add_argument("--quick", action="store_true", help="small sizes, a few minutes (CI smoke run)")
+    b.set_defaults(func=_cmd_bench)
+
+    n = sub.add_parser("neighbours", help="show nearest neighbours on a sample of the fashion catalog")
+    n.add_argument("--models", type=Path, default=DEFAULT_MODEL_DIR)
+    n.add_argument("--catalog", type=Path, default=None)
+    n.add_argument("--sample", type=int, default=2000)
+    n.set_defaults(func=_cmd_neighbours)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from kuamo.engine.errors import KuamoError
+
+    try:
+        return int(args.func(args) or 0)
+    except KuamoError as exc:
+        print(f"kuamo: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,62 @@
+"""Frozen, keyword-only configuration dataclasses; environment overrides are read here and only here."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+ENV_PREFIX = "KUAMO_"
+DEFAULT_MODEL_DIR = Path("models/default")
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SessionConfig:
+    """How ONNX Runtime sessions are built."""
+
+    providers: tuple[str, ...] = ("CPUExecutionProvider",)
+    intra_op_threads: int = 0  # 0 = ORT default (one per physical core)
+    inter_op_threads: int = 1
+    graph_optimization: str = "all"  # disable | basic | extended | all
+    # Refuse to run when a requested accelerator provider silently fell back to CPU.
+    require_requested_providers: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class EncoderConfig:
+    model_dir: Path = DEFAULT_MODEL_DIR
+    precision: str = "auto"  # auto = what the manifest says passed the gate; or fp32 / int8
+    session: SessionConfig = field(default_factory=SessionConfig)
+    max_text_chars: int = 20_000  # longer text is rejected before tokenisation
+    max_image_bytes: int = 20 * 1024 * 1024
+    max_image_pixels: int = 40_000_000  # decompression-bomb guard
+    verify_checksums: bool = True
+
+
+def _coerce(value: str, target: Any) -> Any:
+    if isinstance(target, bool):
+        return value.strip().lower() in {"1", "true", "yes", "on"}
+    if isinstance(target, int):
+        return int(value)
+    if isinstance(target, float):
+        return float(value)
+    if isinstance(target, Path):
+        return Path(value)
+    if isinstance(target, tuple):
+        return tuple(v.strip() for v in value.split(",") if v.strip())
+    return value
+
+
+def with_env_overrides(cfg: T, section: str, environ: dict[str, str] | None = None) -> T:
+    """Return `cfg` with fields replaced by KUAMO_<SECTION>_<FIELD> environment variables."""
+    env = os.environ if environ is None else environ
+    changes: dict[str, Any] = {}
+    for f in dataclasses.fields(cfg):  # type: ignore[arg-type]
+        key = f"{ENV_PREFIX}{section.upper()}_{f.name.upper()}"
+        if key in env:
+            changes[f.name] = _coerce(env[key], getattr(cfg, f.name))
+    return dataclasses.replace(cfg, **changes) if changes else cfg  # type: ignore[type-var]

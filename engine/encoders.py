@@ -1,0 +1,173 @@
+"""Runtime encoders over the exported ONNX towers: preprocess -> run -> postprocess, no torch.
+
+Text and image share one shape (preprocess(items) -> feeds, run(feeds) -> outputs, postprocess) so the
+batcher can drive either.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from tokenizers import Tokenizer
+
+from kuamo.engine.artifacts import ModelArtifacts, TowerArtifact
+from kuamo.engine.config import EncoderConfig
+from kuamo.engine.errors import ArtifactError, InvalidInput
+from kuamo.engine.imaging import ImagePreprocess, decode_image, preprocess
+from kuamo.engine.session import create_session
+
+TEXT_KINDS = ("query", "document")
+
+
+def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), eps)
+
+
+class OnnxEncoder:
+    """One ONNX session for one tower."""
+
+    def __init__(self, tower: TowerArtifact, cfg: EncoderConfig) -> None:
+        self.tower = tower
+        self.cfg = cfg
+        self.session = create_session(tower.model_path, cfg.session)
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        self.embedding_output = tower.spec.get("embedding_output", self.output_names[0])
+        if self.embedding_output not in self.output_names:
+            raise ArtifactError(f"{tower.model_path.name} has no output {self.embedding_output!r}")
+
+    @property
+    def dim(self) -> int:
+        return self.tower.dim
+
+    @property
+    def providers(self) -> list[str]:
+        return self.session.get_providers()
+
+    def run(self, feeds: dict[str, np.ndarray], outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        names = list(outputs or [self.embedding_output])
+        return dict(zip(names, self.session.run(names, feeds), strict=True))
+
+
+class TextEncoder(OnnxEncoder):
+    """Tokenizer + ONNX text tower. Callers say `kind="query"` or `kind="document"`; the E5 prefixes
+    (or none, for models that have none) come from the manifest."""
+
+    def __init__(self, artifacts: ModelArtifacts, cfg: EncoderConfig | None = None) -> None:
+        cfg = cfg or EncoderConfig()
+        super().__init__(artifacts.tower("text", cfg.precision), cfg)
+        spec = self.tower.spec
+        self.prefixes: dict[str, str] = spec.get("prefixes", {"query": "", "document": ""})
+        self.max_length = int(spec.get("max_length", 512))
+        self.tokenizer = Tokenizer.from_file(str(artifacts.file(spec.get("tokenizer", "tokenizer.json"))))
+        self.tokenizer.enable_truncation(self.max_length)
+        self.tokenizer.no_padding()
+        self.pad_id = int(spec.get("pad_id", 1))
+        self.max_batch = int(spec.get("max_batch", 32))
+
+    def validate(self, text: Any) -> str:
+        if isinstance(text, bytes | bytearray):
+            try:
+                text = bytes(text).decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise InvalidInput(f"text is not valid UTF-8: {exc}", field="text") from exc
+        if not isinstance(text, str):
+            raise InvalidInput(f"text must be a string, got {type(text).__name__}", field="text")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:  # lone surrogates
+            raise InvalidInput(f"text contains characters that are not valid Unicode: {exc}",
+                               field="text") from exc
+        if not text.strip():
+            raise InvalidInput("text is empty", field="text")
+        if len(text) > self.cfg.max_text_chars:
+            raise InvalidInput(f"text has {len(text)} characters, above the limit of "
+                               f"{self.cfg.max_text_chars}", field="text")
+        return text
+
+    def tokenize(self, texts: Sequence[Any], kind: str) -> list[list[int]]:
+        if kind not in TEXT_KINDS:
+            raise InvalidInput(f"kind must be one of {TEXT_KINDS}, got {kind!r}", field="kind")
+        prefix = self.prefixes.get(kind, "")
+        clean = [prefix + self.validate(t) for t in texts]
+        return [enc.ids for enc in self.tokenizer.encode_batch(clean, add_special_tokens=True)]
+
+    def feeds(self, ids: Sequence[Sequence[int]]) -> dict[str, np.ndarray]:
+        """Right-padded input_ids/attention_mask for one batch."""
+        width = max(len(x) for x in ids)
+        input_ids = np.full((len(ids), width), self.pad_id, dtype=np.int64)
+        mask = np.zeros((len(ids), width), dtype=np.int64)
+        for row, seq in enumerate(ids):
+            input_ids[row, : len(seq)] = seq
+            mask[row, : len(seq)] = 1
+        feeds = {"input_ids": input_ids, "attention_mask": mask}
+        return {k: v for k, v in feeds.items() if k in self.input_names}
+
+    def encode_ids(self, ids: Sequence[Sequence[int]]) -> np.ndarray:
+        return self.run(self.feeds(ids))[self.embedding_output].astype(np.float32, copy=False)
+
+    def encode(self, texts: Sequence[Any] | str, kind: str = "query") -> np.ndarray:
+        """Texts -> (n, dim) L2-normalised vectors. Batches are length-sorted to cut padding."""
+        single = isinstance(texts, str)
+        items = [texts] if single else list(texts)
+        if not items:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        ids = self.tokenize(items, kind)
+        order = np.argsort([len(x) for x in ids], kind="stable")
+        out = np.empty((len(ids), self.dim), dtype=np.float32)
+        for start in range(0, len(order), self.max_batch):
+            chunk = order[start: start + self.max_batch]
+            out[chunk] = self.encode_ids([ids[i] for i in chunk])
+        return out[0] if single else out
+
+    def warmup(self) -> float:
+        t0 = time.perf_counter()
+        self.encode(["warm up", "预热"], kind="query")
+        return time.perf_counter() - t0
+
+
+class ImageEncoder(OnnxEncoder):
+    """Pillow decode (EXIF, RGB, bomb guard) + ONNX image tower."""
+
+    def __init__(self, artifacts: ModelArtifacts, cfg: EncoderConfig | None = None) -> None:
+        cfg = cfg or EncoderConfig()
+        super().__init__(artifacts.tower("image", cfg.precision), cfg)
+        self.pre = ImagePreprocess.from_dict(self.tower.spec["preprocess"])
+        self.input_name = self.input_names[0]
+        self.max_batch = int(self.tower.spec.get("max_batch", 32))
+
+    def load(self, item: Any) -> np.ndarray:
+        """bytes (or a PIL image) -> CHW float32 tensor."""
+        if hasattr(item, "mode") and hasattr(item, "size"):
+            from kuamo.engine.imaging import to_rgb
+
+            return preprocess(to_rgb(item), self.pre)
+        img = decode_image(item, max_bytes=self.cfg.max_image_bytes, max_pixels=self.cfg.max_image_pixels)
+        return preprocess(img, self.pre)
+
+    def encode_outputs(self, items: Sequence[Any], outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        names = list(outputs or [self.embedding_output])
+        tensors = np.stack([self.load(x) for x in items]) if items else None
+        if tensors is None:
+            return {n: np.zeros((0, 0), dtype=np.float32) for n in names}
+        parts: dict[str, list[np.ndarray]] = {n: [] for n in names}
+        for start in range(0, len(tensors), self.max_batch):
+            res = self.run({self.input_name: tensors[start: start + self.max_batch]}, names)
+            for n in names:
+                parts[n].append(res[n])
+        return {n: np.concatenate(v).astype(np.float32, copy=False) for n, v in parts.items()}
+
+    def encode(self, items: Sequence[Any], output: str | None = None) -> np.ndarray:
+        """Images -> (n, dim) L2-normalised vectors of the tower's embedding output (or `output`)."""
+        name = output or self.embedding_output
+        return l2_normalize(self.encode_outputs(items, [name])[name])
+
+    def warmup(self) -> float:
+        from PIL import Image
+
+        t0 = time.perf_counter()
+        self.encode([Image.new("RGB", (64, 80), (200, 30, 30))])
+        return time.perf_counter() - t0

@@ -1,0 +1,39 @@
+"""The one error hierarchy of kuamo. The server maps these to gRPC status codes in one table."""
+
+from __future__ import annotations
+
+
+class KuamoError(Exception):
+    """Base class; `field` names the request field at fault when there is one."""
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.message}" if self.field else self.message
+
+
+class InvalidInput(KuamoError):
+    """The caller sent something we cannot use (maps to INVALID_ARGUMENT)."""
+
+
+class NotFound(KuamoError):
+    """A product, user or file that was asked for does not exist (NOT_FOUND)."""
+
+
+class Overloaded(KuamoError):
+    """A bounded queue is full; retry later (RESOURCE_EXHAUSTED)."""
+
+
+class NotReady(KuamoError):
+    """Models are not loaded or warm yet, or the server is draining (UNAVAILABLE)."""
+
+
+class Unauthenticated(KuamoError):
+    """Missing or wrong credentials (UNAUTHENTICATED)."""
+
+
+class ArtifactError(KuamoError):
+    """A model artifact is missing, corrupt or does not match its manifest (FAILED_PRECONDITION)."""

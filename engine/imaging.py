@@ -1,0 +1,106 @@
+"""Safe image decoding and the one preprocessing function the runtime and the exporter share."""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from kuamo.engine.errors import InvalidInput
+
+_RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
+
+
+@dataclass(frozen=True, kw_only=True)
+class ImagePreprocess:
+    """How a photo becomes a tensor. Stored in the manifest so runtime and export agree."""
+
+    size: int = 224
+    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    interpolation: str = "bicubic"
+    # Product photos are framed to show the whole item: pad to a square instead of cropping it away.
+    fit: str = "pad"  # pad | crop
+    pad_colour: tuple[int, int, int] = (255, 255, 255)
+
+    def to_dict(self) -> dict:
+        return {"size": self.size, "mean": list(self.mean), "std": list(self.std),
+                "interpolation": self.interpolation, "fit": self.fit, "pad_colour": list(self.pad_colour),
+                "layout": "NCHW", "colour": "RGB", "exif_transpose": True}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ImagePreprocess:
+        return cls(size=int(d["size"]), mean=tuple(d["mean"]), std=tuple(d["std"]),
+                   interpolation=d.get("interpolation", "bicubic"), fit=d.get("fit", "pad"),
+                   pad_colour=tuple(d.get("pad_colour", (255, 255, 255))))
+
+
+def decode_image(data: bytes, *, max_bytes: int = 20 * 1024 * 1024,
+                 max_pixels: int = 40_000_000) -> Image.Image:
+    """Bytes -> upright RGB PIL image, or InvalidInput saying what is wrong with the bytes."""
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise InvalidInput(f"image must be bytes, got {type(data).__name__}", field="image")
+    if len(data) == 0:
+        raise InvalidInput("image is empty (0 bytes)", field="image")
+    if len(data) > max_bytes:
+        raise InvalidInput(f"image is {len(data)} bytes, above the limit of {max_bytes}", field="image")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+            w, h = img.size
+            if w <= 0 or h <= 0:
+                raise InvalidInput(f"image has no pixels ({w}x{h})", field="image")
+            if w * h > max_pixels:
+                raise InvalidInput(
+                    f"image is {w}x{h} = {w * h} pixels, above the limit of {max_pixels} "
+                    "(decompression-bomb guard)", field="image")
+            img.seek(0)  # animated images: first frame
+            img.load()
+            img = ImageOps.exif_transpose(img)
+    except InvalidInput:
+        raise
+    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise InvalidInput(f"not a decodable image: {exc}", field="image") from exc
+    except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as exc:
+        raise InvalidInput(f"corrupt or truncated image: {exc}", field="image") from exc
+    return to_rgb(img)
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Any mode (palette, CMYK, 16-bit, LA, RGBA) -> RGB; transparency composited onto white."""
+    if img.mode == "RGB":
+        return img
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(img, dtype=np.float64)
+        top = float(arr.max()) or 1.0
+        img = Image.fromarray((arr * (255.0 / top)).clip(0, 255).astype(np.uint8), mode="L")
+    if img.mode == "P" or img.mode in ("LA", "RGBA", "PA") or "transparency" in img.info:
+        img = img.convert("RGBA")
+        background = Image.new("RGBA", img.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(background, img)
+    return img.convert("RGB")
+
+
+def preprocess(img: Image.Image, p: ImagePreprocess) -> np.ndarray:
+    """RGB image -> float32 CHW tensor normalised as the tower expects."""
+    resample = _RESAMPLE[p.interpolation]
+    w, h = img.size
+    if p.fit == "pad":
+        side = max(w, h)
+        if (w, h) != (side, side):
+            canvas = Image.new("RGB", (side, side), tuple(p.pad_colour))
+            canvas.paste(img, ((side - w) // 2, (side - h) // 2))
+            img = canvas
+        img = img.resize((p.size, p.size), resample)
+    else:
+        scale = p.size / min(w, h)
+        img = img.resize((max(p.size, round(w * scale)), max(p.size, round(h * scale))), resample)
+        left, top = (img.width - p.size) // 2, (img.height - p.size) // 2
+        img = img.crop((left, top, left + p.size, top + p.size))
+    x = np.asarray(img, dtype=np.float32) / 255.0
+    x = (x - np.asarray(p.mean, dtype=np.float32)) / np.asarray(p.std, dtype=np.float32)
+    return np.ascontiguousarray(x.transpose(2, 0, 1))

@@ -1,0 +1,77 @@
+"""`kuamo export`: build every tower into one model directory and write its manifest last.
+
+The manifest is written only after every file is complete, through a temp file and rename, so a
+half-finished export never looks like a valid model directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from kuamo.engine.artifacts import MANIFEST_FORMAT, MANIFEST_NAME, sha256_file
+
+Progress = Callable[[str], None]
+
+
+def _referenced_files(towers: dict) -> list[str]:
+    names: set[str] = set()
+    for spec in towers.values():
+        names.update(spec.get("files", {}).values())
+        for key in ("tokenizer",):
+            if spec.get(key):
+                names.add(spec[key])
+    return sorted(names)
+
+
+def write_manifest(out_dir: Path, towers: dict, *, extra: dict | None = None) -> Path:
+    """Checksum every file the towers reference and write manifest.json atomically."""
+    files = {}
+    for name in _referenced_files(towers):
+        path = out_dir / name
+        files[name] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
+    manifest = {
+        "format": MANIFEST_FORMAT,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "exported_on": {"machine": platform.machine(), "python": platform.python_version()},
+        "towers": towers,
+        "files": files,
+        **(extra or {}),
+    }
+    tmp = out_dir / (MANIFEST_NAME + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(manifest, f, indent=2, ensure_ascii=False)
+        f.flush()
+        os.fsync(f.fileno())
+    final = out_dir / MANIFEST_NAME
+    os.replace(tmp, final)
+    return final
+
+
+def run_export(out_dir: Path | str, *, text: str = "e5", image: bool = True, clip: Path | None = None,
+               progress: Progress = print) -> Path:
+    """Export the default towers (or a local CLIP/SigLIP checkpoint) into `out_dir`."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stale = out_dir / MANIFEST_NAME
+    if stale.exists():
+        stale.unlink()  # the directory is invalid until the new manifest is written
+    towers: dict = {}
+    if clip is not None:
+        from kuamo.export.clip_tower import export_clip_towers
+
+        towers.update(export_clip_towers(Path(clip), out_dir, progress=progress))
+    else:
+        from kuamo.export.text_tower import export_text_tower
+
+        towers["text"] = export_text_tower(out_dir, variant=text, progress=progress)
+        if image:
+            from kuamo.export.image_tower import export_image_tower
+
+            towers["image"] = export_image_tower(out_dir, progress=progress)
+    progress("writing manifest.json (sha256 of every file)")
+    return write_manifest(out_dir, towers)

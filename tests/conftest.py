@@ -1,0 +1,26 @@
+"""Shared fixtures: the exported model directory and the fashion catalog, both real."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+MODEL_DIR = Path(os.environ.get("KUAMO_TEST_MODELS", REPO / "models" / "default"))
+FASHION_DIR = Path(os.environ.get("KUAMO_FASHION_DIR", REPO.parent / "shared" / "data" / "fashion"))
+
+
+@pytest.fixture(scope="session")
+def model_dir() -> Path:
+    if not (MODEL_DIR / "manifest.json").is_file():
+        pytest.skip(f"no exported models in {MODEL_DIR}: run `make models` (kuamo export) first")
+    return MODEL_DIR
+
+
+@pytest.fixture(scope="session")
+def fashion_dir() -> Path:
+    if not (FASHION_DIR / "products.csv").is_file():
+        pytest.skip(f"fashion catalog not found at {FASHION_DIR} (set KUAMO_FASHION_DIR)")
+    return FASHION_DIR
