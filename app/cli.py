@@ -40,7 +40,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _cmd_neighbours(args: argparse.Namespace) -> int:
-    from kuamo.app_demo import show_neighbours
+    from kuamo.demo import show_neighbours
 
     return show_neighbours(model_dir=args.models, sample=args.sample, catalog=args.catalog)
 

@@ -44,7 +44,7 @@ def test_garbage_bytes_are_rejected_with_a_reason(data: bytes, needle: str) -> N
 
 def test_truncated_jpeg_is_rejected() -> None:
     jpeg = _encode(Image.new("RGB", (64, 64), (10, 200, 30)), "JPEG")
-    with pytest.raises(InvalidInput, match="corrupt or truncated|not a decodable"):
+    with pytest.raises(InvalidInput, match=r"corrupt or truncated|not a decodable"):
         decode_image(jpeg[: len(jpeg) // 2])
 
 
