@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -58,11 +59,22 @@ class TextEncoder(OnnxEncoder):
 
     def __init__(self, artifacts: ModelArtifacts, cfg: EncoderConfig | None = None) -> None:
         cfg = cfg or EncoderConfig()
-        super().__init__(artifacts.tower("text", cfg.precision), cfg)
+        tower = artifacts.tower("text", cfg.precision)
+        self._setup(tower, artifacts.file(tower.spec.get("tokenizer", "tokenizer.json")), cfg)
+
+    @classmethod
+    def from_tower(cls, tower: TowerArtifact, tokenizer_path: Path, cfg: EncoderConfig | None = None) -> TextEncoder:
+        """An encoder over explicit files, before any manifest exists (used by the exporter's checks)."""
+        obj = cls.__new__(cls)
+        obj._setup(tower, tokenizer_path, cfg or EncoderConfig())
+        return obj
+
+    def _setup(self, tower: TowerArtifact, tokenizer_path: Path, cfg: EncoderConfig) -> None:
+        super().__init__(tower, cfg)
         spec = self.tower.spec
         self.prefixes: dict[str, str] = spec.get("prefixes", {"query": "", "document": ""})
         self.max_length = int(spec.get("max_length", 512))
-        self.tokenizer = Tokenizer.from_file(str(artifacts.file(spec.get("tokenizer", "tokenizer.json"))))
+        self.tokenizer = Tokenizer.from_file(str(tokenizer_path))
         self.tokenizer.enable_truncation(self.max_length)
         self.tokenizer.no_padding()
         self.pad_id = int(spec.get("pad_id", 1))

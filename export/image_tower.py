@@ -1,0 +1,130 @@
+"""Image tower export: EfficientNet-Lite0 -> ONNX (pooled features + logits, and an aligned `embedding`
+output when an alignment head is given), parity-checked against PyTorch, INT8 chosen by measurement."""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from kuamo.engine.imaging import ImagePreprocess, decode_image, preprocess
+from kuamo.export.effnet_lite import load_pretrained
+from kuamo.export.gate import parity_stats
+from kuamo.export.image_int8 import choose_int8
+from kuamo.export.onnx_info import cap_ir_version, describe
+from kuamo.export.samples import sample_fashion
+
+Progress = Callable[[str], None]
+OPSET = 17
+PARITY_SEED, CALIBRATION_SEED = 4321, 8765
+
+
+class ImageTower(nn.Module):
+    """Backbone plus optional heads: outputs (embedding?, features, logits)."""
+
+    def __init__(self, backbone: nn.Module, head: nn.Module | None = None) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+
+    @property
+    def output_names(self) -> list[str]:
+        return (["embedding"] if self.head is not None else []) + ["features", "logits"]
+
+    def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        feats, logits = self.backbone(pixel_values)
+        if self.head is None:
+            return feats, logits
+        emb = nn.functional.normalize(self.head(feats, logits), p=2.0, dim=1)
+        return emb, feats, logits
+
+
+def photo_batch(seed: int, n: int, pre: ImagePreprocess) -> np.ndarray:
+    """n real fashion photos, decoded and preprocessed exactly as the runtime does."""
+    items = sample_fashion(n, seed=seed)
+    return np.stack([preprocess(decode_image(it.image_path.read_bytes()), pre) for it in items])
+
+
+def export_onnx(tower: ImageTower, path: Path, size: int) -> None:
+    dummy = torch.zeros(2, 3, size, size)
+    names = tower.output_names
+    with torch.no_grad():
+        torch.onnx.export(tower, (dummy,), str(path), input_names=["pixel_values"], output_names=names,
+                          opset_version=OPSET, dynamo=False,
+                          dynamic_axes={"pixel_values": {0: "batch"}, **{n: {0: "batch"} for n in names}})
+    cap_ir_version(path)
+
+
+def run_torch(tower: ImageTower, x: np.ndarray, batch: int = 32) -> dict[str, np.ndarray]:
+    outs: dict[str, list[np.ndarray]] = {n: [] for n in tower.output_names}
+    with torch.no_grad():
+        for i in range(0, len(x), batch):
+            for name, value in zip(tower.output_names, tower(torch.from_numpy(x[i: i + batch])), strict=True):
+                outs[name].append(value.numpy())
+    return {k: np.concatenate(v) for k, v in outs.items()}
+
+
+def run_onnx(path: Path, x: np.ndarray, batch: int = 32) -> dict[str, np.ndarray]:
+    from kuamo.engine.session import create_session
+
+    sess = create_session(path)
+    names = [o.name for o in sess.get_outputs()]
+    parts = [sess.run(names, {"pixel_values": x[i: i + batch]}) for i in range(0, len(x), batch)]
+    return {n: np.concatenate([p[j] for p in parts]) for j, n in enumerate(names)}
+
+
+def export_image_tower(out_dir: Path, *, progress: Progress = print, head: nn.Module | None = None,
+                       head_card: dict | None = None, int8: bool = True) -> dict:
+    out_dir = Path(out_dir)
+    fp32_path, int8_path = out_dir / "image.onnx", out_dir / "image.int8.onnx"
+    pre = ImagePreprocess()
+    t0 = time.perf_counter()
+    progress("image: loading EfficientNet-Lite0 weights (strict, 296 tensors)")
+    backbone, source = load_pretrained()
+    tower = ImageTower(backbone, head).eval()
+    progress("image: exporting FP32 ONNX (TorchScript exporter)")
+    export_onnx(copy.deepcopy(tower), fp32_path, pre.size)
+
+    progress("image: parity of ONNX FP32 against PyTorch on 256 real photos")
+    x = photo_batch(PARITY_SEED, 256, pre)
+    ref, got = run_torch(tower, x), run_onnx(fp32_path, x)
+    parity = {f"fp32_vs_torch_{name}": parity_stats(ref[name], got[name]) for name in tower.output_names}
+    parity["fp32_vs_torch"] = parity["fp32_vs_torch_features"]
+
+    embedding_output = "embedding" if head is not None else "features"
+    spec: dict = {
+        "files": {"fp32": fp32_path.name},
+        "source": source, "preprocess": pre.to_dict(), "embedding_output": embedding_output,
+        "dim": 384 if head is not None else 1280,
+        "outputs": {n: int(got[n].shape[1]) for n in tower.output_names},
+        "normalize": "l2 inside the graph for `embedding`; raw pooled `features`",
+        "max_batch": 32,
+    }
+    if head_card is not None:
+        spec["alignment"] = head_card
+
+    serve, reason, quant = "fp32", "INT8 not attempted (--no-int8)", {}
+    if int8:
+        progress("image: choosing an INT8 scheme (accuracy gate + speed, measured on this CPU)")
+        calibration = photo_batch(CALIBRATION_SEED, 128, pre)
+        quant = choose_int8(fp32_path, int8_path, calibration=calibration, gate_inputs=x,
+                            output=embedding_output, progress=progress)
+        if quant.get("chosen"):
+            spec["files"]["int8"] = int8_path.name
+            serve, reason = "int8", quant["reason"]
+            parity["int8_vs_fp32"] = quant["gate"]
+        else:
+            reason = quant["reason"]
+            parity["int8_vs_fp32"] = quant.get("gate", {"passed": False, "reason": reason})
+    spec.update({"serve": serve, "serve_reason": reason, "quantization": quant, "parity": parity,
+                 "onnx": {"fp32": describe(fp32_path),
+                          **({"int8": describe(int8_path)} if "int8" in spec["files"] else {})},
+                 "export_seconds": round(time.perf_counter() - t0, 1)})
+    progress(f"image: FP32 vs torch cos min {parity['fp32_vs_torch']['cosine_min']:.6f}; serving {serve} "
+             f"({reason})")
+    return spec

