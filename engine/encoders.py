@@ -146,7 +146,17 @@ class ImageEncoder(OnnxEncoder):
 
     def __init__(self, artifacts: ModelArtifacts, cfg: EncoderConfig | None = None) -> None:
         cfg = cfg or EncoderConfig()
-        super().__init__(artifacts.tower("image", cfg.precision), cfg)
+        self._setup(artifacts.tower("image", cfg.precision), cfg)
+
+    @classmethod
+    def from_tower(cls, tower: TowerArtifact, cfg: EncoderConfig | None = None) -> ImageEncoder:
+        """An encoder over an explicit file, before any manifest exists (used by the exporter's checks)."""
+        obj = cls.__new__(cls)
+        obj._setup(tower, cfg or EncoderConfig())
+        return obj
+
+    def _setup(self, tower: TowerArtifact, cfg: EncoderConfig) -> None:
+        super().__init__(tower, cfg)
         self.pre = ImagePreprocess.from_dict(self.tower.spec["preprocess"])
         self.input_name = self.input_names[0]
         self.max_batch = int(self.tower.spec.get("max_batch", 32))
