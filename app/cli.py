@@ -19,7 +19,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from kuamo.export.progress import StepProgress
 
     progress = StepProgress(f"kuamo export -> {args.out}")
-    path = run_export(args.out, text=args.text, image=not args.no_image, clip=args.clip, progress=progress)
+    path = run_export(args.out, text=args.text, image=not args.no_image, clip=args.clip, head=args.head,
+                      progress=progress)
     progress.done(f"wrote {path}")
     return 0
 
@@ -45,6 +46,34 @@ def _cmd_neighbours(args: argparse.Namespace) -> int:
     return show_neighbours(model_dir=args.models, sample=args.sample, catalog=args.catalog)
 
 
+def _cmd_align(args: argparse.Namespace) -> int:
+    from kuamo.export.align import Recipe, run_align, with_overrides
+    from kuamo.export.align_head import default_head_path
+    from kuamo.export.progress import StepProgress
+    from kuamo.export.samples import DEFAULT_FASHION_DIR
+
+    progress = StepProgress("kuamo align")
+    recipe = with_overrides(Recipe(), epochs=args.epochs, alpha=args.alpha, seed=args.seed)
+    out = args.out or (default_head_path() if args.catalog is None else Path("models/align_head.npz"))
+    card = run_align(catalog=args.catalog or DEFAULT_FASHION_DIR, model_dir=args.models, out=out, recipe=recipe,
+                     limit=args.limit, progress=progress)
+    m = card["metrics_held_out"]
+    progress.done(f"wrote {out}: held-out known-item R@1 {m['known_item']['R@1']:.1f} "
+                  f"R@10 {m['known_item']['R@10']:.1f}, category P@10 {m['category']['P@10']:.1f}; "
+                  f"run `kuamo export` to fuse it into the image tower")
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from kuamo.benchmarks.quality import run
+
+    res = run(quick=args.quick, model_dir=args.models, catalog=args.catalog)
+    for name, t in res["targets"].items():
+        print(f"{name:32} target {t['target']!s:>6}  fp32 {t['fp32']:6.1f}  served {t['served']:6.1f}  "
+              f"{'met' if t['met'] else 'MISSED'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="kuamo", description="ONNX-optimised cross-modal product search")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -57,12 +86,31 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--clip", type=Path, default=None,
                    help="export a local Hugging Face CLIP/SigLIP checkpoint instead of the default towers")
     e.add_argument("--no-image", action="store_true", help="skip the image tower")
+    e.add_argument("--head", type=Path, default=None,
+                   help="alignment head (.npz from `kuamo align`) to fuse; default: the one shipped with kuamo")
     e.set_defaults(func=_cmd_export)
 
     b = sub.add_parser("bench", help="run benchmarks; results go to benchmarks/results/")
     b.add_argument("suite", choices=(*BENCH_SUITES, "all"))
     b.add_argument("--quick", action="store_true", help="small sizes, a few minutes (CI smoke run)")
     b.set_defaults(func=_cmd_bench)
+
+    a = sub.add_parser("align", help="train the image->text alignment head on a catalog (needs [export])")
+    a.add_argument("--catalog", type=Path, default=None, help="catalog directory (default: the fashion catalog)")
+    a.add_argument("--models", type=Path, default=DEFAULT_MODEL_DIR, help="exported towers to extract features with")
+    a.add_argument("--out", type=Path, default=None,
+                   help="head file (default: the shipped head for the fashion catalog, else models/align_head.npz)")
+    a.add_argument("--epochs", type=int, default=None)
+    a.add_argument("--alpha", type=float, default=None, help="weight of the trained head vs the zero-shot map")
+    a.add_argument("--seed", type=int, default=None)
+    a.add_argument("--limit", type=int, default=None, help="use only the first N products (smoke runs)")
+    a.set_defaults(func=_cmd_align)
+
+    ev = sub.add_parser("eval", help="retrieval quality on the held-out 10%% (writes benchmarks/results/quality.*)")
+    ev.add_argument("--models", type=Path, default=DEFAULT_MODEL_DIR)
+    ev.add_argument("--catalog", type=Path, default=None)
+    ev.add_argument("--quick", action="store_true")
+    ev.set_defaults(func=_cmd_eval)
 
     n = sub.add_parser("neighbours", help="show nearest neighbours on a sample of the fashion catalog")
     n.add_argument("--models", type=Path, default=DEFAULT_MODEL_DIR)

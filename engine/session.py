@@ -27,6 +27,7 @@ def session_options(cfg: SessionConfig) -> ort.SessionOptions:
     so.graph_optimization_level = _OPT_LEVELS[cfg.graph_optimization]
     so.intra_op_num_threads = cfg.intra_op_threads
     so.inter_op_num_threads = cfg.inter_op_threads
+    so.add_session_config_entry("session.intra_op.allow_spinning", "1" if cfg.allow_spinning else "0")
     so.log_severity_level = 3  # CUDA fallback noise goes to our own log line instead
     return so
 

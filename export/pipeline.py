@@ -52,8 +52,22 @@ def write_manifest(out_dir: Path, towers: dict, *, extra: dict | None = None) ->
     return final
 
 
+def _alignment_head(head_path: Path | None) -> tuple[object | None, dict | None]:
+    """The head to fuse into the image tower: an explicit file, else the one shipped with kuamo."""
+    from kuamo.export.align_head import AlignHead, default_head_path
+
+    path = Path(head_path) if head_path else default_head_path()
+    if not path.is_file():
+        if head_path:
+            raise FileNotFoundError(f"alignment head {path} not found; train one with `kuamo align`")
+        return None, None
+    card_path = path.with_name("align.json")
+    card = json.loads(card_path.read_text(encoding="utf-8")) if card_path.is_file() else {}
+    return AlignHead.load(path), {"head_file": path.name, **card}
+
+
 def run_export(out_dir: Path | str, *, text: str = "e5", image: bool = True, clip: Path | None = None,
-               progress: Progress = print) -> Path:
+               head: Path | None = None, progress: Progress = print) -> Path:
     """Export the default towers (or a local CLIP/SigLIP checkpoint) into `out_dir`."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -72,6 +86,8 @@ def run_export(out_dir: Path | str, *, text: str = "e5", image: bool = True, cli
         if image:
             from kuamo.export.image_tower import export_image_tower
 
-            towers["image"] = export_image_tower(out_dir, progress=progress)
+            # the default text space is e5's: a head only makes sense with the e5 text tower
+            align, card = _alignment_head(head) if text == "e5" else (None, None)
+            towers["image"] = export_image_tower(out_dir, progress=progress, head=align, head_card=card)
     progress("writing manifest.json (sha256 of every file)")
     return write_manifest(out_dir, towers)

@@ -1,0 +1,153 @@
+"""Retrieval quality on the held-out 10% of the fashion catalog (`kuamo eval`, `kuamo bench quality`).
+
+Tasks (search pool = the held-out photos):
+- known-item: query = the product's own English title, relevant = its own photo;
+- category: query = an articleType name, relevant = photos of that articleType;
+- image->image: query = a held-out photo, relevant = other photos of the same articleType;
+- Chinese: tests/data/zh_queries.tsv, relevant = expected articleType (and colour when given), scored
+  beside the same queries in English.
+Every task is scored for the FP32 towers and for the served (gated INT8) towers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from kuamo.benchmarks.common import machine_info, markdown_table, write_json, write_markdown
+from kuamo.benchmarks.metrics import retrieval_metrics
+
+ZH_QUERIES = Path(__file__).resolve().parents[1] / "tests" / "data" / "zh_queries.tsv"
+MIN_CATEGORY_SIZE = 5
+
+
+def load_zh_queries(path: Path = ZH_QUERIES) -> list[dict]:
+    with open(path, encoding="utf-8") as f:
+        lines = [line for line in f if not line.startswith("#")]
+    return list(csv.DictReader(lines, delimiter="\t"))
+
+
+def evaluate_embeddings(items: Sequence, image_emb: np.ndarray, title_emb: np.ndarray, text_encoder,
+                        raw_features: np.ndarray | None = None) -> dict:
+    """All tasks for one set of held-out photo embeddings (n, 384) and title query vectors (n, 384)."""
+    n = len(items)
+    out: dict = {"pool": n}
+    out["known_item"] = retrieval_metrics(title_emb @ image_emb.T, np.eye(n, dtype=bool))
+
+    articles = np.asarray([it.attrs["articleType"] for it in items])
+    names, counts = np.unique(articles, return_counts=True)
+    cats = [c for c, k in zip(names, counts, strict=True) if k >= MIN_CATEGORY_SIZE]
+    cat_q = text_encoder.encode(list(cats), kind="query")
+    out["category"] = retrieval_metrics(cat_q @ image_emb.T, articles[None, :] == np.asarray(cats)[:, None])
+
+    same = articles[:, None] == articles[None, :]
+    np.fill_diagonal(same, False)
+    for name, vecs in (("image_to_image_aligned", image_emb), ("image_to_image_raw", raw_features)):
+        if vecs is None:
+            continue
+        v = vecs / np.linalg.norm(vecs, axis=1, keepdims=True)
+        s = v @ v.T
+        np.fill_diagonal(s, -np.inf)
+        out[name] = retrieval_metrics(s, same)
+
+    colours = np.asarray([it.attrs.get("baseColour", "") for it in items])
+    queries = load_zh_queries()
+    rel = np.zeros((len(queries), n), dtype=bool)
+    for i, q in enumerate(queries):
+        rel[i] = np.isin(articles, q["articleType"].split("|"))
+        if q.get("baseColour"):
+            rel[i] &= colours == q["baseColour"]
+    for lang in ("zh", "en"):
+        qv = text_encoder.encode([q[lang] for q in queries], kind="query")
+        out[f"queries_{lang}"] = retrieval_metrics(qv @ image_emb.T, rel)
+    out["zh_vs_en_P@5_gap"] = out["queries_en"]["P@5"] - out["queries_zh"]["P@5"]
+    return out
+
+
+def _held_out_items(catalog: Path | None):
+    from kuamo.export.align import is_held_out
+    from kuamo.export.samples import DEFAULT_FASHION_DIR, load_fashion
+
+    return [it for it in load_fashion(catalog or DEFAULT_FASHION_DIR) if is_held_out(it.id)]
+
+
+def evaluate_model_dir(model_dir: Path, precision: str, items: Sequence, limit: int | None = None) -> dict:
+    from kuamo.engine.artifacts import ModelArtifacts
+    from kuamo.engine.config import EncoderConfig
+    from kuamo.engine.encoders import ImageEncoder, TextEncoder
+
+    art = ModelArtifacts(model_dir)
+    cfg = EncoderConfig(precision=precision)
+    img, txt = ImageEncoder(art, cfg), TextEncoder(art, cfg)
+    items = list(items)[:limit] if limit else list(items)
+    photos = [it.image_path.read_bytes() for it in items]
+    outs = img.encode_outputs(photos, [img.embedding_output, "features"])
+    emb = outs[img.embedding_output]
+    emb = emb / np.linalg.norm(emb, axis=1, keepdims=True)
+    titles = txt.encode([it.title for it in items], kind="query")
+    res = evaluate_embeddings(items, emb, titles, txt, raw_features=outs["features"])
+    res["precision"] = {"text": txt.tower.precision, "image": img.tower.precision}
+    return res
+
+
+TARGETS = {("known_item", "R@10"): 82, ("known_item", "R@1"): 40, ("category", "P@10"): 90,
+           ("image_to_image_aligned", "P@10"): 82}
+
+
+def run(quick: bool = False, model_dir: Path | str = "models/default", catalog: Path | None = None) -> dict:
+    model_dir = Path(model_dir)
+    items = _held_out_items(catalog)
+    limit = 400 if quick else None
+    res: dict = {"suite": "quality", "quick": quick, "machine": machine_info(),
+                 "params": {"held_out": len(items), "pool": limit or len(items), "split": "sha1(id) mod 100 < 10"}}
+    from kuamo.engine.artifacts import ModelArtifacts
+
+    towers = ModelArtifacts(model_dir).towers
+    res["image_tower"] = {"embedding_output": towers["image"]["embedding_output"],
+                          "alignment": towers["image"].get("alignment", {}).get("recipe")}
+    res["fp32"] = evaluate_model_dir(model_dir, "fp32", items, limit)
+    res["served"] = evaluate_model_dir(model_dir, "auto", items, limit)
+    res["served_minus_fp32_R@10"] = res["served"]["known_item"]["R@10"] - res["fp32"]["known_item"]["R@10"]
+    res["targets"] = {f"{t} {m}": {"target": v, "fp32": res["fp32"][t][m], "served": res["served"][t][m],
+                                   "met": res["served"][t][m] >= v} for (t, m), v in TARGETS.items()}
+    res["targets"]["zh vs en P@5 gap"] = {"target": "<= 5", "fp32": res["fp32"]["zh_vs_en_P@5_gap"],
+                                          "served": res["served"]["zh_vs_en_P@5_gap"],
+                                          "met": res["served"]["zh_vs_en_P@5_gap"] <= 5}
+    _write(res)
+    return res
+
+
+def _write(res: dict) -> None:
+    rows = []
+    for variant in ("fp32", "served"):
+        r = res[variant]
+        for task in ("known_item", "category", "image_to_image_aligned", "image_to_image_raw", "queries_en",
+                     "queries_zh"):
+            m = r[task]
+            rows.append({"encoders": variant, "task": task, **{k: m[k] for k in
+                         ("queries", "R@1", "R@5", "R@10", "MRR", "nDCG@10", "P@5", "P@10", "Rfrac@10", "F1@10")}})
+    trows = [{"target": k, **v} for k, v in res["targets"].items()]
+    body = (f"Held-out pool: {res['params']['pool']} photos. Image embedding output: "
+            f"`{res['image_tower']['embedding_output']}`.\n\n" + markdown_table(rows, floatfmt=".1f")
+            + "\n## Targets\n\n" + markdown_table(trows, floatfmt=".1f")
+            + "\nReproduce: `kuamo eval` (or `kuamo bench quality`).\n")
+    suffix = "_quick" if res["quick"] else ""
+    write_json("quality" + suffix, res)
+    write_markdown("quality" + suffix, "Retrieval quality (held-out fashion)", body, res["machine"])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--models", default="models/default")
+    ap.add_argument("--catalog", type=Path, default=None)
+    a = ap.parse_args()
+    run(quick=a.quick, model_dir=a.models, catalog=a.catalog)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,49 @@
+"""The engine as the server sees it. The server depends on this protocol only, never on Engine itself."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from kuamo.engine.types import EngineStats, Health, Product, Query, SearchResult, UpsertResult
+
+
+@runtime_checkable
+class EngineProtocol(Protocol):
+    """All methods are coroutines and are safe to call concurrently from one event loop.
+
+    Errors are kuamo.engine.errors types: InvalidInput(field=...) for bad requests, NotFound,
+    Overloaded when an encoder queue is full, NotReady before start-up finishes.
+    """
+
+    async def search(self, query: Query) -> SearchResult: ...
+
+    async def search_many(self, queries: Sequence[Query]) -> list[SearchResult]: ...
+
+    async def embed_text(self, texts: Sequence[str], kind: str = "query") -> np.ndarray:
+        """(n, dim) L2-normalised text vectors; kind is "query" or "document"."""
+        ...
+
+    async def embed_image(self, images: Sequence[bytes]) -> np.ndarray:
+        """(n, dim) L2-normalised image vectors (aligned to the text space)."""
+        ...
+
+    async def upsert(self, products: Sequence[Product],
+                     images: Sequence[bytes | None] | None = None) -> UpsertResult:
+        """Insert or replace products; images[i] (optional) is the photo of products[i]. Bad rows are
+        rejected with reasons, the rest committed."""
+        ...
+
+    async def delete(self, ids: Sequence[int]) -> int:
+        """Number of products that existed and were deleted."""
+        ...
+
+    async def get(self, id: int) -> Product:
+        """The stored product, or NotFound(field="id")."""
+        ...
+
+    async def stats(self) -> EngineStats: ...
+
+    async def health(self) -> Health: ...

@@ -1,0 +1,204 @@
+"""`kuamo align`: train the head that maps image features into the frozen multilingual-e5 space.
+
+Data: (photo, title) pairs of a catalog, split 90/10 by a stable hash of the product id (the 10% is never
+trained on). Features are extracted once through the exported ONNX towers with the runtime preprocessing
+and cached on disk. Training: symmetric InfoNCE with a learnable temperature, AdamW, one-cycle; the
+targets are e5("query: " + title) or, for a share of the samples, an attribute template
+("a photo of <colour> <articleType> for <gender>"); samples with the same target text are all positives.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from kuamo.engine.artifacts import ModelArtifacts
+from kuamo.engine.config import EncoderConfig
+from kuamo.engine.encoders import ImageEncoder, TextEncoder
+from kuamo.export.align_head import AlignHead, HeadShape
+from kuamo.export.samples import FashionItem, load_fashion, packaged_lines
+
+Progress = Callable[[str], None]
+HELD_OUT_PERCENT = 10
+CLASS_PROMPT = "a photo of a {}"
+
+
+def is_held_out(product_id: int | str) -> bool:
+    """Stable 90/10 split: sha1 of the id string, first 4 bytes mod 100 < 10 -> held out."""
+    digest = hashlib.sha1(str(product_id).encode("utf-8")).digest()
+    return int.from_bytes(digest[:4], "big") % 100 < HELD_OUT_PERCENT
+
+
+def template(attrs: dict) -> str:
+    colour = attrs.get("baseColour", "").strip().lower()
+    article = attrs.get("articleType", "").strip()
+    gender = attrs.get("gender", "").strip().lower()
+    text = f"a photo of {colour + ' ' if colour else ''}{article}"
+    return text + (f" for {gender}" if gender else "")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Recipe:
+    hidden: int = 512
+    epochs: int = 30
+    batch: int = 512
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    temperature: float = 0.07
+    template_share: float = 0.3
+    alpha: float = 1.0  # weight of the trained head vs the zero-shot class map
+    seed: int = 0
+
+
+def _cache_key(art: ModelArtifacts, items: Sequence[FashionItem]) -> str:
+    image = art.towers["image"]
+    h = hashlib.sha256()
+    h.update(json.dumps([image["source"], image["preprocess"], art.manifest["files"]["text.onnx"]["sha256"]],
+                        sort_keys=True).encode())
+    h.update(",".join(str(it.id) for it in items).encode())
+    return h.hexdigest()[:16]
+
+
+def extract_features(items: Sequence[FashionItem], model_dir: Path, cache_dir: Path,
+                     progress: Progress = print, batch: int = 64) -> dict[str, np.ndarray]:
+    """features (n,1280), logits (n,1000), title (n,384) = e5("query: "+title); cached as .npz."""
+    from tqdm import tqdm
+
+    art = ModelArtifacts(model_dir)
+    path = Path(cache_dir) / f"features-{_cache_key(art, items)}.npz"
+    if path.is_file():
+        progress(f"align: features from cache {path}")
+        with np.load(path) as data:
+            return {k: data[k] for k in data.files}
+    img = ImageEncoder(art, EncoderConfig(precision="fp32"))
+    txt = TextEncoder(art, EncoderConfig(precision="fp32"))
+    feats, logits = [], []
+    for start in tqdm(range(0, len(items), batch), desc="image features", unit="batch"):
+        chunk = items[start: start + batch]
+        out = img.encode_outputs([it.image_path.read_bytes() for it in chunk], ["features", "logits"])
+        feats.append(out["features"])
+        logits.append(out["logits"])
+    titles = []
+    for start in tqdm(range(0, len(items), 256), desc="title targets", unit="batch"):
+        titles.append(txt.encode([it.title for it in items[start: start + 256]], kind="query"))
+    data = {"ids": np.asarray([it.id for it in items], dtype=np.int64), "features": np.concatenate(feats),
+            "logits": np.concatenate(logits), "title": np.concatenate(titles)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, **data)
+    return data
+
+
+def encode_unique(texts: Sequence[str], model_dir: Path, kind: str = "query") -> tuple[np.ndarray, np.ndarray]:
+    """(vectors of the unique texts, index of each input text into them)."""
+    uniq, inverse = np.unique(np.asarray(texts, dtype=object), return_inverse=True)
+    enc = TextEncoder(ModelArtifacts(model_dir), EncoderConfig(precision="fp32"))
+    return enc.encode(list(uniq), kind=kind), inverse
+
+
+def class_text_matrix(model_dir: Path) -> np.ndarray:
+    """e5("query: a photo of a <class>") for the 1000 ImageNet classes: the zero-shot map."""
+    names = packaged_lines("imagenet_classes.txt")
+    enc = TextEncoder(ModelArtifacts(model_dir), EncoderConfig(precision="fp32"))
+    return enc.encode([CLASS_PROMPT.format(n) for n in names], kind="query")
+
+
+def train_head(features: np.ndarray, logits: np.ndarray, targets: np.ndarray, target_ids: np.ndarray,
+               recipe: Recipe, class_text: np.ndarray, progress: Progress = print,
+               alt_targets: np.ndarray | None = None, alt_ids: np.ndarray | None = None) -> AlignHead:
+    """Symmetric InfoNCE; a sample's target is its title, or with probability template_share its
+    template (alt_targets); every sample in the batch with the same target id counts as a positive."""
+    torch.manual_seed(recipe.seed)
+    rng = np.random.default_rng(recipe.seed)
+    head = AlignHead(HeadShape(hidden=recipe.hidden), alpha=recipe.alpha)
+    x = np.concatenate([features, logits], axis=1)
+    head.mean.copy_(torch.from_numpy(x.mean(0)))
+    head.std.copy_(torch.from_numpy(x.std(0) + 1e-6))
+    head.class_text.copy_(torch.from_numpy(class_text))
+    feats_t, logits_t = torch.from_numpy(features), torch.from_numpy(logits)
+    logit_scale = nn.Parameter(torch.tensor(float(np.log(1 / recipe.temperature))))
+    params = [*head.mlp.parameters(), logit_scale]
+    opt = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
+    steps_per_epoch = max(1, len(x) // recipe.batch)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=recipe.lr, total_steps=recipe.epochs * steps_per_epoch)
+    head.train()
+    for epoch in range(recipe.epochs):
+        order = rng.permutation(len(x))
+        use_alt = (rng.random(len(x)) < recipe.template_share) if alt_targets is not None else np.zeros(len(x), bool)
+        total = 0.0
+        for s in range(steps_per_epoch):
+            idx = order[s * recipe.batch: (s + 1) * recipe.batch]
+            tgt = np.where(use_alt[idx, None], alt_targets[idx] if alt_targets is not None else 0, targets[idx])
+            tid = np.where(use_alt[idx], alt_ids[idx] + 10_000_000 if alt_ids is not None else 0, target_ids[idx])
+            img = head.trained(feats_t[idx], logits_t[idx])
+            txt = torch.from_numpy(tgt.astype(np.float32))
+            sim = logit_scale.exp().clamp(max=100) * img @ txt.T
+            pos = torch.from_numpy(tid[:, None] == tid[None, :]).float()
+            pos = pos / pos.sum(1, keepdim=True)
+            loss = 0.5 * (-(pos * sim.log_softmax(1)).sum(1).mean() - (pos * sim.log_softmax(0).T).sum(1).mean())
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += float(loss)
+        if epoch % 10 == 9 or epoch == recipe.epochs - 1:
+            progress(f"align: epoch {epoch + 1}/{recipe.epochs} loss {total / steps_per_epoch:.3f} "
+                     f"temperature {1 / float(logit_scale.exp()):.4f}")
+    return head.eval()
+
+
+def head_embeddings(head: AlignHead, features: np.ndarray, logits: np.ndarray,
+                    alpha: float | None = None) -> np.ndarray:
+    with torch.no_grad():
+        if alpha is not None:
+            head.alpha.fill_(alpha)
+        return head(torch.from_numpy(features), torch.from_numpy(logits)).numpy()
+
+
+def card(recipe: Recipe, *, catalog: Path, n_train: int, n_test: int, metrics: dict, extra: dict) -> dict:
+    return {"data": {"catalog": str(catalog), "train": n_train, "held_out": n_test,
+                     "split": f"sha1(str(id))[:4] mod 100 < {HELD_OUT_PERCENT} -> held out, never trained on"},
+            "recipe": asdict(recipe), "targets": "e5('query: ' + title), or an attribute template",
+            "metrics_held_out": metrics, **extra, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+def run_align(*, catalog: Path, model_dir: Path, out: Path, cache_dir: Path = Path(".cache/align"),
+              recipe: Recipe | None = None, limit: int | None = None, progress: Progress = print) -> dict:
+    """Train on the catalog's 90% split, evaluate on its 10%, write <out>.npz + align.json beside it."""
+    from kuamo.benchmarks.quality import evaluate_embeddings
+
+    recipe = recipe or Recipe()
+    items = load_fashion(catalog)[:limit] if limit else load_fashion(catalog)
+    data = extract_features(items, model_dir, cache_dir, progress)
+    test = np.asarray([is_held_out(i) for i in data["ids"]])
+    attrs = [it.attrs for it in items]
+    progress("align: encoding attribute templates and the zero-shot class map")
+    tmpl_vecs, tmpl_idx = encode_unique([template(a) for a in attrs], model_dir)
+    class_text = class_text_matrix(model_dir)
+    title_ids = np.unique(np.asarray([it.title for it in items], dtype=object), return_inverse=True)[1]
+    tr = ~test
+    progress(f"align: training on {int(tr.sum())} pairs, {int(test.sum())} held out")
+    head = train_head(data["features"][tr], data["logits"][tr], data["title"][tr], title_ids[tr], recipe,
+                      class_text, progress, alt_targets=tmpl_vecs[tmpl_idx][tr], alt_ids=tmpl_idx[tr])
+    emb = head_embeddings(head, data["features"][test], data["logits"][test])
+    test_items = [it for it, t in zip(items, test, strict=True) if t]
+    txt = TextEncoder(ModelArtifacts(model_dir), EncoderConfig(precision="fp32"))
+    metrics = evaluate_embeddings(test_items, emb, data["title"][test], txt, raw_features=data["features"][test])
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    head.save(out)
+    model_card = card(recipe, catalog=catalog, n_train=int(tr.sum()), n_test=int(test.sum()), metrics=metrics,
+                      extra={"weights": out.name, "bytes": out.stat().st_size})
+    out.with_name("align.json").write_text(json.dumps(model_card, indent=2, ensure_ascii=False), encoding="utf-8")
+    return model_card
+
+
+def with_overrides(recipe: Recipe, **kw: object) -> Recipe:
+    return replace(recipe, **{k: v for k, v in kw.items() if v is not None})

@@ -1,0 +1,82 @@
+"""The alignment head: EfficientNet-Lite0 features + logits -> the 384-d multilingual-e5 space.
+
+embedding = normalize(alpha * normalize(mlp(standardise([features, logits])))
+                      + (1 - alpha) * normalize(softmax(logits) @ class_text))
+
+`mlp` is trained on (photo, title) pairs; `class_text` holds e5("query: a photo of a <class>") for the
+1000 ImageNet classes, the zero-shot map that keeps non-fashion goods searchable. Everything here is
+plain tensors so the head traces into the image tower's ONNX graph.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+DEFAULT_HEAD_FILE = "align_head.npz"
+DEFAULT_CARD_FILE = "align.json"
+
+
+@dataclass(frozen=True, kw_only=True)
+class HeadShape:
+    features: int = 1280
+    logits: int = 1000
+    hidden: int = 512
+    out: int = 384
+
+
+class AlignHead(nn.Module):
+    def __init__(self, shape: HeadShape | None = None, *, alpha: float = 1.0) -> None:
+        super().__init__()
+        s = shape or HeadShape()
+        self.shape = s
+        d_in = s.features + s.logits
+        self.register_buffer("mean", torch.zeros(d_in))
+        self.register_buffer("std", torch.ones(d_in))
+        self.register_buffer("class_text", torch.zeros(s.logits, s.out))
+        self.register_buffer("alpha", torch.tensor(float(alpha)))
+        self.mlp = nn.Sequential(nn.Linear(d_in, s.hidden), nn.GELU(), nn.Dropout(0.1), nn.Linear(s.hidden, s.out))
+
+    def trained(self, feats: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        x = (torch.cat([feats, logits], dim=1) - self.mean) / self.std
+        return nn.functional.normalize(self.mlp(x), dim=1)
+
+    def zero_shot(self, logits: torch.Tensor) -> torch.Tensor:
+        return nn.functional.normalize(torch.softmax(logits, dim=1) @ self.class_text, dim=1)
+
+    def forward(self, feats: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        a = self.alpha
+        return nn.functional.normalize(a * self.trained(feats, logits) + (1 - a) * self.zero_shot(logits), dim=1)
+
+    # Shipping: fp16 weights in one .npz next to its model card (a few MB).
+    def save(self, path: Path) -> None:
+        arrays = {k: v.detach().cpu().numpy().astype(np.float16) for k, v in self.state_dict().items()}
+        arrays["shape"] = np.asarray([self.shape.features, self.shape.logits, self.shape.hidden, self.shape.out])
+        np.savez_compressed(path, **arrays)
+
+    @classmethod
+    def load(cls, path: Path | str) -> AlignHead:
+        with np.load(path) as data:
+            f, lg, h, o = (int(x) for x in data["shape"])
+            head = cls(HeadShape(features=f, logits=lg, hidden=h, out=o))
+            state = {k: torch.from_numpy(data[k].astype(np.float32)) for k in data.files if k != "shape"}
+        head.load_state_dict(state, strict=True)
+        return head.eval()
+
+
+def default_head_path() -> Path:
+    return Path(str(resources.files("kuamo.export").joinpath("data", DEFAULT_HEAD_FILE)))
+
+
+def load_default_head() -> AlignHead | None:
+    path = default_head_path()
+    return AlignHead.load(path) if path.is_file() else None
+
+
+def shape_dict(shape: HeadShape) -> dict:
+    return asdict(shape)

@@ -1,0 +1,84 @@
+"""Alignment: the split is stable, the head round-trips, and a head trained on a small real subset fuses
+into the image ONNX graph with the same outputs as in PyTorch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from kuamo.export.align import Recipe, is_held_out, template, train_head  # noqa: E402
+from kuamo.export.align_head import AlignHead, HeadShape  # noqa: E402
+
+
+def test_split_is_stable_and_about_ten_percent() -> None:
+    ids = range(10_000, 30_000)
+    held = [is_held_out(i) for i in ids]
+    assert held == [is_held_out(str(i)) for i in ids]  # same for int and str ids
+    assert 0.08 < np.mean(held) < 0.12
+
+
+def test_template_text() -> None:
+    assert template({"baseColour": "Navy Blue", "articleType": "Shirts", "gender": "Men"}) == \
+        "a photo of navy blue Shirts for men"
+    assert template({"articleType": "Watches"}) == "a photo of Watches"
+
+
+def test_head_roundtrip_keeps_outputs(tmp_path: Path) -> None:
+    head = AlignHead(HeadShape(hidden=32), alpha=0.7).eval()
+    head.class_text.normal_()
+    f, lg = torch.rand(5, 1280), torch.randn(5, 1000)
+    path = tmp_path / "h.npz"
+    head.save(path)
+    again = AlignHead.load(path)
+    a, b = head(f, lg).detach().numpy(), again(f, lg).detach().numpy()
+    assert a.shape == (5, 384) and np.allclose(np.linalg.norm(a, axis=1), 1, atol=1e-5)
+    assert (a * b).sum(1).min() > 0.999  # fp16 storage
+    assert float(again.alpha) == pytest.approx(0.7, abs=1e-3)
+
+
+def test_training_separates_pairs_on_synthetic_data() -> None:
+    rng = np.random.default_rng(0)
+    n, d = 600, 384
+    targets = rng.standard_normal((n, d)).astype(np.float32)
+    targets /= np.linalg.norm(targets, axis=1, keepdims=True)
+    mix = rng.standard_normal((d, 1280)).astype(np.float32)
+    feats = np.maximum(targets @ mix, 0).astype(np.float32)  # features that carry the target
+    logits = rng.standard_normal((n, 1000)).astype(np.float32)
+    head = train_head(feats, logits, targets, np.arange(n), Recipe(hidden=128, epochs=15, batch=128),
+                      np.zeros((1000, d), np.float32), progress=lambda _m: None)
+    with torch.no_grad():
+        emb = head(torch.from_numpy(feats), torch.from_numpy(logits)).numpy()
+    r1 = ((emb @ targets.T).argmax(axis=1) == np.arange(n)).mean()
+    assert r1 > 0.5  # chance is 1/600
+
+
+@pytest.mark.models
+def test_head_fuses_into_image_onnx(model_dir: Path, fashion_dir: Path, tmp_path: Path) -> None:
+    from kuamo.engine.artifacts import TowerArtifact
+    from kuamo.engine.config import EncoderConfig
+    from kuamo.engine.encoders import ImageEncoder
+    from kuamo.export.align import extract_features
+    from kuamo.export.image_tower import export_image_tower
+    from kuamo.export.samples import load_fashion
+
+    items = load_fashion(fashion_dir)[:240]
+    data = extract_features(items, model_dir, tmp_path / "cache", progress=lambda _m: None)
+    assert data["features"].shape == (240, 1280) and data["title"].shape == (240, 384)
+    head = train_head(data["features"], data["logits"], data["title"], np.arange(240),
+                      Recipe(hidden=64, epochs=8, batch=64), np.zeros((1000, 384), np.float32),
+                      progress=lambda _m: None)
+    spec = export_image_tower(tmp_path, head=head, int8=False, progress=lambda _m: None)
+    assert spec["embedding_output"] == "embedding" and spec["dim"] == 384
+    assert spec["parity"]["fp32_vs_torch_embedding"]["cosine_min"] >= 0.9999
+    enc = ImageEncoder.from_tower(TowerArtifact("image", tmp_path / "image.onnx", "fp32", spec), EncoderConfig())
+    photos = [it.image_path.read_bytes() for it in items[:32]]
+    emb = enc.encode(photos)
+    with torch.no_grad():
+        ref = head(torch.from_numpy(data["features"][:32]), torch.from_numpy(data["logits"][:32])).numpy()
+    assert (emb * ref).sum(1).min() > 0.999
+    # the fused tower still exposes the raw pooled features for image->image search
+    assert enc.encode_outputs(photos[:2], ["features"])["features"].shape == (2, 1280)
