@@ -37,6 +37,11 @@ def is_held_out(product_id: int | str) -> bool:
     return int.from_bytes(digest[:4], "big") % 100 < HELD_OUT_PERCENT
 
 
+def zh_template(attrs: dict, vocab: dict) -> str:
+    """e.g. "女士红色连衣裙": gender, colour, articleType in Chinese."""
+    return "".join(vocab[k].get(attrs.get(k, ""), "") for k in ("gender", "baseColour", "articleType"))
+
+
 def template(attrs: dict) -> str:
     colour = attrs.get("baseColour", "").strip().lower()
     article = attrs.get("articleType", "").strip()
@@ -53,7 +58,8 @@ class Recipe:
     lr: float = 1e-3
     weight_decay: float = 0.05
     temperature: float = 0.07
-    template_share: float = 0.3
+    template_share: float = 0.3  # English attribute templates
+    zh_template_share: float = 0.0  # Chinese attribute templates (export/data/zh_vocab.json)
     alpha: float = 1.0  # weight of the trained head vs the zero-shot class map
     seed: int = 0
 
@@ -112,9 +118,10 @@ def class_text_matrix(model_dir: Path) -> np.ndarray:
 
 def train_head(features: np.ndarray, logits: np.ndarray, targets: np.ndarray, target_ids: np.ndarray,
                recipe: Recipe, class_text: np.ndarray, progress: Progress = print,
-               alt_targets: np.ndarray | None = None, alt_ids: np.ndarray | None = None) -> AlignHead:
-    """Symmetric InfoNCE; a sample's target is its title, or with probability template_share its
-    template (alt_targets); every sample in the batch with the same target id counts as a positive."""
+               alternatives: Sequence[tuple[np.ndarray, np.ndarray, float]] = ()) -> AlignHead:
+    """Symmetric InfoNCE. A sample's target is its title, or with probability `share` one of the
+    alternatives (vectors per sample, target ids per sample, share) such as attribute templates; every
+    sample in the batch with the same target id counts as a positive."""
     torch.manual_seed(recipe.seed)
     rng = np.random.default_rng(recipe.seed)
     head = AlignHead(HeadShape(hidden=recipe.hidden), alpha=recipe.alpha)
@@ -124,22 +131,28 @@ def train_head(features: np.ndarray, logits: np.ndarray, targets: np.ndarray, ta
     head.class_text.copy_(torch.from_numpy(class_text))
     feats_t, logits_t = torch.from_numpy(features), torch.from_numpy(logits)
     logit_scale = nn.Parameter(torch.tensor(float(np.log(1 / recipe.temperature))))
-    params = [*head.mlp.parameters(), logit_scale]
-    opt = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
+    opt = torch.optim.AdamW([*head.mlp.parameters(), logit_scale], lr=recipe.lr, weight_decay=recipe.weight_decay)
     steps_per_epoch = max(1, len(x) // recipe.batch)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=recipe.lr, total_steps=recipe.epochs * steps_per_epoch)
+    vec_sets = [targets, *(alt[0] for alt in alternatives)]
+    id_sets = [target_ids, *(alt[1] + (k + 1) * 10_000_000 for k, alt in enumerate(alternatives))]
+    bounds = np.cumsum([alt[2] for alt in alternatives])
+    if bounds.size and bounds[-1] >= 1:
+        raise ValueError("alternative target shares must sum to less than 1")
     head.train()
     for epoch in range(recipe.epochs):
         order = rng.permutation(len(x))
-        use_alt = (rng.random(len(x)) < recipe.template_share) if alt_targets is not None else np.zeros(len(x), bool)
+        # 0 = title, k = alternative k
+        choice = np.searchsorted(bounds, rng.random(len(x)), side="right") + 1 if bounds.size else np.zeros(len(x))
+        choice = np.where(choice > len(alternatives), 0, choice).astype(int)
         total = 0.0
         for s in range(steps_per_epoch):
             idx = order[s * recipe.batch: (s + 1) * recipe.batch]
-            tgt = np.where(use_alt[idx, None], alt_targets[idx] if alt_targets is not None else 0, targets[idx])
-            tid = np.where(use_alt[idx], alt_ids[idx] + 10_000_000 if alt_ids is not None else 0, target_ids[idx])
+            c = choice[idx]
+            tgt = np.stack([vec_sets[c[j]][i] for j, i in enumerate(idx)])
+            tid = np.asarray([id_sets[c[j]][i] for j, i in enumerate(idx)])
             img = head.trained(feats_t[idx], logits_t[idx])
-            txt = torch.from_numpy(tgt.astype(np.float32))
-            sim = logit_scale.exp().clamp(max=100) * img @ txt.T
+            sim = logit_scale.exp().clamp(max=100) * img @ torch.from_numpy(tgt.astype(np.float32)).T
             pos = torch.from_numpy(tid[:, None] == tid[None, :]).float()
             pos = pos / pos.sum(1, keepdim=True)
             loss = 0.5 * (-(pos * sim.log_softmax(1)).sum(1).mean() - (pos * sim.log_softmax(0).T).sum(1).mean())
@@ -147,7 +160,7 @@ def train_head(features: np.ndarray, logits: np.ndarray, targets: np.ndarray, ta
             loss.backward()
             opt.step()
             sched.step()
-            total += float(loss)
+            total += float(loss.detach())
         if epoch % 10 == 9 or epoch == recipe.epochs - 1:
             progress(f"align: epoch {epoch + 1}/{recipe.epochs} loss {total / steps_per_epoch:.3f} "
                      f"temperature {1 / float(logit_scale.exp()):.4f}")
@@ -185,8 +198,13 @@ def run_align(*, catalog: Path, model_dir: Path, out: Path, cache_dir: Path = Pa
     title_ids = np.unique(np.asarray([it.title for it in items], dtype=object), return_inverse=True)[1]
     tr = ~test
     progress(f"align: training on {int(tr.sum())} pairs, {int(test.sum())} held out")
+    alternatives = [(tmpl_vecs[tmpl_idx][tr], tmpl_idx[tr], recipe.template_share)]
+    if recipe.zh_template_share > 0:
+        vocab = json.loads("\n".join(packaged_lines("zh_vocab.json")))
+        zh_vecs, zh_idx = encode_unique([zh_template(a, vocab) for a in attrs], model_dir)
+        alternatives.append((zh_vecs[zh_idx][tr], zh_idx[tr], recipe.zh_template_share))
     head = train_head(data["features"][tr], data["logits"][tr], data["title"][tr], title_ids[tr], recipe,
-                      class_text, progress, alt_targets=tmpl_vecs[tmpl_idx][tr], alt_ids=tmpl_idx[tr])
+                      class_text, progress, alternatives)
     emb = head_embeddings(head, data["features"][test], data["logits"][test])
     test_items = [it for it, t in zip(items, test, strict=True) if t]
     txt = TextEncoder(ModelArtifacts(model_dir), EncoderConfig(precision="fp32"))
