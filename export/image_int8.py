@@ -1,16 +1,18 @@
-"""Choosing an INT8 scheme for the image tower by measurement on the exporting CPU.
+"""INT8 for the image tower: static QDQ schemes, each gated for accuracy and timed against FP32 here.
 
-Convolutions dominate EfficientNet's time. Whether INT8 helps depends on the CPU: with VNNI, u8s8
-products are exact and fast; without it, ORT's u8s8 kernels can saturate (models.md measured cosine 0.48)
-and reduce_range costs accuracy. So every candidate is gated for accuracy AND timed against FP32 here;
-the first that passes both is served, otherwise FP32 is, with the reason recorded.
+Whether INT8 helps depends on the CPU. With VNNI, u8s8 dot products accumulate without saturation and
+are fast; without it, ORT's u8s8 kernels can saturate (models.md measured cosine 0.48) and reduce_range
+costs accuracy. So a scheme is served only when it passes the gate AND beats FP32 on the exporting CPU;
+otherwise FP32 is served and the reason recorded. `image_int8_search` tries many schemes; export runs
+only the chosen one plus a fallback (EXPORT_SCHEMES).
 """
 
 from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -18,13 +20,67 @@ import onnx
 
 from kuamo.engine.config import SessionConfig
 from kuamo.engine.session import create_session
-from kuamo.export.gate import int8_gate
+from kuamo.export.gate import int8_gate, parity_stats
 from kuamo.export.onnx_info import cap_ir_version
 
+Progress = Callable[[str], None]
 MIN_SPEEDUP = 1.10  # INT8 must beat FP32 by 10% items/s at batch 8 to be worth its accuracy cost
+BENCH_THREADS = 2
+# Node groups that can be kept in FP32 (see conv_groups).
+GROUPS = ("stem", "first_depthwise", "depthwise", "pointwise", "head", "fc", "tail")
+
+
+@dataclass(frozen=True)
+class Scheme:
+    """One way to quantise the tower with onnxruntime.quantization.quantize_static (QDQ format)."""
+
+    name: str
+    calibrate: str = "minmax"  # minmax | percentile | entropy
+    # None: every op ORT can quantise (Conv, Clip, Add, Pad, pooling, Gemm) so INT8 flows between convs
+    op_types: tuple[str, ...] | None = None
+    keep_fp32: tuple[str, ...] = ()  # groups from GROUPS kept in FP32
+    keep_nodes: tuple[str, ...] = ()  # explicit node names kept in FP32 (sensitivity analysis)
+    only_nodes: tuple[str, ...] = ()  # quantise just these nodes (per-layer sensitivity probes)
+    per_channel: bool = True
+    reduce_range: bool = False
+    activation_type: str = "u8"  # u8 | s8
+    activation_symmetric: bool = False
+    weight_symmetric: bool = True
+    percentile: float = 99.999
+
+    def settings(self) -> dict:
+        d = asdict(self)
+        d.pop("name")
+        d["op_types"] = list(self.op_types) if self.op_types else "all supported"
+        d["keep_nodes"] = list(self.keep_nodes)
+        d["only_nodes"] = list(self.only_nodes)
+        if self.calibrate != "percentile":
+            d.pop("percentile")
+        return d
+
+
+# Chosen from `python -m kuamo.export.image_int8_search` (findings in its docstring): the first scheme
+# that passes the gate and the speed margin is served; the second is the safer fallback.
+EXPORT_SCHEMES = (
+    # everything from the first pointwise conv to the head conv in INT8; stem + first depthwise (by far the
+    # most sensitive layers) and pooling/FC/alignment head in FP32. AMD EPYC (VNNI), 2 threads: cosine
+    # 0.9955 mean / 0.978 min over 256 photos, 1.4-2.0x FP32 at batch 1, ~1.6x at batch 8.
+    Scheme("conv_trunk_keep_stem_first_depthwise", keep_fp32=("stem", "first_depthwise", "tail")),
+    # same with percentile ranges: a little less accurate here (min ~0.974) but robust to outlier photos
+    Scheme("conv_trunk_keep_stem_first_depthwise_percentile", calibrate="percentile",
+           keep_fp32=("stem", "first_depthwise", "tail")),
+)
+
+
+def for_cpu(scheme: Scheme, cpu: dict) -> Scheme:
+    """Without VNNI use 7-bit weights, ORT's advice against u8s8 saturation on AVX2/AVX-512 without VNNI."""
+    if cpu.get("vnni") or scheme.reduce_range:
+        return scheme
+    return replace(scheme, name=scheme.name + "_reduce_range", reduce_range=True)
 
 
 def cpu_flags() -> dict:
+    """The exporting CPU's INT8-relevant features, from /proc/cpuinfo (Linux; unknown elsewhere)."""
     flags: set[str] = set()
     model = "unknown"
     try:
@@ -40,113 +96,215 @@ def cpu_flags() -> dict:
             "vnni": bool({"avx512_vnni", "avx_vnni"} & flags), "amx_int8": "amx_int8" in flags}
 
 
-class _Calibration:
-    """onnxruntime CalibrationDataReader over preprocessed photos."""
+class PhotoReader:
+    """onnxruntime CalibrationDataReader over preprocessed photos (N, 3, H, W)."""
 
     def __init__(self, x: np.ndarray, batch: int = 16) -> None:
-        self.batches = iter([{"pixel_values": x[i: i + batch]} for i in range(0, len(x), batch)])
+        self.x, self.batch = x, batch
+        self.rewind()
 
     def get_next(self) -> dict | None:
-        return next(self.batches, None)
+        return next(self._it, None)
 
-    def rewind(self) -> None:  # not needed for a single pass
-        pass
-
-
-def _conv_groups(model_path: Path) -> tuple[list[str], list[str]]:
-    """(sensitive, pointwise) Conv node names. Sensitive = depthwise convolutions, the stem and the head
-    conv, the usual INT8 accuracy suspects; pointwise = the 1x1 expand/project convs, in graph order."""
-    graph = onnx.load(str(model_path)).graph
-    convs = [n for n in graph.node if n.op_type == "Conv"]
-    depthwise = {n.name for n in convs if any(a.name == "group" and a.i > 1 for a in n.attribute)}
-    sensitive = depthwise | {convs[0].name, convs[-1].name}
-    return sorted(sensitive), [n.name for n in convs if n.name not in sensitive]
+    def rewind(self) -> None:
+        self._it = iter([{"pixel_values": self.x[i: i + self.batch]} for i in range(0, len(self.x), self.batch)])
 
 
-def relative_speed(fp32_path: Path, int8_path: Path, x: np.ndarray, output: str, *, threads: int = 2,
-                   rounds: int = 12) -> tuple[float, float]:
-    """(fp32 items/s, int8 items/s), timed alternately so a noisy neighbour hits both alike."""
-    cfg = SessionConfig(intra_op_threads=threads)
-    sessions = [create_session(fp32_path, cfg), create_session(int8_path, cfg)]
-    feeds = {"pixel_values": x}
-    times: list[list[float]] = [[], []]
-    for s in sessions:
-        s.run([output], feeds)  # warm-up
-    for _ in range(rounds):
-        for i, s in enumerate(sessions):
-            t0 = time.perf_counter()
-            s.run([output], feeds)
-            times[i].append(time.perf_counter() - t0)
-    fp32_ips, int8_ips = (len(x) / float(np.median(t)) for t in times)
-    return fp32_ips, int8_ips
+def conv_groups(model_path: Path) -> dict[str, list[str]]:
+    """Node names per group: stem (first conv), head (last conv), depthwise (group > 1), pointwise (other
+    1x1 convs, graph order) and fc (Gemm/MatMul). Depthwise convs, stem and head are the usual INT8
+    accuracy suspects: per-channel ranges after BN folding vary widely in depthwise kernels."""
+    nodes = list(onnx.load(str(model_path), load_external_data=False).graph.node)  # topological order
+    convs = [n for n in nodes if n.op_type == "Conv"]
+    depthwise = [n.name for n in convs if any(a.name == "group" and a.i > 1 for a in n.attribute)]
+    ends = {convs[0].name, convs[-1].name}
+    last = max(i for i, n in enumerate(nodes) if n.op_type == "Conv")
+    return {"stem": [convs[0].name], "first_depthwise": depthwise[:1], "head": [convs[-1].name],
+            "depthwise": depthwise,
+            "pointwise": [n.name for n in convs if n.name not in ends and n.name not in depthwise],
+            "fc": [n.name for n in nodes if n.op_type in ("Gemm", "MatMul")],
+            # pooling, FC and any alignment head: float outputs, and no float MatMul/Gemm fed by a DQ
+            "tail": [n.name for n in nodes[last + 1:] if n.op_type not in ("Clip", "Relu")]}
 
 
-def _quantize(pre_path: Path, out: Path, calibration: np.ndarray, *, exclude: list[str], calibrate: str,
-              reduce_range: bool = False) -> None:
+def float_convs_fed_by_dq(model_path: Path) -> list[str]:
+    """Convs left in FP32 whose input comes straight from a DequantizeLinear. ORT's level-1
+    `WeightBiasQuantization` transformer quantises such a conv's float weights on the fly (per tensor),
+    which wrecks depthwise kernels: found here, all-ops INT8 with the depthwise convs "kept in FP32" drops
+    from cosine 0.994 (optimisations off) to 0.757 (any level). The gate, run under the serving session
+    options, catches it; this names the convs at risk in the search report."""
+    graph = onnx.load(str(model_path), load_external_data=False).graph
+    dq_out = {o for n in graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    inits = {i.name for i in graph.initializer}
+    return [n.name for n in graph.node
+            if n.op_type == "Conv" and n.input[0] in dq_out and len(n.input) > 1 and n.input[1] in inits]
+
+
+def preprocess_for_quantization(fp32_path: Path, out: Path) -> Path:
+    """ORT's recommended pre-pass (shape inference + basic graph optimisation: constant folding, BN fusion)."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    quant_pre_process(str(fp32_path), str(out), skip_symbolic_shape=True)
+    return out
+
+
+def calibrate(pre_path: Path, x: np.ndarray, method: str, cache: Path, *, percentile: float = 99.999) -> Path:
+    """Activation ranges of every tensor, written to an ORT calibration cache so that many schemes reuse
+    one calibration pass. Fed in chunks: calibrators keep a chunk's activations in memory and merge ranges
+    after each collect_data call (their max_intermediate_outputs option drops data in ORT 1.31)."""
+    from onnxruntime.quantization.calibrate import CalibrationMethod, create_calibrator, save_tensors_data
+
+    methods = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
+               "entropy": CalibrationMethod.Entropy}
+    # symmetric=False: post-ReLU6 tensors are non-negative, a symmetric range would waste half of u8
+    extra: dict = {"symmetric": False}
+    if method == "percentile":
+        extra["percentile"] = percentile
+    with tempfile.TemporaryDirectory(prefix="kuamo-calib-") as tmp:
+        calibrator = create_calibrator(pre_path, None, augmented_model_path=str(Path(tmp) / "augmented.onnx"),
+                                       calibrate_method=methods[method], extra_options=extra)
+        chunk = 16
+        for i in range(0, len(x), chunk):
+            calibrator.collect_data(PhotoReader(x[i: i + chunk]))
+        save_tensors_data(calibrator.compute_data(), cache)
+    return cache
+
+
+def quantize(pre_path: Path, out: Path, scheme: Scheme, cache: Path, groups: dict[str, list[str]]) -> Path:
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-    method = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile}[calibrate]
-    extra = {"CalibPercentile": 99.99} if calibrate == "percentile" else {}
-    quantize_static(str(pre_path), str(out), _Calibration(calibration), quant_format=QuantFormat.QDQ,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
-                    reduce_range=reduce_range, op_types_to_quantize=["Conv"], nodes_to_exclude=exclude,
-                    calibrate_method=method, extra_options=extra)
+    methods = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
+               "entropy": CalibrationMethod.Entropy}
+    exclude = sorted({n for g in scheme.keep_fp32 for n in groups[g]} | set(scheme.keep_nodes))
+    act = {"u8": QuantType.QUInt8, "s8": QuantType.QInt8}[scheme.activation_type]
+    quantize_static(str(pre_path), str(out), None, quant_format=QuantFormat.QDQ,
+                    op_types_to_quantize=list(scheme.op_types) if scheme.op_types else None,
+                    per_channel=scheme.per_channel, reduce_range=scheme.reduce_range, activation_type=act,
+                    weight_type=QuantType.QInt8, nodes_to_exclude=exclude,
+                    nodes_to_quantize=list(scheme.only_nodes) or None,
+                    calibrate_method=methods[scheme.calibrate], calibration_cache_path=str(cache),
+                    extra_options={"ActivationSymmetric": scheme.activation_symmetric,
+                                   "WeightSymmetric": scheme.weight_symmetric})
     cap_ir_version(out)
+    return out
+
+
+def items_per_second(fp32_path: Path, int8_path: Path, x: np.ndarray, output: str, *,
+                     batches: Iterable[int] = (1, 8), threads: int = BENCH_THREADS,
+                     seconds: float = 1.5) -> dict:
+    """Items/s of FP32 and INT8 per batch size, timed alternately (one run each, in turn) so a noisy
+    neighbour on a shared machine slows both alike; medians over ~`seconds` per model and batch."""
+    cfg = SessionConfig(intra_op_threads=threads)
+    sessions = {"fp32": create_session(fp32_path, cfg), "int8": create_session(int8_path, cfg)}
+    result: dict = {}
+    for b in batches:
+        feeds = {"pixel_values": x[:b]}
+        times: dict[str, list[float]] = {k: [] for k in sessions}
+        for s in sessions.values():
+            s.run([output], feeds)  # warm-up
+        start = time.perf_counter()
+        while len(times["fp32"]) < 5 or (time.perf_counter() - start < 2 * seconds and len(times["fp32"]) < 60):
+            for k, s in sessions.items():
+                t0 = time.perf_counter()
+                s.run([output], feeds)
+                times[k].append(time.perf_counter() - t0)
+        fp32, int8 = (b / float(np.median(times[k])) for k in ("fp32", "int8"))
+        result[f"batch{b}"] = {"fp32_items_per_s": round(fp32, 1), "int8_items_per_s": round(int8, 1),
+                               "speedup": round(int8 / fp32, 3)}
+    return result
+
+
+def run_outputs(path: Path, x: np.ndarray, names: list[str], batch: int = 32) -> dict[str, np.ndarray]:
+    sess = create_session(path)
+    parts = [sess.run(names, {"pixel_values": x[i: i + batch]}) for i in range(0, len(x), batch)]
+    return {n: np.concatenate([p[j] for p in parts]) for j, n in enumerate(names)}
+
+
+@dataclass
+class Evaluation:
+    """Everything measured for one scheme; `entry` is what the manifest's `tried` list records."""
+
+    scheme: Scheme
+    gate: object
+    speed: dict
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.gate.passed)
+
+    @property
+    def speedup(self) -> float:
+        return float(self.speed["batch8"]["speedup"])
+
+    def entry(self) -> dict:
+        s = self.gate.stats
+        return {"scheme": self.scheme.name, "settings": self.scheme.settings(),
+                "cosine_mean": round(s["cosine_mean"], 5), "cosine_min": round(s["cosine_min"], 5),
+                "passed": self.passed, "gate_reason": self.gate.reason, "speed": self.speed,
+                "speedup_batch8": self.speedup, "speedup_batch1": self.speed.get("batch1", {}).get("speedup"),
+                **self.extra}
+
+
+def evaluate(scheme: Scheme, *, fp32_path: Path, int8_path: Path, reference: dict[str, np.ndarray],
+             gate_inputs: np.ndarray, output: str) -> Evaluation:
+    """Gate the quantised model against FP32 on `output` and time both; also record diagnostics that
+    the raw cosine hides (features are non-negative, so even unrelated images have cosine ~0.7)."""
+    names = [output] + (["logits"] if output != "logits" and "logits" in reference else [])
+    got = run_outputs(int8_path, gate_inputs, names)
+    gate = int8_gate(reference[output], got[output])
+    extra: dict = {}
+    if "logits" in got:
+        extra["logits_top1_agreement"] = round(float((got["logits"].argmax(1) == reference["logits"].argmax(1))
+                                                     .mean()), 4)
+    centre = reference[output].mean(axis=0, keepdims=True)
+    extra["centred_cosine_mean"] = round(parity_stats(reference[output] - centre, got[output] - centre)
+                                         ["cosine_mean"], 5)
+    extra["float_convs_fed_by_dq"] = len(float_convs_fed_by_dq(int8_path))
+    speed = items_per_second(fp32_path, int8_path, gate_inputs[:8], output)
+    return Evaluation(scheme, gate, speed, extra)
 
 
 def choose_int8(fp32_path: Path, int8_path: Path, *, calibration: np.ndarray, gate_inputs: np.ndarray,
-                output: str, progress: Callable[[str], None] = print) -> dict:
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    from kuamo.export.image_tower import run_onnx
-
+                output: str, progress: Progress = print,
+                schemes: Iterable[Scheme] = EXPORT_SCHEMES) -> dict:
+    """Try `schemes` in order; write the first that passes the gate and is >= MIN_SPEEDUP x FP32 (batch 8)
+    to `int8_path`. Returns the manifest's `quantization` record (chosen is None when FP32 is served)."""
     cpu = cpu_flags()
     result: dict = {"cpu": cpu, "tried": [], "chosen": None, "min_speedup": MIN_SPEEDUP,
-                    "method": "onnxruntime.quantization.quantize_static, QDQ, Conv only, MinMax calibration "
-                              f"on {len(calibration)} photos disjoint from the {len(gate_inputs)} gate photos"}
-    with tempfile.TemporaryDirectory() as tmp:
-        pre_path = Path(tmp) / "pre.onnx"
-        quant_pre_process(str(fp32_path), str(pre_path), skip_symbolic_shape=True)
-        sensitive, pointwise = _conv_groups(pre_path)
-        # Fastest first. Measured on a VNNI EPYC: all convs INT8 is ~1.5x FP32 but cosine ~0.81;
-        # keeping depthwise/stem/head in FP32 gives ~0.99/0.97 (borderline); also keeping the first and
-        # last three pointwise convs gives ~0.998/0.997 at ~1.1-1.2x.
-        candidates = [
-            {"scheme": "all_convs", "exclude": [], "calibrate": "minmax"},
-            {"scheme": "keep_depthwise_stem_head_fp32_percentile", "exclude": sensitive, "calibrate": "percentile"},
-            {"scheme": "keep_depthwise_stem_head_and_outer3_pointwise_fp32",
-             "exclude": sensitive + pointwise[:3] + pointwise[-3:], "calibrate": "minmax"},
-        ]
-        if not cpu["vnni"]:  # 7-bit weights avoid u8s8 saturation where there is no VNNI
-            candidates = [{**c, "scheme": c["scheme"] + "_reduce_range", "reduce_range": True} for c in candidates]
-        ref = run_onnx(fp32_path, gate_inputs)[output]
-        bench = gate_inputs[:8]
-        for cand in candidates:
-            path = Path(tmp) / f"{cand['scheme']}.onnx"
-            _quantize(pre_path, path, calibration, exclude=cand["exclude"], calibrate=cand["calibrate"],
-                      reduce_range=cand.get("reduce_range", False))
-            gate = int8_gate(ref, run_onnx(path, gate_inputs)[output])
-            fp32_ips, ips = relative_speed(fp32_path, path, bench, output)
-            entry = {"scheme": cand["scheme"], "fp32_convs_kept": len(cand["exclude"]),
-                     "calibration": cand["calibrate"], "per_channel": True,
-                     "reduce_range": cand.get("reduce_range", False),
-                     "cosine_mean": round(gate.stats["cosine_mean"], 5),
-                     "cosine_min": round(gate.stats["cosine_min"], 5), "gate_passed": gate.passed,
-                     "fp32_items_per_s_batch8": round(fp32_ips, 1), "int8_items_per_s_batch8": round(ips, 1),
-                     "speedup_vs_fp32": round(ips / fp32_ips, 2)}
+                    "bench_threads": BENCH_THREADS,
+                    "method": f"onnxruntime.quantization.quantize_static (QDQ, u8 activations, s8 per-channel "
+                              f"weights), calibration on {len(calibration)} real photos disjoint from the "
+                              f"{len(gate_inputs)} gate photos"}
+    with tempfile.TemporaryDirectory(prefix="kuamo-int8-") as tmp:
+        pre = preprocess_for_quantization(fp32_path, Path(tmp) / "pre.onnx")
+        groups = conv_groups(pre)
+        ref = run_outputs(fp32_path, gate_inputs, sorted({output, "logits"}))
+        caches: dict[str, Path] = {}
+        schemes = list(schemes)
+        # without VNNI try 7-bit weights first, then the plain schemes: measurement decides, not folklore
+        candidates = [for_cpu(s, cpu) for s in schemes] + ([] if cpu["vnni"] else schemes)
+        for scheme in candidates:
+            if scheme.calibrate not in caches:
+                caches[scheme.calibrate] = calibrate(pre, calibration, scheme.calibrate,
+                                                     Path(tmp) / f"{scheme.calibrate}.json")
+            path = quantize(pre, Path(tmp) / f"{scheme.name}.onnx", scheme, caches[scheme.calibrate], groups)
+            ev = evaluate(scheme, fp32_path=fp32_path, int8_path=path, reference=ref, gate_inputs=gate_inputs,
+                          output=output)
+            entry = ev.entry()
             result["tried"].append(entry)
-            progress(f"image: INT8 {cand['scheme']}: cos mean {entry['cosine_mean']} min {entry['cosine_min']}, "
-                     f"{entry['speedup_vs_fp32']}x FP32")
-            if gate.passed and ips >= MIN_SPEEDUP * fp32_ips:
+            progress(f"image: INT8 {scheme.name}: cos mean {entry['cosine_mean']} min {entry['cosine_min']}, "
+                     f"{entry['speedup_batch1']}x / {entry['speedup_batch8']}x FP32 at batch 1 / 8")
+            result["gate"] = ev.gate.to_dict()
+            if ev.passed and ev.speedup >= MIN_SPEEDUP:
                 path.replace(int8_path)
-                result.update(chosen=cand["scheme"], gate=gate.to_dict(),
-                              reason=f"{cand['scheme']} passed the gate and ran {entry['speedup_vs_fp32']}x FP32 "
-                                     f"at batch 8 on this CPU (VNNI: {cpu['vnni']})")
+                result.update(chosen=scheme.name,
+                              reason=f"{scheme.name} passed the gate and ran {ev.speedup}x FP32 at batch 8 on "
+                                     f"this CPU ({cpu['model']}, VNNI: {cpu['vnni']})")
                 return result
-            result["gate"] = gate.to_dict()
-    passed = [t for t in result["tried"] if t["gate_passed"]]
+    passed = [t for t in result["tried"] if t["passed"]]
     result["reason"] = (
-        "no INT8 scheme passed the accuracy gate" if not passed else
+        "no INT8 scheme passed the accuracy gate; serving FP32" if not passed else
         f"INT8 passed the gate but was not >= {MIN_SPEEDUP}x faster than FP32 on this CPU "
-        f"(best {max(t['speedup_vs_fp32'] for t in passed)}x); serving FP32")
+        f"({cpu['model']}, VNNI: {cpu['vnni']}; best {max(t['speedup_batch8'] for t in passed)}x); serving FP32")
     return result

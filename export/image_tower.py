@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,11 +18,12 @@ from kuamo.export.effnet_lite import load_pretrained
 from kuamo.export.gate import parity_stats
 from kuamo.export.image_int8 import choose_int8
 from kuamo.export.onnx_info import cap_ir_version, describe
-from kuamo.export.samples import sample_fashion
+from kuamo.export.samples import FashionItem, sample_fashion
 
 Progress = Callable[[str], None]
 OPSET = 17
-PARITY_SEED, CALIBRATION_SEED = 4321, 8765
+PARITY_SEED = 4321
+GATE_PHOTOS, CALIBRATION_PHOTOS = 256, 128  # disjoint sets of real photos
 
 
 class ImageTower(nn.Module):
@@ -46,14 +48,29 @@ class ImageTower(nn.Module):
 
 def photo_batch(seed: int, n: int, pre: ImagePreprocess) -> np.ndarray:
     """n real fashion photos, decoded and preprocessed exactly as the runtime does."""
-    items = sample_fashion(n, seed=seed)
+    return load_photos(sample_fashion(n, seed=seed), pre)
+
+
+def load_photos(items: list[FashionItem], pre: ImagePreprocess) -> np.ndarray:
+    """The photos' JPEG bytes through the runtime's own decode_image + preprocess."""
     return np.stack([preprocess(decode_image(it.image_path.read_bytes()), pre) for it in items])
 
 
+def gate_and_calibration_photos(n_gate: int, n_calibration: int, pre: ImagePreprocess,
+                                seed: int = PARITY_SEED) -> tuple[np.ndarray, np.ndarray]:
+    """Two disjoint sets of real photos: one sample split in two, so no gate photo is calibrated on."""
+    items = sample_fashion(n_gate + n_calibration, seed=seed)
+    return load_photos(items[:n_gate], pre), load_photos(items[n_gate:], pre)
+
+
 def export_onnx(tower: ImageTower, path: Path, size: int) -> None:
+    """TorchScript exporter (dynamo=False): dynamic batch, fixed size x size input."""
     dummy = torch.zeros(2, 3, size, size)
     names = tower.output_names
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        # SAME padding turns the traced spatial size into constants on purpose (the input size is fixed)
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", message="Constant folding - Only steps=1")  # F.pad's Slice; ORT folds it
         torch.onnx.export(tower, (dummy,), str(path), input_names=["pixel_values"], output_names=names,
                           opset_version=OPSET, dynamo=False,
                           dynamic_axes={"pixel_values": {0: "batch"}, **{n: {0: "batch"} for n in names}})
@@ -80,8 +97,12 @@ def run_onnx(path: Path, x: np.ndarray, batch: int = 32) -> dict[str, np.ndarray
 
 def export_image_tower(out_dir: Path, *, progress: Progress = print, head: nn.Module | None = None,
                        head_card: dict | None = None, int8: bool = True) -> dict:
+    """Write image.onnx (+ image.int8.onnx when a scheme passes the gate and is faster here) into out_dir
+    and return the manifest's towers["image"] spec. `head` (an nn.Module taking (features, logits)) adds
+    an L2-normalised `embedding` output that becomes the tower's embedding."""
     out_dir = Path(out_dir)
     fp32_path, int8_path = out_dir / "image.onnx", out_dir / "image.int8.onnx"
+    int8_path.unlink(missing_ok=True)  # never leave an INT8 file from an earlier export beside this one
     pre = ImagePreprocess()
     t0 = time.perf_counter()
     progress("image: loading EfficientNet-Lite0 weights (strict, 296 tensors)")
@@ -90,8 +111,8 @@ def export_image_tower(out_dir: Path, *, progress: Progress = print, head: nn.Mo
     progress("image: exporting FP32 ONNX (TorchScript exporter)")
     export_onnx(copy.deepcopy(tower), fp32_path, pre.size)
 
-    progress("image: parity of ONNX FP32 against PyTorch on 256 real photos")
-    x = photo_batch(PARITY_SEED, 256, pre)
+    progress(f"image: parity of ONNX FP32 against PyTorch on {GATE_PHOTOS} real photos")
+    x, calibration = gate_and_calibration_photos(GATE_PHOTOS, CALIBRATION_PHOTOS, pre)
     ref, got = run_torch(tower, x), run_onnx(fp32_path, x)
     parity = {f"fp32_vs_torch_{name}": parity_stats(ref[name], got[name]) for name in tower.output_names}
     parity["fp32_vs_torch"] = parity["fp32_vs_torch_features"]
@@ -100,7 +121,7 @@ def export_image_tower(out_dir: Path, *, progress: Progress = print, head: nn.Mo
     spec: dict = {
         "files": {"fp32": fp32_path.name},
         "source": source, "preprocess": pre.to_dict(), "embedding_output": embedding_output,
-        "dim": 384 if head is not None else 1280,
+        "dim": int(got[embedding_output].shape[1]),
         "outputs": {n: int(got[n].shape[1]) for n in tower.output_names},
         "normalize": "l2 inside the graph for `embedding`; raw pooled `features`",
         "max_batch": 32,
@@ -111,7 +132,6 @@ def export_image_tower(out_dir: Path, *, progress: Progress = print, head: nn.Mo
     serve, reason, quant = "fp32", "INT8 not attempted (--no-int8)", {}
     if int8:
         progress("image: choosing an INT8 scheme (accuracy gate + speed, measured on this CPU)")
-        calibration = photo_batch(CALIBRATION_SEED, 128, pre)
         quant = choose_int8(fp32_path, int8_path, calibration=calibration, gate_inputs=x,
                             output=embedding_output, progress=progress)
         if quant.get("chosen"):

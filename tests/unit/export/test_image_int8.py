@@ -1,0 +1,104 @@
+"""INT8 scheme machinery on a tiny MBConv-like network: real ORT calibration and QDQ quantisation."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from kuamo.export.image_int8 import (
+    Scheme,
+    calibrate,
+    conv_groups,
+    cpu_flags,
+    float_convs_fed_by_dq,
+    for_cpu,
+    preprocess_for_quantization,
+    quantize,
+    run_outputs,
+)
+
+
+class Tiny(nn.Module):
+    """stem conv -> depthwise -> pointwise -> pooled `features` -> fc `logits`, ReLU6 like Lite0."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, stride=2, padding=1)
+        self.dw = nn.Conv2d(8, 8, 3, padding=1, groups=8)
+        self.pw = nn.Conv2d(8, 16, 1)
+        self.fc = nn.Linear(16, 4)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = nn.functional.relu6(self.stem(x))
+        x = nn.functional.relu6(self.dw(x))
+        feats = nn.functional.relu6(self.pw(x)).mean(dim=(2, 3))
+        return feats, self.fc(feats)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, np.ndarray]:
+    torch.manual_seed(0)
+    tmp = tmp_path_factory.mktemp("tiny")
+    fp32 = tmp / "tiny.onnx"
+    torch.onnx.export(Tiny().eval(), (torch.zeros(1, 3, 32, 32),), str(fp32), input_names=["pixel_values"],
+                      output_names=["features", "logits"], opset_version=17, dynamo=False,
+                      dynamic_axes={"pixel_values": {0: "batch"}})
+    x = np.random.default_rng(0).uniform(-1, 1, (32, 3, 32, 32)).astype(np.float32)
+    pre = preprocess_for_quantization(fp32, tmp / "pre.onnx")
+    return fp32, pre, x
+
+
+def test_conv_groups_name_stem_depthwise_pointwise_and_fc(tiny: tuple[Path, Path, np.ndarray]) -> None:
+    _, pre, _ = tiny
+    groups = conv_groups(pre)
+    assert len(groups["stem"]) == 1 and groups["first_depthwise"] == groups["depthwise"]
+    assert len(groups["depthwise"]) == 1 and len(groups["fc"]) == 1
+    assert not set(groups["depthwise"]) & set(groups["pointwise"]) and groups["stem"] != groups["depthwise"]
+
+
+def test_quantised_model_tracks_fp32_and_exclusions_are_reported(tiny: tuple[Path, Path, np.ndarray],
+                                                                 tmp_path: Path) -> None:
+    fp32, pre, x = tiny
+    cache = calibrate(pre, x[:16], "minmax", tmp_path / "minmax.json")
+    groups = conv_groups(pre)
+    ref = run_outputs(fp32, x[16:], ["features"])["features"]
+
+    full = quantize(pre, tmp_path / "all.onnx", Scheme("all_ops"), cache, groups)
+    got = run_outputs(full, x[16:], ["features"])["features"]
+    cos = (ref * got).sum(1) / np.linalg.norm(ref, axis=1) / np.linalg.norm(got, axis=1)
+    assert cos.mean() > 0.95  # 8-bit on a tiny net: close but not identical
+    assert not np.allclose(ref, got)
+    assert float_convs_fed_by_dq(full) == []
+
+    # the first layer kept in FP32 is fed by the float graph input: safe from ORT's WeightBiasQuantization
+    head_safe = quantize(pre, tmp_path / "stem.onnx", Scheme("keep_stem", keep_fp32=("stem",)), cache, groups)
+    assert float_convs_fed_by_dq(head_safe) == []
+    # a middle conv kept in FP32 sits behind a DequantizeLinear: the hazard the search reports
+    risky = quantize(pre, tmp_path / "dw.onnx", Scheme("keep_dw", keep_fp32=("depthwise",)), cache, groups)
+    assert float_convs_fed_by_dq(risky) == groups["depthwise"]
+
+
+def test_cpu_without_vnni_gets_reduce_range() -> None:
+    scheme = Scheme("s")
+    assert for_cpu(scheme, {"vnni": True}) == scheme
+    narrowed = for_cpu(scheme, {"vnni": False})
+    assert narrowed.reduce_range and narrowed.name.endswith("_reduce_range")
+    assert for_cpu(replace(scheme, reduce_range=True), {"vnni": False}).name == "s"
+
+
+def test_cpu_flags_are_booleans() -> None:
+    flags = cpu_flags()
+    assert {"vnni", "avx2", "avx512", "model"} <= set(flags)
+    assert all(isinstance(flags[k], bool) for k in ("vnni", "avx2", "avx512"))
+
+
+def test_scheme_settings_are_json_ready() -> None:
+    s = Scheme("x", op_types=("Conv",), keep_nodes=("a", "b"), calibrate="percentile")
+    d = s.settings()
+    assert d["op_types"] == ["Conv"] and d["keep_nodes"] == ["a", "b"] and d["percentile"] == 99.999
+    assert "percentile" not in Scheme("y").settings()
