@@ -130,7 +130,7 @@ def _write(res: dict) -> None:
             m = r[task]
             rows.append({"encoders": variant, "task": task, **{k: m[k] for k in
                          ("queries", "R@1", "R@5", "R@10", "MRR", "nDCG@10", "P@5", "P@10", "Rfrac@10", "F1@10")}})
-    trows = [{"target": k, **v} for k, v in res["targets"].items()]
+    trows = [{"metric": k, **v} for k, v in res["targets"].items()]
     body = (f"Held-out pool: {res['params']['pool']} photos. Image embedding output: "
             f"`{res['image_tower']['embedding_output']}`.\n\n" + markdown_table(rows, floatfmt=".1f")
             + "\n## Targets\n\n" + markdown_table(trows, floatfmt=".1f")
