@@ -74,6 +74,18 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_index(args: argparse.Namespace) -> int:
+    import json
+
+    from kuamo.engine.engine import EngineConfig
+    from kuamo.engine.ingest import index_catalog
+
+    cfg = EngineConfig(model_dir=args.models, data_dir=args.data)
+    report = index_catalog(args.catalog, config=cfg, mapping=args.mapping, limit=args.limit)
+    print(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="kuamo", description="ONNX-optimised cross-modal product search")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -111,6 +123,14 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--catalog", type=Path, default=None)
     ev.add_argument("--quick", action="store_true")
     ev.set_defaults(func=_cmd_eval)
+
+    ix = sub.add_parser("index", help="ingest a catalog (CSV / JSONL) into the store and index; resumable")
+    ix.add_argument("catalog", type=Path, help="products.csv or a .jsonl file")
+    ix.add_argument("--mapping", choices=("auto", "fashion", "generic"), default="auto")
+    ix.add_argument("--models", type=Path, default=DEFAULT_MODEL_DIR)
+    ix.add_argument("--data", type=Path, default=Path("data/kuamo"), help="store + index directory")
+    ix.add_argument("--limit", type=int, default=None)
+    ix.set_defaults(func=_cmd_index)
 
     n = sub.add_parser("neighbours", help="show nearest neighbours on a sample of the fashion catalog")
     n.add_argument("--models", type=Path, default=DEFAULT_MODEL_DIR)

@@ -39,9 +39,10 @@ class Block:
         if not math.isfinite(v):
             raise InvalidInput(f"{self.name} must be a finite number, got {value!r}", field=self.name)
         if self.log:
-            if v <= 0:
-                raise InvalidInput(f"{self.name} must be > 0 on its log scale, got {v}", field=self.name)
-            v = math.log10(v)
+            if v < 0:
+                raise InvalidInput(f"{self.name} must be >= 0 on its log scale, got {v}", field=self.name)
+            # 0 (a free item) sits at the bottom of the range like anything cheaper than 10**lo
+            v = math.log10(v) if v > 0 else self.lo
         t = min(max((v - self.lo) / (self.hi - self.lo), 0.0), 1.0)
         theta = t * math.pi / 2
         return np.asarray([math.cos(theta), math.sin(theta)], dtype=np.float32)

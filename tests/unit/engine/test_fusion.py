@@ -71,6 +71,8 @@ def test_bad_blocks_are_rejected(layout: FusionLayout) -> None:
         layout.product_vector({"price": float("nan")})
     with pytest.raises(InvalidInput, match="log scale"):
         layout.product_vector({"price": -3.0})
+    free = layout.product_vector({"price": 0.0})  # free items are the cheapest, not an error
+    assert np.allclose(free, layout.product_vector({"price": 1.0}))
     with pytest.raises(InvalidInput, match="nothing to search"):
         layout.query_vector({}, {"text": 1.0})
     with pytest.raises(InvalidInput, match="needs a range"):

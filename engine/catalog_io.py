@@ -1,0 +1,221 @@
+"""Catalog files -> raw rows, and raw rows -> (Product, image bytes) with the column mappings.
+
+Readers: CSV, JSONL, Parquet (only when pyarrow is importable). Mappings: "fashion" (the Kaggle fashion
+products.csv) and "generic" (obvious e-commerce column names; unknown columns become attributes).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kuamo.engine.errors import InvalidInput
+from kuamo.engine.types import CATEGORY_SEP, MAX_ID, AttrValue, Product
+
+MAPPINGS = ("auto", "fashion", "generic")
+
+
+def read_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(1-based data row number, row dict). Malformed JSONL lines come back as {"__error__": reason}."""
+    suffix = path.suffix.lower()
+    if suffix in (".csv", ".tsv"):
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f, delimiter="\t" if suffix == ".tsv" else ",")
+            for n, row in enumerate(reader, start=1):
+                yield n, row
+    elif suffix in (".jsonl", ".ndjson"):
+        with open(path, encoding="utf-8") as f:
+            for n, line in enumerate(f, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    yield n, {"__error__": f"not valid JSON: {exc}"}
+                    continue
+                yield n, obj if isinstance(obj, dict) else {"__error__": "line is not a JSON object"}
+    elif suffix == ".parquet":
+        try:
+            import pyarrow.parquet as pq
+        except ImportError as exc:
+            raise InvalidInput("reading Parquet needs pyarrow, which is not installed; convert to CSV or JSONL",
+                               field="path") from exc
+        n = 0
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=4096):
+            for row in batch.to_pylist():
+                n += 1
+                yield n, row
+    else:
+        raise InvalidInput(f"unknown catalog format {suffix!r}: use .csv, .tsv, .jsonl or .parquet", field="path")
+
+
+def header_of(path: Path) -> list[str]:
+    for _, row in read_rows(path):
+        return list(row)
+    return []
+
+
+@dataclass(frozen=True, kw_only=True)
+class ColumnMapping:
+    name: str
+    id: tuple[str, ...]
+    title: tuple[str, ...]
+    description: tuple[str, ...] = ()
+    category: tuple[str, ...] = ()  # aliases: the first present column holds the whole path
+    category_levels: tuple[str, ...] = ()  # or: one column per level, joined into one path (fashion)
+    category_sep: str = CATEGORY_SEP  # separator used inside a single category column ("A > B" catalogs)
+    brand: tuple[str, ...] = ()
+    price: tuple[str, ...] = ()
+    rating: tuple[str, ...] = ()
+    image: tuple[str, ...] = ()
+    image_template: str | None = None  # e.g. "images/{id}.jpg" relative to the catalog file
+    image_required: bool = False
+    attributes: tuple[str, ...] | None = None  # None = every column not mapped above
+    numeric_attributes: tuple[str, ...] = ()  # parsed as numbers
+    aliases_first: bool = True  # for tuple fields: the first column present wins
+
+    def mapped_columns(self) -> set[str]:
+        cols = set()
+        for f in (self.id, self.title, self.description, self.category, self.category_levels, self.brand,
+                  self.price, self.rating, self.image):
+            cols.update(f)
+        return cols
+
+
+FASHION = ColumnMapping(
+    name="fashion", id=("id",), title=("productDisplayName",),
+    category_levels=("masterCategory", "subCategory", "articleType"),
+    image_template="images/{id}.jpg", image_required=True,
+    attributes=("gender", "baseColour", "season", "usage", "year"), numeric_attributes=("year",),
+)
+
+GENERIC = ColumnMapping(
+    name="generic", id=("id", "product_id", "sku_id", "item_id"),
+    title=("title", "name", "product_name", "productDisplayName"),
+    description=("description", "desc", "details"),
+    category=("category", "category_path", "categories"), brand=("brand", "manufacturer"),
+    price=("price", "sale_price", "list_price"), rating=("rating", "stars", "average_rating"),
+    image=("image", "image_path", "image_file", "image_ref"),
+    numeric_attributes=("year", "popularity", "reviews", "review_count"),
+)
+
+
+def pick_mapping(name: str, columns: list[str]) -> ColumnMapping:
+    if name not in MAPPINGS:
+        raise InvalidInput(f"mapping must be one of {MAPPINGS}, got {name!r}", field="mapping")
+    if name == "fashion" or (name == "auto" and {"productDisplayName", "masterCategory"} <= set(columns)):
+        return FASHION
+    return GENERIC
+
+
+class RowError(Exception):
+    def __init__(self, field: str, reason: str, id: int | None = None) -> None:
+        super().__init__(reason)
+        self.field, self.reason, self.id = field, reason, id
+
+
+def _first(row: dict[str, Any], cols: tuple[str, ...]) -> Any:
+    for c in cols:
+        v = row.get(c)
+        if v is not None and not (isinstance(v, str) and not v.strip()):
+            return v
+    return None
+
+
+def _number(v: Any, field: str, *, lo: float = 0.0, hi: float = math.inf) -> float | None:
+    if v is None:
+        return None
+    if isinstance(v, str):
+        v = v.strip().replace(",", "").lstrip("$¥€£")
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        raise RowError(field, f"bad {field}: {v!r} is not a number") from None
+    if not math.isfinite(f) or not lo <= f <= hi:
+        raise RowError(field, f"bad {field}: {f} is outside {lo}..{hi}")
+    return f
+
+
+def _attr(v: Any, numeric: bool) -> AttrValue | None:
+    if v is None or (isinstance(v, str) and not v.strip()):
+        return None
+    if numeric:
+        try:
+            f = float(v)
+        except (TypeError, ValueError):
+            return str(v).strip()
+        return int(f) if f.is_integer() else f
+    if isinstance(v, bool | int | float):
+        return v if not isinstance(v, float) or math.isfinite(v) else None
+    return str(v).strip()
+
+
+def to_product(row: dict[str, Any], m: ColumnMapping, root: Path) -> tuple[Product, Path | None]:
+    """One raw row -> Product and the image file to read (or RowError naming the field)."""
+    if "__error__" in row:
+        raise RowError("row", row["__error__"])
+    raw_id = _first(row, m.id)
+    try:
+        pid = int(str(raw_id).strip())
+    except (TypeError, ValueError):
+        raise RowError("id", f"bad id: {raw_id!r} is not an integer") from None
+    if not 0 <= pid <= MAX_ID:
+        raise RowError("id", f"bad id: {pid} is not a non-negative int64")
+    title = _first(row, m.title)
+    if title is None:
+        raise RowError("title", "missing title", pid)
+    if m.category_levels:
+        category = CATEGORY_SEP.join(str(row[c]).strip().replace(CATEGORY_SEP, "-") for c in m.category_levels
+                                     if _first(row, (c,)) is not None)
+    else:
+        raw = _first(row, m.category)
+        if isinstance(raw, list):
+            parts = [str(x) for x in raw]
+        else:
+            text = str(raw or "")
+            sep = next((s for s in (" > ", ">", "|", m.category_sep) if s in text), m.category_sep)
+            parts = text.split(sep)
+        category = CATEGORY_SEP.join(p.strip().replace(CATEGORY_SEP, "-") for p in parts if p.strip())
+    try:
+        price = _number(_first(row, m.price), "price")
+        rating = _number(_first(row, m.rating), "rating", hi=5.0)
+    except RowError as exc:
+        exc.id = pid
+        raise
+    attr_cols = m.attributes if m.attributes is not None else tuple(
+        c for c in row if c not in m.mapped_columns() and not c.startswith("__"))
+    attributes = {}
+    for c in attr_cols:
+        v = _attr(row.get(c), c in m.numeric_attributes)
+        if v is not None:
+            attributes[c] = v
+    image_path: Path | None = None
+    ref = _first(row, m.image)
+    if ref is None and m.image_template:
+        ref = m.image_template.format(id=pid)
+    if ref is not None:
+        image_path = Path(str(ref))
+        if not image_path.is_absolute():
+            image_path = root / image_path
+        if not image_path.is_file():
+            raise RowError("image", f"missing image: {image_path} does not exist", pid)
+    elif m.image_required:
+        raise RowError("image", "missing image: the row names no image", pid)
+    desc = _first(row, m.description)
+    brand = _first(row, m.brand)
+    product = Product(id=pid, title=str(title).strip(), description=str(desc or "").strip(), category=category,
+                      brand=None if brand is None else str(brand).strip(), price=price, rating=rating,
+                      attributes=attributes, image_ref=None if ref is None else str(ref))
+    return product, image_path
+
+
+@dataclass
+class RowBatch:
+    products: list[Product] = field(default_factory=list)
+    images: list[bytes | None] = field(default_factory=list)
+    rows: list[int] = field(default_factory=list)  # file row number of each product

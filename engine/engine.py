@@ -1,0 +1,640 @@
+"""The engine facade: encoders (behind dynamic batchers) + fusion layout + catalog store + vector index.
+
+Write path: validate -> hash (skip unchanged) -> encode -> fuse -> store commit (one transaction per
+chunk, with its change rows) -> index update. Start-up: load the index snapshot, replay the store's
+changes after the snapshot's seq, or rebuild from the store when there is no usable snapshot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from kuamo.engine.batcher import BatcherConfig, DynamicBatcher
+from kuamo.engine.config import DEFAULT_MODEL_DIR, EncoderConfig
+from kuamo.engine.errors import ArtifactError, InvalidInput, KuamoError, NotReady
+from kuamo.engine.fusion import FusionLayout
+from kuamo.engine.index import IndexConfig, VectorIndex
+from kuamo.engine.rows import content_hash, document_text, scalar_blocks
+from kuamo.engine.rules import apply_modifiers, check_attr_name, validate_filters, validate_modifiers
+from kuamo.engine.store import CatalogStore, StoredRow, check_product
+from kuamo.engine.types import (
+    EngineStats,
+    Explanation,
+    Health,
+    Hit,
+    Product,
+    Query,
+    Rejection,
+    SearchResult,
+    Timings,
+    UpsertResult,
+)
+
+log = logging.getLogger(__name__)
+
+
+class TextEncoderLike(Protocol):
+    dim: int
+
+    def encode(self, texts: Sequence[str], kind: str = "query") -> np.ndarray: ...
+
+
+class ImageEncoderLike(Protocol):
+    dim: int
+
+    def encode(self, items: Sequence[bytes]) -> np.ndarray: ...
+
+
+def _default_weights() -> dict[str, float]:
+    return {"text": 0.5, "image": 0.5, "rating": 0.25, "price": 0.25}
+
+
+@dataclass(frozen=True, kw_only=True)
+class EngineConfig:
+    model_dir: Path = DEFAULT_MODEL_DIR
+    data_dir: Path = Path("data/kuamo")  # catalog.sqlite + index/ snapshot
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    text_batcher: BatcherConfig = field(default_factory=BatcherConfig)
+    image_batcher: BatcherConfig = field(default_factory=BatcherConfig)
+    index: IndexConfig = field(default_factory=IndexConfig)
+    # Declared numeric attributes that get a fused block: "name:lo:hi" or "name:lo:hi:log" (see fusion).
+    numeric_attributes: tuple[str, ...] = ()
+    # Weights for the blocks a query fills when the caller gives none (renormalised over present blocks).
+    default_weights: dict[str, float] = field(default_factory=_default_weights)
+    # A text query also fills the image block when the image tower is aligned to the text space.
+    text_fills_image: bool = True
+    # ...and a photo-only query the text block (cross-modal photo -> titles); off until measured useful.
+    image_fills_text: bool = False
+    max_k: int = 1000
+    max_batch_queries: int = 256
+    upsert_chunk: int = 256  # rows per store transaction + index update: bounds how long a write blocks searches
+    snapshot_every: int = 20_000  # changes between automatic index snapshots
+    sqlite_synchronous: str = "NORMAL"
+
+
+class _RWLock:
+    """Many concurrent FAISS searches, or one writer. Writer-preferring so an ingest makes progress."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._readers = 0
+        self._writer = False
+        self._waiting_writers = 0
+
+    def acquire_read(self) -> None:
+        with self._cond:
+            while self._writer or self._waiting_writers:
+                self._cond.wait()
+            self._readers += 1
+
+    def release_read(self) -> None:
+        with self._cond:
+            self._readers -= 1
+            if not self._readers:
+                self._cond.notify_all()
+
+    def acquire_write(self) -> None:
+        with self._cond:
+            self._waiting_writers += 1
+            while self._writer or self._readers:
+                self._cond.wait()
+            self._waiting_writers -= 1
+            self._writer = True
+
+    def release_write(self) -> None:
+        with self._cond:
+            self._writer = False
+            self._cond.notify_all()
+
+
+def _encoder_fingerprint(enc: Any) -> str:
+    if enc is None:
+        return "none"
+    fp = getattr(enc, "fingerprint", None)
+    if isinstance(fp, str):
+        return fp
+    tower = getattr(enc, "tower", None)
+    path = getattr(tower, "model_path", None)
+    return f"{type(enc).__name__}:{enc.dim}:{getattr(path, 'name', '')}"
+
+
+class Engine:
+    """Implements EngineProtocol. Construct with encoders (tests inject fakes), or `await Engine.open(cfg)`."""
+
+    def __init__(self, config: EngineConfig, *, text_encoder: TextEncoderLike,
+                 image_encoder: ImageEncoderLike | None = None, batched: bool = False,
+                 image_aligned: bool | None = None) -> None:
+        self.config = config
+        self.text_encoder = text_encoder
+        self.image_encoder = image_encoder
+        image_dim = image_encoder.dim if image_encoder is not None else text_encoder.dim
+        # The text vector can stand in for the image block only when both live in one space.
+        self.image_aligned = (image_dim == text_encoder.dim) if image_aligned is None else image_aligned
+        self.layout = FusionLayout.default(text_dim=text_encoder.dim, image_dim=image_dim,
+                                           numeric_attributes=config.numeric_attributes)
+        self.numeric_names = tuple(n for n in self.layout.names if n not in ("image", "text", "rating", "price"))
+        self.fingerprint = json.dumps({"layout": self.layout.to_dict(),
+                                       "text": _encoder_fingerprint(text_encoder),
+                                       "image": _encoder_fingerprint(image_encoder)}, sort_keys=True)
+        data_dir = Path(config.data_dir)
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.index_dir = data_dir / "index"
+        self.store = CatalogStore(data_dir / "catalog.sqlite", dim=self.layout.dim,
+                                  synchronous=config.sqlite_synchronous)
+        self._check_layout()
+        self._index_lock = _RWLock()
+        self._write_lock = asyncio.Lock()
+        self.index_seq = 0
+        self._changes_since_snapshot = 0
+        self.recovery: dict[str, Any] = {}
+        self.index = self._recover()
+        self._text_batcher: DynamicBatcher | None = None
+        self._image_batcher: DynamicBatcher | None = None
+        if batched:
+            # cost = length: batches group texts of similar length, so less padding
+            self._text_batcher = DynamicBatcher(self._encode_query_batch, config.text_batcher, name="text",
+                                                cost=len)
+            if image_encoder is not None:
+                self._image_batcher = DynamicBatcher(self._encode_image_batch, config.image_batcher, name="image")
+        self._started = not batched
+        self._closed = False
+
+    # -- lifecycle --------------------------------------------------------------------------------
+    @classmethod
+    async def open(cls, config: EngineConfig) -> Engine:
+        """Load the exported models, wrap them in batchers, recover the index and start."""
+        from kuamo.engine.artifacts import ModelArtifacts
+        from kuamo.engine.encoders import ImageEncoder, TextEncoder
+
+        artifacts = ModelArtifacts(config.model_dir, verify=config.encoder.verify_checksums)
+        text = TextEncoder(artifacts, config.encoder)
+        image = ImageEncoder(artifacts, config.encoder) if "image" in artifacts.towers else None
+        engine = await asyncio.to_thread(cls, config, text_encoder=text, image_encoder=image, batched=True)
+        await engine.start()
+        return engine
+
+    async def start(self) -> None:
+        for b in (self._text_batcher, self._image_batcher):
+            if b is not None:
+                await b.start()
+        self._started = True
+
+    async def close(self, *, snapshot: bool = True) -> None:
+        if self._closed:
+            return
+        self._started = False
+        for b in (self._text_batcher, self._image_batcher):
+            if b is not None:
+                await b.stop()
+        if snapshot:
+            async with self._write_lock:
+                await asyncio.to_thread(self._save_snapshot)
+        self.store.close()
+        self._closed = True
+
+    def _check_layout(self) -> None:
+        stored = self.store.get_meta("layout")
+        mine = json.dumps(self.layout.to_dict(), sort_keys=True)
+        if stored is None:
+            self.store.set_meta("layout", mine)
+        elif json.loads(stored) != json.loads(mine):
+            raise ArtifactError(f"{self.store.path} was built with a different fusion layout ({stored}); "
+                                "use a new data directory or re-index", field="data_dir")
+
+    # -- recovery ---------------------------------------------------------------------------------
+    def _recover(self) -> VectorIndex:
+        """Snapshot + replay, or a full rebuild; then check the index and the store agree."""
+        t0 = time.perf_counter()
+        index: VectorIndex | None = None
+        mode = "rebuild"
+        if self.index_dir.exists():
+            try:
+                index = VectorIndex.load(self.index_dir, mmap=True)
+                if index.dim != self.layout.dim:
+                    raise ArtifactError(f"snapshot is {index.dim}-d, layout is {self.layout.dim}-d")
+                seq = int(index.seq)
+                up, gone, last = self.store.changes_since(seq)
+                if len(gone):
+                    index.remove(gone)
+                if len(up):
+                    ids, vecs = self.store.vectors(up)
+                    index.upsert(ids, vecs)
+                self.index_seq = last
+                self._changes_since_snapshot = len(up) + len(gone)
+                mode = f"snapshot@{seq}+replay({len(up)} upserts, {len(gone)} deletes)"
+                if len(index) != self.store.count():
+                    raise ArtifactError(f"index holds {len(index)} vectors, store {self.store.count()}")
+            except (KuamoError, OSError, ValueError, RuntimeError, KeyError) as exc:
+                log.warning("index snapshot in %s unusable (%s); rebuilding from the store", self.index_dir, exc)
+                index = None
+                mode = f"rebuild (snapshot unusable: {exc})"
+        if index is None:
+            index = VectorIndex(self.layout.dim, self.config.index)
+            self.index_seq = self.store.last_seq()  # read before the vectors: replaying a bit twice is harmless
+            ids, vecs = self.store.all_vectors()
+            index.build(ids, vecs)
+            self._changes_since_snapshot = len(ids)
+        self.recovery = {"mode": mode, "seconds": round(time.perf_counter() - t0, 3), "vectors": len(index),
+                         "seq": self.index_seq}
+        log.info("index recovered: %s", self.recovery)
+        return index
+
+    def _save_snapshot(self) -> None:
+        """Atomic snapshot tagged with the last change it contains; then prune the replayed log."""
+        self._index_lock.acquire_read()  # writers are serialised by _write_lock; readers may continue
+        try:
+            seq = self.index_seq
+            self.index.save(self.index_dir, seq=seq)
+        finally:
+            self._index_lock.release_read()
+        self.store.prune_changes(seq)
+        self._changes_since_snapshot = 0
+
+    async def snapshot(self) -> None:
+        async with self._write_lock:
+            await asyncio.to_thread(self._save_snapshot)
+
+    # -- encoding ---------------------------------------------------------------------------------
+    def _validate_text(self, text: Any, field: str) -> str:
+        check = getattr(self.text_encoder, "validate", None)
+        if check is not None:
+            try:
+                return check(text)
+            except InvalidInput as exc:
+                raise InvalidInput(exc.message, field=field) from exc
+        if not isinstance(text, str) or not text.strip():
+            raise InvalidInput("text must be a non-empty string", field=field)
+        return text
+
+    def _encode_query_batch(self, texts: list[str]) -> list[Any]:
+        """Batcher fn: one bad text fails only its own request."""
+        out: list[Any] = [None] * len(texts)
+        good: list[int] = []
+        for i, t in enumerate(texts):
+            try:
+                self._validate_text(t, "text")
+                good.append(i)
+            except InvalidInput as exc:
+                out[i] = exc
+        if good:
+            vecs = self.text_encoder.encode([texts[i] for i in good], kind="query")
+            for row, i in enumerate(good):
+                out[i] = vecs[row]
+        return out
+
+    def _encode_image_batch(self, images: list[bytes]) -> list[Any]:
+        assert self.image_encoder is not None
+        try:
+            vecs = self.image_encoder.encode(images)
+            return [vecs[i] for i in range(len(images))]
+        except InvalidInput:
+            out: list[Any] = []
+            for img in images:  # find the bad one(s); the others still get vectors
+                try:
+                    out.append(self.image_encoder.encode([img])[0])
+                except InvalidInput as exc:
+                    out.append(exc)
+            return out
+
+    async def embed_text(self, texts: Sequence[str], kind: str = "query") -> np.ndarray:
+        self._require_ready()
+        if kind not in ("query", "document"):
+            raise InvalidInput(f"kind must be 'query' or 'document', got {kind!r}", field="kind")
+        if not texts:
+            return np.zeros((0, self.text_encoder.dim), dtype=np.float32)
+        items = [self._validate_text(t, f"texts[{i}]") for i, t in enumerate(texts)]
+        if kind == "query" and self._text_batcher is not None:
+            return np.stack(await asyncio.gather(*(self._text_batcher.submit(t) for t in items)))
+        return await asyncio.to_thread(self.text_encoder.encode, items, kind)
+
+    async def embed_image(self, images: Sequence[bytes]) -> np.ndarray:
+        self._require_ready()
+        if self.image_encoder is None:
+            raise NotReady("no image tower is loaded")
+        if not images:
+            return np.zeros((0, self.image_encoder.dim), dtype=np.float32)
+        if self._image_batcher is not None:
+            return np.stack(await asyncio.gather(*(self._image_batcher.submit(bytes(b)) for b in images)))
+        return await asyncio.to_thread(self.image_encoder.encode, list(images))
+
+    async def _query_text_vec(self, text: str) -> np.ndarray:
+        if self._text_batcher is not None:
+            return await self._text_batcher.submit(text)
+        return (await asyncio.to_thread(self.text_encoder.encode, [text], "query"))[0]
+
+    async def _query_image_vec(self, image: bytes) -> np.ndarray:
+        if self.image_encoder is None:
+            raise InvalidInput("this engine has no image tower; send text", field="image")
+        if self._image_batcher is not None:
+            return await self._image_batcher.submit(image)
+        return (await asyncio.to_thread(self.image_encoder.encode, [image]))[0]
+
+    # -- search -----------------------------------------------------------------------------------
+    def _require_ready(self) -> None:
+        if self._closed:
+            raise NotReady("engine is closed")
+        if not self._started:
+            raise NotReady("engine is starting")
+
+    def _validate_query(self, q: Query) -> None:
+        if not isinstance(q, Query):
+            raise InvalidInput(f"expected a Query, got {type(q).__name__}", field="query")
+        if isinstance(q.k, bool) or not isinstance(q.k, int) or not 1 <= q.k <= self.config.max_k:
+            raise InvalidInput(f"k must be an integer in 1..{self.config.max_k}, got {q.k!r}", field="k")
+        if q.text is None and q.image is None and q.rating is None and q.price is None and not q.targets:
+            raise InvalidInput("a query needs text, an image, a rating, a price or an attribute target",
+                               field="query")
+        if q.text is not None:
+            self._validate_text(q.text, "text")
+        if q.image is not None and (not isinstance(q.image, bytes | bytearray) or not q.image):
+            raise InvalidInput("image must be non-empty bytes", field="image")
+        if q.rating is not None and not (isinstance(q.rating, int | float) and 0 <= q.rating <= 5):
+            raise InvalidInput(f"rating target must be within 0..5, got {q.rating!r}", field="rating")
+        if q.price is not None and not (isinstance(q.price, int | float) and 0 <= q.price < float("inf")):
+            raise InvalidInput(f"price target must be a finite non-negative number, got {q.price!r}",
+                               field="price")
+        for name in q.targets:
+            check_attr_name(name, "targets")
+            if name not in self.numeric_names:
+                raise InvalidInput(f"{name!r} is not a declared numeric attribute {list(self.numeric_names)}",
+                                   field="targets")
+        validate_filters(q.filters)
+        validate_modifiers(q.modifiers)
+
+    def _weights_for(self, blocks: dict[str, Any], given: dict[str, float]) -> dict[str, float]:
+        if given:
+            return dict(given)
+        d = self.config.default_weights
+        return {name: float(d.get(name, d.get("attribute", 0.25))) for name, v in blocks.items() if v is not None}
+
+    async def _query_blocks(self, q: Query) -> tuple[dict[str, Any], float]:
+        t0 = time.perf_counter()
+        jobs = []
+        if q.text is not None:
+            jobs.append(self._query_text_vec(q.text))
+        if q.image is not None:
+            jobs.append(self._query_image_vec(bytes(q.image)))
+        vecs = await asyncio.gather(*jobs)
+        text_vec = vecs[0] if q.text is not None else None
+        image_vec = vecs[-1] if q.image is not None else None
+        blocks: dict[str, Any] = {}
+        if text_vec is not None:
+            blocks["text"] = text_vec
+        elif image_vec is not None and self.config.image_fills_text and self.image_aligned:
+            blocks["text"] = image_vec
+        if image_vec is not None:
+            blocks["image"] = image_vec
+        elif text_vec is not None and self.config.text_fills_image and self.image_aligned:
+            blocks["image"] = text_vec
+        if q.rating is not None:
+            blocks["rating"] = float(q.rating)
+        if q.price is not None:
+            blocks["price"] = float(q.price)
+        for name, v in q.targets.items():
+            blocks[name] = float(v)
+        return blocks, (time.perf_counter() - t0) * 1000
+
+    async def search(self, query: Query) -> SearchResult:
+        self._require_ready()
+        self._validate_query(query)
+        t0 = time.perf_counter()
+        blocks, encode_ms = await self._query_blocks(query)
+        qvec = self.layout.query_vector(blocks, self._weights_for(blocks, query.weights))
+        return await asyncio.to_thread(self._search_vec, query, qvec, encode_ms, t0)
+
+    def _search_vec(self, q: Query, qvec: np.ndarray, encode_ms: float, t0: float) -> SearchResult:
+        t_f = time.perf_counter()
+        allowed = self.store.allowed_ids(q.filters)
+        filter_ms = (time.perf_counter() - t_f) * 1000
+        if allowed is not None and len(allowed) == 0:
+            return SearchResult(hits=[], allowed=0, timings=Timings(encode_ms=encode_ms, filter_ms=filter_ms,
+                                                                    total_ms=(time.perf_counter() - t0) * 1000))
+        rf = q.rerank_factor if q.rerank_factor is not None else self.index.cfg.rerank_factor
+        # Modifiers re-order the candidates: fetch k x factor of them so a boosted product can climb in.
+        n_cand = q.k if q.modifiers.is_empty() else min(q.k * max(int(rf), 1), self.index.cfg.max_k)
+        t_s = time.perf_counter()
+        self._index_lock.acquire_read()
+        try:
+            scores, ids = self.index.search(qvec[None, :].astype(np.float32), n_cand, nprobe=q.nprobe,
+                                            rerank_factor=q.rerank_factor, allowed_ids=allowed)
+        finally:
+            self._index_lock.release_read()
+        search_ms = (time.perf_counter() - t_s) * 1000
+        t_r = time.perf_counter()
+        keep = ids[0] >= 0
+        cand_ids = [int(i) for i in ids[0][keep]]
+        cand_scores = [float(s) for s in scores[0][keep]]
+        need_products = q.include_products or not q.modifiers.is_empty()
+        products = self.store.get_many(cand_ids) if need_products else {}
+        ranked = []
+        for pid, base in zip(cand_ids, cand_scores, strict=True):
+            final, applied = apply_modifiers(base, products.get(pid), q.modifiers)
+            ranked.append((final, base, pid, applied))
+        ranked.sort(key=lambda r: (-r[0], r[2]))
+        ranked = ranked[: q.k]
+        contributions: dict[int, dict[str, float]] = {}
+        if q.explain and ranked:
+            got_ids, vecs = self.store.vectors([r[2] for r in ranked])
+            for pid, vec in zip(got_ids.tolist(), vecs, strict=True):
+                contributions[pid] = self.layout.contributions(qvec, vec)
+        hits = [Hit(id=pid, score=final, product=products.get(pid) if q.include_products else None,
+                    explanation=Explanation(contributions=contributions.get(pid, {}), base_score=base,
+                                            modifiers=applied) if q.explain else None)
+                for final, base, pid, applied in ranked]
+        rerank_ms = (time.perf_counter() - t_r) * 1000
+        return SearchResult(hits=hits, allowed=None if allowed is None else len(allowed),
+                            timings=Timings(encode_ms=encode_ms, filter_ms=filter_ms, search_ms=search_ms,
+                                            rerank_ms=rerank_ms, total_ms=(time.perf_counter() - t0) * 1000))
+
+    async def search_many(self, queries: Sequence[Query]) -> list[SearchResult]:
+        if len(queries) > self.config.max_batch_queries:
+            raise InvalidInput(f"at most {self.config.max_batch_queries} queries per call, got {len(queries)}",
+                               field="queries")
+        # Concurrent submits land in the same encoder batches.
+        return list(await asyncio.gather(*(self.search(q) for q in queries)))
+
+    # -- writes -----------------------------------------------------------------------------------
+    async def upsert(self, products: Sequence[Product],
+                     images: Sequence[bytes | None] | None = None) -> UpsertResult:
+        """Validate, skip unchanged, encode and commit in chunks; each chunk is one store transaction
+        followed by one index update, so searches wait at most one chunk."""
+        self._require_open()
+        if images is not None and len(images) != len(products):
+            raise InvalidInput(f"{len(images)} images for {len(products)} products", field="images")
+        imgs: list[bytes | None] = list(images) if images is not None else [None] * len(products)
+        accepted: list[int] = []
+        unchanged: list[int] = []
+        rejected: list[Rejection] = []
+        chunk = max(1, self.config.upsert_chunk)
+        seen: set[int] = set()
+        for start in range(0, len(products), chunk):
+            part = list(range(start, min(start + chunk, len(products))))
+            todo: list[tuple[int, Product, bytes | None, str]] = []
+            for i in part:
+                p = products[i]
+                try:
+                    if not isinstance(p, Product):
+                        raise InvalidInput(f"expected a Product, got {type(p).__name__}", field="product")
+                    check_product(p)
+                    if p.id in seen:
+                        raise InvalidInput(f"id {p.id} appears twice in one upsert", field="id")
+                    img = imgs[i]
+                    if img is not None and not isinstance(img, bytes | bytearray):
+                        raise InvalidInput(f"image must be bytes, got {type(img).__name__}", field="image")
+                except InvalidInput as exc:
+                    rejected.append(Rejection(row=i, id=getattr(p, "id", None), field=exc.field or "product",
+                                              reason=exc.message))
+                    continue
+                seen.add(p.id)
+                todo.append((i, p, bytes(img) if img else None, content_hash(p, img, self.fingerprint)))
+            old = await asyncio.to_thread(self.store.hashes, [t[1].id for t in todo])
+            fresh = [t for t in todo if old.get(t[1].id) != t[3]]
+            unchanged += [t[1].id for t in todo if old.get(t[1].id) == t[3]]
+            if not fresh:
+                continue
+            rows, bad = await asyncio.to_thread(self._encode_rows, fresh)
+            rejected += bad
+            if rows:
+                async with self._write_lock:
+                    await asyncio.to_thread(self._commit, rows)
+                accepted += [r.product.id for r in rows]
+        return UpsertResult(accepted=accepted, rejected=rejected, unchanged=unchanged)
+
+    def _encode_rows(self, todo: list[tuple[int, Product, bytes | None, str]]
+                     ) -> tuple[list[StoredRow], list[Rejection]]:
+        texts = [document_text(p) for _, p, _, _ in todo]
+        text_vecs = self.text_encoder.encode(texts, kind="document")
+        image_vecs: dict[int, np.ndarray] = {}
+        bad: list[Rejection] = []
+        with_img = [(k, t) for k, t in enumerate(todo) if t[2] is not None]
+        if with_img:
+            if self.image_encoder is None:
+                pass  # no image tower: the image block stays empty
+            else:
+                results = self._encode_image_batch([t[2] for _, t in with_img])  # type: ignore[misc]
+                for (k, t), res in zip(with_img, results, strict=True):
+                    if isinstance(res, Exception):
+                        msg = res.message if isinstance(res, KuamoError) else str(res)
+                        bad.append(Rejection(row=t[0], id=t[1].id, field="image", reason=msg))
+                    else:
+                        image_vecs[k] = res
+        bad_ids = {b.id for b in bad}
+        rows = []
+        for k, (row, p, _, h) in enumerate(todo):
+            if p.id in bad_ids:
+                continue
+            blocks = {"text": text_vecs[k], "image": image_vecs.get(k), **scalar_blocks(p, self.numeric_names)}
+            try:
+                vec = self.layout.product_vector(blocks)
+            except InvalidInput as exc:  # e.g. a price of 0 has no place on the log scale
+                bad.append(Rejection(row=row, id=p.id, field=exc.field or "product", reason=exc.message))
+                continue
+            rows.append(StoredRow(product=p, vector=vec, content_hash=h))
+        return rows, bad
+
+    def _commit(self, rows: list[StoredRow]) -> None:
+        seq = self.store.upsert(rows)  # durable first: the index is a cache of the store
+        ids = np.asarray([r.product.id for r in rows], dtype=np.int64)
+        vecs = np.stack([r.vector for r in rows]).astype(np.float32)
+        self._index_lock.acquire_write()
+        try:
+            self.index.upsert(ids, vecs)
+            self.index_seq = seq
+        finally:
+            self._index_lock.release_write()
+        self._after_change(len(rows))
+
+    def _after_change(self, n: int) -> None:
+        """Runs in the write path (under _write_lock): re-plan the index when the catalog outgrew it,
+        snapshot every `snapshot_every` changes."""
+        self._changes_since_snapshot += n
+        if self._index_outgrown():
+            self._rebuild_index()
+        if self._changes_since_snapshot >= self.config.snapshot_every:
+            self._save_snapshot()
+
+    def _index_outgrown(self) -> bool:
+        # Upserts keep the index kind and IVF parameters; they were chosen for the size at build time.
+        n, cfg = len(self.index), self.index.cfg
+        if self.index.kind == "flat":
+            return n >= cfg.flat_threshold
+        if n < cfg.flat_threshold // 2:
+            return True
+        nlist = int(self.index.params.get("nlist", 0))
+        return cfg.nlist is None and nlist > 0 and 4 * n ** 0.5 > 2 * nlist  # catalog grew ~4x since training
+
+    def _rebuild_index(self) -> None:
+        """Build a fresh index from the store beside the live one, then swap (searches go on meanwhile;
+        no write can slip in because the caller holds _write_lock)."""
+        t0 = time.perf_counter()
+        fresh = VectorIndex(self.layout.dim, self.index.cfg)
+        ids, vecs = self.store.all_vectors()
+        fresh.build(ids, vecs)
+        self._index_lock.acquire_write()
+        try:
+            self.index = fresh
+        finally:
+            self._index_lock.release_write()
+        self._changes_since_snapshot = max(self._changes_since_snapshot, self.config.snapshot_every)
+        log.info("index re-planned as %s %s for %d vectors in %.2fs", fresh.kind, fresh.params, len(ids),
+                 time.perf_counter() - t0)
+
+    async def delete(self, ids: Sequence[int]) -> int:
+        self._require_open()
+        clean = []
+        for i in ids:
+            if isinstance(i, bool) or not isinstance(i, int | np.integer) or int(i) < 0:
+                raise InvalidInput(f"id {i!r} is not a non-negative integer", field="ids")
+            clean.append(int(i))
+        async with self._write_lock:
+            return await asyncio.to_thread(self._delete, clean)
+
+    def _delete(self, ids: list[int]) -> int:
+        gone, seq = self.store.delete(ids)
+        self._index_lock.acquire_write()
+        try:
+            if gone:
+                self.index.remove(np.asarray(gone, dtype=np.int64))
+            self.index_seq = seq
+        finally:
+            self._index_lock.release_write()
+        self._after_change(len(gone))
+        return len(gone)
+
+    # -- reads ------------------------------------------------------------------------------------
+    def _require_open(self) -> None:
+        if self._closed:
+            raise NotReady("engine is closed")
+
+    async def get(self, id: int) -> Product:
+        self._require_open()
+        if isinstance(id, bool) or not isinstance(id, int | np.integer):
+            raise InvalidInput(f"id must be an integer, got {id!r}", field="id")
+        return await asyncio.to_thread(self.store.get, int(id))  # NotFound(field="id") when absent
+
+    async def stats(self) -> EngineStats:
+        self._require_open()
+        batchers = {b.name if hasattr(b, "name") else str(i): b.metrics()
+                    for i, b in enumerate((self._text_batcher, self._image_batcher)) if b is not None}
+        return EngineStats(products=self.store.count(), indexed=len(self.index), store_seq=self.store.last_seq(),
+                           index_seq=self.index_seq, layout=self.layout.to_dict(),
+                           index={**self.index.stats(), "recovery": self.recovery}, batchers=batchers,
+                           data_dir=str(self.config.data_dir))
+
+    async def health(self) -> Health:
+        if self._closed:
+            return Health(ready=False, reason="closed")
+        if not self._started:
+            return Health(ready=False, reason="starting")
+        return Health(ready=True, reason=f"{len(self.index)} products indexed")
+

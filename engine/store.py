@@ -1,0 +1,281 @@
+"""The catalog store: one SQLite file (WAL) holding products, their fused vectors and a change log.
+
+It is the source of truth. Every write commits product + vector + change row in one transaction, so
+the vector index (a cache of `vectors`) can always be rebuilt, or brought up to date by replaying the
+changes after its snapshot's sequence number.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from kuamo.engine.errors import ArtifactError, InvalidInput, NotFound
+from kuamo.engine.rules import filter_sql, validate_filters
+from kuamo.engine.types import MAX_ID, Filters, Product
+
+SCHEMA_VERSION = 1
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS products (
+    id INTEGER PRIMARY KEY,
+    title TEXT NOT NULL,
+    description TEXT NOT NULL DEFAULT '',
+    category TEXT NOT NULL DEFAULT '',
+    brand TEXT,
+    price REAL,
+    rating REAL,
+    attributes TEXT NOT NULL DEFAULT '{}',
+    image_ref TEXT,
+    content_hash TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS products_category ON products(category);
+CREATE INDEX IF NOT EXISTS products_brand ON products(brand);
+CREATE INDEX IF NOT EXISTS products_price ON products(price);
+CREATE INDEX IF NOT EXISTS products_rating ON products(rating);
+CREATE TABLE IF NOT EXISTS vectors (id INTEGER PRIMARY KEY, vec BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS changes (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id INTEGER NOT NULL,
+    op TEXT NOT NULL CHECK (op IN ('upsert', 'delete'))
+);
+"""
+
+_COLS = "id, title, description, category, brand, price, rating, attributes, image_ref"
+
+
+@dataclass(frozen=True)
+class StoredRow:
+    """One product ready to commit: its fused vector and the hash of everything it was built from."""
+
+    product: Product
+    vector: np.ndarray
+    content_hash: str
+
+
+def _row_to_product(r: tuple) -> Product:
+    return Product(id=r[0], title=r[1], description=r[2], category=r[3], brand=r[4], price=r[5], rating=r[6],
+                   attributes=json.loads(r[7]), image_ref=r[8])
+
+
+def check_product(p: Product) -> None:
+    """Raise InvalidInput naming the field when a product cannot be stored."""
+    if isinstance(p.id, bool) or not isinstance(p.id, int | np.integer) or not 0 <= int(p.id) <= MAX_ID:
+        raise InvalidInput(f"id must be a non-negative int64, got {p.id!r}", field="id")
+    if not isinstance(p.title, str):
+        raise InvalidInput("title must be a string", field="title")
+    for name in ("price", "rating"):
+        v = getattr(p, name)
+        if v is None:
+            continue
+        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(float(v)) or v < 0:
+            raise InvalidInput(f"{name} must be a finite non-negative number, got {v!r}", field=name)
+    if p.rating is not None and p.rating > 5:
+        raise InvalidInput(f"rating must be within 0..5, got {p.rating}", field="rating")
+    for k, v in p.attributes.items():
+        if not isinstance(k, str) or not isinstance(v, str | int | float | bool):
+            raise InvalidInput(f"attribute {k!r} must map a name to a string, number or bool", field="attributes")
+        if isinstance(v, float) and not math.isfinite(v):
+            raise InvalidInput(f"attribute {k!r} is not finite", field="attributes")
+
+
+class CatalogStore:
+    """Thread-safe (one connection behind a lock; SQLite work here is short)."""
+
+    def __init__(self, path: Path | str, *, dim: int | None = None, synchronous: str = "NORMAL") -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        # NORMAL in WAL mode survives a process crash (kill -9); FULL also survives power loss.
+        self._db.execute(f"PRAGMA synchronous={synchronous}")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.executescript(SCHEMA)
+        version = self.get_meta("schema_version")
+        if version is None:
+            self.set_meta("schema_version", str(SCHEMA_VERSION))
+        elif int(version) != SCHEMA_VERSION:
+            raise ArtifactError(f"{self.path} has schema version {version}, this build reads {SCHEMA_VERSION}")
+        self.dim = dim
+        stored_dim = self.get_meta("dim")
+        if dim is not None:
+            if stored_dim is None:
+                self.set_meta("dim", str(dim))
+            elif int(stored_dim) != dim:
+                raise ArtifactError(f"{self.path} holds {stored_dim}-d vectors but the layout is {dim}-d; "
+                                    "re-index into a new data directory")
+        elif stored_dim is not None:
+            self.dim = int(stored_dim)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    # -- meta -------------------------------------------------------------------------------------
+    def get_meta(self, key: str) -> str | None:
+        with self._lock:
+            row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else row[0]
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
+
+    # -- writes -----------------------------------------------------------------------------------
+    def upsert(self, rows: Sequence[StoredRow]) -> int:
+        """Commit all rows (product, vector, change) in ONE transaction; returns the last change seq."""
+        if not rows:
+            return self.last_seq()
+        for r in rows:
+            check_product(r.product)
+            if self.dim is not None and r.vector.shape != (self.dim,):
+                raise InvalidInput(f"vector of product {r.product.id} has shape {r.vector.shape}, "
+                                   f"expected ({self.dim},)", field="vector")
+        with self._tx() as db:
+            db.executemany(
+                f"INSERT OR REPLACE INTO products({_COLS}, content_hash) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                [(int(p.id), p.title, p.description, p.category, p.brand,
+                  None if p.price is None else float(p.price), None if p.rating is None else float(p.rating),
+                  json.dumps(p.attributes, ensure_ascii=False, sort_keys=True), p.image_ref, r.content_hash)
+                 for r in rows for p in [r.product]])
+            db.executemany("INSERT OR REPLACE INTO vectors(id, vec) VALUES (?, ?)",
+                           [(int(r.product.id), np.ascontiguousarray(r.vector, dtype=np.float32).tobytes())
+                            for r in rows])
+            db.executemany("INSERT INTO changes(id, op) VALUES (?, 'upsert')", [(int(r.product.id),) for r in rows])
+            return db.execute("SELECT max(seq) FROM changes").fetchone()[0]
+
+    def delete(self, ids: Sequence[int]) -> tuple[list[int], int]:
+        """Delete the products that exist; returns (deleted ids, last change seq)."""
+        ids = [int(i) for i in dict.fromkeys(ids)]
+        with self._tx() as db:
+            present = [i for i in ids if db.execute("SELECT 1 FROM products WHERE id = ?", (i,)).fetchone()]
+            db.executemany("DELETE FROM products WHERE id = ?", [(i,) for i in present])
+            db.executemany("DELETE FROM vectors WHERE id = ?", [(i,) for i in present])
+            db.executemany("INSERT INTO changes(id, op) VALUES (?, 'delete')", [(i,) for i in present])
+            seq = db.execute("SELECT coalesce(max(seq), 0) FROM changes").fetchone()[0]
+        return present, seq
+
+    def prune_changes(self, upto_seq: int) -> int:
+        """Forget changes an index snapshot already contains (keeps the newest row so seq never restarts)."""
+        with self._lock:
+            last = self.last_seq()
+            cur = self._db.execute("DELETE FROM changes WHERE seq <= ? AND seq < ?", (upto_seq, last))
+            return cur.rowcount
+
+    # -- reads ------------------------------------------------------------------------------------
+    def last_seq(self) -> int:
+        with self._lock:
+            # sqlite_sequence keeps the high-water mark even after pruning.
+            row = self._db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'changes'").fetchone()
+        return 0 if row is None else int(row[0])
+
+    def count(self) -> int:
+        with self._lock:
+            return self._db.execute("SELECT count(*) FROM products").fetchone()[0]
+
+    def get(self, id: int) -> Product:
+        got = self.get_many([id])
+        if id not in got:
+            raise NotFound(f"no product with id {id}", field="id")
+        return got[id]
+
+    def get_many(self, ids: Sequence[int]) -> dict[int, Product]:
+        out: dict[int, Product] = {}
+        ids = [int(i) for i in ids]
+        with self._lock:
+            for start in range(0, len(ids), 500):  # stay under SQLite's bound-parameter limit
+                chunk = ids[start: start + 500]
+                q = f"SELECT {_COLS} FROM products WHERE id IN ({','.join('?' * len(chunk))})"
+                for r in self._db.execute(q, chunk):
+                    out[r[0]] = _row_to_product(r)
+        return out
+
+    def hashes(self, ids: Sequence[int]) -> dict[int, str]:
+        out: dict[int, str] = {}
+        ids = [int(i) for i in ids]
+        with self._lock:
+            for start in range(0, len(ids), 500):
+                chunk = ids[start: start + 500]
+                q = f"SELECT id, content_hash FROM products WHERE id IN ({','.join('?' * len(chunk))})"
+                out.update(self._db.execute(q, chunk).fetchall())
+        return out
+
+    def vectors(self, ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        """(found ids, (n, dim) float32) for the ids that exist, in the order asked."""
+        ids = [int(i) for i in ids]
+        found: dict[int, bytes] = {}
+        with self._lock:
+            for start in range(0, len(ids), 500):
+                chunk = ids[start: start + 500]
+                q = f"SELECT id, vec FROM vectors WHERE id IN ({','.join('?' * len(chunk))})"
+                found.update(self._db.execute(q, chunk).fetchall())
+        keep = [i for i in ids if i in found]
+        vecs = np.stack([np.frombuffer(found[i], dtype=np.float32) for i in keep]) if keep else \
+            np.zeros((0, self.dim or 0), dtype=np.float32)
+        return np.asarray(keep, dtype=np.int64), vecs
+
+    def iter_vectors(self, batch: int = 20_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """All (ids, vectors) in id order, in batches (for a full index rebuild)."""
+        last = -1
+        while True:
+            with self._lock:
+                rows = self._db.execute("SELECT id, vec FROM vectors WHERE id > ? ORDER BY id LIMIT ?",
+                                        (last, batch)).fetchall()
+            if not rows:
+                return
+            ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+            vecs = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), -1)
+            yield ids, vecs
+            last = int(ids[-1])
+
+    def all_vectors(self) -> tuple[np.ndarray, np.ndarray]:
+        parts = list(self.iter_vectors())
+        if not parts:
+            return np.zeros(0, dtype=np.int64), np.zeros((0, self.dim or 0), dtype=np.float32)
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+    def changes_since(self, seq: int) -> tuple[np.ndarray, np.ndarray, int]:
+        """Net effect of changes after `seq`: (ids to (re)load from `vectors`, ids to remove, last seq).
+        Raises ArtifactError when the log was pruned past `seq` (the caller must rebuild)."""
+        with self._lock:
+            first = self._db.execute("SELECT min(seq) FROM changes").fetchone()[0]
+            last = self.last_seq()
+            if seq < last and first is not None and first > seq + 1:
+                raise ArtifactError(f"change log starts at {first}, cannot replay from {seq}")
+            rows = self._db.execute(
+                "SELECT c.id, p.id IS NOT NULL FROM (SELECT DISTINCT id FROM changes WHERE seq > ?) c "
+                "LEFT JOIN products p ON p.id = c.id", (seq,)).fetchall()
+        up = np.asarray([r[0] for r in rows if r[1]], dtype=np.int64)
+        gone = np.asarray([r[0] for r in rows if not r[1]], dtype=np.int64)
+        return up, gone, last
+
+    def allowed_ids(self, filters: Filters) -> np.ndarray | None:
+        """Ids passing the filters, or None when the filter is empty (= everything)."""
+        if filters.is_empty():
+            return None
+        validate_filters(filters)
+        where, params = filter_sql(filters)
+        with self._lock:
+            rows = self._db.execute(f"SELECT id FROM products WHERE {where}", params).fetchall()
+        return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
