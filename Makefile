@@ -34,8 +34,10 @@ lint: $(STAMP)
 test: models lint
 	$(BIN)/python -m pytest -q
 
+# Index the fashion catalog on first run (~2 min), serve on 127.0.0.1:50051, run sample queries through
+# the gRPC client, keep serving until Ctrl-C. `make demo DEMO_ARGS=--once` exits after the queries.
 demo: models
-	$(BIN)/kuamo neighbours --models $(MODELS) --sample 2000
+	$(BIN)/kuamo demo --models $(MODELS) $(DEMO_ARGS)
 
 bench: models
 	$(BIN)/kuamo bench all

@@ -86,6 +86,85 @@ def _cmd_index(args: argparse.Namespace) -> int:
     return 0
 
 
+def _server_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from kuamo.server.config import load_config
+
+    return load_config(args.config, overrides={
+        "host": getattr(args, "host", None), "port": args.port, "metrics_port": args.metrics_port,
+        "model_dir": args.models, "data_dir": args.data, "tokens": args.token or None,
+        "tls_cert": args.tls_cert, "tls_key": args.tls_key, "tls_client_ca": args.tls_client_ca,
+        "insecure": True if getattr(args, "insecure", False) else None,
+        "batching": False if args.no_batching else None, "log_access": True if args.access_log else None})
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from kuamo.server.app import serve
+
+    cfg = _server_config(args)
+    if cfg.log_access:
+        logging.getLogger("kuamo.access").setLevel(logging.INFO)
+    logging.getLogger("kuamo.server").setLevel(logging.INFO)
+
+    async def announce(srv) -> None:  # type: ignore[no-untyped-def]
+        print(f"kuamo serving on {cfg.host}:{srv.port}" + (f", metrics on :{srv.metrics_port}/metrics"
+                                                          if srv.metrics_port else ""), flush=True)
+
+    asyncio.run(serve(cfg, on_ready=announce))
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from kuamo.export.samples import DEFAULT_FASHION_DIR
+    from kuamo.server_demo import run_demo
+
+    return run_demo(_server_config(args), catalog=args.catalog or DEFAULT_FASHION_DIR, once=args.once)
+
+
+def _cmd_search(args: argparse.Namespace) -> int:
+    import os
+
+    from kuamo.engine.types import Modifiers, Query
+    from kuamo.server.client import Client
+    from kuamo.server.filter_expr import parse_filters
+    from kuamo.server.table import format_result
+
+    weights = {}
+    for w in args.weight or ():
+        name, _, value = w.partition("=")
+        weights[name] = float(value)
+    q = Query(text=args.text, image=args.image.read_bytes() if args.image else None, k=args.k,
+              filters=parse_filters(args.filter or ()), weights=weights, explain=args.explain,
+              rating=args.rating, price=args.price, nprobe=args.nprobe,
+              modifiers=Modifiers(rating_factor=args.rating_boost))
+    if q.text is None and q.image is None and q.rating is None and q.price is None:
+        print("kuamo search: give a text, --image, --rating or --price", file=sys.stderr)
+        return 2
+    token = args.token or os.environ.get("KUAMO_TOKEN")
+    with Client(args.target, token=token, tls_ca=args.tls_ca, timeout=args.timeout) as client:
+        print(format_result(client.search(q), explain=args.explain))
+    return 0
+
+
+def _add_server_flags(p: argparse.ArgumentParser, *, listen: bool = True) -> None:
+    p.add_argument("--config", type=Path, default=None, help="TOML file ([server] section)")
+    if listen:
+        p.add_argument("--host", default=None, help="listen address (default 127.0.0.1)")
+        p.add_argument("--insecure", action="store_true", help="allow a non-loopback address without auth")
+    p.add_argument("--port", type=int, default=None, help="gRPC port (default 50051)")
+    p.add_argument("--metrics-port", type=int, default=None, help="Prometheus port (default 9464, -1 = off)")
+    p.add_argument("--models", type=Path, default=None)
+    p.add_argument("--data", type=Path, default=None, help="store + index directory (default data/kuamo)")
+    p.add_argument("--token", action="append", help="bearer token clients must send (repeatable; or "
+                   "KUAMO_SERVER_TOKENS=a,b)")
+    p.add_argument("--tls-cert", type=Path, default=None)
+    p.add_argument("--tls-key", type=Path, default=None)
+    p.add_argument("--tls-client-ca", type=Path, default=None, help="require client certificates signed by this CA")
+    p.add_argument("--no-batching", action="store_true", help="encoder batches of one (for comparison)")
+    p.add_argument("--access-log", action="store_true", help="one JSON line per RPC on stderr")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="kuamo", description="ONNX-optimised cross-modal product search")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -131,6 +210,33 @@ def build_parser() -> argparse.ArgumentParser:
     ix.add_argument("--data", type=Path, default=Path("data/kuamo"), help="store + index directory")
     ix.add_argument("--limit", type=int, default=None)
     ix.set_defaults(func=_cmd_index)
+
+    sv = sub.add_parser("serve", help="run the gRPC server (config file < KUAMO_SERVER_* env < flags)")
+    _add_server_flags(sv)
+    sv.set_defaults(func=_cmd_serve)
+
+    d = sub.add_parser("demo", help="index the fashion catalog if needed, serve on loopback, run sample queries")
+    _add_server_flags(d, listen=False)
+    d.add_argument("--catalog", type=Path, default=None)
+    d.add_argument("--once", action="store_true", help="exit after the sample queries")
+    d.set_defaults(func=_cmd_demo)
+
+    s = sub.add_parser("search", help="query a running server")
+    s.add_argument("text", nargs="?", default=None)
+    s.add_argument("--image", type=Path, default=None, help="photo to search with")
+    s.add_argument("--k", type=int, default=10)
+    s.add_argument("--filter", action="append", help='e.g. "price<2000", "category=Apparel", "gender=Women"')
+    s.add_argument("--weight", action="append", help='block weight, e.g. "image=0.7"')
+    s.add_argument("--rating", type=float, default=None, help="rated about this (0..5)")
+    s.add_argument("--price", type=float, default=None, help="priced around this")
+    s.add_argument("--rating-boost", type=float, default=0.0, help="multiply scores by (1 + f * rating/5)")
+    s.add_argument("--nprobe", type=int, default=None)
+    s.add_argument("--explain", action="store_true")
+    s.add_argument("--target", default="127.0.0.1:50051")
+    s.add_argument("--token", default=None, help="bearer token (or KUAMO_TOKEN)")
+    s.add_argument("--tls-ca", type=Path, default=None, help="CA certificate to verify the server with")
+    s.add_argument("--timeout", type=float, default=10.0)
+    s.set_defaults(func=_cmd_search)
 
     n = sub.add_parser("neighbours", help="show nearest neighbours on a sample of the fashion catalog")
     n.add_argument("--models", type=Path, default=DEFAULT_MODEL_DIR)

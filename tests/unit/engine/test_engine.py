@@ -8,18 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fake_encoders import DIM, FakeImageEncoder, FakeTextEncoder, png
 
-# The engine needs C2's fusion/index and C3's batcher; skip (not fail) until they are in the tree.
-for _mod in ("kuamo.engine.fusion", "kuamo.engine.index", "kuamo.engine.batcher"):
-    pytest.importorskip(_mod)
-
-from fake_encoders import DIM, FakeImageEncoder, FakeTextEncoder, png  # noqa: E402
-
-from kuamo.engine.engine import Engine, EngineConfig  # noqa: E402
-from kuamo.engine.errors import InvalidInput, NotFound  # noqa: E402
-from kuamo.engine.index import IndexConfig  # noqa: E402
-from kuamo.engine.protocol import EngineProtocol  # noqa: E402
-from kuamo.engine.types import Filters, Modifiers, Product, Query  # noqa: E402
+from kuamo.engine.engine import Engine, EngineConfig
+from kuamo.engine.errors import InvalidInput, NotFound
+from kuamo.engine.index import IndexConfig
+from kuamo.engine.protocol import EngineProtocol
+from kuamo.engine.types import Filters, Modifiers, Product, Query
 
 COLOURS = ["red", "green", "blue", "black", "white"]
 KINDS = ["shirt", "dress", "shoes", "watch", "bag"]

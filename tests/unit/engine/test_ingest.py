@@ -9,18 +9,13 @@ import json
 from pathlib import Path
 
 import pytest
+from fake_encoders import FakeImageEncoder, FakeTextEncoder, png
 
-# The engine needs C2's fusion/index and C3's batcher; skip (not fail) until they are in the tree.
-for _mod in ("kuamo.engine.fusion", "kuamo.engine.index", "kuamo.engine.batcher"):
-    pytest.importorskip(_mod)
-
-from fake_encoders import FakeImageEncoder, FakeTextEncoder, png  # noqa: E402
-
-from kuamo.engine.catalog_io import FASHION, GENERIC, pick_mapping  # noqa: E402
-from kuamo.engine.engine import Engine, EngineConfig  # noqa: E402
-from kuamo.engine.errors import InvalidInput  # noqa: E402
-from kuamo.engine.ingest import aindex_catalog, index_catalog  # noqa: E402
-from kuamo.engine.types import Filters, Query  # noqa: E402
+from kuamo.engine.catalog_io import FASHION, GENERIC, pick_mapping
+from kuamo.engine.engine import Engine, EngineConfig
+from kuamo.engine.errors import InvalidInput
+from kuamo.engine.ingest import aindex_catalog, index_catalog
+from kuamo.engine.types import Filters, Query
 
 
 def make_engine(tmp_path: Path) -> Engine:

@@ -1,0 +1,96 @@
+"""Server configuration: defaults < TOML file < KUAMO_SERVER_* environment < command-line flags."""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kuamo.engine.config import DEFAULT_MODEL_DIR, with_env_overrides
+from kuamo.engine.errors import InvalidInput
+
+LOOPBACK_NAMES = {"localhost", "ip6-localhost"}
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 50051  # 0 = pick a free port (tests)
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 9464  # -1 = no metrics endpoint, 0 = pick a free port
+    model_dir: Path = DEFAULT_MODEL_DIR
+    data_dir: Path = Path("data/kuamo")
+    tokens: tuple[str, ...] = ()  # bearer tokens; empty = no auth
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None  # set = clients must present a certificate signed by it
+    insecure: bool = False  # allow a non-loopback address without auth
+    max_inflight: int = 256  # admission limit; beyond it RESOURCE_EXHAUSTED at once
+    max_message_mb: int = 16  # largest request message (an upsert message carries one photo)
+    batching: bool = True  # False = encoder batches of one (the baseline the benchmark compares against)
+    max_batch_size: int = 32
+    max_wait_ms: float = 2.0
+    max_queue: int = 1024
+    stream_window: int = 64  # queries of one SearchStream in flight at once
+    grace_s: float = 5.0  # graceful shutdown: in-flight calls get this long to finish
+    log_access: bool = False
+
+
+def is_loopback(host: str) -> bool:
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _coerce_field(cfg: ServerConfig, name: str, value: Any) -> Any:
+    current = {f.name: f for f in dataclasses.fields(cfg)}[name]
+    if "Path" in str(current.type) and value is not None:
+        return Path(value)
+    if name == "tokens":
+        return tuple(value) if not isinstance(value, str) else tuple(t for t in value.split(",") if t)
+    return value
+
+
+def load_config(path: Path | None = None, *, overrides: dict[str, Any] | None = None,
+                environ: dict[str, str] | None = None) -> ServerConfig:
+    cfg = ServerConfig()
+    names = {f.name for f in dataclasses.fields(cfg)}
+    if path is not None:
+        try:
+            data = tomllib.loads(Path(path).read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise InvalidInput(f"cannot read config {path}: {exc}", field="config") from exc
+        section = data.get("server", data)
+        unknown = sorted(set(section) - names)
+        if unknown:
+            raise InvalidInput(f"unknown settings in {path}: {', '.join(unknown)}", field="config")
+        cfg = dataclasses.replace(cfg, **{k: _coerce_field(cfg, k, v) for k, v in section.items()})
+    cfg = with_env_overrides(cfg, "server", environ)
+    # settings whose default is None arrive from the environment as strings
+    cfg = dataclasses.replace(cfg, **{k: Path(getattr(cfg, k)) for k in ("tls_cert", "tls_key", "tls_client_ca")
+                                      if isinstance(getattr(cfg, k), str)})
+    if overrides:
+        cfg = dataclasses.replace(cfg, **{k: _coerce_field(cfg, k, v) for k, v in overrides.items() if v is not None})
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: ServerConfig) -> None:
+    if not is_loopback(cfg.host) and not cfg.tokens and cfg.tls_client_ca is None and not cfg.insecure:
+        raise InvalidInput(f"refusing to listen on non-loopback address {cfg.host} without auth: set tokens "
+                           "(KUAMO_SERVER_TOKENS), client certificates, or pass --insecure explicitly", field="host")
+    if (cfg.tls_cert is None) != (cfg.tls_key is None):
+        raise InvalidInput("TLS needs both tls_cert and tls_key", field="tls_key")
+    if cfg.tls_client_ca is not None and cfg.tls_cert is None:
+        raise InvalidInput("client certificates need server TLS (tls_cert, tls_key)", field="tls_client_ca")
+    if cfg.max_inflight < 1 or cfg.max_message_mb < 1 or cfg.stream_window < 1:
+        raise InvalidInput("max_inflight, max_message_mb and stream_window must be >= 1", field="config")
+    for t in cfg.tokens:
+        if len(t) < 16:
+            raise InvalidInput("bearer tokens must be at least 16 characters", field="tokens")

@@ -1,0 +1,156 @@
+"""Proto messages <-> engine types. Only shape checks live here (which oneof is set, limits of the wire
+format); the engine validates meaning (weights, ranges, filters) and names the field at fault."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import grpc
+
+from kuamo.engine.errors import InvalidInput, KuamoError
+from kuamo.engine.types import (
+    AttrValue,
+    EngineStats,
+    Explanation,
+    Filters,
+    Hit,
+    Modifiers,
+    Product,
+    Query,
+    Rejection,
+    SearchResult,
+    Timings,
+    UpsertResult,
+)
+from kuamo.proto.kuamo.v1 import kuamo_pb2 as pb
+
+DEFAULT_K = 10
+
+
+def attr_from_pb(v: pb.AttrValue, field: str) -> AttrValue:
+    kind = v.WhichOneof("kind")
+    if kind is None:
+        raise InvalidInput("attribute value has no kind set (string/int/double/bool)", field=field)
+    return getattr(v, kind)
+
+
+def attr_to_pb(v: AttrValue) -> pb.AttrValue:
+    if isinstance(v, bool):
+        return pb.AttrValue(bool_value=v)
+    if isinstance(v, int):
+        return pb.AttrValue(int_value=v)
+    if isinstance(v, float):
+        return pb.AttrValue(double_value=v)
+    return pb.AttrValue(string_value=str(v))
+
+
+def _opt(msg: Any, name: str) -> Any:
+    return getattr(msg, name) if msg.HasField(name) else None
+
+
+def filters_from_pb(f: pb.Filters) -> Filters:
+    return Filters(category_prefix=f.category_prefix or None, brands=tuple(f.brands),
+                   price_min=_opt(f, "price_min"), price_max=_opt(f, "price_max"), min_rating=_opt(f, "min_rating"),
+                   attributes={k: attr_from_pb(v, f"filters.attributes.{k}") for k, v in f.attributes.items()},
+                   ids=tuple(f.ids))
+
+
+def filters_to_pb(f: Filters) -> pb.Filters:
+    return pb.Filters(category_prefix=f.category_prefix or "", brands=list(f.brands), price_min=f.price_min,
+                      price_max=f.price_max, min_rating=f.min_rating,
+                      attributes={k: attr_to_pb(v) for k, v in f.attributes.items()}, ids=list(f.ids))
+
+
+def modifiers_from_pb(m: pb.Modifiers) -> Modifiers:
+    return Modifiers(rating_factor=m.rating_factor, popularity_weight=m.popularity_weight,
+                     popularity_field=m.popularity_field or "popularity", brand_boosts=dict(m.brand_boosts))
+
+
+def modifiers_to_pb(m: Modifiers) -> pb.Modifiers:
+    return pb.Modifiers(rating_factor=m.rating_factor, popularity_weight=m.popularity_weight,
+                        popularity_field=m.popularity_field, brand_boosts=dict(m.brand_boosts))
+
+
+def query_from_pb(q: pb.Query) -> Query:
+    k = q.k if q.HasField("k") else DEFAULT_K
+    return Query(text=q.text or None, image=q.image or None, rating=_opt(q, "rating"), price=_opt(q, "price"),
+                 targets=dict(q.targets), weights=dict(q.weights), filters=filters_from_pb(q.filters),
+                 modifiers=modifiers_from_pb(q.modifiers), k=k, nprobe=_opt(q, "nprobe"),
+                 rerank_factor=_opt(q, "rerank_factor"), explain=q.explain, include_products=not q.omit_products,
+                 user_id=q.user_id or None)
+
+
+def query_to_pb(q: Query) -> pb.Query:
+    return pb.Query(text=q.text or "", image=q.image or b"", rating=q.rating, price=q.price, targets=q.targets,
+                    weights=q.weights, filters=filters_to_pb(q.filters), modifiers=modifiers_to_pb(q.modifiers),
+                    k=q.k, nprobe=q.nprobe, rerank_factor=q.rerank_factor, explain=q.explain,
+                    omit_products=not q.include_products, user_id=q.user_id or "")
+
+
+def product_from_pb(p: pb.Product, field: str = "product") -> Product:
+    return Product(id=p.id, title=p.title, description=p.description, category=p.category, brand=_opt(p, "brand"),
+                   price=_opt(p, "price"), rating=_opt(p, "rating"),
+                   attributes={k: attr_from_pb(v, f"{field}.attributes.{k}") for k, v in p.attributes.items()},
+                   image_ref=p.image_ref or None)
+
+
+def product_to_pb(p: Product) -> pb.Product:
+    return pb.Product(id=p.id, title=p.title, description=p.description, category=p.category, brand=p.brand,
+                      price=p.price, rating=p.rating, attributes={k: attr_to_pb(v) for k, v in p.attributes.items()},
+                      image_ref=p.image_ref or "")
+
+
+def hit_to_pb(h: Hit) -> pb.Hit:
+    out = pb.Hit(id=h.id, score=h.score)
+    if h.product is not None:
+        out.product.CopyFrom(product_to_pb(h.product))
+    if h.explanation is not None:
+        e = h.explanation
+        out.explanation.CopyFrom(pb.Explanation(contributions=e.contributions, base_score=e.base_score,
+                                                modifiers=e.modifiers))
+    return out
+
+
+def result_to_pb(r: SearchResult, request_id: str = "") -> pb.SearchResponse:
+    t = r.timings
+    return pb.SearchResponse(request_id=request_id, hits=[hit_to_pb(h) for h in r.hits], allowed=r.allowed,
+                             timings=pb.Timings(queue_ms=t.queue_ms, encode_ms=t.encode_ms, filter_ms=t.filter_ms,
+                                                search_ms=t.search_ms, rerank_ms=t.rerank_ms, total_ms=t.total_ms))
+
+
+def error_to_pb(exc: KuamoError, code: grpc.StatusCode, request_id: str = "") -> pb.SearchResponse:
+    return pb.SearchResponse(request_id=request_id,
+                             error=pb.Error(code=code.value[0], message=str(exc), field=exc.field or ""))
+
+
+def upsert_result_to_pb(r: UpsertResult) -> pb.UpsertResponse:
+    return pb.UpsertResponse(accepted=r.accepted, unchanged=r.unchanged,
+                             rejected=[pb.Rejection(row=x.row, id=x.id if x.id is not None else -1, field=x.field,
+                                                    reason=x.reason) for x in r.rejected])
+
+
+def upsert_result_from_pb(r: pb.UpsertResponse) -> UpsertResult:
+    return UpsertResult(accepted=list(r.accepted), unchanged=list(r.unchanged),
+                        rejected=[Rejection(row=x.row, id=None if x.id < 0 else x.id, field=x.field, reason=x.reason)
+                                  for x in r.rejected])
+
+
+def stats_to_pb(s: EngineStats) -> pb.StatsResponse:
+    details = {"layout": s.layout, "index": s.index, "batchers": s.batchers, "data_dir": s.data_dir}
+    return pb.StatsResponse(products=s.products, indexed=s.indexed, store_seq=s.store_seq, index_seq=s.index_seq,
+                            details_json=json.dumps(details, default=str))
+
+
+def result_from_pb(r: pb.SearchResponse) -> SearchResult:
+    hits = []
+    for h in r.hits:
+        e = h.explanation if h.HasField("explanation") else None
+        hits.append(Hit(id=h.id, score=h.score,
+                        product=product_from_pb(h.product) if h.HasField("product") else None,
+                        explanation=None if e is None else Explanation(
+                            contributions=dict(e.contributions), base_score=e.base_score, modifiers=dict(e.modifiers))))
+    t = r.timings
+    return SearchResult(hits=hits, allowed=r.allowed if r.HasField("allowed") else None,
+                        timings=Timings(queue_ms=t.queue_ms, encode_ms=t.encode_ms, filter_ms=t.filter_ms,
+                                        search_ms=t.search_ms, rerank_ms=t.rerank_ms, total_ms=t.total_ms))

@@ -1,0 +1,148 @@
+"""One server interceptor around every kuamo RPC: auth, admission limit, deadline, the error table,
+metrics and the access log. Health checks skip auth and admission so probes work under load."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any
+
+import grpc
+from grpc import aio
+
+from kuamo.engine.errors import KuamoError, Overloaded
+from kuamo.server.auth import check_bearer
+from kuamo.server.metrics import ServerMetrics
+from kuamo.server.status import status_of
+
+log = logging.getLogger("kuamo.server")
+access_log = logging.getLogger("kuamo.access")
+
+UNGUARDED_PREFIXES = ("/grpc.health.v1.",)
+
+
+class _Abort(Exception):
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code, self.message = code, message
+
+
+class ServiceInterceptor(aio.ServerInterceptor):
+    def __init__(self, *, metrics: ServerMetrics, tokens: Sequence[str] = (), max_inflight: int = 256) -> None:
+        self.metrics, self.tokens, self.max_inflight = metrics, tuple(tokens), max_inflight
+        self.inflight = 0
+
+    async def intercept_service(self, continuation: Callable[[Any], Awaitable[grpc.RpcMethodHandler]],
+                                details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        method = details.method
+        guarded = not method.startswith(UNGUARDED_PREFIXES)
+        if handler is None or not guarded:  # health probes: untouched, so they answer under any load
+            return handler
+        metadata = details.invocation_metadata
+        serde = {"request_deserializer": handler.request_deserializer,
+                 "response_serializer": handler.response_serializer}
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(self._wrap_stream(handler.unary_stream, method, metadata),
+                                                        **serde)
+        if handler.stream_stream:
+            return grpc.stream_stream_rpc_method_handler(self._wrap_stream(handler.stream_stream, method, metadata),
+                                                         **serde)
+        if handler.stream_unary:
+            return grpc.stream_unary_rpc_method_handler(self._wrap_unary(handler.stream_unary, method, metadata),
+                                                        **serde)
+        return grpc.unary_unary_rpc_method_handler(self._wrap_unary(handler.unary_unary, method, metadata), **serde)
+
+    # -- the parts ---------------------------------------------------------------------------------
+    def _admit(self, metadata: Any) -> bool:
+        if self.tokens:
+            check_bearer(metadata, self.tokens)
+        if self.inflight >= self.max_inflight:
+            self.metrics.rejected.inc()
+            raise Overloaded(f"server is at its admission limit ({self.max_inflight} requests in flight); retry later")
+        self.inflight += 1
+        self.metrics.inflight.set(self.inflight)
+        return True
+
+    def _release(self, admitted: bool) -> None:
+        if admitted:
+            self.inflight -= 1
+            self.metrics.inflight.set(self.inflight)
+
+    @staticmethod
+    def _to_abort(exc: BaseException) -> _Abort:
+        if isinstance(exc, KuamoError):
+            return _Abort(status_of(exc), str(exc))
+        if isinstance(exc, TimeoutError):
+            return _Abort(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded while the request was being served")
+        ref = uuid.uuid4().hex[:12]
+        log.exception("internal error (ref %s)", ref)
+        return _Abort(grpc.StatusCode.INTERNAL, f"internal error (ref {ref}; see the server log)")
+
+    def _finish(self, method: str, code: grpc.StatusCode, t0: float, context: Any, message: str = "") -> None:
+        seconds = time.perf_counter() - t0
+        self.metrics.observe(method, code.name, seconds)
+        if access_log.isEnabledFor(logging.INFO):
+            access_log.info(json.dumps({"method": method, "code": code.name, "ms": round(seconds * 1000, 3),
+                                        "peer": context.peer() if context is not None else "",
+                                        **({"error": message[:300]} if message else {})}, ensure_ascii=False))
+
+    def _wrap_unary(self, behaviour: Callable, method: str, metadata: Any) -> Callable:
+        async def wrapper(request: Any, context: aio.ServicerContext) -> Any:
+            t0 = time.perf_counter()
+            admitted = False
+            try:
+                admitted = self._admit(metadata)
+                remaining = context.time_remaining()
+                if remaining is not None and remaining <= 0:
+                    raise TimeoutError
+                # Abandon the work when the deadline passes (the caller has given up on it anyway).
+                result = await asyncio.wait_for(behaviour(request, context), timeout=remaining)
+            except aio.AbortError:
+                self._finish(method, context.code() or grpc.StatusCode.UNKNOWN, t0, context)
+                raise
+            except asyncio.CancelledError:
+                self._finish(method, grpc.StatusCode.CANCELLED, t0, context)
+                raise
+            except Exception as exc:
+                ab = self._to_abort(exc)
+                self._finish(method, ab.code, t0, context, ab.message)
+                await context.abort(ab.code, ab.message)
+            finally:
+                self._release(admitted)
+            self._finish(method, grpc.StatusCode.OK, t0, context)
+            return result
+
+        return wrapper
+
+    def _wrap_stream(self, behaviour: Callable, method: str, metadata: Any) -> Callable:
+        async def wrapper(request: Any, context: aio.ServicerContext) -> AsyncIterator[Any]:
+            t0 = time.perf_counter()
+            admitted = False
+            try:
+                admitted = self._admit(metadata)
+                if inspect.isasyncgenfunction(behaviour):
+                    async for item in behaviour(request, context):
+                        yield item
+                else:  # a coroutine that answers with context.write()
+                    await behaviour(request, context)
+            except aio.AbortError:
+                self._finish(method, context.code() or grpc.StatusCode.UNKNOWN, t0, context)
+                raise
+            except asyncio.CancelledError:
+                self._finish(method, grpc.StatusCode.CANCELLED, t0, context)
+                raise
+            except Exception as exc:
+                ab = self._to_abort(exc)
+                self._finish(method, ab.code, t0, context, ab.message)
+                await context.abort(ab.code, ab.message)
+            finally:
+                self._release(admitted)
+            self._finish(method, grpc.StatusCode.OK, t0, context)
+
+        return wrapper

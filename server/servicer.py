@@ -1,0 +1,166 @@
+"""The SearchService servicer: convert -> engine -> convert. Errors are raised as kuamo error types and
+mapped to status codes by the interceptor; only per-item stream errors are converted here."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import grpc
+
+from kuamo.engine.errors import InvalidInput, KuamoError, NotReady
+from kuamo.engine.protocol import EngineProtocol
+from kuamo.engine.types import Product, Rejection, UpsertResult
+from kuamo.proto.kuamo.v1 import kuamo_pb2 as pb
+from kuamo.proto.kuamo.v1 import kuamo_pb2_grpc as pb_grpc
+from kuamo.server import convert
+from kuamo.server.status import status_of
+
+MAX_EMBED_ITEMS = 256
+
+
+class SearchServicer(pb_grpc.SearchServiceServicer):
+    def __init__(self, engine_ref: Callable[[], EngineProtocol | None], *, stream_window: int = 64,
+                 upsert_chunk: int = 256, max_image_bytes: int = 20 * 1024 * 1024) -> None:
+        # engine_ref returns None until the engine is loaded and warm (requests then get UNAVAILABLE)
+        self._engine_ref = engine_ref
+        self.stream_window = stream_window
+        self.upsert_chunk = upsert_chunk
+        self.max_image_bytes = max_image_bytes
+
+    @property
+    def engine(self) -> EngineProtocol:
+        e = self._engine_ref()
+        if e is None:
+            raise NotReady("the server is starting: models are loading or the index is not loaded yet")
+        return e
+
+    async def Search(self, request: pb.SearchRequest, context: Any) -> pb.SearchResponse:
+        result = await self.engine.search(convert.query_from_pb(request.query))
+        return convert.result_to_pb(result, request.request_id)
+
+    async def _one(self, request: pb.SearchRequest) -> pb.SearchResponse:
+        try:
+            return await self.Search(request, None)
+        except KuamoError as exc:  # one bad query answers with its error; the stream goes on
+            return convert.error_to_pb(exc, status_of(exc), request.request_id)
+
+    async def SearchStream(self, request_iterator: AsyncIterator[pb.SearchRequest],
+                           context: Any) -> AsyncIterator[pb.SearchResponse]:
+        # Queries run concurrently (so they share encoder batches) but answers leave in arrival order.
+        # The bounded window is back-pressure: a client that sends faster than we answer waits.
+        window: asyncio.Queue[asyncio.Task | None] = asyncio.Queue(maxsize=self.stream_window)
+        engine = self.engine  # fail fast with UNAVAILABLE before reading anything
+
+        async def reader() -> None:
+            try:
+                async for req in request_iterator:
+                    await window.put(asyncio.create_task(self._one(req)))
+            finally:
+                await window.put(None)
+
+        del engine
+        read_task = asyncio.create_task(reader())
+        try:
+            while (task := await window.get()) is not None:
+                yield await task
+            await read_task  # surfaces a broken request stream
+        finally:
+            read_task.cancel()
+            while not window.empty():
+                t = window.get_nowait()
+                if t is not None:
+                    t.cancel()
+
+    async def Embed(self, request: pb.EmbedRequest, context: Any) -> pb.EmbedResponse:
+        if request.texts and request.images:
+            raise InvalidInput("send texts or images, not both", field="images")
+        n = len(request.texts) or len(request.images)
+        if n == 0:
+            raise InvalidInput("send at least one text or image", field="texts")
+        if n > MAX_EMBED_ITEMS:
+            raise InvalidInput(f"at most {MAX_EMBED_ITEMS} items per call, got {n}",
+                               field="texts" if request.texts else "images")
+        if request.texts:
+            vecs = await self.engine.embed_text(list(request.texts), request.kind or "query")
+        else:
+            vecs = await self.engine.embed_image(list(request.images))
+        return pb.EmbedResponse(dim=int(vecs.shape[1]), vectors=[pb.Vector(values=v.tolist()) for v in vecs])
+
+    async def Recommend(self, request: pb.RecommendRequest, context: Any) -> pb.SearchResponse:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Recommend arrives with personalisation; use Search")
+
+    async def Upsert(self, request_iterator: AsyncIterator[pb.UpsertRequest], context: Any) -> pb.UpsertResponse:
+        engine = self.engine
+        accepted: list[int] = []
+        unchanged: list[int] = []
+        rejected: list[Rejection] = []
+        products: list[Product] = []
+        images: list[bytearray | None] = []
+        rows: list[int] = []  # stream position of each buffered product
+        seen: set[int] = set()
+        n = 0
+
+        async def flush() -> None:
+            if not products:
+                return
+            res: UpsertResult = await engine.upsert(list(products), [bytes(b) if b else None for b in images])
+            accepted.extend(res.accepted)
+            unchanged.extend(res.unchanged)
+            rejected.extend(Rejection(row=rows[r.row] if 0 <= r.row < len(rows) else r.row, id=r.id, field=r.field,
+                                      reason=r.reason) for r in res.rejected)
+            products.clear()
+            images.clear()
+            rows.clear()
+
+        async for msg in request_iterator:
+            if msg.image_chunk and not msg.HasField("product"):
+                if not products:
+                    raise InvalidInput("image_chunk must follow a message carrying its product", field="image_chunk")
+                buf = images[-1] if images[-1] is not None else bytearray()
+                if len(buf) + len(msg.image_chunk) > self.max_image_bytes:
+                    raise InvalidInput(f"image of product {products[-1].id} exceeds {self.max_image_bytes} bytes",
+                                       field="image_chunk")
+                buf.extend(msg.image_chunk)
+                images[-1] = buf
+                continue
+            if not msg.HasField("product"):
+                raise InvalidInput(f"message {n} carries no product", field="product")
+            row = n
+            n += 1
+            try:
+                product = convert.product_from_pb(msg.product)
+            except KuamoError as exc:
+                rejected.append(Rejection(row=row, id=msg.product.id, field=exc.field or "product", reason=exc.message))
+                continue
+            if product.id in seen:
+                rejected.append(Rejection(row=row, id=product.id, field="id",
+                                          reason="duplicate id in this upsert stream (the first one was kept)"))
+                continue
+            seen.add(product.id)
+            products.append(product)
+            images.append(bytearray(msg.image) if msg.image else None)
+            rows.append(row)
+            if msg.image_chunk:
+                images[-1] = (images[-1] or bytearray()) + msg.image_chunk
+            # flush only when the next message cannot be an image_chunk of the last product: keep one back
+            if len(products) > self.upsert_chunk:
+                last = (products.pop(), images.pop(), rows.pop())
+                await flush()
+                products.append(last[0])
+                images.append(last[1])
+                rows.append(last[2])
+        await flush()
+        return convert.upsert_result_to_pb(UpsertResult(accepted=accepted, rejected=rejected, unchanged=unchanged))
+
+    async def Delete(self, request: pb.DeleteRequest, context: Any) -> pb.DeleteResponse:
+        if not request.ids:
+            raise InvalidInput("give at least one id", field="ids")
+        return pb.DeleteResponse(deleted=await self.engine.delete(list(request.ids)))
+
+    async def GetProduct(self, request: pb.GetProductRequest, context: Any) -> pb.Product:
+        return convert.product_to_pb(await self.engine.get(request.id))
+
+    async def Stats(self, request: pb.StatsRequest, context: Any) -> pb.StatsResponse:
+        return convert.stats_to_pb(await self.engine.stats())
