@@ -13,6 +13,8 @@ from kuamo.engine.types import Filters, Query
 from kuamo.server.config import ServerConfig
 
 TEXT_QUERIES = (
+    ("men's watch", Filters()),
+    ("男士手表", Filters()),
     ("red dress for women", Filters()),
     ("红色连衣裙", Filters()),
     ("men's running shoes", Filters()),

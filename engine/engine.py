@@ -77,9 +77,20 @@ class EngineConfig:
     image_fills_text: bool = False
     max_k: int = 1000
     max_batch_queries: int = 256
+    # Concurrent searches are batched into one index call (one worker: no oversubscribed BLAS threads).
+    search_batcher: BatcherConfig = field(default_factory=lambda: BatcherConfig(max_batch_size=64, max_wait_ms=0.0))
     upsert_chunk: int = 256  # rows per store transaction + index update: bounds how long a write blocks searches
     snapshot_every: int = 20_000  # changes between automatic index snapshots
     sqlite_synchronous: str = "NORMAL"
+
+
+@dataclass
+class _SearchJob:
+    query: Query
+    qvec: np.ndarray
+    encode_ms: float
+    t0: float
+    filter_ms: float = 0.0
 
 
 class _RWLock:
@@ -160,12 +171,14 @@ class Engine:
         self.index = self._recover()
         self._text_batcher: DynamicBatcher | None = None
         self._image_batcher: DynamicBatcher | None = None
+        self._search_batcher: DynamicBatcher | None = None
         if batched:
             # cost = length: batches group texts of similar length, so less padding
             self._text_batcher = DynamicBatcher(self._encode_query_batch, config.text_batcher, name="text",
                                                 cost=len)
             if image_encoder is not None:
                 self._image_batcher = DynamicBatcher(self._encode_image_batch, config.image_batcher, name="image")
+            self._search_batcher = DynamicBatcher(self._search_jobs, config.search_batcher, name="search")
         self._started = not batched
         self._closed = False
 
@@ -184,7 +197,7 @@ class Engine:
         return engine
 
     async def start(self) -> None:
-        for b in (self._text_batcher, self._image_batcher):
+        for b in (self._text_batcher, self._image_batcher, self._search_batcher):
             if b is not None:
                 await b.start()
         self._started = True
@@ -193,7 +206,7 @@ class Engine:
         if self._closed:
             return
         self._started = False
-        for b in (self._text_batcher, self._image_batcher):
+        for b in (self._text_batcher, self._image_batcher, self._search_batcher):
             if b is not None:
                 await b.stop()
         if snapshot:
@@ -405,35 +418,76 @@ class Engine:
         return blocks, (time.perf_counter() - t0) * 1000
 
     async def search(self, query: Query) -> SearchResult:
+        t0 = time.perf_counter()
         self._require_ready()
         self._validate_query(query)
-        t0 = time.perf_counter()
         blocks, encode_ms = await self._query_blocks(query)
         qvec = self.layout.query_vector(blocks, self._weights_for(blocks, query.weights))
-        return await asyncio.to_thread(self._search_vec, query, qvec, encode_ms, t0)
+        job = _SearchJob(query, qvec.astype(np.float32), encode_ms, t0)
+        if self._search_batcher is not None:
+            return await self._search_batcher.submit(job)
+        result = (await asyncio.to_thread(self._search_jobs, [job]))[0]
+        if isinstance(result, BaseException):
+            raise result
+        return result
 
-    def _search_vec(self, q: Query, qvec: np.ndarray, encode_ms: float, t0: float) -> SearchResult:
-        t_f = time.perf_counter()
-        allowed = self.store.allowed_ids(q.filters)
-        filter_ms = (time.perf_counter() - t_f) * 1000
-        if allowed is not None and len(allowed) == 0:
-            return SearchResult(hits=[], allowed=0, timings=Timings(encode_ms=encode_ms, filter_ms=filter_ms,
-                                                                    total_ms=(time.perf_counter() - t0) * 1000))
-        rf = q.rerank_factor if q.rerank_factor is not None else self.index.cfg.rerank_factor
+    def _search_jobs(self, jobs: list[_SearchJob]) -> list[SearchResult | BaseException]:
+        """Batcher fn: queries that arrived together and share index settings (no filter, same nprobe and
+        re-rank factor) go through the index as ONE matrix, so 32 concurrent queries read the vectors once
+        instead of 32 times; filtered queries are searched one by one. One bad query fails only itself."""
+        out: list[SearchResult | BaseException] = [None] * len(jobs)  # type: ignore[list-item]
+        allowed: list[np.ndarray | None] = [None] * len(jobs)
+        groups: dict[tuple, list[int]] = {}
+        for i, job in enumerate(jobs):
+            try:
+                t_f = time.perf_counter()
+                allowed[i] = self.store.allowed_ids(job.query.filters)
+                job.filter_ms = (time.perf_counter() - t_f) * 1000
+            except Exception as exc:
+                out[i] = exc
+                continue
+            key = ("all", job.query.nprobe, job.query.rerank_factor) if allowed[i] is None else ("filtered", i)
+            groups.setdefault(key, []).append(i)
+        for members in groups.values():
+            t_s = time.perf_counter()
+            n_cand = max(self._n_candidates(jobs[i].query) for i in members)
+            q0 = jobs[members[0]].query
+            try:
+                self._index_lock.acquire_read()
+                try:
+                    scores, ids = self.index.search(np.stack([jobs[i].qvec for i in members]), n_cand,
+                                                    nprobe=q0.nprobe, rerank_factor=q0.rerank_factor,
+                                                    allowed_ids=allowed[members[0]])
+                finally:
+                    self._index_lock.release_read()
+            except Exception as exc:
+                for i in members:
+                    out[i] = exc
+                continue
+            search_ms = (time.perf_counter() - t_s) * 1000
+            for row, i in enumerate(members):
+                try:
+                    out[i] = self._finish(jobs[i], scores[row], ids[row], allowed[i], search_ms)
+                except Exception as exc:
+                    out[i] = exc
+        return out
+
+    def _n_candidates(self, q: Query) -> int:
         # Modifiers re-order the candidates: fetch k x factor of them so a boosted product can climb in.
-        n_cand = q.k if q.modifiers.is_empty() else min(q.k * max(int(rf), 1), self.index.cfg.max_k)
-        t_s = time.perf_counter()
-        self._index_lock.acquire_read()
-        try:
-            scores, ids = self.index.search(qvec[None, :].astype(np.float32), n_cand, nprobe=q.nprobe,
-                                            rerank_factor=q.rerank_factor, allowed_ids=allowed)
-        finally:
-            self._index_lock.release_read()
-        search_ms = (time.perf_counter() - t_s) * 1000
+        if q.modifiers.is_empty():
+            return q.k
+        rf = q.rerank_factor if q.rerank_factor is not None else self.index.cfg.rerank_factor
+        return min(q.k * max(int(rf), 1), self.index.cfg.max_k)
+
+    def _finish(self, job: _SearchJob, scores: np.ndarray, ids: np.ndarray, allowed: np.ndarray | None,
+                search_ms: float) -> SearchResult:
+        """Modifiers, products and explanations for one query's candidates."""
+        q, qvec = job.query, job.qvec
+        n = self._n_candidates(q)
         t_r = time.perf_counter()
-        keep = ids[0] >= 0
-        cand_ids = [int(i) for i in ids[0][keep]]
-        cand_scores = [float(s) for s in scores[0][keep]]
+        keep = ids[:n] >= 0
+        cand_ids = [int(i) for i in ids[:n][keep]]
+        cand_scores = [float(s) for s in scores[:n][keep]]
         need_products = q.include_products or not q.modifiers.is_empty()
         products = self.store.get_many(cand_ids) if need_products else {}
         ranked = []
@@ -453,8 +507,8 @@ class Engine:
                 for final, base, pid, applied in ranked]
         rerank_ms = (time.perf_counter() - t_r) * 1000
         return SearchResult(hits=hits, allowed=None if allowed is None else len(allowed),
-                            timings=Timings(encode_ms=encode_ms, filter_ms=filter_ms, search_ms=search_ms,
-                                            rerank_ms=rerank_ms, total_ms=(time.perf_counter() - t0) * 1000))
+                            timings=Timings(encode_ms=job.encode_ms, filter_ms=job.filter_ms, search_ms=search_ms,
+                                            rerank_ms=rerank_ms, total_ms=(time.perf_counter() - job.t0) * 1000))
 
     async def search_many(self, queries: Sequence[Query]) -> list[SearchResult]:
         if len(queries) > self.config.max_batch_queries:
@@ -625,7 +679,8 @@ class Engine:
     async def stats(self) -> EngineStats:
         self._require_open()
         batchers = {b.name if hasattr(b, "name") else str(i): b.metrics()
-                    for i, b in enumerate((self._text_batcher, self._image_batcher)) if b is not None}
+                    for i, b in enumerate((self._text_batcher, self._image_batcher, self._search_batcher))
+                    if b is not None}
         return EngineStats(products=self.store.count(), indexed=len(self.index), store_seq=self.store.last_seq(),
                            index_seq=self.index_seq, layout=self.layout.to_dict(),
                            index={**self.index.stats(), "recovery": self.recovery}, batchers=batchers,

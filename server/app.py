@@ -17,6 +17,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from kuamo.engine.batcher import BatcherConfig
+from kuamo.engine.config import EncoderConfig, SessionConfig
 from kuamo.engine.engine import Engine, EngineConfig
 from kuamo.engine.protocol import EngineProtocol
 from kuamo.engine.types import Query
@@ -37,8 +38,11 @@ STATS_REFRESH_S = 2.0
 def engine_config(cfg: ServerConfig) -> EngineConfig:
     batch = BatcherConfig(max_batch_size=cfg.max_batch_size if cfg.batching else 1,
                           max_wait_ms=cfg.max_wait_ms if cfg.batching else 0.0, max_queue=cfg.max_queue)
-    return EngineConfig(model_dir=cfg.model_dir, data_dir=cfg.data_dir, text_batcher=batch,
-                        image_batcher=dataclasses.replace(batch, max_batch_size=min(batch.max_batch_size, 16)))
+    session = SessionConfig(intra_op_threads=cfg.ort_threads, allow_spinning=cfg.ort_spinning)
+    encoder = EncoderConfig(model_dir=cfg.model_dir, session=session)
+    return EngineConfig(model_dir=cfg.model_dir, data_dir=cfg.data_dir, encoder=encoder, text_batcher=batch,
+                        image_batcher=dataclasses.replace(batch, max_batch_size=cfg.image_max_batch_size if cfg.batching
+                                                          else 1))
 
 
 def _warmup_image() -> bytes:

@@ -31,9 +31,16 @@ class ServerConfig:
     max_inflight: int = 256  # admission limit; beyond it RESOURCE_EXHAUSTED at once
     max_message_mb: int = 16  # largest request message (an upsert message carries one photo)
     batching: bool = True  # False = encoder batches of one (the baseline the benchmark compares against)
-    max_batch_size: int = 32
-    max_wait_ms: float = 2.0
+    max_batch_size: int = 32  # text
+    # INT8 EfficientNet on 2 cores runs fastest per photo at batch 1 (431/s vs 311/s at b8, 190/s at b32:
+    # benchmarks/results/encoders.md), so photos are not batched unless configured
+    image_max_batch_size: int = 1
+    # 0 = an idle encoder starts at once and batches form from what queued while it was busy: a lone
+    # query pays no wait (measured: 2 ms of wait was a third of a one-client text search)
+    max_wait_ms: float = 0.0
     max_queue: int = 1024
+    ort_threads: int = 0  # ONNX Runtime intra-op threads per session (0 = one per core)
+    ort_spinning: bool = True  # idle ORT threads spin briefly: lower latency, but they compete for cores
     stream_window: int = 64  # queries of one SearchStream in flight at once
     grace_s: float = 5.0  # graceful shutdown: in-flight calls get this long to finish
     log_access: bool = False

@@ -1,0 +1,177 @@
+"""Server benchmark: end-to-end gRPC latency for text and photo queries at one client, 32 concurrent
+clients with batching on vs off, overload behaviour, and the gRPC overhead vs calling the engine
+in-process. The server runs as its own process (`kuamo serve`) on loopback over the indexed fashion
+catalog; the load comes from this process.
+
+    kuamo bench server [--quick]
+
+Writes benchmarks/results/server.json and server.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from kuamo.benchmarks.common import RESULTS_DIR, latency_stats, machine_info, markdown_table, write_json, write_markdown
+from kuamo.benchmarks.loadgen import closed_loop, sequential
+from kuamo.engine.config import DEFAULT_MODEL_DIR
+from kuamo.proto.kuamo.v1 import kuamo_pb2 as pb
+
+DATA_DIR = Path("data/kuamo")
+ZH_QUERIES = Path(__file__).resolve().parents[1] / "tests" / "data" / "zh_queries.tsv"
+TARGETS = {"text_p50_ms": 10.0, "text_p99_ms": 25.0, "image_p50_ms": 20.0, "batching_speedup": 1.5,
+           "p99_vs_one_client_p50": 4.0, "grpc_overhead_p50_ms": 1.0}
+
+
+@contextmanager
+def server_process(models: Path, data: Path, *, batching: bool = True, max_inflight: int = 64,
+                   timeout_s: float = 600) -> Iterator[str]:
+    """`kuamo serve` on a free loopback port; yields the target once it is SERVING; SIGINT on exit."""
+    cmd = [sys.executable, "-m", "kuamo.cli", "serve", "--port", "0", "--metrics-port", "-1", "--models",
+           str(models), "--data", str(data)] + ([] if batching else ["--no-batching"])
+    env = {**os.environ, "KUAMO_SERVER_MAX_INFLIGHT": str(max_inflight)}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+    try:
+        deadline = time.monotonic() + timeout_s
+        target = None
+        assert proc.stdout is not None
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                raise RuntimeError(f"server exited with {proc.wait()} before serving")
+            m = re.search(r"serving on ([\d.]+:\d+)", line)
+            if m:
+                target = m.group(1)
+                break
+        if target is None:
+            raise TimeoutError("server did not start")
+        yield target
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def _requests(catalog: Path, n_text: int, n_image: int, seed: int = 0) -> tuple[list, list, list[str]]:
+    from kuamo.export.samples import load_fashion
+
+    items = load_fashion(catalog)
+    rng = random.Random(seed)
+    titles = [it.title for it in rng.sample(items, n_text)]
+    zh = [line.split("\t")[0] for line in ZH_QUERIES.read_text(encoding="utf-8").splitlines()
+          if line and not line.startswith("#") and not line.startswith("zh\t")]
+    texts = [t if i % 4 else zh[(i // 4) % len(zh)] for i, t in enumerate(titles)]  # 1 in 4 Chinese
+    text_reqs = [pb.SearchRequest(request_id=str(i), query=pb.Query(text=t, k=10)) for i, t in enumerate(texts)]
+    photos = [it.image_path.read_bytes() for it in rng.sample(items, n_image)]
+    image_reqs = [pb.SearchRequest(request_id=f"i{i}", query=pb.Query(image=b, k=10)) for i, b in enumerate(photos)]
+    return text_reqs, image_reqs, texts
+
+
+async def _in_process(models: Path, data: Path, texts: list[str]) -> dict[str, Any]:
+    from kuamo.engine.engine import Engine
+    from kuamo.engine.types import Query
+    from kuamo.server.app import engine_config, warm_up
+    from kuamo.server.config import ServerConfig
+
+    engine = await Engine.open(engine_config(ServerConfig(model_dir=models, data_dir=data)))
+    try:
+        await warm_up(engine)
+        for t in texts[:3]:
+            await engine.search(Query(text=t, k=10))
+        lat = []
+        for t in texts:
+            t0 = time.perf_counter()
+            await engine.search(Query(text=t, k=10))
+            lat.append(time.perf_counter() - t0)
+    finally:
+        await engine.close(snapshot=False)
+    return latency_stats(lat)
+
+
+def run(quick: bool = False, *, models: Path = DEFAULT_MODEL_DIR, data: Path = DATA_DIR,
+        catalog: Path | None = None) -> dict[str, Any]:
+    from kuamo.export.samples import DEFAULT_FASHION_DIR
+    from kuamo.server.config import ServerConfig
+    from kuamo.server_demo import ensure_index
+
+    catalog = catalog or DEFAULT_FASHION_DIR
+    ensure_index(catalog, ServerConfig(model_dir=models, data_dir=data))
+    n_text, n_image = (120, 40) if quick else (400, 120)
+    phase_s = 4.0 if quick else 15.0
+    text_reqs, image_reqs, texts = _requests(catalog, n_text, n_image)
+    info = machine_info()
+    out: dict[str, Any] = {"machine": info, "quick": quick, "catalog": str(catalog), "queries": {
+        "text": f"{n_text} (3 in 4 real fashion titles, 1 in 4 Chinese queries from tests/data/zh_queries.tsv)",
+        "image": f"{n_image} real catalog photos", "k": 10}}
+
+    with server_process(models, data, batching=True) as target:
+        one_text = asyncio.run(sequential(target, text_reqs)).summary()
+        one_image = asyncio.run(sequential(target, image_reqs)).summary()
+        c32_on = asyncio.run(closed_loop(target, text_reqs, concurrency=32, duration_s=phase_s)).summary()
+        over = asyncio.run(closed_loop(target, text_reqs, concurrency=256, duration_s=phase_s, channels=8)).summary()
+    with server_process(models, data, batching=False) as target:
+        c32_off = asyncio.run(closed_loop(target, text_reqs, concurrency=32, duration_s=phase_s)).summary()
+    inproc = asyncio.run(_in_process(models, data, texts))
+
+    # two views of the gRPC cost: client latency minus the engine's own time for the same request,
+    # and one-client gRPC p50 minus the in-process p50 of the same queries
+    overhead_server_view = one_text["latency"]["p50_ms"] - one_text["server_total"]["p50_ms"]
+    overhead_inproc_view = one_text["latency"]["p50_ms"] - inproc["p50_ms"]
+    speedup = c32_on["throughput_qps"] / max(c32_off["throughput_qps"], 1e-9)
+    figures = {
+        "text_p50_ms": one_text["latency"]["p50_ms"], "text_p99_ms": one_text["latency"]["p99_ms"],
+        "image_p50_ms": one_image["latency"]["p50_ms"], "batching_speedup": speedup,
+        "p99_vs_one_client_p50": c32_on["latency"]["p99_ms"] / one_text["latency"]["p50_ms"],
+        "grpc_overhead_p50_ms": max(overhead_server_view, overhead_inproc_view),
+    }
+    lower_is_better = {"text_p50_ms", "text_p99_ms", "image_p50_ms", "p99_vs_one_client_p50", "grpc_overhead_p50_ms"}
+    out["targets"] = {k: {"target": TARGETS[k], "measured": v,
+                          "met": v <= TARGETS[k] if k in lower_is_better else v >= TARGETS[k]}
+                      for k, v in figures.items()}
+    out["one_client_text"] = one_text
+    out["one_client_image"] = one_image
+    out["clients32_batching_on"] = c32_on
+    out["clients32_batching_off"] = c32_off
+    out["overload_256_clients_admission_64"] = over
+    out["in_process_engine_text"] = inproc
+    out["grpc_overhead"] = {"client_minus_server_time_p50_ms": overhead_server_view,
+                            "grpc_minus_in_process_p50_ms": overhead_inproc_view}
+    write_json("server" + ("_quick" if quick else ""), out)
+    write_markdown("server" + ("_quick" if quick else ""), "Server benchmark (gRPC, loopback)", _markdown(out), info)
+    return out
+
+
+def _markdown(o: dict[str, Any]) -> str:
+    rows = [{"figure": k, "target": t["target"], "measured": t["measured"], "met": "yes" if t["met"] else "NO"}
+            for k, t in o["targets"].items()]
+    phases = []
+    for name in ("one_client_text", "one_client_image", "clients32_batching_on", "clients32_batching_off",
+                 "overload_256_clients_admission_64"):
+        s = o[name]
+        phases.append({"phase": name, "ok": s["ok"], "qps": s["throughput_qps"], "p50 ms": s["latency"].get("p50_ms"),
+                       "p99 ms": s["latency"].get("p99_ms"), "server p50 ms": s["server_total"].get("p50_ms"),
+                       "encode p50 ms": s["server_encode"].get("p50_ms"), "refused": s["refused"],
+                       "refused p99 ms": s["refused_latency"].get("p99_ms")})
+    ip = o["in_process_engine_text"]
+    return ("Queries: " + o["queries"]["text"] + "; photos: " + o["queries"]["image"] + "; k = 10. The server is a "
+            "separate `kuamo serve` process on 127.0.0.1; the clients (grpc.aio) run in the benchmark process on the "
+            "same 2 cores.\n\n## Targets\n\n" + markdown_table(rows) + "\n## Phases\n\n" + markdown_table(phases)
+            + f"\nIn-process engine (same text queries, no gRPC): p50 {ip['p50_ms']:.2f} ms, p99 {ip['p99_ms']:.2f} ms."
+            f"\n\nReproduce: `kuamo bench server` (results in {RESULTS_DIR}/server.json).\n")
+
+
+if __name__ == "__main__":
+    run(quick="--quick" in sys.argv)
