@@ -21,9 +21,10 @@ import numpy as np
 
 from kuamo.engine.batcher import BatcherConfig, DynamicBatcher
 from kuamo.engine.config import DEFAULT_MODEL_DIR, EncoderConfig
-from kuamo.engine.errors import ArtifactError, InvalidInput, KuamoError, NotReady
+from kuamo.engine.errors import ArtifactError, InvalidInput, KuamoError, NotFound, NotReady
 from kuamo.engine.fusion import FusionLayout
 from kuamo.engine.index import IndexConfig, VectorIndex
+from kuamo.engine.personal import Event, PersonalConfig, PersonalStore, Pseudonymiser, check_user_id, validate_event
 from kuamo.engine.rows import content_hash, document_text, scalar_blocks
 from kuamo.engine.rules import apply_modifiers, check_attr_name, validate_filters, validate_modifiers
 from kuamo.engine.store import CatalogStore, StoredRow, check_product
@@ -34,6 +35,7 @@ from kuamo.engine.types import (
     Hit,
     Product,
     Query,
+    RecommendQuery,
     Rejection,
     SearchResult,
     Timings,
@@ -79,6 +81,7 @@ class EngineConfig:
     max_batch_queries: int = 256
     # Concurrent searches are batched into one index call (one worker: no oversubscribed BLAS threads).
     search_batcher: BatcherConfig = field(default_factory=lambda: BatcherConfig(max_batch_size=64, max_wait_ms=0.0))
+    personal: PersonalConfig = field(default_factory=PersonalConfig)
     upsert_chunk: int = 256  # rows per store transaction + index update: bounds how long a write blocks searches
     snapshot_every: int = 20_000  # changes between automatic index snapshots
     sqlite_synchronous: str = "NORMAL"
@@ -91,6 +94,8 @@ class _SearchJob:
     encode_ms: float
     t0: float
     filter_ms: float = 0.0
+    profile_vec: np.ndarray | None = None  # the part of qvec that came from the shopper's profile
+    exclude: frozenset[int] = frozenset()  # recommendations: never return these
 
 
 class _RWLock:
@@ -163,6 +168,8 @@ class Engine:
         self.store = CatalogStore(data_dir / "catalog.sqlite", dim=self.layout.dim,
                                   synchronous=config.sqlite_synchronous)
         self._check_layout()
+        self.pseudonym = Pseudonymiser.from_config(config.personal, data_dir)
+        self.personal = PersonalStore(data_dir / "catalog.sqlite", config.personal, self.layout.dim)
         self._index_lock = _RWLock()
         self._write_lock = asyncio.Lock()
         self.index_seq = 0
@@ -212,6 +219,7 @@ class Engine:
         if snapshot:
             async with self._write_lock:
                 await asyncio.to_thread(self._save_snapshot)
+        self.personal.close()
         self.store.close()
         self._closed = True
 
@@ -383,6 +391,11 @@ class Engine:
                                    field="targets")
         validate_filters(q.filters)
         validate_modifiers(q.modifiers)
+        if q.user_id is not None:
+            check_user_id(q.user_id)
+        if q.user_weight is not None and not (isinstance(q.user_weight, int | float)
+                                              and 0 <= q.user_weight <= 1):
+            raise InvalidInput(f"user_weight must be within 0..1, got {q.user_weight!r}", field="user_weight")
 
     def _weights_for(self, blocks: dict[str, Any], given: dict[str, float]) -> dict[str, float]:
         if given:
@@ -422,14 +435,128 @@ class Engine:
         self._require_ready()
         self._validate_query(query)
         blocks, encode_ms = await self._query_blocks(query)
-        qvec = self.layout.query_vector(blocks, self._weights_for(blocks, query.weights))
-        job = _SearchJob(query, qvec.astype(np.float32), encode_ms, t0)
+        qvec = self.layout.query_vector(blocks, self._weights_for(blocks, query.weights)).astype(np.float32)
+        profile_vec = None
+        if query.user_id is not None:
+            beta = self.config.personal.profile_weight if query.user_weight is None else query.user_weight
+            taste = await asyncio.to_thread(self._taste, self.pseudonym(query.user_id)) if beta > 0 else None
+            if taste is not None:  # a shopper without events gets the plain search
+                profile_vec = (beta * taste).astype(np.float32)
+                qvec = ((1 - beta) * qvec + profile_vec).astype(np.float32)
+        return await self._run_search(_SearchJob(query, qvec, encode_ms, t0, profile_vec=profile_vec))
+
+    async def _run_search(self, job: _SearchJob) -> SearchResult:
         if self._search_batcher is not None:
             return await self._search_batcher.submit(job)
         result = (await asyncio.to_thread(self._search_jobs, [job]))[0]
         if isinstance(result, BaseException):
             raise result
         return result
+
+    # -- personalisation --------------------------------------------------------------------------
+    def _taste_of(self, vec: np.ndarray) -> np.ndarray | None:
+        """A query vector from a product or profile vector: its image and text blocks, each re-normalised
+        (a mean of unit vectors is shorter than one) and weighted by the default weights."""
+        blocks = {}
+        for name, sl in self.layout.slices().items():
+            if name in ("image", "text") and float(np.linalg.norm(vec[sl])) > 1e-6:
+                blocks[name] = vec[sl]
+        if not blocks:
+            return None
+        d = self.config.default_weights
+        return self.layout.query_vector(blocks, {n: d.get(n, 0.5) for n in blocks}).astype(np.float32)
+
+    def _taste(self, pseudonym: str) -> np.ndarray | None:
+        prof = self.personal.profile(pseudonym)
+        return None if prof is None else self._taste_of(prof)
+
+    def _vectors_of(self, ids: list[int]) -> dict[int, np.ndarray]:
+        got, vecs = self.store.vectors(ids)
+        return {int(i): v for i, v in zip(got.tolist(), vecs, strict=True)}
+
+    async def record_events(self, events: Sequence[Event]) -> tuple[int, list[Rejection]]:
+        """Store valid events (pseudonymised) and update the profiles; returns (recorded, rejections)."""
+        self._require_ready()
+        now = time.time()
+        rows, rejected = [], []
+        for i, e in enumerate(events):
+            try:
+                rows.append(validate_event(e, self.config.personal, now, i))
+            except InvalidInput as exc:
+                rejected.append(Rejection(row=i, id=None, field=(exc.field or "").split(".")[-1], reason=exc.message))
+
+        def write() -> int:
+            vecs = self._vectors_of(sorted({p for _, p, _, _ in rows}))
+            keep = []
+            for i, (u, p, k, ts) in enumerate(rows):
+                if p in vecs:
+                    keep.append((self.pseudonym(u), p, k, ts))
+                else:
+                    rejected.append(Rejection(row=i, id=p, field="product_id", reason=f"no product with id {p}"))
+            self.personal.purge(now, self._vectors_of)
+            return self.personal.add(keep, vecs) if keep else 0
+
+        recorded = await asyncio.to_thread(write) if rows else 0
+        return recorded, sorted(rejected, key=lambda r: r.row)
+
+    async def forget_user(self, user_id: str) -> int:
+        """Delete every event and the profile of a shopper; returns the number of events deleted."""
+        self._require_open()
+        check_user_id(user_id)
+        return await asyncio.to_thread(self.personal.forget, self.pseudonym(user_id))
+
+    async def recommend(self, rq: RecommendQuery) -> SearchResult:
+        t0 = time.perf_counter()
+        self._require_ready()
+        if not isinstance(rq.k, int) or isinstance(rq.k, bool) or not 1 <= rq.k <= self.config.max_k:
+            raise InvalidInput(f"k must be an integer in 1..{self.config.max_k}, got {rq.k!r}", field="k")
+        validate_filters(rq.filters)
+        validate_modifiers(rq.modifiers)
+        for name, ex in (("positives", rq.positives), ("negatives", rq.negatives)):
+            for pid, w in ex.items():
+                if not isinstance(w, int | float) or not np.isfinite(w) or w <= 0:
+                    raise InvalidInput(f"weight of product {pid} must be a finite number > 0, got {w!r}", field=name)
+        pseudo = self.pseudonym(check_user_id(rq.user_id)) if rq.user_id is not None else None
+        return await asyncio.to_thread(self._recommend, rq, pseudo, t0)
+
+    def _recommend(self, rq: RecommendQuery, pseudo: str | None, t0: float) -> SearchResult:
+        examples = self._vectors_of(sorted({*rq.positives, *rq.negatives}))
+        missing = sorted((set(rq.positives) | set(rq.negatives)) - set(examples))
+        if missing:
+            raise NotFound(f"no product with id {missing[0]}", field="positives" if missing[0] in rq.positives
+                           else "negatives")
+        qvec = np.zeros(self.layout.dim, dtype=np.float32)
+        taste = self._taste(pseudo) if pseudo is not None else None
+        if taste is not None:
+            qvec += taste
+        for ex, sign in ((rq.positives, 1.0), (rq.negatives, -1.0)):
+            for pid, w in ex.items():
+                t = self._taste_of(examples[pid])
+                if t is not None:
+                    qvec += sign * float(w) * t
+        exclude = set(rq.positives) | set(rq.negatives)
+        if pseudo is not None and not rq.include_purchased:
+            exclude |= set(self.personal.purchased(pseudo))
+        allowed = self.store.allowed_ids(rq.filters)
+        if taste is None and not rq.positives:  # cold start: what is popular within the filters
+            ranked = [(p, s) for p, s in self.personal.popular(time.time(), rq.k + len(exclude), allowed)
+                      if p not in exclude][: rq.k]
+            products = self.store.get_many([p for p, _ in ranked]) if rq.include_products else {}
+            hits = [Hit(id=p, score=s, product=products.get(p),
+                        explanation=Explanation(contributions={"popularity": s}, base_score=s) if rq.explain else None)
+                    for p, s in ranked]
+            return SearchResult(hits=hits, allowed=None if allowed is None else len(allowed),
+                                timings=Timings(total_ms=(time.perf_counter() - t0) * 1000))
+        k = min(rq.k + len(exclude), self.config.max_k)
+        q = Query(text="", k=k, filters=rq.filters, modifiers=rq.modifiers, explain=rq.explain,
+                  include_products=rq.include_products)
+        job = _SearchJob(q, qvec, 0.0, t0, profile_vec=taste if taste is not None and rq.explain else None,
+                         exclude=frozenset(exclude))
+        res = self._search_jobs([job])[0]
+        if isinstance(res, BaseException):
+            raise res
+        hits = [h for h in res.hits if h.id not in exclude][: rq.k]
+        return SearchResult(hits=hits, allowed=res.allowed, timings=res.timings)
 
     def _search_jobs(self, jobs: list[_SearchJob]) -> list[SearchResult | BaseException]:
         """Batcher fn: queries that arrived together and share index settings (no filter, same nprobe and
@@ -500,7 +627,11 @@ class Engine:
         if q.explain and ranked:
             got_ids, vecs = self.store.vectors([r[2] for r in ranked])
             for pid, vec in zip(got_ids.tolist(), vecs, strict=True):
-                contributions[pid] = self.layout.contributions(qvec, vec)
+                if job.profile_vec is None:
+                    contributions[pid] = self.layout.contributions(qvec, vec)
+                else:  # the query's own blocks, and what the shopper's profile added
+                    contributions[pid] = {**self.layout.contributions(qvec - job.profile_vec, vec),
+                                          "profile": float(job.profile_vec @ vec)}
         hits = [Hit(id=pid, score=final, product=products.get(pid) if q.include_products else None,
                     explanation=Explanation(contributions=contributions.get(pid, {}), base_score=base,
                                             modifiers=applied) if q.explain else None)

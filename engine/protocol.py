@@ -7,7 +7,17 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from kuamo.engine.types import EngineStats, Health, Product, Query, SearchResult, UpsertResult
+from kuamo.engine.personal import Event
+from kuamo.engine.types import (
+    EngineStats,
+    Health,
+    Product,
+    Query,
+    RecommendQuery,
+    Rejection,
+    SearchResult,
+    UpsertResult,
+)
 
 
 @runtime_checkable
@@ -47,3 +57,13 @@ class EngineProtocol(Protocol):
     async def stats(self) -> EngineStats: ...
 
     async def health(self) -> Health: ...
+
+    async def record_events(self, events: Sequence[Event]) -> tuple[int, list[Rejection]]:
+        """Store shopper events (user ids pseudonymised on arrival); returns (recorded, rejections)."""
+        ...
+
+    async def recommend(self, query: RecommendQuery) -> SearchResult: ...
+
+    async def forget_user(self, user_id: str) -> int:
+        """Delete every event and the profile of a shopper; returns the events deleted."""
+        ...

@@ -105,7 +105,25 @@ class Query:
     rerank_factor: int | None = None
     explain: bool = False
     include_products: bool = True
-    user_id: str | None = None  # reserved for personalisation; ignored today
+    user_id: str | None = None  # blends the shopper's taste profile into the query
+    user_weight: float | None = None  # 0..1 share of the profile (None = the engine default, 0 = off)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RecommendQuery:
+    """Products for a shopper and/or "more like these": the profile plus weighted positive examples
+    minus weighted negative ones. Already-bought products and the examples themselves are excluded.
+    With neither a profile nor examples (cold start) the answer is popularity within the filters."""
+
+    user_id: str | None = None
+    positives: dict[int, float] = field(default_factory=dict)  # product id -> weight (> 0)
+    negatives: dict[int, float] = field(default_factory=dict)
+    filters: Filters = field(default_factory=Filters)
+    modifiers: Modifiers = field(default_factory=Modifiers)
+    k: int = 10
+    explain: bool = False
+    include_products: bool = True
+    include_purchased: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)

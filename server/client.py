@@ -16,7 +16,8 @@ import numpy as np
 from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from kuamo.engine.types import Product, Query, SearchResult, UpsertResult
+from kuamo.engine.personal import Event
+from kuamo.engine.types import Product, Query, RecommendQuery, SearchResult, UpsertResult
 from kuamo.proto.kuamo.v1 import kuamo_pb2 as pb
 from kuamo.proto.kuamo.v1 import kuamo_pb2_grpc as pb_grpc
 from kuamo.server import convert
@@ -153,6 +154,21 @@ class AsyncClient:
     async def get(self, product_id: int, *, timeout: float | None = None) -> Product:
         return convert.product_from_pb(await self._call(self.stub.GetProduct, pb.GetProductRequest(id=product_id),
                                                         timeout))
+
+    async def recommend(self, query: RecommendQuery, *, timeout: float | None = None) -> SearchResult:
+        r = await self._call(self.stub.Recommend, convert.recommend_to_pb(query), timeout)
+        return convert.result_from_pb(r)
+
+    async def record_events(self, events: Iterable[Event], *, timeout: float | None = None) -> pb.RecordEventsResponse:
+        async def requests() -> AsyncIterator[pb.Event]:
+            for e in events:
+                yield pb.Event(user_id=e.user_id, product_id=e.product_id, kind=e.kind, timestamp=e.ts or 0.0)
+
+        return await self.stub.RecordEvents(requests(), timeout=timeout or self.timeout, metadata=self.metadata)
+
+    async def forget_user(self, user_id: str, *, timeout: float | None = None) -> int:
+        r = await self._call(self.stub.ForgetUser, pb.ForgetUserRequest(user_id=user_id), timeout)
+        return int(r.events_deleted)
 
     async def stats(self, *, timeout: float | None = None) -> pb.StatsResponse:
         return await self._call(self.stub.Stats, pb.StatsRequest(), timeout)

@@ -9,6 +9,7 @@ from typing import Any
 import grpc
 
 from kuamo.engine.errors import InvalidInput, KuamoError
+from kuamo.engine.personal import Event
 from kuamo.engine.types import (
     AttrValue,
     EngineStats,
@@ -18,6 +19,7 @@ from kuamo.engine.types import (
     Modifiers,
     Product,
     Query,
+    RecommendQuery,
     Rejection,
     SearchResult,
     Timings,
@@ -78,14 +80,44 @@ def query_from_pb(q: pb.Query) -> Query:
                  targets=dict(q.targets), weights=dict(q.weights), filters=filters_from_pb(q.filters),
                  modifiers=modifiers_from_pb(q.modifiers), k=k, nprobe=_opt(q, "nprobe"),
                  rerank_factor=_opt(q, "rerank_factor"), explain=q.explain, include_products=not q.omit_products,
-                 user_id=q.user_id or None)
+                 user_id=q.user_id or None, user_weight=_opt(q, "user_weight"))
 
 
 def query_to_pb(q: Query) -> pb.Query:
     return pb.Query(text=q.text or "", image=q.image or b"", rating=q.rating, price=q.price, targets=q.targets,
                     weights=q.weights, filters=filters_to_pb(q.filters), modifiers=modifiers_to_pb(q.modifiers),
                     k=q.k, nprobe=q.nprobe, rerank_factor=q.rerank_factor, explain=q.explain,
-                    omit_products=not q.include_products, user_id=q.user_id or "")
+                    omit_products=not q.include_products, user_id=q.user_id or "", user_weight=q.user_weight)
+
+
+def _examples(items: Any, field: str) -> dict[int, float]:
+    out: dict[int, float] = {}
+    for e in items:
+        if e.id in out:
+            raise InvalidInput(f"product {e.id} is listed twice", field=field)
+        out[e.id] = e.weight if e.weight != 0 else 1.0
+    return out
+
+
+def recommend_from_pb(r: pb.RecommendRequest) -> RecommendQuery:
+    return RecommendQuery(user_id=r.user_id or None, positives=_examples(r.positives, "positives"),
+                          negatives=_examples(r.negatives, "negatives"), filters=filters_from_pb(r.filters),
+                          modifiers=modifiers_from_pb(r.modifiers), k=r.k if r.HasField("k") else DEFAULT_K,
+                          explain=r.explain, include_products=not r.omit_products,
+                          include_purchased=r.include_purchased)
+
+
+def recommend_to_pb(q: RecommendQuery) -> pb.RecommendRequest:
+    return pb.RecommendRequest(user_id=q.user_id or "", positives=[pb.Example(id=i, weight=w) for i, w in
+                                                                   q.positives.items()],
+                               negatives=[pb.Example(id=i, weight=w) for i, w in q.negatives.items()],
+                               filters=filters_to_pb(q.filters), modifiers=modifiers_to_pb(q.modifiers), k=q.k,
+                               explain=q.explain, omit_products=not q.include_products,
+                               include_purchased=q.include_purchased)
+
+
+def event_from_pb(e: pb.Event) -> Event:
+    return Event(user_id=e.user_id, product_id=e.product_id, kind=e.kind, ts=e.timestamp or None)
 
 
 def product_from_pb(p: pb.Product, field: str = "product") -> Product:

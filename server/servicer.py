@@ -7,8 +7,6 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import grpc
-
 from kuamo.engine.errors import InvalidInput, KuamoError, NotReady
 from kuamo.engine.protocol import EngineProtocol
 from kuamo.engine.types import Product, Rejection, UpsertResult
@@ -89,7 +87,33 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
         return pb.EmbedResponse(dim=int(vecs.shape[1]), vectors=[pb.Vector(values=v.tolist()) for v in vecs])
 
     async def Recommend(self, request: pb.RecommendRequest, context: Any) -> pb.SearchResponse:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Recommend arrives with personalisation; use Search")
+        result = await self.engine.recommend(convert.recommend_from_pb(request))
+        return convert.result_to_pb(result, request.request_id)
+
+    async def RecordEvents(self, request_iterator: AsyncIterator[pb.Event], context: Any) -> pb.RecordEventsResponse:
+        engine = self.engine
+        recorded, rejected, batch, offset = 0, [], [], 0
+
+        async def flush() -> None:
+            nonlocal recorded, offset
+            n, rej = await engine.record_events(batch)
+            recorded += n
+            rejected.extend(Rejection(row=r.row + offset, id=r.id, field=r.field, reason=r.reason) for r in rej)
+            offset += len(batch)
+            batch.clear()
+
+        async for e in request_iterator:
+            batch.append(convert.event_from_pb(e))
+            if len(batch) >= self.upsert_chunk:
+                await flush()
+        if batch:
+            await flush()
+        return pb.RecordEventsResponse(recorded=recorded, rejected=[
+            pb.Rejection(row=r.row, id=r.id if r.id is not None else -1, field=r.field, reason=r.reason)
+            for r in rejected])
+
+    async def ForgetUser(self, request: pb.ForgetUserRequest, context: Any) -> pb.ForgetUserResponse:
+        return pb.ForgetUserResponse(events_deleted=await self.engine.forget_user(request.user_id))
 
     async def Upsert(self, request_iterator: AsyncIterator[pb.UpsertRequest], context: Any) -> pb.UpsertResponse:
         engine = self.engine

@@ -247,23 +247,69 @@ class EmbedResponse(_message.Message):
     vectors: _containers.RepeatedCompositeFieldContainer[Vector]
     def __init__(self, dim: _Optional[int] = ..., vectors: _Optional[_Iterable[_Union[Vector, _Mapping]]] = ...) -> None: ...
 
+class Example(_message.Message):
+    __slots__ = ("id", "weight")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    weight: float
+    def __init__(self, id: _Optional[int] = ..., weight: _Optional[float] = ...) -> None: ...
+
 class RecommendRequest(_message.Message):
-    __slots__ = ("user_id", "positive_ids", "negative_ids", "filters", "modifiers", "k", "explain")
+    __slots__ = ("request_id", "user_id", "positives", "negatives", "filters", "modifiers", "k", "explain", "omit_products", "include_purchased")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
-    POSITIVE_IDS_FIELD_NUMBER: _ClassVar[int]
-    NEGATIVE_IDS_FIELD_NUMBER: _ClassVar[int]
+    POSITIVES_FIELD_NUMBER: _ClassVar[int]
+    NEGATIVES_FIELD_NUMBER: _ClassVar[int]
     FILTERS_FIELD_NUMBER: _ClassVar[int]
     MODIFIERS_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
     EXPLAIN_FIELD_NUMBER: _ClassVar[int]
+    OMIT_PRODUCTS_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_PURCHASED_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
     user_id: str
-    positive_ids: _containers.RepeatedScalarFieldContainer[int]
-    negative_ids: _containers.RepeatedScalarFieldContainer[int]
+    positives: _containers.RepeatedCompositeFieldContainer[Example]
+    negatives: _containers.RepeatedCompositeFieldContainer[Example]
     filters: Filters
     modifiers: Modifiers
     k: int
     explain: bool
-    def __init__(self, user_id: _Optional[str] = ..., positive_ids: _Optional[_Iterable[int]] = ..., negative_ids: _Optional[_Iterable[int]] = ..., filters: _Optional[_Union[Filters, _Mapping]] = ..., modifiers: _Optional[_Union[Modifiers, _Mapping]] = ..., k: _Optional[int] = ..., explain: _Optional[bool] = ...) -> None: ...
+    omit_products: bool
+    include_purchased: bool
+    def __init__(self, request_id: _Optional[str] = ..., user_id: _Optional[str] = ..., positives: _Optional[_Iterable[_Union[Example, _Mapping]]] = ..., negatives: _Optional[_Iterable[_Union[Example, _Mapping]]] = ..., filters: _Optional[_Union[Filters, _Mapping]] = ..., modifiers: _Optional[_Union[Modifiers, _Mapping]] = ..., k: _Optional[int] = ..., explain: _Optional[bool] = ..., omit_products: _Optional[bool] = ..., include_purchased: _Optional[bool] = ...) -> None: ...
+
+class Event(_message.Message):
+    __slots__ = ("user_id", "product_id", "kind", "timestamp")
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    PRODUCT_ID_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    product_id: int
+    kind: str
+    timestamp: float
+    def __init__(self, user_id: _Optional[str] = ..., product_id: _Optional[int] = ..., kind: _Optional[str] = ..., timestamp: _Optional[float] = ...) -> None: ...
+
+class RecordEventsResponse(_message.Message):
+    __slots__ = ("recorded", "rejected")
+    RECORDED_FIELD_NUMBER: _ClassVar[int]
+    REJECTED_FIELD_NUMBER: _ClassVar[int]
+    recorded: int
+    rejected: _containers.RepeatedCompositeFieldContainer[Rejection]
+    def __init__(self, recorded: _Optional[int] = ..., rejected: _Optional[_Iterable[_Union[Rejection, _Mapping]]] = ...) -> None: ...
+
+class ForgetUserRequest(_message.Message):
+    __slots__ = ("user_id",)
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    def __init__(self, user_id: _Optional[str] = ...) -> None: ...
+
+class ForgetUserResponse(_message.Message):
+    __slots__ = ("events_deleted",)
+    EVENTS_DELETED_FIELD_NUMBER: _ClassVar[int]
+    events_deleted: int
+    def __init__(self, events_deleted: _Optional[int] = ...) -> None: ...
 
 class UpsertRequest(_message.Message):
     __slots__ = ("product", "image", "image_chunk")

@@ -74,6 +74,16 @@ class SearchServiceStub:
                 request_serializer=kuamo_dot_v1_dot_kuamo__pb2.StatsRequest.SerializeToString,
                 response_deserializer=kuamo_dot_v1_dot_kuamo__pb2.StatsResponse.FromString,
                 _registered_method=True)
+        self.RecordEvents = channel.stream_unary(
+                '/kuamo.v1.SearchService/RecordEvents',
+                request_serializer=kuamo_dot_v1_dot_kuamo__pb2.Event.SerializeToString,
+                response_deserializer=kuamo_dot_v1_dot_kuamo__pb2.RecordEventsResponse.FromString,
+                _registered_method=True)
+        self.ForgetUser = channel.unary_unary(
+                '/kuamo.v1.SearchService/ForgetUser',
+                request_serializer=kuamo_dot_v1_dot_kuamo__pb2.ForgetUserRequest.SerializeToString,
+                response_deserializer=kuamo_dot_v1_dot_kuamo__pb2.ForgetUserResponse.FromString,
+                _registered_method=True)
 
 
 class SearchServiceServicer:
@@ -129,6 +139,19 @@ class SearchServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RecordEvents(self, request_iterator, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ForgetUser(self, request, context):
+        """Deletes every event and the profile of a shopper.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SearchServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -171,6 +194,16 @@ def add_SearchServiceServicer_to_server(servicer, server):
                     servicer.Stats,
                     request_deserializer=kuamo_dot_v1_dot_kuamo__pb2.StatsRequest.FromString,
                     response_serializer=kuamo_dot_v1_dot_kuamo__pb2.StatsResponse.SerializeToString,
+            ),
+            'RecordEvents': grpc.stream_unary_rpc_method_handler(
+                    servicer.RecordEvents,
+                    request_deserializer=kuamo_dot_v1_dot_kuamo__pb2.Event.FromString,
+                    response_serializer=kuamo_dot_v1_dot_kuamo__pb2.RecordEventsResponse.SerializeToString,
+            ),
+            'ForgetUser': grpc.unary_unary_rpc_method_handler(
+                    servicer.ForgetUser,
+                    request_deserializer=kuamo_dot_v1_dot_kuamo__pb2.ForgetUserRequest.FromString,
+                    response_serializer=kuamo_dot_v1_dot_kuamo__pb2.ForgetUserResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -389,6 +422,60 @@ class SearchService:
             '/kuamo.v1.SearchService/Stats',
             kuamo_dot_v1_dot_kuamo__pb2.StatsRequest.SerializeToString,
             kuamo_dot_v1_dot_kuamo__pb2.StatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordEvents(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/kuamo.v1.SearchService/RecordEvents',
+            kuamo_dot_v1_dot_kuamo__pb2.Event.SerializeToString,
+            kuamo_dot_v1_dot_kuamo__pb2.RecordEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ForgetUser(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kuamo.v1.SearchService/ForgetUser',
+            kuamo_dot_v1_dot_kuamo__pb2.ForgetUserRequest.SerializeToString,
+            kuamo_dot_v1_dot_kuamo__pb2.ForgetUserResponse.FromString,
             options,
             channel_credentials,
             insecure,

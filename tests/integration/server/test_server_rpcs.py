@@ -118,12 +118,10 @@ def test_upsert_duplicate_ids_and_orphan_chunk(stub) -> None:
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "image_chunk" in details
 
 
-def test_stats_and_recommend_reserved(stub) -> None:
+def test_stats(stub) -> None:
     s = stub.Stats(pb.StatsRequest(), timeout=10)
     assert s.products >= 50 and s.indexed == s.products
     assert json.loads(s.details_json)["index"]["kind"] == "flat"
-    code, _ = code_and_details(lambda: stub.Recommend(pb.RecommendRequest(user_id="u"), timeout=10))
-    assert code == grpc.StatusCode.UNIMPLEMENTED
 
 
 @pytest.mark.parametrize(("query", "field"), [

@@ -30,6 +30,9 @@ CALLS = {
     "Delete": lambda s, md: s.Delete(pb.DeleteRequest(ids=[1]), metadata=md, timeout=5),
     "GetProduct": lambda s, md: s.GetProduct(pb.GetProductRequest(id=1000), metadata=md, timeout=5),
     "Stats": lambda s, md: s.Stats(pb.StatsRequest(), metadata=md, timeout=5),
+    "RecordEvents": lambda s, md: s.RecordEvents(iter([pb.Event(user_id="u", product_id=1000, kind="view")]),
+                                                 metadata=md, timeout=5),
+    "ForgetUser": lambda s, md: s.ForgetUser(pb.ForgetUserRequest(user_id="u"), metadata=md, timeout=5),
 }
 
 
