@@ -128,17 +128,34 @@ class TextEncoder(OnnxEncoder):
         if not items:
             return np.zeros((0, self.dim), dtype=np.float32)
         ids = self.tokenize(items, kind)
-        order = np.argsort([len(x) for x in ids], kind="stable")
+        lengths = [len(x) for x in ids]
+        order = np.argsort(lengths, kind="stable")
         out = np.empty((len(ids), self.dim), dtype=np.float32)
-        for start in range(0, len(order), self.max_batch):
-            chunk = order[start: start + self.max_batch]
-            out[chunk] = self.encode_ids([ids[i] for i in chunk])
+        for chunk in padding_bounded_chunks([lengths[i] for i in order], self.max_batch):
+            rows = order[chunk]
+            out[rows] = self.encode_ids([ids[i] for i in rows])
         return out[0] if single else out
 
     def warmup(self) -> float:
         t0 = time.perf_counter()
         self.encode(["warm up", "预热"], kind="query")
         return time.perf_counter() - t0
+
+
+def padding_bounded_chunks(sorted_lengths: Sequence[int], max_batch: int, max_waste: float = 0.25) -> list[slice]:
+    """Cut length-sorted items into runs where padding to the longest wastes at most `max_waste` of the
+    tokens: one 200-token description in a batch of 15-token titles would otherwise make every title
+    cost 200 tokens (measured: batches of 32 mixed texts ran 4x slower per item than batch 1)."""
+    chunks, start, total = [], 0, 0
+    for i, n in enumerate(sorted_lengths):
+        size = i - start
+        if size and (size >= max_batch or (size + 1) * n > (1 + max_waste) * (total + n)):
+            chunks.append(slice(start, i))
+            start, total = i, 0
+        total += n
+    if start < len(sorted_lengths):
+        chunks.append(slice(start, len(sorted_lengths)))
+    return chunks
 
 
 class ImageEncoder(OnnxEncoder):

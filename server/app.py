@@ -37,12 +37,13 @@ STATS_REFRESH_S = 2.0
 
 def engine_config(cfg: ServerConfig) -> EngineConfig:
     batch = BatcherConfig(max_batch_size=cfg.max_batch_size if cfg.batching else 1,
-                          max_wait_ms=cfg.max_wait_ms if cfg.batching else 0.0, max_queue=cfg.max_queue)
+                          max_wait_ms=cfg.max_wait_ms if cfg.batching else 0.0, max_queue=cfg.max_queue,
+                          workers=cfg.text_workers)
     session = SessionConfig(intra_op_threads=cfg.ort_threads, allow_spinning=cfg.ort_spinning)
     encoder = EncoderConfig(model_dir=cfg.model_dir, session=session)
     return EngineConfig(model_dir=cfg.model_dir, data_dir=cfg.data_dir, encoder=encoder, text_batcher=batch,
-                        image_batcher=dataclasses.replace(batch, max_batch_size=cfg.image_max_batch_size if cfg.batching
-                                                          else 1))
+                        image_batcher=dataclasses.replace(batch, workers=1, max_batch_size=cfg.image_max_batch_size
+                                                          if cfg.batching else 1))
 
 
 def _warmup_image() -> bytes:

@@ -39,6 +39,7 @@ class ServerConfig:
     # query pays no wait (measured: 2 ms of wait was a third of a one-client text search)
     max_wait_ms: float = 0.0
     max_queue: int = 1024
+    text_workers: int = 1  # text batches run at once (with ort_threads=1: several single-thread sessions)
     ort_threads: int = 0  # ONNX Runtime intra-op threads per session (0 = one per core)
     ort_spinning: bool = True  # idle ORT threads spin briefly: lower latency, but they compete for cores
     stream_window: int = 64  # queries of one SearchStream in flight at once
