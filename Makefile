@@ -31,8 +31,11 @@ models: $(MODELS)/manifest.json
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
+# The test suite, then every benchmark in --quick mode as a smoke run (no timing assertions; results go
+# to .cache/bench-smoke so the committed full results stay untouched).
 test: models lint
 	$(BIN)/python -m pytest -q
+	KUAMO_RESULTS_DIR=.cache/bench-smoke $(BIN)/kuamo bench all --quick
 
 # Index the fashion catalog on first run (~2 min), serve on 127.0.0.1:50051, run sample queries through
 # the gRPC client, keep serving until Ctrl-C. `make demo DEMO_ARGS=--once` exits after the queries.

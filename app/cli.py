@@ -37,7 +37,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             continue
         print(f"== bench {suite}{' (quick)' if args.quick else ''}", file=sys.stderr, flush=True)
         module.run(quick=args.quick)
-    return 1 if failed and args.suite != "all" else 0
+    return 1 if failed else 0
 
 
 def _cmd_neighbours(args: argparse.Namespace) -> int:
@@ -256,6 +256,12 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except KuamoError as exc:
         print(f"kuamo: error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # a gRPC status from the server: print it, not a traceback
+        code = getattr(exc, "code", None)
+        if code is None or not callable(code) or not hasattr(exc, "details"):
+            raise
+        print(f"kuamo: server answered {code().name}: {exc.details()}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

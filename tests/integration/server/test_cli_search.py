@@ -1,0 +1,26 @@
+"""`kuamo search` against a real server: a readable table, and a clear one-line error for bad input."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+
+def kuamo(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "kuamo.cli", *args], capture_output=True, text=True, timeout=60)
+
+
+def test_search_prints_a_table_with_explanations(server) -> None:
+    r = kuamo("search", "red dress", "--k", "3", "--explain", "--filter", "price<100", "--target", server.target)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert "title" in lines[0] and "red dress" in lines[2]
+    assert "why: " in r.stdout and "products passed the filters" in r.stdout
+
+
+def test_bad_request_is_one_clear_line(server) -> None:
+    r = kuamo("search", "red dress", "--k", "0", "--target", server.target)
+    assert r.returncode == 2
+    assert "INVALID_ARGUMENT" in r.stderr and "k must be" in r.stderr and "Traceback" not in r.stderr
+    r = kuamo("search", "red", "--filter", "price<<3", "--target", server.target)
+    assert r.returncode == 2 and "price<<3" in r.stderr
