@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import threading
 import time
 from collections.abc import Sequence
@@ -82,6 +83,7 @@ class EngineConfig:
     # Concurrent searches are batched into one index call (one worker: no oversubscribed BLAS threads).
     search_batcher: BatcherConfig = field(default_factory=lambda: BatcherConfig(max_batch_size=64, max_wait_ms=0.0))
     personal: PersonalConfig = field(default_factory=PersonalConfig)
+    recommend_interests: int = 5  # Recommend: also search from this many of the shopper's top products
     upsert_chunk: int = 256  # rows per store transaction + index update: bounds how long a write blocks searches
     snapshot_every: int = 20_000  # changes between automatic index snapshots
     sqlite_synchronous: str = "NORMAL"
@@ -96,6 +98,10 @@ class _SearchJob:
     filter_ms: float = 0.0
     profile_vec: np.ndarray | None = None  # the part of qvec that came from the shopper's profile
     exclude: frozenset[int] = frozenset()  # recommendations: never return these
+    explain_as: str | None = None  # scores not from qvec alone: explain the base score as this one part
+
+
+RECOMMEND_TAU = 0.05  # how much a weaker interest is discounted in the best-match ranking
 
 
 class _RWLock:
@@ -552,11 +558,45 @@ class Engine:
                   include_products=rq.include_products)
         job = _SearchJob(q, qvec, 0.0, t0, profile_vec=taste if taste is not None and rq.explain else None,
                          exclude=frozenset(exclude))
-        res = self._search_jobs([job])[0]
+        if taste is not None:
+            res = self._multi_interest(job, pseudo, allowed)  # type: ignore[arg-type]
+        else:
+            res = self._search_jobs([job])[0]
         if isinstance(res, BaseException):
             raise res
         hits = [h for h in res.hits if h.id not in exclude][: rq.k]
         return SearchResult(hits=hits, allowed=res.allowed, timings=res.timings)
+
+    def _multi_interest(self, job: _SearchJob, pseudo: str, allowed: np.ndarray | None) -> SearchResult:
+        """A shopper with two tastes (say black shoes and red dresses) has a mean profile between them,
+        near neither. So Recommend also searches from each of the products they engaged with most and
+        ranks a candidate by its best match: max over queries of similarity + TAU * ln(weight / top weight)."""
+        interests = self.personal.interests(pseudo, time.time(), self.config.recommend_interests)
+        vecs = self._vectors_of([p for p, _ in interests])
+        queries, weights = [job.qvec], [max((w for _, w in interests), default=1.0)]
+        for pid, w in interests:
+            t = self._taste_of(vecs[pid]) if pid in vecs else None
+            if t is not None:
+                queries.append(t)
+                weights.append(w)
+        t_s = time.perf_counter()
+        n = self._n_candidates(job.query)
+        self._index_lock.acquire_read()
+        try:
+            scores, ids = self.index.search(np.stack(queries), n, allowed_ids=allowed)
+        finally:
+            self._index_lock.release_read()
+        best: dict[int, float] = {}
+        for row, w in enumerate(weights):
+            bonus = RECOMMEND_TAU * math.log(w / weights[0]) if w > 0 else -math.inf
+            for sc, pid in zip(scores[row], ids[row], strict=True):
+                if pid >= 0 and pid not in job.exclude:
+                    best[int(pid)] = max(best.get(int(pid), -math.inf), float(sc) + bonus)
+        ranked = sorted(best.items(), key=lambda kv: -kv[1])[:n]
+        job.explain_as = "profile"
+        return self._finish(job, np.asarray([s for _, s in ranked], dtype=np.float32),
+                            np.asarray([p for p, _ in ranked], dtype=np.int64), allowed,
+                            (time.perf_counter() - t_s) * 1000)
 
     def _search_jobs(self, jobs: list[_SearchJob]) -> list[SearchResult | BaseException]:
         """Batcher fn: queries that arrived together and share index settings (no filter, same nprobe and
@@ -627,7 +667,9 @@ class Engine:
         if q.explain and ranked:
             got_ids, vecs = self.store.vectors([r[2] for r in ranked])
             for pid, vec in zip(got_ids.tolist(), vecs, strict=True):
-                if job.profile_vec is None:
+                if job.explain_as is not None:
+                    contributions[pid] = {job.explain_as: next(b for _, b, p, _ in ranked if p == pid)}
+                elif job.profile_vec is None:
                     contributions[pid] = self.layout.contributions(qvec, vec)
                 else:  # the query's own blocks, and what the shopper's profile added
                     contributions[pid] = {**self.layout.contributions(qvec - job.profile_vec, vec),

@@ -131,3 +131,16 @@ def test_retention_drops_old_events_and_rebuilds_the_profile(tmp_path) -> None:
         await engine.close()
 
     asyncio.run(scenario())
+
+
+def test_recommend_serves_both_tastes_of_a_two_taste_shopper(srv) -> None:
+    # fake catalog: i -> colour COLOURS[i % 5], kind KINDS[(i // 5) % 5]; red dresses 1005..; black bags 1023..
+    red_dresses = [1005]
+    black_bags = [1023]
+    with Client(srv.target) as c:
+        evs = [Event(user_id="two", product_id=p, kind="purchase") for p in red_dresses + black_bags]
+        assert c.record_events(evs).recorded == 2
+        hits = c.recommend(RecommendQuery(user_id="two", k=4, explain=True)).hits
+        kinds = {(h.product.attributes["colour"], h.product.category) for h in hits}
+        assert ("red", "Apparel/dress") in kinds and ("black", "Apparel/bag") in kinds, kinds
+        assert all(set(h.explanation.contributions) == {"profile"} for h in hits)
