@@ -20,14 +20,15 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from kuamo.engine.errors import InvalidInput
+from kuamo.engine.sqlite_util import connect_wal, immediate_tx
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (user TEXT NOT NULL, product INTEGER NOT NULL, kind TEXT NOT NULL,
@@ -113,9 +114,7 @@ class PersonalStore:
     def __init__(self, path: Path, cfg: PersonalConfig, dim: int) -> None:
         self.cfg, self.dim = cfg, dim
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db = connect_wal(path)
         self._db.create_function("exp", 1, math.exp, deterministic=True)  # not every SQLite build has it
         self._db.executescript(SCHEMA)
         self._last_purge = 0.0
@@ -128,16 +127,8 @@ class PersonalStore:
         with self._lock:
             self._db.close()
 
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+    def _tx(self) -> AbstractContextManager[sqlite3.Connection]:
+        return immediate_tx(self._lock, self._db)
 
     def _load(self, db: sqlite3.Connection, user: str) -> tuple[np.ndarray, float, float, int] | None:
         row = db.execute("SELECT vec, wsum, ref_ts, n FROM profiles WHERE user = ?", (user,)).fetchone()

@@ -12,7 +12,7 @@ import math
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +20,7 @@ import numpy as np
 
 from kuamo.engine.errors import ArtifactError, InvalidInput, NotFound
 from kuamo.engine.rules import filter_sql, validate_filters
+from kuamo.engine.sqlite_util import connect_wal, immediate_tx
 from kuamo.engine.types import MAX_ID, Filters, Product
 
 SCHEMA_VERSION = 1
@@ -95,10 +96,7 @@ class CatalogStore:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        # NORMAL in WAL mode survives a process crash (kill -9); FULL also survives power loss.
-        self._db.execute(f"PRAGMA synchronous={synchronous}")
+        self._db = connect_wal(self.path, synchronous=synchronous)
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(SCHEMA)
         version = self.get_meta("schema_version")
@@ -121,16 +119,8 @@ class CatalogStore:
         with self._lock:
             self._db.close()
 
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+    def _tx(self) -> AbstractContextManager[sqlite3.Connection]:
+        return immediate_tx(self._lock, self._db)
 
     # -- meta -------------------------------------------------------------------------------------
     def get_meta(self, key: str) -> str | None:

@@ -4,6 +4,7 @@ metrics and the access log. Health checks skip auth and admission so probes work
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import json
 import logging
@@ -92,59 +93,48 @@ class ServiceInterceptor(aio.ServerInterceptor):
                                         "peer": context.peer() if context is not None else "",
                                         **({"error": message[:300]} if message else {})}, ensure_ascii=False))
 
+    @contextlib.asynccontextmanager
+    async def _served(self, method: str, metadata: Any, context: aio.ServicerContext) -> AsyncIterator[None]:
+        """Admission, the error table, metrics and the access log around one call of any shape."""
+        t0 = time.perf_counter()
+        admitted = False
+        try:
+            admitted = self._admit(metadata)
+            yield
+        except aio.AbortError:
+            self._finish(method, context.code() or grpc.StatusCode.UNKNOWN, t0, context)
+            raise
+        except asyncio.CancelledError:
+            self._finish(method, grpc.StatusCode.CANCELLED, t0, context)
+            raise
+        except Exception as exc:
+            ab = self._to_abort(exc)
+            self._finish(method, ab.code, t0, context, ab.message)
+            await context.abort(ab.code, ab.message)
+        finally:
+            self._release(admitted)
+        self._finish(method, grpc.StatusCode.OK, t0, context)
+
     def _wrap_unary(self, behaviour: Callable, method: str, metadata: Any) -> Callable:
         async def wrapper(request: Any, context: aio.ServicerContext) -> Any:
-            t0 = time.perf_counter()
-            admitted = False
-            try:
-                admitted = self._admit(metadata)
+            async with self._served(method, metadata, context):
                 remaining = context.time_remaining()
                 if remaining is not None and remaining <= 0:
                     raise TimeoutError
                 # Abandon the work when the deadline passes (the caller has given up on it anyway);
                 # asyncio.timeout cancels in place, without the extra task wait_for would create.
                 async with asyncio.timeout(remaining):
-                    result = await behaviour(request, context)
-            except aio.AbortError:
-                self._finish(method, context.code() or grpc.StatusCode.UNKNOWN, t0, context)
-                raise
-            except asyncio.CancelledError:
-                self._finish(method, grpc.StatusCode.CANCELLED, t0, context)
-                raise
-            except Exception as exc:
-                ab = self._to_abort(exc)
-                self._finish(method, ab.code, t0, context, ab.message)
-                await context.abort(ab.code, ab.message)
-            finally:
-                self._release(admitted)
-            self._finish(method, grpc.StatusCode.OK, t0, context)
-            return result
+                    return await behaviour(request, context)
 
         return wrapper
 
     def _wrap_stream(self, behaviour: Callable, method: str, metadata: Any) -> Callable:
         async def wrapper(request: Any, context: aio.ServicerContext) -> AsyncIterator[Any]:
-            t0 = time.perf_counter()
-            admitted = False
-            try:
-                admitted = self._admit(metadata)
+            async with self._served(method, metadata, context):
                 if inspect.isasyncgenfunction(behaviour):
                     async for item in behaviour(request, context):
                         yield item
                 else:  # a coroutine that answers with context.write()
                     await behaviour(request, context)
-            except aio.AbortError:
-                self._finish(method, context.code() or grpc.StatusCode.UNKNOWN, t0, context)
-                raise
-            except asyncio.CancelledError:
-                self._finish(method, grpc.StatusCode.CANCELLED, t0, context)
-                raise
-            except Exception as exc:
-                ab = self._to_abort(exc)
-                self._finish(method, ab.code, t0, context, ab.message)
-                await context.abort(ab.code, ab.message)
-            finally:
-                self._release(admitted)
-            self._finish(method, grpc.StatusCode.OK, t0, context)
 
         return wrapper
