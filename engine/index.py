@@ -22,6 +22,7 @@ import numpy as np
 from kuamo.engine.errors import ArtifactError, InvalidInput
 
 META = "meta.json"
+EXACT_BLOCK = 1 << 24  # scores per exact-search block (64 MiB of float32): bounds memory for big query batches
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -58,12 +59,38 @@ class VectorIndex:
         self.dim = int(dim)
         self.cfg = cfg or IndexConfig()
         self.seq = 0
-        self._ids = np.zeros(0, dtype=np.int64)
-        self._vecs = np.zeros((0, self.dim), dtype=np.float32)
+        # The exact store: capacity-doubling buffers of which the first `_n` rows are live; `_ids` / `_vecs`
+        # are views of just those rows. After an mmap load the buffers are the read-only maps themselves
+        # (exactly n rows), copied on first write.
+        self._n = 0
+        self._ids_buf = np.zeros(0, dtype=np.int64)
+        self._vecs_buf = np.zeros((0, self.dim), dtype=np.float32)
         self._row: dict[int, int] = {}
         self.kind = "flat"
         self.params: dict = {}
         self._faiss = self._new_flat()
+
+    # -- the exact store --------------------------------------------------------------------------
+    @property
+    def _ids(self) -> np.ndarray:
+        return self._ids_buf[: self._n]
+
+    @property
+    def _vecs(self) -> np.ndarray:
+        return self._vecs_buf[: self._n]
+
+    def _set_store(self, ids: np.ndarray, vecs: np.ndarray) -> None:
+        self._ids_buf, self._vecs_buf, self._n = ids, vecs, len(ids)
+
+    def _reserve(self, rows: int) -> None:
+        """Room for `rows` live rows; grows by doubling, so appends cost amortised O(1) per row."""
+        if rows <= len(self._ids_buf):
+            return
+        cap = max(rows, 2 * len(self._ids_buf), 64)
+        ids = np.empty(cap, dtype=np.int64)
+        vecs = np.empty((cap, self.dim), dtype=np.float32)
+        ids[: self._n], vecs[: self._n] = self._ids, self._vecs
+        self._ids_buf, self._vecs_buf = ids, vecs
 
     # -- construction -----------------------------------------------------------------------------
     def _new_flat(self) -> faiss.Index:
@@ -83,7 +110,7 @@ class VectorIndex:
     def build(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         """(Re)build from scratch; IVF-PQ parameters are chosen from the catalog size and recorded."""
         ids, vectors = self._check(ids, vectors)
-        self._ids, self._vecs = ids.copy(), vectors.copy()
+        self._set_store(ids.copy(), vectors.copy())
         self._row = {int(i): r for r, i in enumerate(ids)}
         n = len(ids)
         if n < self.cfg.flat_threshold:
@@ -108,22 +135,20 @@ class VectorIndex:
         if not len(ids):
             return
         self._ensure_writable()
-        existing = np.asarray([i for i in ids.tolist() if i in self._row], dtype=np.int64)
-        if len(existing):
-            self._remove_from_faiss(existing)
-        new_rows = []
-        for i, v in zip(ids.tolist(), vectors, strict=True):
-            r = self._row.get(i)
-            if r is None:
-                new_rows.append((i, v))
-            else:
-                self._vecs[r] = v
-        if new_rows:
-            start = len(self._ids)
-            self._ids = np.concatenate([self._ids, np.asarray([i for i, _ in new_rows], dtype=np.int64)])
-            self._vecs = np.concatenate([self._vecs, np.stack([v for _, v in new_rows])])
-            for k, (i, _) in enumerate(new_rows):
-                self._row[i] = start + k
+        rows = np.fromiter((self._row.get(i, -1) for i in ids.tolist()), dtype=np.int64, count=len(ids))
+        old = rows >= 0
+        if old.any():
+            self._remove_from_faiss(ids[old])
+            self._vecs[rows[old]] = vectors[old]
+        new = ~old
+        n_new = int(new.sum())
+        if n_new:
+            start = self._n
+            self._reserve(start + n_new)
+            self._ids_buf[start: start + n_new] = ids[new]
+            self._vecs_buf[start: start + n_new] = vectors[new]
+            self._n = start + n_new
+            self._row.update(zip(ids[new].tolist(), range(start, start + n_new), strict=True))
         self._faiss.add_with_ids(vectors, ids)
 
     def remove(self, ids: np.ndarray) -> int:
@@ -135,12 +160,12 @@ class VectorIndex:
         self._remove_from_faiss(np.asarray(present, dtype=np.int64))
         for i in present:  # swap-remove from the exact store
             r = self._row.pop(i)
-            last = len(self._ids) - 1
+            last = self._n - 1
             if r != last:
-                moved = int(self._ids[last])
-                self._ids[r], self._vecs[r] = moved, self._vecs[last]
+                moved = int(self._ids_buf[last])
+                self._ids_buf[r], self._vecs_buf[r] = moved, self._vecs_buf[last]
                 self._row[moved] = r
-            self._ids, self._vecs = self._ids[:last], self._vecs[:last]
+            self._n = last
         return len(present)
 
     def _remove_from_faiss(self, ids: np.ndarray) -> None:
@@ -151,12 +176,12 @@ class VectorIndex:
         self._faiss.remove_ids(sel)
 
     def _ensure_writable(self) -> None:
-        if not self._vecs.flags.writeable:  # loaded with mmap: copy on first write
-            self._vecs, self._ids = np.array(self._vecs), np.array(self._ids)
+        if not self._vecs_buf.flags.writeable:  # loaded with mmap: copy on first write
+            self._set_store(np.array(self._ids), np.array(self._vecs))
 
     # -- queries ----------------------------------------------------------------------------------
     def __len__(self) -> int:
-        return len(self._ids)
+        return self._n
 
     def __contains__(self, product_id: object) -> bool:
         return int(product_id) in self._row  # type: ignore[arg-type]
@@ -180,12 +205,21 @@ class VectorIndex:
     def _exact(self, xq: np.ndarray, k: int, rows: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         vecs = self._vecs if rows is None else self._vecs[rows]
         ids = self._ids if rows is None else self._ids[rows]
-        scores = xq @ vecs.T
         kk = min(k, len(ids))
-        top = np.argpartition(-scores, kk - 1, axis=1)[:, :kk] if kk else np.zeros((len(xq), 0), int)
-        order = np.take_along_axis(scores, top, 1).argsort(axis=1)[:, ::-1]
-        top = np.take_along_axis(top, order, 1)
-        return np.take_along_axis(scores, top, 1), ids[top]
+        if not kk:
+            return np.zeros((len(xq), 0), dtype=np.float32), np.zeros((len(xq), 0), dtype=np.int64)
+        out_s, out_i = [], []
+        step = max(1, EXACT_BLOCK // len(ids))  # queries per block: scores never exceed EXACT_BLOCK floats
+        for q0 in range(0, len(xq), step):
+            scores = xq[q0: q0 + step] @ vecs.T
+            top = np.argpartition(-scores, kk - 1, axis=1)[:, :kk]
+            order = np.take_along_axis(scores, top, 1).argsort(axis=1)[:, ::-1]
+            top = np.take_along_axis(top, order, 1)
+            out_s.append(np.take_along_axis(scores, top, 1))
+            out_i.append(ids[top])
+        if len(out_s) == 1:
+            return out_s[0], out_i[0]
+        return np.concatenate(out_s), np.concatenate(out_i)
 
     def search(self, xq: np.ndarray, k: int, *, nprobe: int | None = None, rerank_factor: int | None = None,
                allowed_ids: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -225,7 +259,7 @@ class VectorIndex:
                 continue
             if not len(c):
                 continue
-            crow = np.asarray([self._row[int(x)] for x in c], dtype=np.int64)
+            crow = np.asarray([self._row[x] for x in c.tolist()], dtype=np.int64)
             s = self._vecs[crow] @ xq[qi]
             top = np.argsort(-s)[:k]
             out_s[qi, : len(top)], out_i[qi, : len(top)] = s[top], c[top]
@@ -260,8 +294,8 @@ class VectorIndex:
             meta = json.loads((d / META).read_text())
             cfg = IndexConfig(**meta["config"])
             idx = cls(int(meta["dim"]), cfg)
-            idx._ids = np.load(d / "ids.npy", mmap_mode="r" if mmap else None)
-            idx._vecs = np.load(d / "vectors.npy", mmap_mode="r" if mmap else None)
+            idx._set_store(np.load(d / "ids.npy", mmap_mode="r" if mmap else None),
+                           np.load(d / "vectors.npy", mmap_mode="r" if mmap else None))
             # The float32 re-rank store is memory-mapped (copied on first write); the FAISS structure is
             # read whole because mmapped inverted lists are read-only and upserts must keep working.
             idx._faiss = faiss.read_index(str(d / "faiss.index"))

@@ -108,3 +108,53 @@ def test_invalid_parameters(data, kw, field) -> None:
     assert e.value.field == field
     with pytest.raises(InvalidInput):
         idx.upsert(np.asarray([1, 1]), xb[:2])
+
+
+@pytest.mark.parametrize("flat_threshold", [100_000, 1000])
+def test_many_small_upserts_and_removes_match_a_fresh_build(flat_threshold: int, tmp_path: Path) -> None:
+    # every candidate re-ranked exactly (nprobe = nlist, k * rerank_factor >= n): results must equal exact search
+    cfg = IndexConfig(flat_threshold=flat_threshold, nlist=16, nprobe=16, rerank_factor=1000, max_rerank_factor=1000)
+    rng = np.random.default_rng(7)
+    pool = clustered(6000, seed=3)  # every upsert takes unused rows: no two live products tie
+    xq = clustered(20, seed=4)
+    live = {int(i): pool[i] for i in range(1500)}
+    idx = VectorIndex(32, cfg)
+    idx.build(np.fromiter(live, dtype=np.int64), np.stack(list(live.values())))
+    idx.upsert(np.asarray([5000]), pool[5999:])
+    live[5000] = pool[5999]
+    buf = idx._vecs_buf
+    idx.upsert(np.asarray([5001]), pool[5998:5999])  # capacity was doubled: no copy for the next append
+    live[5001] = pool[5998]
+    assert idx._vecs_buf is buf and len(buf) >= 2 * 1500
+    fresh_rows = iter(range(2000, 5000))
+    for _ in range(300):
+        ids = rng.choice(4000, int(rng.integers(1, 8)), replace=False)  # mix of new ids and replacements
+        vecs = pool[[next(fresh_rows) for _ in ids]]
+        idx.upsert(ids, vecs)
+        live.update({int(i): v for i, v in zip(ids, vecs, strict=True)})
+        gone = rng.choice(list(live), int(rng.integers(0, 4)), replace=False)
+        assert idx.remove(np.concatenate([gone, [-1]]).astype(np.int64)) == len(gone)
+        for i in gone.tolist():
+            del live[i]
+    ids = np.fromiter(live, dtype=np.int64)
+    vecs = np.stack(list(live.values()))
+    assert len(idx) == len(live) == len(idx._ids) == len(idx._vecs)
+    assert sorted(idx._ids.tolist()) == sorted(live) and np.array_equal(idx.vectors(ids), vecs)
+    assert idx.stats()["bytes_rerank_store"] == len(live) * 32 * 4
+    fresh = VectorIndex(32, cfg)
+    fresh.build(ids, vecs)
+    s_got, i_got = idx.search(xq, 10)
+    s_ref, i_ref = fresh.search(xq, 10)
+    exact = ids[np.argsort(-(xq @ vecs.T), axis=1)[:, :10]]
+    assert np.array_equal(i_got, i_ref) and np.array_equal(i_got, exact)
+    assert np.allclose(s_got, s_ref, atol=1e-5)
+    allowed = ids[::50]
+    assert np.array_equal(idx.search(xq, 10, allowed_ids=allowed)[1], fresh.search(xq, 10, allowed_ids=allowed)[1])
+    idx.save(tmp_path / "snap", seq=1)  # only the live rows are written, not the spare capacity
+    again = VectorIndex.load(tmp_path / "snap", mmap=True)
+    assert len(again._ids) == len(again._vecs_buf) == len(live)
+    assert np.array_equal(again.search(xq, 10)[1], i_ref)
+    again.remove(ids[:3])
+    again.upsert(np.asarray([9999]), xq[:1])  # copy on first write, then grows
+    assert len(again) == len(live) - 2 and again.search(xq[:1], 1)[1][0, 0] == 9999
+    assert len(VectorIndex.load(tmp_path / "snap", mmap=True)) == len(live)  # the snapshot was not written through

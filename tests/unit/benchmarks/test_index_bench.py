@@ -1,0 +1,45 @@
+"""Smoke test of the index benchmark on tiny synthetic data: exact search is exact, the report is complete."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from kuamo.benchmarks import index as bench
+
+
+def test_bench_functions_on_tiny_data(tmp_path: Path) -> None:
+    ds = bench.synthetic(3000, 40, dim=32, centres=20)
+    assert ds.xb.shape == (3000, 32) and np.allclose(np.linalg.norm(ds.xb, axis=1), 1.0, atol=1e-5)
+    r = bench.bench_dataset(ds, nprobes=(1, 8), rerank_factors=(1, 10), single_budget_s=0.05, flat_budget_s=0.05,
+                            add_batches=2, n_deletes=20, ivf_overrides={"nlist": 32}, log=lambda s: None)
+    assert r["flat"]["recall10"] == 1.0 and r["flat"]["one_recall10"] == 1.0
+    assert len(r["sweep"]) == 4 and all(0.0 <= s["recall10"] <= 1.0 for s in r["sweep"])
+    assert r["ivfpq"]["bytes_codes_per_vector"] < r["ivfpq"]["bytes_flat_per_vector"]
+    assert r["filter"]["exact_path"]["k_fraction"] == 1.0 and r["filter"]["exact_path"]["only_allowed"]
+    assert r["delete"]["n"] == 20 and r["add"]["ntotal_after"] == 5000
+
+    res = {"suite": "index", "quick": True, "machine": bench.machine_info(), "threads": bench.default_threads(),
+           "params": {"k": bench.K, "queries": 40}, "datasets": {ds.name: {**r, "synthetic": True}},
+           "skipped": {"glove": "not run in this test"}, "wall_s": 0.0}
+    res["targets"] = bench.targets(res)
+    assert set(res["targets"]) == {"recall_at_10x_flat_glove_400k", "recall_at_10x_flat_synthetic_1m",
+                                   "pq_codes_le_eighth_of_flat", "delete_one_le_1ms_at_1m", "filter_1pct_returns_k"}
+    assert all({"target", "measured", "met"} <= set(t) for t in res["targets"].values())
+    assert res["targets"]["recall_at_10x_flat_glove_400k"]["met"] is None  # not run: not claimed
+    assert res["targets"]["pq_codes_le_eighth_of_flat"]["met"] is True
+    bench.write_report(res, tmp_path)
+    saved = json.loads((tmp_path / "index_quick.json").read_text())
+    assert saved["targets"].keys() == res["targets"].keys()
+    md = (tmp_path / "index_quick.md").read_text()
+    assert "## Targets" in md and "synthetic-3k" in md
+    assert (tmp_path / "index_quick_recall_qps.png").stat().st_size > 1000
+
+
+def test_recall_at() -> None:
+    gt = np.arange(20).reshape(2, 10)
+    found = gt.copy()
+    found[1, :5] = -1
+    assert bench.recall_at(found, gt) == (0.75, 0.5)
