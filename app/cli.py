@@ -11,7 +11,8 @@ from pathlib import Path
 
 from kuamo.engine.config import DEFAULT_MODEL_DIR
 
-BENCH_SUITES = ("encoders", "index", "batching", "upsert_block", "quality", "server", "personal", "baselines")
+BENCH_SUITES = ("encoders", "index", "batching", "upsert_block", "quality", "server", "personal", "baselines",
+                "reliability")
 
 
 def _cmd_export(args: argparse.Namespace) -> int:

@@ -155,6 +155,22 @@ def _attr(v: Any, numeric: bool) -> AttrValue | None:
     return str(v).strip()
 
 
+def _inside(root: Path, ref: str, pid: int) -> Path:
+    """The image file a row names, which must lie inside the catalog directory: a catalog is data, and must
+    not make the indexer read (and serve the likeness of) /etc/passwd or another tenant's files."""
+    rel = Path(ref)
+    if "\x00" in ref or rel.is_absolute() or ".." in rel.parts:
+        raise RowError("image", f"image path {ref!r} must be relative to the catalog directory, without '..'", pid)
+    path = root / rel
+    try:
+        inside = path.resolve().is_relative_to(root.resolve())
+    except (OSError, RuntimeError) as exc:  # a symlink loop
+        raise RowError("image", f"image path {ref!r} cannot be resolved: {exc}", pid) from None
+    if not inside:
+        raise RowError("image", f"image path {ref!r} leads outside the catalog directory (a symlink)", pid)
+    return path
+
+
 def to_product(row: dict[str, Any], m: ColumnMapping, root: Path) -> tuple[Product, Path | None]:
     """One raw row -> Product and the image file to read (or RowError naming the field)."""
     if "__error__" in row:
@@ -199,9 +215,7 @@ def to_product(row: dict[str, Any], m: ColumnMapping, root: Path) -> tuple[Produ
     if ref is None and m.image_template:
         ref = m.image_template.format(id=pid)
     if ref is not None:
-        image_path = Path(str(ref))
-        if not image_path.is_absolute():
-            image_path = root / image_path
+        image_path = _inside(root, str(ref), pid)
         if not image_path.is_file():
             raise RowError("image", f"missing image: {image_path} does not exist", pid)
     elif m.image_required:

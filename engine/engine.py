@@ -713,6 +713,8 @@ class Engine:
                     if not isinstance(p, Product):
                         raise InvalidInput(f"expected a Product, got {type(p).__name__}", field="product")
                     check_product(p)
+                    # the text tower's limits (length, ...) apply per row: one long description must not fail the chunk
+                    self._validate_text(document_text(p), "description" if p.description.strip() else "title")
                     if p.id in seen:
                         raise InvalidInput(f"id {p.id} appears twice in one upsert", field="id")
                     img = imgs[i]

@@ -12,6 +12,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from kuamo.engine.errors import InvalidInput
 
 _RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
+# Longest side preprocess works on; larger photos are first scaled down to it (ordinary photos are untouched).
+MAX_SIDE = 4096
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -61,13 +63,13 @@ def decode_image(data: bytes, *, max_bytes: int = 20 * 1024 * 1024,
             img.seek(0)  # animated images: first frame
             img.load()
             img = ImageOps.exif_transpose(img)
+            return to_rgb(img)
     except InvalidInput:
         raise
     except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise InvalidInput(f"not a decodable image: {exc}", field="image") from exc
-    except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as exc:
-        raise InvalidInput(f"corrupt or truncated image: {exc}", field="image") from exc
-    return to_rgb(img)
+    except Exception as exc:  # Pillow's plugins raise many types on hostile bytes (TypeError from a bad TIFF...)
+        raise InvalidInput(f"corrupt or truncated image: {type(exc).__name__}: {exc}", field="image") from exc
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
@@ -89,6 +91,10 @@ def preprocess(img: Image.Image, p: ImagePreprocess) -> np.ndarray:
     """RGB image -> float32 CHW tensor normalised as the tower expects."""
     resample = _RESAMPLE[p.interpolation]
     w, h = img.size
+    if max(w, h) > MAX_SIDE:  # a long thin photo (1 x 100000 passes the pixel limit): shrink it first,
+        scale = MAX_SIDE / max(w, h)  # or the padded square / the short-side resize needs gigabytes
+        img = img.resize((max(1, round(w * scale)), max(1, round(h * scale))), resample)
+        w, h = img.size
     if p.fit == "pad":
         side = max(w, h)
         if (w, h) != (side, side):
@@ -97,6 +103,10 @@ def preprocess(img: Image.Image, p: ImagePreprocess) -> np.ndarray:
             img = canvas
         img = img.resize((p.size, p.size), resample)
     else:
+        if max(w, h) > 16 * min(w, h):  # only the centre square survives: drop the far ends of a long strip first
+            cw, ch = min(w, 16 * h), min(h, 16 * w)
+            img = img.crop(((w - cw) // 2, (h - ch) // 2, (w - cw) // 2 + cw, (h - ch) // 2 + ch))
+            w, h = img.size
         scale = p.size / min(w, h)
         img = img.resize((max(p.size, round(w * scale)), max(p.size, round(h * scale))), resample)
         left, top = (img.width - p.size) // 2, (img.height - p.size) // 2

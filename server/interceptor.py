@@ -16,7 +16,7 @@ from typing import Any
 import grpc
 from grpc import aio
 
-from kuamo.engine.errors import KuamoError, Overloaded
+from kuamo.engine.errors import InvalidInput, KuamoError, Overloaded
 from kuamo.server.auth import check_bearer
 from kuamo.server.metrics import ServerMetrics
 from kuamo.server.status import status_of
@@ -25,6 +25,30 @@ log = logging.getLogger("kuamo.server")
 access_log = logging.getLogger("kuamo.access")
 
 UNGUARDED_PREFIXES = ("/grpc.health.v1.",)
+
+
+def _parser(deserializer: Callable[[bytes], Any] | None) -> Callable[[Any], Any]:
+    """Raw request bytes -> message, or InvalidInput (corrupt wire format, invalid UTF-8 in a string)."""
+    if deserializer is None:
+        return lambda raw: raw
+
+    def parse(raw: Any) -> Any:
+        try:
+            return deserializer(raw)
+        except Exception as exc:
+            raise InvalidInput(f"not a valid request message: {exc}", field="request") from exc
+
+    return parse
+
+
+def _each(parse: Callable[[Any], Any]) -> Callable[[AsyncIterator[Any]], AsyncIterator[Any]]:
+    """The same for every message of a request stream (a bad one ends the call with INVALID_ARGUMENT)."""
+
+    async def parsed(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+        async for raw in requests:
+            yield parse(raw)
+
+    return parsed
 
 
 class _Abort(Exception):
@@ -46,18 +70,21 @@ class ServiceInterceptor(aio.ServerInterceptor):
         if handler is None or not guarded:  # health probes: untouched, so they answer under any load
             return handler
         metadata = details.invocation_metadata
-        serde = {"request_deserializer": handler.request_deserializer,
-                 "response_serializer": handler.response_serializer}
+        # Requests arrive as bytes and are parsed inside the wrapper (after auth), so a corrupt message is
+        # INVALID_ARGUMENT instead of the UNKNOWN gRPC answers when its own deserializer raises.
+        one = _parser(handler.request_deserializer)
+        serde = {"request_deserializer": None, "response_serializer": handler.response_serializer}
         if handler.unary_stream:
-            return grpc.unary_stream_rpc_method_handler(self._wrap_stream(handler.unary_stream, method, metadata),
-                                                        **serde)
+            return grpc.unary_stream_rpc_method_handler(
+                self._wrap_stream(handler.unary_stream, method, metadata, one), **serde)
         if handler.stream_stream:
-            return grpc.stream_stream_rpc_method_handler(self._wrap_stream(handler.stream_stream, method, metadata),
-                                                         **serde)
+            return grpc.stream_stream_rpc_method_handler(
+                self._wrap_stream(handler.stream_stream, method, metadata, _each(one)), **serde)
         if handler.stream_unary:
-            return grpc.stream_unary_rpc_method_handler(self._wrap_unary(handler.stream_unary, method, metadata),
-                                                        **serde)
-        return grpc.unary_unary_rpc_method_handler(self._wrap_unary(handler.unary_unary, method, metadata), **serde)
+            return grpc.stream_unary_rpc_method_handler(
+                self._wrap_unary(handler.stream_unary, method, metadata, _each(one)), **serde)
+        return grpc.unary_unary_rpc_method_handler(self._wrap_unary(handler.unary_unary, method, metadata, one),
+                                                   **serde)
 
     # -- the parts ---------------------------------------------------------------------------------
     def _admit(self, metadata: Any) -> bool:
@@ -115,9 +142,10 @@ class ServiceInterceptor(aio.ServerInterceptor):
             self._release(admitted)
         self._finish(method, grpc.StatusCode.OK, t0, context)
 
-    def _wrap_unary(self, behaviour: Callable, method: str, metadata: Any) -> Callable:
+    def _wrap_unary(self, behaviour: Callable, method: str, metadata: Any, parse: Callable) -> Callable:
         async def wrapper(request: Any, context: aio.ServicerContext) -> Any:
             async with self._served(method, metadata, context):
+                request = parse(request)
                 remaining = context.time_remaining()
                 if remaining is not None and remaining <= 0:
                     raise TimeoutError
@@ -128,9 +156,10 @@ class ServiceInterceptor(aio.ServerInterceptor):
 
         return wrapper
 
-    def _wrap_stream(self, behaviour: Callable, method: str, metadata: Any) -> Callable:
+    def _wrap_stream(self, behaviour: Callable, method: str, metadata: Any, parse: Callable) -> Callable:
         async def wrapper(request: Any, context: aio.ServicerContext) -> AsyncIterator[Any]:
             async with self._served(method, metadata, context):
+                request = parse(request)
                 if inspect.isasyncgenfunction(behaviour):
                     async for item in behaviour(request, context):
                         yield item
