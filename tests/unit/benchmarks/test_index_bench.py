@@ -43,3 +43,13 @@ def test_recall_at() -> None:
     found = gt.copy()
     found[1, :5] = -1
     assert bench.recall_at(found, gt) == (0.75, 0.5)
+
+
+def test_large_catalog_path_without_flat_index() -> None:
+    # the 5M path: no flat VectorIndex (memory), no add measurement (the store would double)
+    ds = bench.synthetic(2000, 120, dim=16, centres=10)
+    r = bench.bench_dataset(ds, nprobes=(4,), rerank_factors=(10,), single_budget_s=0.02, flat_budget_s=0.02,
+                            add_batches=0, n_deletes=5, flat_index=False, ivf_overrides={"nlist": 16},
+                            log=lambda s: None)
+    assert r["flat"]["recall10"] == 1.0 and r["add"]["batches"] == 0 and r["add"]["ms_per_1k_p50"] is None
+    assert "_dataset_section" in dir(bench) and "n/a" in bench._dataset_section({**r, "synthetic": True})
