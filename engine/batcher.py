@@ -41,6 +41,7 @@ class _Pending(Generic[T]):
     future: asyncio.Future
     enqueued: float
     cost: int = 0
+    started: float = 0.0  # when its batch began running
 
 
 class DynamicBatcher(Generic[T, R]):
@@ -83,16 +84,22 @@ class DynamicBatcher(Generic[T, R]):
             self._pool = None
 
     async def submit(self, item: T) -> R:
+        return (await self.submit_timed(item))[0]
+
+    async def submit_timed(self, item: T) -> tuple[R, float]:
+        """The result and the seconds the item waited in the queue before its batch began."""
         if not self._running or self._wakeup is None:
             raise NotReady(f"{self.name} batcher is not running")
         if len(self._queue) >= self.cfg.max_queue:
             self.counts["overloaded"] += 1
             raise Overloaded(f"{self.name} queue is full ({self.cfg.max_queue} waiting); retry later")
         fut = asyncio.get_running_loop().create_future()
-        self._queue.append(_Pending(item, fut, time.perf_counter(), self.cost(item) if self.cost else 0))
+        pending = _Pending(item, fut, time.perf_counter(), self.cost(item) if self.cost else 0)
+        self._queue.append(pending)
         self.counts["submitted"] += 1
         self._wakeup.set()
-        return await fut
+        result = await fut
+        return result, pending.started - pending.enqueued
 
     def _take(self) -> list[_Pending[T]]:
         live = [p for p in self._queue if not p.future.done()]
@@ -132,6 +139,8 @@ class DynamicBatcher(Generic[T, R]):
             if not batch:
                 continue
             now = time.perf_counter()
+            for p in batch:
+                p.started = now
             self._waits.extend(now - p.enqueued for p in batch)
             self._sizes[len(batch)] += 1
             self.counts["batches"] += 1

@@ -99,6 +99,7 @@ class _SearchJob:
     profile_vec: np.ndarray | None = None  # the part of qvec that came from the shopper's profile
     exclude: frozenset[int] = frozenset()  # recommendations: never return these
     explain_as: str | None = None  # scores not from qvec alone: explain the base score as this one part
+    queue_ms: float = 0.0  # waiting for an encoder batch
 
 
 RECOMMEND_TAU = 0.05  # how much a weaker interest is discounted in the best-match ranking
@@ -354,17 +355,18 @@ class Engine:
             return np.stack(await asyncio.gather(*(self._image_batcher.submit(bytes(b)) for b in images)))
         return await asyncio.to_thread(self.image_encoder.encode, list(images))
 
-    async def _query_text_vec(self, text: str) -> np.ndarray:
+    async def _query_text_vec(self, text: str) -> tuple[np.ndarray, float]:
+        """The query vector and the seconds it waited for an encoder batch."""
         if self._text_batcher is not None:
-            return await self._text_batcher.submit(text)
-        return (await asyncio.to_thread(self.text_encoder.encode, [text], "query"))[0]
+            return await self._text_batcher.submit_timed(text)
+        return (await asyncio.to_thread(self.text_encoder.encode, [text], "query"))[0], 0.0
 
-    async def _query_image_vec(self, image: bytes) -> np.ndarray:
+    async def _query_image_vec(self, image: bytes) -> tuple[np.ndarray, float]:
         if self.image_encoder is None:
             raise InvalidInput("this engine has no image tower; send text", field="image")
         if self._image_batcher is not None:
-            return await self._image_batcher.submit(image)
-        return (await asyncio.to_thread(self.image_encoder.encode, [image]))[0]
+            return await self._image_batcher.submit_timed(image)
+        return (await asyncio.to_thread(self.image_encoder.encode, [image]))[0], 0.0
 
     # -- search -----------------------------------------------------------------------------------
     def _require_ready(self) -> None:
@@ -409,14 +411,18 @@ class Engine:
         d = self.config.default_weights
         return {name: float(d.get(name, d.get("attribute", 0.25))) for name, v in blocks.items() if v is not None}
 
-    async def _query_blocks(self, q: Query) -> tuple[dict[str, Any], float]:
+    async def _query_blocks(self, q: Query) -> tuple[dict[str, Any], float, float]:
+        """Blocks, encode ms (without the queue wait) and queue ms (the longest wait of the towers, which run
+        side by side)."""
         t0 = time.perf_counter()
         jobs = []
         if q.text is not None:
             jobs.append(self._query_text_vec(q.text))
         if q.image is not None:
             jobs.append(self._query_image_vec(bytes(q.image)))
-        vecs = await asyncio.gather(*jobs)
+        timed = await asyncio.gather(*jobs)
+        vecs = [v for v, _ in timed]
+        queue_ms = max((w for _, w in timed), default=0.0) * 1000
         text_vec = vecs[0] if q.text is not None else None
         image_vec = vecs[-1] if q.image is not None else None
         blocks: dict[str, Any] = {}
@@ -434,13 +440,13 @@ class Engine:
             blocks["price"] = float(q.price)
         for name, v in q.targets.items():
             blocks[name] = float(v)
-        return blocks, (time.perf_counter() - t0) * 1000
+        return blocks, (time.perf_counter() - t0) * 1000 - queue_ms, queue_ms
 
     async def search(self, query: Query) -> SearchResult:
         t0 = time.perf_counter()
         self._require_ready()
         self._validate_query(query)
-        blocks, encode_ms = await self._query_blocks(query)
+        blocks, encode_ms, queue_ms = await self._query_blocks(query)
         qvec = self.layout.query_vector(blocks, self._weights_for(blocks, query.weights)).astype(np.float32)
         profile_vec = None
         if query.user_id is not None:
@@ -449,7 +455,8 @@ class Engine:
             if taste is not None:  # a shopper without events gets the plain search
                 profile_vec = (beta * taste).astype(np.float32)
                 qvec = ((1 - beta) * qvec + profile_vec).astype(np.float32)
-        return await self._run_search(_SearchJob(query, qvec, encode_ms, t0, profile_vec=profile_vec))
+        return await self._run_search(_SearchJob(query, qvec, encode_ms, t0, profile_vec=profile_vec,
+                                                 queue_ms=queue_ms))
 
     async def _run_search(self, job: _SearchJob) -> SearchResult:
         if self._search_batcher is not None:
@@ -680,7 +687,8 @@ class Engine:
                 for final, base, pid, applied in ranked]
         rerank_ms = (time.perf_counter() - t_r) * 1000
         return SearchResult(hits=hits, allowed=None if allowed is None else len(allowed),
-                            timings=Timings(encode_ms=job.encode_ms, filter_ms=job.filter_ms, search_ms=search_ms,
+                            timings=Timings(queue_ms=job.queue_ms, encode_ms=job.encode_ms, filter_ms=job.filter_ms,
+                                            search_ms=search_ms,
                                             rerank_ms=rerank_ms, total_ms=(time.perf_counter() - job.t0) * 1000))
 
     async def search_many(self, queries: Sequence[Query]) -> list[SearchResult]:

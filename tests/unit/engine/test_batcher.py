@@ -138,3 +138,29 @@ def test_submit_before_start_and_after_stop() -> None:
             await b.submit(1)
 
     run(main())
+
+
+def test_submit_timed_reports_the_wait_behind_a_running_batch() -> None:
+    gate = threading.Event()
+
+    def fn(items: list[str]) -> list[str]:
+        if items == ["first"]:
+            gate.wait(LONG)  # the second item queues until this batch is released
+        return [s.upper() for s in items]
+
+    async def main():
+        b = DynamicBatcher(fn, BatcherConfig(max_batch_size=4, max_wait_ms=0), name="t")
+        await b.start()
+        first = asyncio.create_task(b.submit_timed("first"))
+        while b.metrics()["batches"] < 1:
+            await asyncio.sleep(0.001)
+        second = asyncio.create_task(b.submit_timed("second"))
+        await asyncio.sleep(0.05)  # the second item has now waited at least this long
+        gate.set()
+        out = await asyncio.gather(first, second)
+        await b.stop()
+        return out
+
+    (r1, w1), (r2, w2) = run(main())
+    assert (r1, r2) == ("FIRST", "SECOND")
+    assert w2 >= 0.05 > w1 >= 0.0
