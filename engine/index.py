@@ -27,7 +27,10 @@ EXACT_BLOCK = 1 << 24  # scores per exact-search block (64 MiB of float32): boun
 
 @dataclass(frozen=True, kw_only=True)
 class IndexConfig:
-    flat_threshold: int = 50_000  # below this many vectors: exact search, no training
+    # Below this many vectors: exact search, no training. The exact scan reads every vector per query: on the
+    # 20,873-product fashion catalog (772-d fused) it took 1.3-3 ms against 0.48 ms for IVF-PQ at recall@10
+    # 0.997 (nprobe 16, rf 10), for a one-off ~70 s of training on 2 cores.
+    flat_threshold: int = 15_000
     nlist: int | None = None  # IVF lists; None = 4 * sqrt(n), clipped to [16, 65536]
     m: int | None = None  # PQ sub-quantisers; None = largest divisor of dim giving >= 4 dims each, <= dim/4
     nbits: int = 8

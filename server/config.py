@@ -28,7 +28,10 @@ class ServerConfig:
     tls_key: Path | None = None
     tls_client_ca: Path | None = None  # set = clients must present a certificate signed by it
     insecure: bool = False  # allow a non-loopback address without auth
-    max_inflight: int = 256  # admission limit; beyond it RESOURCE_EXHAUSTED at once
+    # Admission limit; beyond it RESOURCE_EXHAUSTED at once. Latency under overload ~ max_inflight / capacity:
+    # 256 favours throughput; about 4 per core bounds it (8 on 2 cores kept admitted p99 near normal p99 at 4x
+    # capacity, benchmarks/results/reliability.md). Set it with KUAMO_SERVER_MAX_INFLIGHT or the TOML file.
+    max_inflight: int = 256
     max_message_mb: int = 16  # largest request message (an upsert message carries one photo)
     batching: bool = True  # False = encoder batches of one (the baseline the benchmark compares against)
     max_batch_size: int = 32  # text
@@ -41,7 +44,9 @@ class ServerConfig:
     max_queue: int = 1024
     text_workers: int = 1  # text batches run at once (with ort_threads=1: several single-thread sessions)
     ort_threads: int = 0  # ONNX Runtime intra-op threads per session (0 = one per core)
-    ort_spinning: bool = True  # idle ORT threads spin briefly: lower latency, but they compete for cores
+    # Idle ORT threads spinning after each run steal the cores the gRPC threads, the other tower and the clients
+    # need: off, one-client text search went 20.0 -> 10.4 ms p50 and 8 clients 113 -> 128 qps (2-core Xeon)
+    ort_spinning: bool = False
     stream_window: int = 64  # queries of one SearchStream in flight at once
     grace_s: float = 5.0  # graceful shutdown: in-flight calls get this long to finish
     log_access: bool = False
