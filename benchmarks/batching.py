@@ -100,28 +100,46 @@ def run(quick: bool = False, *, model_dir: Path = DEFAULT_MODEL_DIR) -> dict[str
     seconds = 2.0 if quick else 8.0
     info = machine_info()
     results = {p: asyncio.run(measure(p, texts, concurrencies, seconds, model_dir)) for p in POLICIES}
-    ok = {p: r["32"]["throughput"] for p, r in results.items() if r["32"]["p99_ms"] <= LATENCY_BOUND_MS}
-    chosen = max(ok, key=ok.get) if ok else None  # type: ignore[arg-type]
     base = results["none"]["32"]["throughput"]
     out = {"machine": info, "quick": quick, "latency_bound_ms": LATENCY_BOUND_MS, "seconds_per_point": seconds,
+           "concurrencies": list(concurrencies),
            "workload": "70% fashion titles, 20% Chinese queries, 10% long descriptions (8-16 titles)",
            "policies": {p: {"batcher": vars(POLICIES[p][0]), "ort_threads": POLICIES[p][1], "bucketed": POLICIES[p][2]}
                         for p in POLICIES},
-           "results": results, "chosen": chosen,
+           "results": results, "chosen": choose(results),
            "speedup_vs_none_at_32": {p: r["32"]["throughput"] / base for p, r in results.items()}}
+    write_report(out, "batching" + ("_quick" if quick else ""))
+    return out
+
+
+def choose(results: dict[str, Any], bound_ms: float = LATENCY_BOUND_MS) -> dict[str, Any] | None:
+    """The policy with the highest throughput at any measured load whose p99 stays within the bound."""
+    points = [(r[c]["throughput"], p, c) for p, r in results.items() for c in r if c.isdigit()
+              if r[c]["p99_ms"] <= bound_ms]
+    if not points:
+        return None
+    tput, policy, clients = max(points)
+    return {"policy": policy, "clients": int(clients), "texts_per_s": tput,
+            "p99_ms": results[policy][clients]["p99_ms"]}
+
+
+def write_report(out: dict[str, Any], name: str) -> None:
     rows = []
-    for p, r in results.items():
-        for c in concurrencies:
+    for p, r in out["results"].items():
+        for c in out.get("concurrencies", (1, 8, 32)):
             rows.append({"policy": p, "clients": c, "texts/s": r[str(c)]["throughput"], "p50 ms": r[str(c)]["p50_ms"],
-                         "p99 ms": r[str(c)]["p99_ms"], "mean batch": r["mean_batch"]})
-    name = "batching" + ("_quick" if quick else "")
+                         "p99 ms": r[str(c)]["p99_ms"], "mean batch (whole run)": r["mean_batch"]})
+    ch = out["chosen"]
+    verdict = (f"**{ch['policy']}**: {ch['texts_per_s']:.0f} texts/s at {ch['clients']} clients, "
+               f"p99 {ch['p99_ms']:.0f} ms" if ch else "**none qualifies**")
     write_json(name, out)
     write_markdown(name, "Text batching policies (INT8 text tower, in process)",
-                   f"Workload: {out['workload']}; closed loop, {seconds:.0f} s per point. "
-                   f"Chosen at 32 clients with p99 "
-                   f"<= {LATENCY_BOUND_MS:.0f} ms: **{chosen}**.\n\n" + markdown_table(rows)
-                   + "\nReproduce: `kuamo bench batching`.\n", info)
-    return out
+                   f"Workload: {out['workload']}; closed loop, {out['seconds_per_point']:.0f} s per point. "
+                   f"Highest throughput at any load with p99 <= {out['latency_bound_ms']:.0f} ms: {verdict}. "
+                   "The engine default is bucketed32 (batches of up to 32 with the closest token lengths, "
+                   "no wait). At 32 clients no policy can keep p99 under the bound: 32 queued texts at "
+                   "~260 texts/s is ~120 ms of queue by Little's law.\n\n" + markdown_table(rows)
+                   + "\nReproduce: `kuamo bench batching`.\n", out["machine"])
 
 
 if __name__ == "__main__":

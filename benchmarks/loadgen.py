@@ -34,6 +34,7 @@ class LoadResult:
     codes: Counter = field(default_factory=Counter)
     server_ms: list[float] = field(default_factory=list)  # the server's own total_ms of OK calls
     encode_ms: list[float] = field(default_factory=list)
+    queue_ms: list[float] = field(default_factory=list)  # the server's time waiting for an encoder batch
     seconds: float = 0.0
 
     def summary(self) -> dict[str, Any]:
@@ -43,7 +44,15 @@ class LoadResult:
                 "refused_latency": latency_stats(self.refused), "codes": dict(self.codes),
                 "server_total": latency_stats([m / 1000 for m in self.server_ms]),
                 "server_encode": latency_stats([m / 1000 for m in self.encode_ms]),
+                "server_queue": latency_stats([m / 1000 for m in self.queue_ms]),
                 "seconds": round(self.seconds, 2)}
+
+    def add_ok(self, seconds: float, r: pb.SearchResponse) -> None:
+        self.latencies.append(seconds)
+        self.codes["OK"] += 1
+        self.server_ms.append(r.timings.total_ms)
+        self.encode_ms.append(r.timings.encode_ms)
+        self.queue_ms.append(r.timings.queue_ms)
 
 
 def _channels(target: str, n: int) -> list[aio.Channel]:
@@ -62,10 +71,7 @@ async def _one(stub: pb_grpc.SearchServiceStub, req: pb.SearchRequest, res: Load
         if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
             res.refused.append(dt)
         return
-    res.latencies.append(time.perf_counter() - t0)
-    res.codes["OK"] += 1
-    res.server_ms.append(r.timings.total_ms)
-    res.encode_ms.append(r.timings.encode_ms)
+    res.add_ok(time.perf_counter() - t0, r)
 
 
 async def closed_loop(target: str, requests: Sequence[pb.SearchRequest], *, concurrency: int, duration_s: float,
@@ -118,6 +124,52 @@ async def open_loop(target: str, requests: Sequence[pb.SearchRequest], *, rate_q
     res.seconds = time.perf_counter() - t0
     for c in chans:
         await c.close()
+    return res
+
+
+async def stream_closed_loop(target: str, requests: Sequence[pb.SearchRequest], *, concurrency: int,
+                             duration_s: float, timeout: float = 60.0, warmup_s: float = 1.0) -> LoadResult:
+    """`concurrency` clients, each with one long SearchStream: send a query, wait for its answer, send the next
+    (the streaming twin of closed_loop). A per-item error in a stream counts under its code."""
+    (chan,) = _channels(target, 1)
+    stub = pb_grpc.SearchServiceStub(chan)
+    res = LoadResult()
+    stop_at = time.perf_counter() + warmup_s + duration_s
+    measure_from = time.perf_counter() + warmup_s
+
+    async def client(i: int) -> None:
+        outbox: asyncio.Queue[pb.SearchRequest | None] = asyncio.Queue()
+
+        async def gen() -> Any:
+            while (req := await outbox.get()) is not None:
+                yield req
+
+        call = stub.SearchStream(gen(), timeout=timeout)
+        j = i * 7919
+        try:
+            while time.perf_counter() < stop_at:
+                t0 = time.perf_counter()
+                await outbox.put(requests[j % len(requests)])
+                j += 1
+                r = await call.read()
+                if r is aio.EOF:
+                    break
+                if t0 < measure_from:
+                    continue
+                if r.HasField("error"):
+                    res.codes[grpc.StatusCode(r.error.code).name if r.error.code else "ERROR"] += 1
+                else:
+                    res.add_ok(time.perf_counter() - t0, r)
+        except aio.AioRpcError as exc:
+            res.codes[exc.code().name] += 1
+        finally:
+            await outbox.put(None)
+            call.cancel()
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(client(i) for i in range(concurrency)))
+    res.seconds = time.perf_counter() - max(t0, measure_from)
+    await chan.close()
     return res
 
 

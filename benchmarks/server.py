@@ -1,7 +1,9 @@
 """Server benchmark: end-to-end gRPC latency for text and photo queries at one client, 32 concurrent
-clients with batching on vs off, overload behaviour, and the gRPC overhead vs calling the engine
-in-process. The server runs as its own process (`kuamo serve`) on loopback over the indexed fashion
-catalog; the load comes from this process.
+clients with batching on vs off, overload behaviour, the gRPC overhead vs calling the engine
+in-process, and a load sweep: closed loop at 1..64 clients, open loop (Poisson) at fixed rates,
+SearchStream, mixed text/photo traffic, each with the server's queue vs compute split; plots of
+throughput vs concurrency and latency CDFs. The server runs as its own process (`kuamo serve`) on
+loopback over the indexed fashion catalog; the load comes from this process.
 
     kuamo bench server [--quick]
 
@@ -24,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from kuamo.benchmarks.common import RESULTS_DIR, latency_stats, machine_info, markdown_table, write_json, write_markdown
-from kuamo.benchmarks.loadgen import closed_loop, sequential
+from kuamo.benchmarks.loadgen import LoadResult, closed_loop, open_loop, sequential, stream_closed_loop
 from kuamo.engine.config import DEFAULT_MODEL_DIR
 from kuamo.proto.kuamo.v1 import kuamo_pb2 as pb
 
@@ -140,14 +142,21 @@ def run(quick: bool = False, *, models: Path = DEFAULT_MODEL_DIR, data: Path = D
         "text": f"{n_text} (3 in 4 real fashion titles, 1 in 4 Chinese queries from tests/data/zh_queries.tsv)",
         "image": f"{n_image} real catalog photos", "k": 10}}
 
+    raw: dict[str, LoadResult] = {}  # for the latency CDFs
     with server_process(models, data, batching=True) as target:
         inter = asyncio.run(_interleaved(target, models, data, texts))
-        one_text = asyncio.run(sequential(target, text_reqs)).summary()
-        one_image = asyncio.run(sequential(target, image_reqs)).summary()
-        c32_on = asyncio.run(closed_loop(target, text_reqs, concurrency=32, duration_s=phase_s)).summary()
+        raw["one client, text"] = asyncio.run(sequential(target, text_reqs))
+        raw["one client, photo"] = asyncio.run(sequential(target, image_reqs))
+        raw["32 clients, text, batching on"] = asyncio.run(closed_loop(target, text_reqs, concurrency=32,
+                                                                       duration_s=phase_s))
+        one_text, one_image = raw["one client, text"].summary(), raw["one client, photo"].summary()
+        c32_on = raw["32 clients, text, batching on"].summary()
         over = asyncio.run(closed_loop(target, text_reqs, concurrency=256, duration_s=phase_s, channels=8)).summary()
+        out["load"] = _load_sweep(target, text_reqs, image_reqs, c32_on["throughput_qps"], quick=quick, raw=raw)
     with server_process(models, data, batching=False) as target:
-        c32_off = asyncio.run(closed_loop(target, text_reqs, concurrency=32, duration_s=phase_s)).summary()
+        raw["32 clients, text, batching off"] = asyncio.run(closed_loop(target, text_reqs, concurrency=32,
+                                                                        duration_s=phase_s))
+        c32_off = raw["32 clients, text, batching off"].summary()
     inproc = inter["in_process"]
 
     # two views of the gRPC cost: client latency minus the engine's own time for the same request,
@@ -174,9 +183,91 @@ def run(quick: bool = False, *, models: Path = DEFAULT_MODEL_DIR, data: Path = D
     out["interleaved_grpc_text"] = inter["grpc"]
     out["grpc_overhead"] = {"grpc_minus_in_process_p50_ms": overhead_inproc_view,
                             "client_minus_server_engine_time_p50_ms": overhead_server_view}
-    write_json("server" + ("_quick" if quick else ""), out)
+    name = "server" + ("_quick" if quick else "")
+    out["plots"] = _plots(out, raw, name)
+    write_json(name, out)
     write_markdown("server" + ("_quick" if quick else ""), "Server benchmark (gRPC, loopback)", _markdown(out), info)
     return out
+
+
+SWEEP_CLIENTS = (1, 2, 4, 8, 16, 32, 64)
+
+
+def _split(s: dict[str, Any]) -> dict[str, Any]:
+    """One table row: client-side percentiles, throughput, errors, and the server's queue vs compute split."""
+    lat, q, tot = s["latency"], s["server_queue"], s["server_total"]
+    return {"ok": s["ok"], "qps": s["throughput_qps"], **{f"{p} ms": lat.get(f"{p}_ms") for p in ("p50", "p90", "p95",
+                                                                                                  "p99")},
+            "errors": sum(v for k, v in s["codes"].items() if k != "OK"), "refused": s["refused"],
+            "server queue p50 ms": q.get("p50_ms"), "server compute p50 ms":
+                None if not tot.get("n") else tot["p50_ms"] - q.get("p50_ms", 0.0)}
+
+
+def _load_sweep(target: str, text_reqs: list, image_reqs: list, capacity_qps: float, *, quick: bool,
+                raw: dict[str, LoadResult]) -> dict[str, Any]:
+    """Closed loop at 1..64 clients; open loop at 50 % and 90 % of the 32-client capacity; 8 SearchStream
+    clients; mixed traffic (3 text queries : 1 photo) at 8 clients."""
+    step_s = 2.0 if quick else 6.0
+    sweep = {}
+    for c in SWEEP_CLIENTS:
+        sweep[c] = asyncio.run(closed_loop(target, text_reqs, concurrency=c, duration_s=step_s)).summary()
+    opened = {}
+    for frac in (0.5, 0.9):
+        r = asyncio.run(open_loop(target, text_reqs, rate_qps=frac * capacity_qps, duration_s=step_s, seed=7))
+        raw[f"open loop, text, {frac:.0%} of capacity"] = r
+        opened[f"{frac:.0%}"] = {"rate_qps": frac * capacity_qps, **r.summary()}
+    raw["8 SearchStream clients, text"] = asyncio.run(stream_closed_loop(target, text_reqs, concurrency=8,
+                                                                         duration_s=step_s))
+    mixed = [r for i, t in enumerate(text_reqs) for r in ((t,) if i % 3 else (t, image_reqs[i % len(image_reqs)]))]
+    raw["8 clients, mixed text + photo"] = asyncio.run(closed_loop(target, mixed, concurrency=8, duration_s=step_s))
+    return {"seconds_per_point": step_s, "closed_loop_text": sweep, "open_loop_text": opened,
+            "stream_8_clients_text": raw["8 SearchStream clients, text"].summary(),
+            "mixed_8_clients": {"mix": "3 text queries : 1 photo", **raw["8 clients, mixed text + photo"].summary()}}
+
+
+def _plots(o: dict[str, Any], raw: dict[str, LoadResult], name: str) -> dict[str, str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    files = {}
+    sweep = o["load"]["closed_loop_text"]
+    cs = sorted(sweep, key=int)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ax.plot(cs, [sweep[c]["throughput_qps"] for c in cs], "o-", color="C0", label="throughput")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("closed-loop clients (text search over gRPC)")
+    ax.set_ylabel("queries / s", color="C0")
+    ax2 = ax.twinx()
+    for p, style in (("p50", "s--"), ("p99", "^:")):
+        ax2.plot(cs, [sweep[c]["latency"].get(f"{p}_ms") for c in cs], style, color="C3", label=f"{p} latency")
+    ax2.set_ylabel("latency, ms", color="C3")
+    ax2.set_yscale("log")
+    fig.legend(loc="upper left", fontsize=8)
+    ax.set_title("kuamo server: throughput and latency vs concurrency")
+    fig.tight_layout()
+    files["throughput_vs_concurrency"] = f"{name}_throughput.png"
+    fig.savefig(RESULTS_DIR / files["throughput_vs_concurrency"], dpi=110)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for label, r in raw.items():
+        ms = np.sort(np.asarray(r.latencies)) * 1e3
+        if len(ms):
+            ax.plot(ms, np.arange(1, len(ms) + 1) / len(ms), label=f"{label} (p50 {np.median(ms):.1f} ms)")
+    ax.set_xscale("log")
+    ax.set_xlabel("client-side latency, ms")
+    ax.set_ylabel("fraction of queries")
+    ax.set_title("kuamo server: latency CDF per configuration (loopback gRPC)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    files["latency_cdf"] = f"{name}_latency_cdf.png"
+    fig.savefig(RESULTS_DIR / files["latency_cdf"], dpi=110)
+    plt.close(fig)
+    return files
 
 
 def _markdown(o: dict[str, Any]) -> str:
@@ -198,7 +289,25 @@ def _markdown(o: dict[str, Any]) -> str:
             + f"\nSame text queries interleaved (gRPC / in-process engine, alternating order): p50 {ig['p50_ms']:.2f}"
             f" / {ip['p50_ms']:.2f} ms, p99 {ig['p99_ms']:.2f} / {ip['p99_ms']:.2f} ms. Client latency minus the"
             f" server's own engine time: {ov:.2f} ms at p50."
+            + _load_markdown(o) +
             f"\n\nReproduce: `kuamo bench server` (results in {RESULTS_DIR}/server.json).\n")
+
+
+def _load_markdown(o: dict[str, Any]) -> str:
+    ld = o["load"]
+    rows = [{"load": f"closed loop, {c} clients", **_split(s)} for c, s in ld["closed_loop_text"].items()]
+    rows += [{"load": f"open loop (Poisson) at {k} of the 32-client capacity ({s['rate_qps']:.0f} /s)", **_split(s)}
+             for k, s in ld["open_loop_text"].items()]
+    rows.append({"load": "SearchStream, 8 clients (one stream each, query after answer)",
+                 **_split(ld["stream_8_clients_text"])})
+    rows.append({"load": f"closed loop, 8 clients, mixed ({ld['mixed_8_clients']['mix']})",
+                 **_split(ld["mixed_8_clients"])})
+    plots = o.get("plots", {})
+    return (f"\n\n## Load sweep (text queries unless stated; {ld['seconds_per_point']:.0f} s per point)\n\n"
+            "Server queue = time a query waited for an encoder batch; compute = the rest of the server's own time "
+            "(encode, search, re-rank); the remainder of the client latency is gRPC, the event loops and the "
+            "clients themselves, which share the 2 cores with the server.\n\n" + markdown_table(rows)
+            + "".join(f"\n![{k}]({v})\n" for k, v in plots.items()))
 
 
 if __name__ == "__main__":
