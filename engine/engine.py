@@ -248,6 +248,7 @@ class Engine:
         if self.index_dir.exists():
             try:
                 index = VectorIndex.load(self.index_dir, mmap=True)
+                index.cfg = self.config.index  # search settings and thresholds are the operator's, not the snapshot's
                 if index.dim != self.layout.dim:
                     raise ArtifactError(f"snapshot is {index.dim}-d, layout is {self.layout.dim}-d")
                 seq = int(index.seq)

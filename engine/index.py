@@ -34,7 +34,10 @@ class IndexConfig:
     nlist: int | None = None  # IVF lists; None = 4 * sqrt(n), clipped to [16, 65536]
     m: int | None = None  # PQ sub-quantisers; None = largest divisor of dim giving >= 4 dims each, <= dim/4
     nbits: int = 8
-    nprobe: int = 16
+    # Lists probed per query. Real text queries on the fashion catalog (577 lists) vs exact: recall@10 0.970 at
+    # 16, 0.991 at 32, 0.999 at 64 (0.14 / 0.16 / 0.22 ms per query); cross-modal queries sit farther from
+    # the product vectors than product-like queries do, so they need more lists.
+    nprobe: int = 64
     rerank_factor: int = 10
     max_nprobe: int = 1024
     max_rerank_factor: int = 100

@@ -219,6 +219,17 @@ def test_reopen_uses_snapshot_and_replays(tmp_path) -> None:
     run(eng2.close())
 
 
+def test_reopen_applies_the_configured_index_settings_not_the_snapshots(tmp_path) -> None:
+    eng = make_engine(tmp_path, index=IndexConfig(nprobe=7, rerank_factor=3))
+    products, images = catalog()
+    run(eng.upsert(products, images))
+    run(eng.close())
+    eng2 = make_engine(tmp_path, index=IndexConfig(nprobe=9, rerank_factor=5))
+    assert eng2.recovery["mode"].startswith("snapshot@")
+    assert (eng2.index.cfg.nprobe, eng2.index.cfg.rerank_factor) == (9, 5)
+    run(eng2.close(snapshot=False))
+
+
 def test_corrupt_snapshot_triggers_rebuild(tmp_path) -> None:
     eng = make_engine(tmp_path)
     products, images = catalog()
