@@ -13,11 +13,7 @@ Writes benchmarks/results/server.json and server.md.
 from __future__ import annotations
 
 import asyncio
-import os
 import random
-import re
-import signal
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -27,6 +23,7 @@ from typing import Any
 
 from kuamo.benchmarks.common import RESULTS_DIR, latency_stats, machine_info, markdown_table, write_json, write_markdown
 from kuamo.benchmarks.loadgen import LoadResult, closed_loop, open_loop, sequential, stream_closed_loop
+from kuamo.benchmarks.serving import serving
 from kuamo.engine.config import DEFAULT_MODEL_DIR
 from kuamo.proto.kuamo.v1 import kuamo_pb2 as pb
 
@@ -40,31 +37,9 @@ TARGETS = {"text_p50_ms": 10.0, "text_p99_ms": 25.0, "image_p50_ms": 20.0, "batc
 def server_process(models: Path, data: Path, *, batching: bool = True, max_inflight: int = 64,
                    timeout_s: float = 600) -> Iterator[str]:
     """`kuamo serve` on a free loopback port; yields the target once it is SERVING; SIGINT on exit."""
-    cmd = [sys.executable, "-m", "kuamo.cli", "serve", "--port", "0", "--metrics-port", "-1", "--models",
-           str(models), "--data", str(data)] + ([] if batching else ["--no-batching"])
-    env = {**os.environ, "KUAMO_SERVER_MAX_INFLIGHT": str(max_inflight)}
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
-    try:
-        deadline = time.monotonic() + timeout_s
-        target = None
-        assert proc.stdout is not None
-        while time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if not line:
-                raise RuntimeError(f"server exited with {proc.wait()} before serving")
-            m = re.search(r"serving on ([\d.]+:\d+)", line)
-            if m:
-                target = m.group(1)
-                break
-        if target is None:
-            raise TimeoutError("server did not start")
-        yield target
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    with serving(models, data, max_inflight=max_inflight, timeout_s=timeout_s,
+                 extra_args=() if batching else ("--no-batching",)) as s:
+        yield s.target
 
 
 def _requests(catalog: Path, n_text: int, n_image: int, seed: int = 0) -> tuple[list, list, list[str]]:

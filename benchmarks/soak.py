@@ -30,7 +30,8 @@ import numpy as np
 from grpc import aio
 
 from kuamo.benchmarks.common import RESULTS_DIR, latency_stats, machine_info, markdown_table, write_json, write_markdown
-from kuamo.benchmarks.reliability import DATA_DIR, copy_data, rss_mib, serving
+from kuamo.benchmarks.reliability import DATA_DIR, copy_data, rss_mib
+from kuamo.benchmarks.serving import serving
 from kuamo.engine.config import DEFAULT_MODEL_DIR
 from kuamo.proto.kuamo.v1 import kuamo_pb2 as pb
 from kuamo.proto.kuamo.v1 import kuamo_pb2_grpc as pb_grpc

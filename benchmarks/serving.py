@@ -1,0 +1,76 @@
+"""`kuamo serve` as a child process on a free loopback port, for the benchmarks that measure it from outside."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class Server:
+    proc: subprocess.Popen
+    target: str
+    log: Path | None
+    metrics_port: int | None = None
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+
+def start_server(models: Path, data: Path, log: Path | None = None, *, max_inflight: int = 256,
+                 timeout_s: float = 300, metrics: bool = False, extra_args: Sequence[str] = ()) -> Server:
+    """Start the server (stderr appended to `log`, or discarded) and return once it is SERVING."""
+    cmd = [sys.executable, "-m", "kuamo.cli", "serve", "--port", "0", "--metrics-port", "0" if metrics else "-1",
+           "--models", str(models), "--data", str(data), *extra_args]
+    env = {**os.environ, "KUAMO_SERVER_MAX_INFLIGHT": str(max_inflight)}
+    if log is None:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+    else:
+        with open(log, "ab") as err:
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True, env=env)
+    assert proc.stdout is not None
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"server exited with {proc.wait()} before serving (log: {log})")
+        m = re.search(r"serving on ([\d.]+:\d+)(?:, metrics on :(\d+))?", line)
+        if m:
+            return Server(proc, m.group(1), log, int(m.group(2)) if m.group(2) else None)
+    proc.kill()
+    raise TimeoutError("server did not start")
+
+
+def stop_server(s: Server, *, kill: bool = False) -> None:
+    """SIGINT (graceful) or SIGKILL; escalates to a kill after 60 s."""
+    if s.alive():
+        s.proc.send_signal(signal.SIGKILL if kill else signal.SIGINT)
+        try:
+            s.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            s.proc.kill()
+            s.proc.wait()
+    if s.proc.stdout is not None:
+        s.proc.stdout.close()
+
+
+@contextmanager
+def serving(models: Path, data: Path, log: Path | None = None, **kw: Any) -> Iterator[Server]:
+    s = start_server(models, data, log, **kw)
+    try:
+        yield s
+    finally:
+        stop_server(s)
