@@ -740,8 +740,9 @@ def _markdown(r: dict[str, Any], files: dict[str, str]) -> str:
                          f"e2e QPS {CONCURRENCY} clients": e2e["concurrent_batching_on"]["qps"],
                          "codes MiB": v["bytes_codes"] / 2**20, "re-rank store MiB": v["bytes_rerank_store"] / 2**20})
         parts.append("Vector search alone = one INT8 query vector per `VectorIndex.search` call (kuamo's default "
-                     "IndexConfig at each size: flat below 50k, IVF-PQ above, search settings tuned as in 1); end to "
-                     "end = INT8 encode + search per query (1 client) and through the batchers with "
+                     f"IndexConfig at each size: flat below {IndexConfig().flat_threshold:,} vectors, IVF-PQ above, "
+                     "search settings tuned as in 1); end to end = INT8 encode + search per query (1 client) and "
+                     "through the batchers with "
                      f"{CONCURRENCY} clients. Memory = PQ codes (or flat float32) + the float32 re-rank store, from "
                      "VectorIndex.stats().\n\n")
         parts.append(markdown_table(rows, floatfmt=".4g"))
