@@ -29,8 +29,8 @@ class ServerConfig:
     tls_client_ca: Path | None = None  # set = clients must present a certificate signed by it
     insecure: bool = False  # allow a non-loopback address without auth
     # Admission limit; beyond it RESOURCE_EXHAUSTED at once. Latency under overload ~ max_inflight / capacity:
-    # 256 favours throughput; about 4 per core bounds it (8 on 2 cores kept admitted p99 near normal p99 at 4x
-    # capacity, benchmarks/results/reliability.md). Set it with KUAMO_SERVER_MAX_INFLIGHT or the TOML file.
+    # 256 favours throughput; about 2 per core bounds it (4 on 2 cores: admitted p99 1.4x normal p99 at 4x
+    # capacity; 8 gave 2.4x; benchmarks/results/reliability.md). KUAMO_SERVER_MAX_INFLIGHT or the TOML file.
     max_inflight: int = 256
     max_message_mb: int = 16  # largest request message (an upsert message carries one photo)
     batching: bool = True  # False = encoder batches of one (the baseline the benchmark compares against)
