@@ -189,20 +189,42 @@ def run(minutes: float = 20.0, *, window_s: float | None = None, models: Path = 
 
 
 def _summary(wins: list[dict]) -> dict[str, Any]:
+    """Errors, RSS and text latency from the first full windows to the last ones (a trailing window cut short
+    by the end of the run is left out: a few calls make no percentile)."""
     if not wins:
         return {}
+    median_calls = float(np.median([sum(w["calls"].values()) for w in wins]))
+    full = [w for w in wins if sum(w["calls"].values()) >= 0.5 * median_calls] or wins
     errors = [sum(w["errors"].values()) for w in wins]
-    rss = [(w["t_s"], w["rss_mib"]) for w in wins if w["rss_mib"] is not None]
+    rss = [(w["t_s"], w["rss_mib"]) for w in full if w["rss_mib"] is not None]
     slope = float(np.polyfit([t for t, _ in rss], [v for _, v in rss], 1)[0]) * 60 if len(rss) >= 2 else None
-    p99 = [w["latency"].get("search_text", {}).get("p99_ms") for w in wins]
+    p99 = [w["latency"].get("search_text", {}).get("p99_ms") for w in full]
+    p99 = [v for v in p99 if v is not None]
+    n = max(1, min(3, len(full) // 3))
+    t_min = [w["t_s"] / 60 for w in full if w["latency"].get("search_text", {}).get("p99_ms") is not None]
+    trend = float(np.polyfit(t_min, p99, 1)[0]) if len(p99) >= 3 else None
+    first, last = (float(np.mean(p99[:n])), float(np.mean(p99[-n:]))) if p99 else (None, None)
+    rss_v = [v for _, v in rss]
     return {"errors_per_window": errors, "errors_first_window": errors[0], "errors_last_window": errors[-1],
-            "rss_first_mib": rss[0][1] if rss else None, "rss_last_mib": rss[-1][1] if rss else None,
-            "rss_slope_mib_per_min": slope, "search_text_p99_ms_first": p99[0], "search_text_p99_ms_last": p99[-1],
+            "full_windows": len(full), "rss_first_mib": rss_v[0] if rss_v else None,
+            "rss_last_mib": rss_v[-1] if rss_v else None, "rss_max_mib": max(rss_v, default=None),
+            "rss_growth_pct": 100 * (rss_v[-1] / rss_v[0] - 1) if rss_v else None,
+            "rss_max_growth_pct": 100 * (max(rss_v) / rss_v[0] - 1) if rss_v else None,
+            "rss_slope_mib_per_min": slope, "text_p99_windows_averaged": n,
+            "search_text_p99_ms_first": first, "search_text_p99_ms_last": last,
+            "search_text_p99_ms_range": [min(p99), max(p99)] if p99 else None,
+            "search_text_p99_trend_ms_per_min": trend,
+            "search_text_p99_window_std_ms": float(np.std(p99)) if p99 else None,
             "calls": sum(sum(w["calls"].values()) for w in wins)}
+
+
+def _f(v: float | None, nd: int = 1) -> str:
+    return "n/a" if v is None else f"{v:.{nd}f}"
 
 
 def _markdown(o: dict[str, Any]) -> str:
     s = o["summary"]
+    lo, hi = s.get("search_text_p99_ms_range") or (None, None)
     rows = [{"t s": w["t_s"], "calls": sum(w["calls"].values()), "errors": sum(w["errors"].values()),
              "text p50 ms": w["latency"].get("search_text", {}).get("p50_ms"),
              "text p99 ms": w["latency"].get("search_text", {}).get("p99_ms"),
@@ -215,9 +237,14 @@ def _markdown(o: dict[str, Any]) -> str:
     return (note + f"{o['searchers']} searching clients (~20 ms pause between queries, 1 in 10 by photo), one "
             "ingester (8 real products with photos per Upsert, ~1/s), one janitor (deletes half of what was "
             f"ingested every 2 s, polls Stats); windows of {o['window_s']:g} s.\n\n" + markdown_table(rows)
-            + f"\nCalls {s.get('calls')}; errors per window {s.get('errors_per_window')}; RSS "
-              f"{s.get('rss_first_mib')} -> {s.get('rss_last_mib')} MiB (slope {s.get('rss_slope_mib_per_min')} "
-              f"MiB/min); text p99 {s.get('search_text_p99_ms_first')} -> {s.get('search_text_p99_ms_last')} ms. "
+            + f"\nCalls {s.get('calls')}; errors per window {s.get('errors_per_window')}. Over the "
+              f"{s.get('full_windows')} full windows: RSS {_f(s.get('rss_first_mib'))} -> {_f(s.get('rss_last_mib'))} "
+              f"MiB ({_f(s.get('rss_growth_pct'), 2)}%, max {_f(s.get('rss_max_growth_pct'), 2)}% above the first "
+              f"window, slope {_f(s.get('rss_slope_mib_per_min'), 3)} MiB/min); text p99, mean of the first vs the "
+              f"last {s.get('text_p99_windows_averaged')} windows, {_f(s.get('search_text_p99_ms_first'))} -> "
+              f"{_f(s.get('search_text_p99_ms_last'))} ms (windows {_f(lo)}-{_f(hi)} ms, std "
+              f"{_f(s.get('search_text_p99_window_std_ms'))} ms; linear trend "
+              f"{_f(s.get('search_text_p99_trend_ms_per_min'), 2)} ms/min). "
               f"At the end: {o['final']}, server alive {o['server_alive']}, internal errors in the server log "
               f"{o['server_log_internal_errors']}.\n\nReproduce: `flock /tmp/kuamo-bench.lock python -m "
               f"kuamo.benchmarks.soak` (results in {RESULTS_DIR}/soak.json).\n")
