@@ -58,7 +58,7 @@ def ensure_index(catalog: Path, cfg: ServerConfig) -> None:
 
     print(f"indexing {catalog} into {cfg.data_dir} (first run only)", file=sys.stderr, flush=True)
     report = index_catalog(catalog / "products.csv", config=engine_config(cfg))
-    print(f"indexed {report.accepted} products in {report.seconds:.0f} s ({len(report.rejections)} rejected)",
+    print(f"indexed {report.accepted} products in {report.seconds:.0f} s ({len(report.rejected)} rejected)",
           file=sys.stderr, flush=True)
 
 

@@ -1,0 +1,48 @@
+"""The demo's first-run indexing (ensure_index) on a small real slice of the fashion catalog: it indexes
+once, reports what it did, and leaves an existing store alone on the next run."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from kuamo.server.config import ServerConfig
+from kuamo.server_demo import ensure_index
+
+pytestmark = pytest.mark.models
+
+
+def _slice(fashion_dir: Path, dst: Path, n: int = 6) -> Path:
+    (dst / "images").mkdir(parents=True)
+    with open(fashion_dir / "products.csv", newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        rows = [r for r in reader if (fashion_dir / "images" / f"{r['id']}.jpg").exists()][:n]
+        fields = reader.fieldnames
+    with open(dst / "products.csv", "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        w.writeheader()
+        w.writerows(rows)
+    for r in rows:
+        shutil.copy(fashion_dir / "images" / f"{r['id']}.jpg", dst / "images")
+    return dst
+
+
+def _count(data: Path) -> int:
+    with sqlite3.connect(data / "catalog.sqlite") as con:
+        return con.execute("SELECT COUNT(*) FROM products").fetchone()[0]
+
+
+def test_ensure_index_indexes_once(model_dir: Path, fashion_dir: Path, tmp_path: Path,
+                                   capsys: pytest.CaptureFixture[str]) -> None:
+    catalog = _slice(fashion_dir, tmp_path / "catalog")
+    cfg = ServerConfig(model_dir=model_dir, data_dir=tmp_path / "data")
+    ensure_index(catalog, cfg)
+    assert _count(cfg.data_dir) == 6
+    assert "indexed 6 products" in capsys.readouterr().err
+    ensure_index(catalog, cfg)  # a second run finds the store filled and does nothing
+    assert "indexing" not in capsys.readouterr().err
+    assert _count(cfg.data_dir) == 6
