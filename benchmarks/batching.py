@@ -97,7 +97,7 @@ async def measure(policy: str, texts: list[str], concurrencies: tuple[int, ...],
 def run(quick: bool = False, *, model_dir: Path = DEFAULT_MODEL_DIR) -> dict[str, Any]:
     texts = workload(600)
     concurrencies = (1, 8, 32)
-    seconds = 2.0 if quick else 8.0
+    seconds = 1.0 if quick else 8.0
     info = machine_info()
     results = {p: asyncio.run(measure(p, texts, concurrencies, seconds, model_dir)) for p in POLICIES}
     base = results["none"]["32"]["throughput"]

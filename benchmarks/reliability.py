@@ -605,7 +605,7 @@ def run_overload(models: Path, data: Path, work: Path, reqs: list[pb.SearchReque
                  admission: int = ADMISSION) -> dict[str, Any]:
     """Capacity = `admission` closed-loop clients (as many as the server admits at once: more would only be
     refused and retry in a tight loop), then the normal phase, the spike and the recovery probe."""
-    cap_s, norm_s, spike_s, rec_s = (5.0, 5.0, 10.0, 10.0) if quick else (20.0, 15.0, 60.0, 30.0)
+    cap_s, norm_s, spike_s, rec_s = (3.0, 3.0, 5.0, 5.0) if quick else (20.0, 15.0, 60.0, 30.0)
     with serving(models, data, work / "overload-server.log", max_inflight=admission, metrics=True) as s:
         rss = RssSampler(s.pid)
         rss.start()
@@ -842,7 +842,7 @@ def run(quick: bool = False, *, models: Path = DEFAULT_MODEL_DIR, data: Path = D
     items = load_fashion(catalog)
     rng = random.Random(seed)
     sample = rng.sample(items, 400)
-    n_fuzz = fuzz_requests or (1_500 if quick else 10_000)
+    n_fuzz = fuzz_requests or (1_000 if quick else 10_000)
     out: dict[str, Any] = {"machine": info, "quick": quick, "catalog": str(catalog), "seed": seed,
                            "data": f"copies of {data} in a temporary directory (the original is not written)"}
     with tempfile.TemporaryDirectory(prefix="kuamo-reliability-") as tmp:

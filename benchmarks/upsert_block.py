@@ -101,7 +101,7 @@ async def _scenario(data: Path, base: int, extra: int, n_search: int) -> dict[st
 
 
 def run(quick: bool = False) -> dict[str, Any]:
-    base, extra = (20_000, 2_000) if quick else (200_000, 10_000)
+    base, extra = (8_000, 1_000) if quick else (200_000, 10_000)  # quick: a flat index, no IVF training
     info = machine_info()
     with tempfile.TemporaryDirectory(prefix="kuamo-upsert-") as tmp:
         res = asyncio.run(_scenario(Path(tmp), base, extra, 300))
