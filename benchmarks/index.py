@@ -9,7 +9,8 @@ Per dataset: exact ground truth (faiss brute force, inner product) for the queri
 batched QPS (all queries in one call, default threads); build time; bytes per vector of the PQ codes vs
 flat float32 (the float32 re-rank store reported separately); upsert cost per 1000 vectors and the cost of
 removing one product; and a 1% allowed_ids filter. Writes benchmarks/results/index.json, index.md and
-index_recall_qps.png (index_quick.* with --quick). KUAMO_BENCH_5M=1 adds a 5M synthetic run (full mode).
+index_recall_qps.png (index_quick.* with --quick). KUAMO_BENCH_5M=1 adds a 5M synthetic run (full mode);
+`--only synthetic-5m` runs just that one and merges it into the existing index.json.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ import dataclasses
 import gc
 import gzip
 import importlib
+import json
 import os
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
@@ -110,6 +113,18 @@ def catalog(nq: int, seed: int = 0, noise: float = 0.25) -> Dataset:
                    note=f"queries are catalog rows + noise ({noise:g} x norm): the source row is usually the top-1")
 
 
+def _scratch_array(shape: tuple[int, int]) -> np.ndarray:
+    """A float32 array backed by an unlinked file in KUAMO_BENCH_TMP (default the system temp dir): its pages
+    are file-backed, so the kernel can drop them under pressure instead of the run being OOM-killed while the
+    index holds its own copy of the same 7.7 GB (5M x 384) plus the training sample."""
+    fd, path = tempfile.mkstemp(prefix="kuamo-index-bench-", suffix=".npy", dir=os.environ.get("KUAMO_BENCH_TMP"))
+    os.close(fd)
+    try:
+        return np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=shape)
+    finally:
+        os.unlink(path)  # the mapping keeps the data; the file goes when the array does
+
+
 def synthetic(n: int, nq: int, dim: int = 384, centres: int = 2000, spread: float = 0.6,
               seed: int = 0) -> Dataset:
     """Clustered vectors shaped like product embeddings: `centres` cluster centres of uneven popularity
@@ -123,7 +138,7 @@ def synthetic(n: int, nq: int, dim: int = 384, centres: int = 2000, spread: floa
     popularity /= popularity.sum()
 
     def draw(m: int) -> np.ndarray:
-        out = np.empty((m, dim), dtype=np.float32)
+        out = _scratch_array((m, dim)) if m > 2_000_000 else np.empty((m, dim), dtype=np.float32)
         for s in range(0, m, 100_000):
             e = min(m, s + 100_000)
             c = rng.choice(centres, e - s, p=popularity)
@@ -403,7 +418,10 @@ def bench_delete(ivf: VectorIndex, rng: np.random.Generator, n: int) -> dict:
 QUICK_SYNTHETIC_OVERRIDES = {"m": 48}
 
 
-def _datasets(quick: bool, nq: int) -> Iterator[tuple[str, Callable[[], Dataset] | None, str]]:
+DatasetPlan = Iterator[tuple[str, Callable[[], Dataset] | None, str]]
+
+
+def _datasets(quick: bool, nq: int, only: Sequence[str] = ()) -> DatasetPlan:
     """(label, loader or None, reason when skipped), in run order."""
     if quick:
         yield "glove", lambda: glove(50_000, nq), ""
@@ -419,13 +437,15 @@ def _datasets(quick: bool, nq: int) -> Iterator[tuple[str, Callable[[], Dataset]
     yield ("catalog", lambda: catalog(nq), "") if CATALOG_VECTORS.is_file() else \
         ("catalog", None, "skipped: no indexed catalog")
     yield "synthetic", lambda: synthetic(1_000_000, nq), ""
-    if os.environ.get("KUAMO_BENCH_5M") == "1":
+    if os.environ.get("KUAMO_BENCH_5M") == "1" or "synthetic-5m" in only:
         yield "synthetic-5m", lambda: synthetic(5_000_000, nq), ""
     else:
         yield "synthetic-5m", None, "not run (set KUAMO_BENCH_5M=1: ~7.7 GB of vectors, long build)"
 
 
-def run(quick: bool = False, results_dir: Path | None = None) -> dict:
+def run(quick: bool = False, results_dir: Path | None = None, only: Sequence[str] = ()) -> dict:
+    """All datasets, or with `only` just those labels (e.g. synthetic-5m), merged into the existing results
+    file: the other datasets keep their figures and their machine, each dataset records the machine it ran on."""
     t_run = time.perf_counter()
     nq = 200 if quick else 1000
     nprobes = NPROBES_QUICK if quick else NPROBES
@@ -437,7 +457,10 @@ def run(quick: bool = False, results_dir: Path | None = None) -> dict:
                             "ivfpq": "IndexConfig(flat_threshold=0): automatic nlist/m/training size",
                             "recall": "10-NN recall@10 vs faiss brute force; 1-recall@10 = true nearest in top 10"},
                  "datasets": {}, "skipped": {}}
-    for label, loader, reason in _datasets(quick, nq):
+    previous = _previous(quick, results_dir) if only else None
+    for label, loader, reason in _datasets(quick, nq, only):
+        if only and label not in only:
+            continue
         if loader is None:
             res["skipped"][label] = reason
             print(f"{label}: {reason}", flush=True)
@@ -451,18 +474,45 @@ def run(quick: bool = False, results_dir: Path | None = None) -> dict:
                           n_deletes=200, flat_index=not big, log=lambda s: print(s, flush=True),
                           ivf_overrides=QUICK_SYNTHETIC_OVERRIDES if quick and label == "synthetic" else None)
         r["synthetic"] = label.startswith("synthetic")
+        r["machine"], r["separate_run"] = machine_info(), bool(only)
         r["load_s"] = load_s
         r["wall_s"] = time.perf_counter() - t0
         res["datasets"][ds.name] = r
         del ds
         gc.collect()
+    if previous is not None:
+        res["wall_s"] = time.perf_counter() - t_run
+        res = _merge(previous, res)
     res["targets"] = targets(res)
     res["load_average_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
     res["notes"] = notes(res)
-    res["wall_s"] = time.perf_counter() - t_run
+    if previous is None:
+        res["wall_s"] = time.perf_counter() - t_run
     write_report(res, results_dir)
-    print(f"index benchmark done in {res['wall_s']:.0f}s", flush=True)
+    print(f"index benchmark done in {time.perf_counter() - t_run:.0f}s", flush=True)
     return res
+
+
+def _previous(quick: bool, results_dir: Path | None) -> dict:
+    path = (results_dir or RESULTS_DIR) / f"index{'_quick' if quick else ''}.json"
+    if not path.is_file():
+        raise SystemExit(f"--only merges into {path}, which does not exist: run the whole benchmark first")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _merge(previous: dict, new: dict) -> dict:
+    """The previous run with the datasets of `new` added or replaced; the run-level machine stays the previous
+    one (older dataset entries carry no machine of their own), each new entry carries its own."""
+    out = dict(previous)
+    datasets = dict(previous["datasets"])
+    for name, d in new["datasets"].items():
+        datasets[name] = d
+    out["datasets"] = datasets
+    out["skipped"] = {k: v for k, v in {**previous["skipped"], **new["skipped"]}.items()
+                      if not any(n.startswith(k) for n in datasets)}
+    run = {"datasets": list(new["datasets"]), "machine": new["machine"], "wall_s": new["wall_s"]}
+    out["merged_runs"] = [*previous.get("merged_runs", []), run]
+    return out
 
 
 def _find(res: dict, prefix: str) -> dict | None:
@@ -591,7 +641,9 @@ def _target_rows(res: dict) -> list[dict]:
 def _dataset_section(d: dict) -> str:
     iv, fl, dp, b = d["ivfpq"], d["flat"], d["default_point"], d["best"]
     add, dl, f = d["add"], d["delete"], d["filter"]
-    text = (f"\n### {d['name']}\n\n{d['source']}. {d['note']}\n\n"
+    ran_on = (f" Ran separately (`--only`) on {d['machine']['cpu'].get('model')}, {d['machine']['time']}; "
+              "its ratios compare runs on that machine only." if d.get("separate_run") else "")
+    text = (f"\n### {d['name']}\n\n{d['source']}. {d['note']}{ran_on}\n\n"
             f"- exact flat ({fl['via']}): recall@10 {fl['recall10']:.4f}, {fl['qps_single']:.1f} q/s single, "
             f"{fl['qps_batch']:.1f} q/s batched, p50 {fl['latency_single']['p50_ms']:.2f} ms.\n"
             f"- IVF-PQ {iv['params']}: built in {iv['build_s']:.1f} s; codes "
@@ -693,7 +745,11 @@ def plot(res: dict, path: Path) -> Path:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true")
-    run(quick=ap.parse_args().quick)
+    ap.add_argument("--only", nargs="+", default=(), metavar="DATASET",
+                    help="run only these (glove, fashion-mnist, catalog, synthetic, synthetic-5m) and merge them "
+                         "into the existing results")
+    args = ap.parse_args()
+    run(quick=args.quick, only=args.only)
 
 
 if __name__ == "__main__":

@@ -53,3 +53,24 @@ def test_large_catalog_path_without_flat_index() -> None:
                             log=lambda s: None)
     assert r["flat"]["recall10"] == 1.0 and r["add"]["batches"] == 0 and r["add"]["ms_per_1k_p50"] is None
     assert "_dataset_section" in dir(bench) and "n/a" in bench._dataset_section({**r, "synthetic": True})
+
+
+def test_scratch_array_is_file_backed_and_leaves_no_file(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("KUAMO_BENCH_TMP", str(tmp_path))
+    a = bench._scratch_array((100, 8))
+    a[:] = 3.0
+    assert isinstance(a, np.memmap) and float(a.sum()) == 2400.0
+    assert list(tmp_path.iterdir()) == []  # unlinked at once: nothing left behind, even after a kill
+
+
+def test_only_run_merges_into_previous_results() -> None:
+    previous = {"machine": {"cpu": {"model": "A"}}, "wall_s": 400.0,
+                "datasets": {"glove-400k": {"name": "glove-400k", "n": 1}},
+                "skipped": {"synthetic-5m": "not run"}}
+    new = {"machine": {"cpu": {"model": "B"}}, "wall_s": 50.0,
+           "datasets": {"synthetic-5m": {"name": "synthetic-5m", "n": 5, "separate_run": True}}, "skipped": {}}
+    out = bench._merge(previous, new)
+    assert list(out["datasets"]) == ["glove-400k", "synthetic-5m"]
+    assert out["skipped"] == {} and out["machine"]["cpu"]["model"] == "A" and out["wall_s"] == 400.0
+    assert out["merged_runs"] == [{"datasets": ["synthetic-5m"], "machine": new["machine"], "wall_s": 50.0}]
+    assert previous["datasets"].keys() == {"glove-400k"}  # the previous results are not mutated

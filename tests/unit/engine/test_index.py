@@ -51,6 +51,18 @@ def test_ivfpq_with_rerank_agrees_with_exact(data) -> None:
     assert recall(found, gt) >= recall(no_rerank, gt)
 
 
+def test_training_sample_is_capped(data) -> None:
+    # 256 per list would be 8,192 of the 6,000 (all); max_train keeps the k-means cost bounded at scale
+    xb, xq, ids, gt = data
+    idx = VectorIndex(32, IndexConfig(flat_threshold=0, nlist=32, max_train=2000))
+    idx.build(ids, xb)
+    assert idx.stats()["params"]["trained_on"] == 2000
+    assert recall(idx.search(xq, 10)[1], gt) >= 0.9
+    uncapped = VectorIndex(32, IndexConfig(flat_threshold=0, nlist=32))
+    uncapped.build(ids, xb)
+    assert uncapped.stats()["params"]["trained_on"] == 6000
+
+
 @pytest.mark.parametrize("flat_threshold", [100_000, 1000])
 def test_selective_filter_returns_k_and_only_allowed(data, flat_threshold: int) -> None:
     xb, xq, ids, _ = data
