@@ -656,7 +656,8 @@ def _dataset_section(d: dict) -> str:
                if dp else "not in this sweep") + ".\n"
             + ("- single-query QPS with faiss/BLAS at their default threads instead of 1: best point "
                f"{b['qps_single_default_threads']:.0f} q/s, exact flat {fl['qps_single_default_threads']:.1f} q/s "
-               f"({b['qps_single_default_threads'] / fl['qps_single_default_threads']:.1f}x).\n" if b else "")
+               f"({b['qps_single_default_threads'] / fl['qps_single_default_threads']:.1f}x).\n"
+               if b and "qps_single_default_threads" in fl else "")  # results older than this figure lack it
             + f"- add (batches of {add['batch_size']} new products into the built index): p50 "
             f"{_f(add['ms_per_1k_p50'], '.1f')}, mean {_f(add['ms_per_1k_mean'], '.1f')}, max "
             f"{_f(add['ms_per_1k_max'], '.1f')} ms per 1000 (the max is the one-off capacity doubling). One "
@@ -680,6 +681,7 @@ def _dataset_section(d: dict) -> str:
 
 def write_report(res: dict, results_dir: Path | None = None) -> None:
     name = "index" + ("_quick" if res["quick"] else "")
+    write_json(name, res, results_dir)  # first: a report bug must not lose an hour of measurements
     png = plot(res, (results_dir or RESULTS_DIR) / f"{name}_recall_qps.png")
     th = res["threads"]
     blas = ", ".join(f"{k} {v}" for k, v in th["blas"].items()) if isinstance(th["blas"], dict) else th["blas"]
@@ -692,6 +694,10 @@ def write_report(res: dict, results_dir: Path | None = None) -> None:
             f"(`IndexConfig(flat_threshold=0)`; overrides, if any, in the notes); rf = rerank_factor (1 = IVF-PQ "
             f"alone, no exact re-rank). Best "
             f"config = highest single-query QPS with recall@10 >= {RECALL_TARGET}.\n\n",
+            "".join(f"Merged from a separate run (`--only`): {', '.join(m['datasets'])} on "
+                    f"{m['machine']['cpu'].get('model')} at {m['machine']['time']}, not the machine above; "
+                    "compare its ratios, not its absolute times, with the other rows.\n\n"
+                    for m in res.get("merged_runs", [])),
             markdown_table([_summary_row(d) for d in res["datasets"].values()]),
             "\n1% filter columns: default path (allowed sets <= exact_filter_below are searched exactly) / "
             "in-FAISS IDSelector path (exact_filter_below=0, exact fallback when the probed lists hold < k "
@@ -703,7 +709,6 @@ def write_report(res: dict, results_dir: Path | None = None) -> None:
     body += [_dataset_section(d) for d in res["datasets"].values()]
     body.append("\nReproduce: `kuamo bench index` (or `python -m kuamo.benchmarks.index`); `--quick` for the "
                 "90-second version; `KUAMO_BENCH_5M=1` adds the 5M synthetic run.\n")
-    write_json(name, res, results_dir)
     write_markdown(name, "Vector index benchmark", "".join(body), res["machine"], results_dir)
 
 
