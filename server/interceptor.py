@@ -67,35 +67,42 @@ class ServiceInterceptor(aio.ServerInterceptor):
     def __init__(self, *, metrics: ServerMetrics, tokens: Sequence[str] = (), max_inflight: int = 256) -> None:
         self.metrics, self.tokens, self.max_inflight = metrics, tuple(tokens), max_inflight
         self.inflight = 0
+        # The wrapped handler of each method, built on its first call: nothing in it depends on the call (the
+        # caller's metadata is read from the call's context), so later calls skip rebuilding it.
+        self._handlers: dict[str, grpc.RpcMethodHandler] = {}
 
     async def intercept_service(self, continuation: Callable[[Any], Awaitable[grpc.RpcMethodHandler]],
                                 details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
-        handler = await continuation(details)
         method = details.method
-        guarded = not method.startswith(UNGUARDED_PREFIXES)
-        if handler is None or not guarded:  # health probes: untouched, so they answer under any load
-            return handler
-        metadata = details.invocation_metadata
+        if method.startswith(UNGUARDED_PREFIXES):  # health probes: untouched, so they answer under any load
+            return await continuation(details)
+        wrapped = self._handlers.get(method)
+        if wrapped is None:
+            handler = await continuation(details)
+            if handler is None:  # unknown method: gRPC answers UNIMPLEMENTED
+                return None
+            wrapped = self._handlers[method] = self._wrap(handler, method)
+        return wrapped
+
+    def _wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
         # Requests arrive as bytes and are parsed inside the wrapper (after auth), so a corrupt message is
         # INVALID_ARGUMENT instead of the UNKNOWN gRPC answers when its own deserializer raises.
         one = _parser(handler.request_deserializer)
         serde = {"request_deserializer": None, "response_serializer": handler.response_serializer}
         if handler.unary_stream:
-            return grpc.unary_stream_rpc_method_handler(
-                self._wrap_stream(handler.unary_stream, method, metadata, one), **serde)
+            return grpc.unary_stream_rpc_method_handler(self._wrap_stream(handler.unary_stream, method, one), **serde)
         if handler.stream_stream:
             return grpc.stream_stream_rpc_method_handler(
-                self._wrap_stream(handler.stream_stream, method, metadata, _each(one)), **serde)
+                self._wrap_stream(handler.stream_stream, method, _each(one)), **serde)
         if handler.stream_unary:
             return grpc.stream_unary_rpc_method_handler(
-                self._wrap_unary(handler.stream_unary, method, metadata, _each(one)), **serde)
-        return grpc.unary_unary_rpc_method_handler(self._wrap_unary(handler.unary_unary, method, metadata, one),
-                                                   **serde)
+                self._wrap_unary(handler.stream_unary, method, _each(one)), **serde)
+        return grpc.unary_unary_rpc_method_handler(self._wrap_unary(handler.unary_unary, method, one), **serde)
 
     # -- the parts ---------------------------------------------------------------------------------
-    def _admit(self, metadata: Any) -> bool:
+    def _admit(self, context: aio.ServicerContext) -> bool:
         if self.tokens:
-            check_bearer(metadata, self.tokens)
+            check_bearer(context.invocation_metadata(), self.tokens)
         if self.inflight >= self.max_inflight:
             self.metrics.rejected.inc()
             raise Overloaded(f"server is at its admission limit ({self.max_inflight} requests in flight); retry later")
@@ -127,12 +134,12 @@ class ServiceInterceptor(aio.ServerInterceptor):
                                         **({"error": message[:300]} if message else {})}, ensure_ascii=False))
 
     @contextlib.asynccontextmanager
-    async def _served(self, method: str, metadata: Any, context: aio.ServicerContext) -> AsyncIterator[None]:
+    async def _served(self, method: str, context: aio.ServicerContext) -> AsyncIterator[None]:
         """Admission, the error table, metrics and the access log around one call of any shape."""
         t0 = time.perf_counter()
         admitted = False
         try:
-            admitted = self._admit(metadata)
+            admitted = self._admit(context)
             yield
         except aio.AbortError:
             self._finish(method, context.code() or grpc.StatusCode.UNKNOWN, t0, context)
@@ -148,9 +155,9 @@ class ServiceInterceptor(aio.ServerInterceptor):
             self._release(admitted)
         self._finish(method, grpc.StatusCode.OK, t0, context)
 
-    def _wrap_unary(self, behaviour: Callable, method: str, metadata: Any, parse: Callable) -> Callable:
+    def _wrap_unary(self, behaviour: Callable, method: str, parse: Callable) -> Callable:
         async def wrapper(request: Any, context: aio.ServicerContext) -> Any:
-            async with self._served(method, metadata, context):
+            async with self._served(method, context):
                 request = parse(request)
                 remaining = context.time_remaining()
                 if remaining is not None and remaining <= 0:
@@ -162,9 +169,9 @@ class ServiceInterceptor(aio.ServerInterceptor):
 
         return wrapper
 
-    def _wrap_stream(self, behaviour: Callable, method: str, metadata: Any, parse: Callable) -> Callable:
+    def _wrap_stream(self, behaviour: Callable, method: str, parse: Callable) -> Callable:
         async def wrapper(request: Any, context: aio.ServicerContext) -> AsyncIterator[Any]:
-            async with self._served(method, metadata, context):
+            async with self._served(method, context):
                 request = parse(request)
                 if inspect.isasyncgenfunction(behaviour):
                     async for item in behaviour(request, context):
