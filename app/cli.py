@@ -95,13 +95,12 @@ def _server_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         "model_dir": args.models, "data_dir": args.data, "tokens": args.token or None,
         "tls_cert": args.tls_cert, "tls_key": args.tls_key, "tls_client_ca": args.tls_client_ca,
         "insecure": True if getattr(args, "insecure", False) else None,
-        "batching": False if args.no_batching else None, "log_access": True if args.access_log else None})
+        "batching": False if args.no_batching else None, "log_access": True if args.access_log else None,
+        "event_loop": args.event_loop})
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    import asyncio
-
-    from kuamo.server.app import serve
+    from kuamo.server.app import run_loop, serve
 
     cfg = _server_config(args)
     if cfg.log_access:
@@ -112,7 +111,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         print(f"kuamo serving on {cfg.host}:{srv.port}" + (f", metrics on :{srv.metrics_port}/metrics"
                                                           if srv.metrics_port else ""), flush=True)
 
-    asyncio.run(serve(cfg, on_ready=announce))
+    run_loop(cfg, serve(cfg, on_ready=announce))
     return 0
 
 
@@ -164,6 +163,8 @@ def _add_server_flags(p: argparse.ArgumentParser, *, listen: bool = True) -> Non
     p.add_argument("--tls-client-ca", type=Path, default=None, help="require client certificates signed by this CA")
     p.add_argument("--no-batching", action="store_true", help="encoder batches of one (for comparison)")
     p.add_argument("--access-log", action="store_true", help="one JSON line per RPC on stderr")
+    p.add_argument("--event-loop", choices=("asyncio", "uvloop"), default=None,
+                   help="event loop of the server (default asyncio)")
 
 
 def build_parser() -> argparse.ArgumentParser:

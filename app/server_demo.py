@@ -79,7 +79,7 @@ async def _queries(port: int, catalog: Path) -> None:
 
 
 def run_demo(cfg: ServerConfig, *, catalog: Path, once: bool) -> int:
-    from kuamo.server.app import serve
+    from kuamo.server.app import run_loop, serve
 
     ensure_index(catalog, cfg)
     cfg = dataclasses.replace(cfg, host="127.0.0.1")
@@ -97,5 +97,5 @@ def run_demo(cfg: ServerConfig, *, catalog: Path, once: bool) -> int:
     async def main() -> None:
         await serve(cfg, on_ready=on_ready, stop_event=stop)
 
-    asyncio.run(main())
+    run_loop(cfg, main())
     return 0

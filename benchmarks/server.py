@@ -13,11 +13,12 @@ Writes benchmarks/results/server.json and server.md.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import random
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -35,11 +36,15 @@ TARGETS = {"text_p50_ms": 10.0, "text_p99_ms": 25.0, "image_p50_ms": 20.0, "batc
 
 @contextmanager
 def server_process(models: Path, data: Path, *, batching: bool = True, max_inflight: int = 64,
-                   timeout_s: float = 600) -> Iterator[str]:
+                   timeout_s: float = 600, event_loop: str | None = None) -> Iterator[str]:
     """`kuamo serve` on a free loopback port; yields the target once it is SERVING; SIGINT on exit."""
-    with serving(models, data, max_inflight=max_inflight, timeout_s=timeout_s,
-                 extra_args=() if batching else ("--no-batching",)) as s:
+    extra = ([] if batching else ["--no-batching"]) + (["--event-loop", event_loop] if event_loop else [])
+    with serving(models, data, max_inflight=max_inflight, timeout_s=timeout_s, extra_args=extra) as s:
         yield s.target
+
+
+def _uvloop_installed() -> bool:
+    return importlib.util.find_spec("uvloop") is not None
 
 
 def _requests(catalog: Path, n_text: int, n_image: int, seed: int = 0) -> tuple[list, list, list[str]]:
@@ -57,10 +62,12 @@ def _requests(catalog: Path, n_text: int, n_image: int, seed: int = 0) -> tuple[
     return text_reqs, image_reqs, texts
 
 
-async def _interleaved(target: str, models: Path, data: Path, texts: list[str]) -> dict[str, Any]:
-    """The same text queries through gRPC and through an in-process engine, alternating A-B / B-A per
-    query so neither side always follows the other: the difference of medians is the gRPC cost."""
+async def _interleaved(targets: dict[str, str], models: Path, data: Path, texts: list[str]) -> dict[str, Any]:
+    """The same text queries through each server's gRPC Search and through an in-process engine, the order
+    rotated per query so no side always follows another: the difference of medians is the gRPC cost. An
+    empty Health round trip per server beside them gives the floor any RPC pays on this machine."""
     from grpc import aio
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
 
     from kuamo.engine.engine import Engine
     from kuamo.engine.types import Query
@@ -69,36 +76,39 @@ async def _interleaved(target: str, models: Path, data: Path, texts: list[str]) 
     from kuamo.server.config import ServerConfig
 
     engine = await Engine.open(engine_config(ServerConfig(model_dir=models, data_dir=data)))
-    channel = aio.insecure_channel(target)
-    stub = pb_grpc.SearchServiceStub(channel)
-    grpc_lat: list[float] = []
-    local_lat: list[float] = []
+    channels = {name: aio.insecure_channel(t) for name, t in targets.items()}
+    stubs = {name: pb_grpc.SearchServiceStub(ch) for name, ch in channels.items()}
+    health = {name: health_pb2_grpc.HealthStub(ch) for name, ch in channels.items()}
+    lat: dict[str, list[float]] = {"in_process": [], **{f"grpc:{n}": [] for n in targets},
+                                   **{f"health:{n}": [] for n in targets}}
+
+    async def timed(key: str, call: Any) -> None:
+        t0 = time.perf_counter()
+        await call
+        lat[key].append(time.perf_counter() - t0)
+
+    def calls(t: str) -> list[tuple[str, Any]]:
+        return [("in_process", lambda: engine.search(Query(text=t, k=10)))] + [
+            (f"grpc:{n}", lambda n=n: stubs[n].Search(pb.SearchRequest(query=pb.Query(text=t, k=10)), timeout=10))
+            for n in targets]
+
     try:
         await warm_up(engine)
-
-        async def via_grpc(t: str) -> None:
-            t0 = time.perf_counter()
-            await stub.Search(pb.SearchRequest(query=pb.Query(text=t, k=10)), timeout=10)
-            grpc_lat.append(time.perf_counter() - t0)
-
-        async def local(t: str) -> None:
-            t0 = time.perf_counter()
-            await engine.search(Query(text=t, k=10))
-            local_lat.append(time.perf_counter() - t0)
-
-        for t in texts[:5]:
-            await via_grpc(t)
-            await local(t)
-        grpc_lat.clear()
-        local_lat.clear()
-        for i, t in enumerate(texts):
-            first, second = (via_grpc, local) if i % 2 else (local, via_grpc)
-            await first(t)
-            await second(t)
+        for batch in (texts[:5], texts):  # the first pass warms every path, then is dropped
+            for v in lat.values():
+                v.clear()
+            for i, t in enumerate(batch):
+                order = calls(t)
+                order = order[i % len(order):] + order[: i % len(order)]
+                for key, call in order:
+                    await timed(key, call())
+                for n in targets:
+                    await timed(f"health:{n}", health[n].Check(health_pb2.HealthCheckRequest(), timeout=10))
     finally:
-        await channel.close()
+        for ch in channels.values():
+            await ch.close()
         await engine.close(snapshot=False)
-    return {"grpc": latency_stats(grpc_lat), "in_process": latency_stats(local_lat)}
+    return {k: latency_stats(v) for k, v in lat.items()}
 
 
 def run(quick: bool = False, *, models: Path = DEFAULT_MODEL_DIR, data: Path = DATA_DIR,
@@ -119,7 +129,9 @@ def run(quick: bool = False, *, models: Path = DEFAULT_MODEL_DIR, data: Path = D
 
     raw: dict[str, LoadResult] = {}  # for the latency CDFs
     with server_process(models, data, batching=True) as target:
-        inter = asyncio.run(_interleaved(target, models, data, texts))
+        with server_process(models, data, event_loop="uvloop") if _uvloop_installed() else nullcontext() as uv:
+            targets = {"asyncio": target, **({"uvloop": uv} if uv else {})}
+            inter = asyncio.run(_interleaved(targets, models, data, texts))
         raw["one client, text"] = asyncio.run(sequential(target, text_reqs))
         raw["one client, photo"] = asyncio.run(sequential(target, image_reqs))
         raw["32 clients, text, batching on"] = asyncio.run(closed_loop(target, text_reqs, concurrency=32,
@@ -137,7 +149,7 @@ def run(quick: bool = False, *, models: Path = DEFAULT_MODEL_DIR, data: Path = D
     # two views of the gRPC cost: client latency minus the engine's own time for the same request,
     # and gRPC p50 minus in-process p50 of the same queries, interleaved in one loop
     overhead_server_view = one_text["latency"]["p50_ms"] - one_text["server_total"]["p50_ms"]
-    overhead_inproc_view = inter["grpc"]["p50_ms"] - inproc["p50_ms"]
+    overhead_inproc_view = inter["grpc:asyncio"]["p50_ms"] - inproc["p50_ms"]
     speedup = c32_on["throughput_qps"] / max(c32_off["throughput_qps"], 1e-9)
     figures = {
         "text_p50_ms": one_text["latency"]["p50_ms"], "text_p99_ms": one_text["latency"]["p99_ms"],
@@ -155,9 +167,15 @@ def run(quick: bool = False, *, models: Path = DEFAULT_MODEL_DIR, data: Path = D
     out["clients32_batching_off"] = c32_off
     out["overload_256_clients_admission_64"] = over
     out["in_process_engine_text"] = inproc
-    out["interleaved_grpc_text"] = inter["grpc"]
+    out["interleaved_grpc_text"] = inter["grpc:asyncio"]
+    out["interleaved"] = inter
     out["grpc_overhead"] = {"grpc_minus_in_process_p50_ms": overhead_inproc_view,
-                            "client_minus_server_engine_time_p50_ms": overhead_server_view}
+                            "client_minus_server_engine_time_p50_ms": overhead_server_view,
+                            "empty_health_rtt_p50_ms": inter["health:asyncio"]["p50_ms"],
+                            **({"uvloop_server_grpc_minus_in_process_p50_ms":
+                                inter["grpc:uvloop"]["p50_ms"] - inproc["p50_ms"],
+                                "uvloop_server_empty_health_rtt_p50_ms": inter["health:uvloop"]["p50_ms"]}
+                               if "grpc:uvloop" in inter else {})}
     name = "server" + ("_quick" if quick else "")
     out["plots"] = _plots(out, raw, name)
     write_json(name, out)
@@ -263,9 +281,22 @@ def _markdown(o: dict[str, Any]) -> str:
             "same 2 cores.\n\n## Targets\n\n" + markdown_table(rows) + "\n## Phases\n\n" + markdown_table(phases)
             + f"\nSame text queries interleaved (gRPC / in-process engine, alternating order): p50 {ig['p50_ms']:.2f}"
             f" / {ip['p50_ms']:.2f} ms, p99 {ig['p99_ms']:.2f} / {ip['p99_ms']:.2f} ms. Client latency minus the"
-            f" server's own engine time: {ov:.2f} ms at p50."
+            f" server's own engine time: {ov:.2f} ms at p50." + _overhead_markdown(o)
             + _load_markdown(o) +
             f"\n\nReproduce: `kuamo bench server` (results in {RESULTS_DIR}/server.json).\n")
+
+
+def _overhead_markdown(o: dict[str, Any]) -> str:
+    g = o["grpc_overhead"]
+    if "empty_health_rtt_p50_ms" not in g:
+        return ""
+    text = (f" An empty Health round trip, interleaved with those: {g['empty_health_rtt_p50_ms']:.2f} ms p50 (the "
+            "floor of any unary call between two grpc.aio processes here).")
+    if "uvloop_server_grpc_minus_in_process_p50_ms" in g:
+        text += (f" The same server on uvloop (`--event-loop uvloop`), interleaved in the same loop: gRPC minus "
+                 f"in-process {g['uvloop_server_grpc_minus_in_process_p50_ms']:.2f} ms, Health "
+                 f"{g['uvloop_server_empty_health_rtt_p50_ms']:.2f} ms.")
+    return text
 
 
 def _load_markdown(o: dict[str, Any]) -> str:

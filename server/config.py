@@ -13,6 +13,7 @@ from kuamo.engine.config import DEFAULT_MODEL_DIR, with_env_overrides
 from kuamo.engine.errors import InvalidInput
 
 LOOPBACK_NAMES = {"localhost", "ip6-localhost"}
+EVENT_LOOPS = ("asyncio", "uvloop")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -50,6 +51,7 @@ class ServerConfig:
     stream_window: int = 64  # queries of one SearchStream in flight at once
     grace_s: float = 5.0  # graceful shutdown: in-flight calls get this long to finish
     log_access: bool = False
+    event_loop: str = "asyncio"  # "asyncio" or "uvloop" (pip install uvloop)
 
 
 def is_loopback(host: str) -> bool:
@@ -104,6 +106,9 @@ def validate(cfg: ServerConfig) -> None:
         raise InvalidInput("client certificates need server TLS (tls_cert, tls_key)", field="tls_client_ca")
     if cfg.max_inflight < 1 or cfg.max_message_mb < 1 or cfg.stream_window < 1:
         raise InvalidInput("max_inflight, max_message_mb and stream_window must be >= 1", field="config")
+    if cfg.event_loop not in EVENT_LOOPS:
+        raise InvalidInput(f"event_loop must be one of {', '.join(EVENT_LOOPS)}, got {cfg.event_loop!r}",
+                           field="event_loop")
     for t in cfg.tokens:
         if len(t) < 16:
             raise InvalidInput("bearer tokens must be at least 16 characters", field="tokens")

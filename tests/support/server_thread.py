@@ -8,14 +8,14 @@ import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from kuamo.server.app import KuamoServer
+from kuamo.server.app import KuamoServer, loop_factory
 from kuamo.server.config import ServerConfig
 
 
 class ServerThread:
     def __init__(self, cfg: ServerConfig, engine_factory: Callable[[], Awaitable[Any]] | None = None) -> None:
         self.cfg = dataclasses.replace(cfg, port=0, metrics_port=0)
-        self.loop = asyncio.new_event_loop()
+        self.loop = loop_factory(self.cfg)()  # the loop `kuamo serve` would run
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True, name="kuamo-test-server")
         self.thread.start()
         self.server = self.run(self._make(engine_factory))

@@ -103,3 +103,33 @@ def test_full_encoder_queue_is_resource_exhausted(tmp_path) -> None:
 def test_generated_code_is_current() -> None:
     pytest.importorskip("grpc_tools")
     assert stale_files() == [], "run `python -m kuamo.proto.generate`"
+
+
+def test_server_on_uvloop_serves_and_drains(tmp_path) -> None:
+    pytest.importorskip("uvloop")
+    srv = start_server(tmp_path, event_loop="uvloop").load()
+    try:
+        assert type(srv.loop).__module__.startswith("uvloop")
+        with grpc.insecure_channel(srv.target) as ch:
+            health = health_pb2_grpc.HealthStub(ch)
+            assert health.Check(health_pb2.HealthCheckRequest(), timeout=5).status == \
+                health_pb2.HealthCheckResponse.SERVING
+            r = pb_grpc.SearchServiceStub(ch).Search(pb.SearchRequest(query=pb.Query(text="red dress", k=3)), timeout=5)
+            assert len(r.hits) == 3 and all(h.product.title for h in r.hits)
+            with pytest.raises(grpc.RpcError) as err:
+                pb_grpc.SearchServiceStub(ch).Search(pb.SearchRequest(query=pb.Query(text="x", k=-1)), timeout=5)
+            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    finally:
+        srv.stop()
+
+
+def test_uvloop_missing_is_a_clear_config_error(monkeypatch) -> None:
+    import sys
+
+    from kuamo.engine.errors import InvalidInput
+    from kuamo.server.app import loop_factory
+    from kuamo.server.config import ServerConfig
+
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # import uvloop now raises ImportError
+    with pytest.raises(InvalidInput, match="pip install uvloop"):
+        loop_factory(ServerConfig(event_loop="uvloop"))

@@ -137,6 +137,9 @@ def test_public_address_needs_auth_or_explicit_insecure(tmp_path) -> None:
     cfg_file.write_text('[server]\nport = 6000\nmax_inflight = 8\n')
     assert load_config(cfg_file, environ={"KUAMO_SERVER_MAX_INFLIGHT": "9"}) == ServerConfig(port=6000,
                                                                                             max_inflight=9)
+    assert load_config(overrides={"event_loop": "uvloop"}, environ={}).event_loop == "uvloop"
+    with pytest.raises(InvalidInput, match="event_loop must be one of asyncio, uvloop, got 'trio'"):
+        load_config(environ={"KUAMO_SERVER_EVENT_LOOP": "trio"})
     cfg_file.write_text('[server]\nprot = 6000\n')
     with pytest.raises(InvalidInput, match="unknown settings"):
         load_config(cfg_file, environ={})
