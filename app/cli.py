@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from kuamo.engine.config import DEFAULT_MODEL_DIR
+from kuamo.server.config import EVENT_LOOPS
 
 BENCH_SUITES = ("encoders", "index", "batching", "upsert_block", "quality", "server", "personal", "baselines",
                 "reliability")
@@ -163,7 +164,7 @@ def _add_server_flags(p: argparse.ArgumentParser, *, listen: bool = True) -> Non
     p.add_argument("--tls-client-ca", type=Path, default=None, help="require client certificates signed by this CA")
     p.add_argument("--no-batching", action="store_true", help="encoder batches of one (for comparison)")
     p.add_argument("--access-log", action="store_true", help="one JSON line per RPC on stderr")
-    p.add_argument("--event-loop", choices=("asyncio", "uvloop"), default=None,
+    p.add_argument("--event-loop", choices=EVENT_LOOPS, default=None,
                    help="event loop of the server (default asyncio)")
 
 

@@ -37,14 +37,20 @@ def attr_from_pb(v: pb.AttrValue, field: str) -> AttrValue:
     return getattr(v, kind)
 
 
-def attr_to_pb(v: AttrValue) -> pb.AttrValue:
+def _set_attr(m: pb.AttrValue, v: AttrValue) -> pb.AttrValue:
     if isinstance(v, bool):
-        return pb.AttrValue(bool_value=v)
-    if isinstance(v, int):
-        return pb.AttrValue(int_value=v)
-    if isinstance(v, float):
-        return pb.AttrValue(double_value=v)
-    return pb.AttrValue(string_value=str(v))
+        m.bool_value = v
+    elif isinstance(v, int):
+        m.int_value = v
+    elif isinstance(v, float):
+        m.double_value = v
+    else:
+        m.string_value = str(v)
+    return m
+
+
+def attr_to_pb(v: AttrValue) -> pb.AttrValue:
+    return _set_attr(pb.AttrValue(), v)
 
 
 def _opt(msg: Any, name: str) -> Any:
@@ -137,16 +143,8 @@ def _fill_product(m: pb.Product, p: Product) -> pb.Product:
         m.price = p.price
     if p.rating is not None:
         m.rating = p.rating
-    attrs = m.attributes
     for k, v in p.attributes.items():
-        if isinstance(v, bool):
-            attrs[k].bool_value = v
-        elif isinstance(v, int):
-            attrs[k].int_value = v
-        elif isinstance(v, float):
-            attrs[k].double_value = v
-        else:
-            attrs[k].string_value = str(v)
+        _set_attr(m.attributes[k], v)
     return m
 
 
