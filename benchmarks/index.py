@@ -113,6 +113,9 @@ def catalog(nq: int, seed: int = 0, noise: float = 0.25) -> Dataset:
                    note=f"queries are catalog rows + noise ({noise:g} x norm): the source row is usually the top-1")
 
 
+BIG = 2_000_000  # above this many vectors: base in a file-backed map, no flat VectorIndex, no add measurement
+
+
 def _scratch_array(shape: tuple[int, int]) -> np.ndarray:
     """A float32 array backed by an unlinked file in KUAMO_BENCH_TMP (default the system temp dir): its pages
     are file-backed, so the kernel can drop them under pressure instead of the run being OOM-killed while the
@@ -138,7 +141,7 @@ def synthetic(n: int, nq: int, dim: int = 384, centres: int = 2000, spread: floa
     popularity /= popularity.sum()
 
     def draw(m: int) -> np.ndarray:
-        out = _scratch_array((m, dim)) if m > 2_000_000 else np.empty((m, dim), dtype=np.float32)
+        out = _scratch_array((m, dim)) if m > BIG else np.empty((m, dim), dtype=np.float32)
         for s in range(0, m, 100_000):
             e = min(m, s + 100_000)
             c = rng.choice(centres, e - s, p=popularity)
@@ -418,6 +421,7 @@ def bench_delete(ivf: VectorIndex, rng: np.random.Generator, n: int) -> dict:
 QUICK_SYNTHETIC_OVERRIDES = {"m": 48}
 
 
+DATASET_LABELS = ("glove", "fashion-mnist", "catalog", "synthetic", "synthetic-5m")
 DatasetPlan = Iterator[tuple[str, Callable[[], Dataset] | None, str]]
 
 
@@ -446,6 +450,9 @@ def _datasets(quick: bool, nq: int, only: Sequence[str] = ()) -> DatasetPlan:
 def run(quick: bool = False, results_dir: Path | None = None, only: Sequence[str] = ()) -> dict:
     """All datasets, or with `only` just those labels (e.g. synthetic-5m), merged into the existing results
     file: the other datasets keep their figures and their machine, each dataset records the machine it ran on."""
+    unknown = sorted(set(only) - set(DATASET_LABELS))
+    if unknown:
+        raise ValueError(f"unknown dataset(s) {', '.join(unknown)}; choose from {', '.join(DATASET_LABELS)}")
     t_run = time.perf_counter()
     nq = 200 if quick else 1000
     nprobes = NPROBES_QUICK if quick else NPROBES
@@ -468,7 +475,7 @@ def run(quick: bool = False, results_dir: Path | None = None, only: Sequence[str
         t0 = time.perf_counter()
         ds = loader()
         load_s = time.perf_counter() - t0
-        big = len(ds.xb) > 2_000_000
+        big = len(ds.xb) > BIG
         r = bench_dataset(ds, nprobes=nprobes, single_budget_s=0.4 if quick else 1.5,
                           flat_budget_s=0.5 if quick else 3.0, add_batches=0 if big else 5 if quick else 20,
                           n_deletes=200, flat_index=not big, log=lambda s: print(s, flush=True),
@@ -480,14 +487,12 @@ def run(quick: bool = False, results_dir: Path | None = None, only: Sequence[str
         res["datasets"][ds.name] = r
         del ds
         gc.collect()
-    if previous is not None:
-        res["wall_s"] = time.perf_counter() - t_run
+    res["wall_s"] = time.perf_counter() - t_run
+    if previous is not None:  # the merged results keep the previous run's wall time; this one's is in merged_runs
         res = _merge(previous, res)
     res["targets"] = targets(res)
     res["load_average_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
     res["notes"] = notes(res)
-    if previous is None:
-        res["wall_s"] = time.perf_counter() - t_run
     write_report(res, results_dir)
     print(f"index benchmark done in {time.perf_counter() - t_run:.0f}s", flush=True)
     return res
@@ -504,10 +509,7 @@ def _merge(previous: dict, new: dict) -> dict:
     """The previous run with the datasets of `new` added or replaced; the run-level machine stays the previous
     one (older dataset entries carry no machine of their own), each new entry carries its own."""
     out = dict(previous)
-    datasets = dict(previous["datasets"])
-    for name, d in new["datasets"].items():
-        datasets[name] = d
-    out["datasets"] = datasets
+    out["datasets"] = datasets = {**previous["datasets"], **new["datasets"]}
     out["skipped"] = {k: v for k, v in {**previous["skipped"], **new["skipped"]}.items()
                       if not any(n.startswith(k) for n in datasets)}
     run = {"datasets": list(new["datasets"]), "machine": new["machine"], "wall_s": new["wall_s"]}
@@ -750,9 +752,8 @@ def plot(res: dict, path: Path) -> Path:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--only", nargs="+", default=(), metavar="DATASET",
-                    help="run only these (glove, fashion-mnist, catalog, synthetic, synthetic-5m) and merge them "
-                         "into the existing results")
+    ap.add_argument("--only", nargs="+", default=(), choices=DATASET_LABELS, metavar="DATASET",
+                    help=f"run only these ({', '.join(DATASET_LABELS)}) and merge them into the existing results")
     args = ap.parse_args()
     run(quick=args.quick, only=args.only)
 

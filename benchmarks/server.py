@@ -288,8 +288,6 @@ def _markdown(o: dict[str, Any]) -> str:
 
 def _overhead_markdown(o: dict[str, Any]) -> str:
     g = o["grpc_overhead"]
-    if "empty_health_rtt_p50_ms" not in g:
-        return ""
     text = (f" An empty Health round trip, interleaved with those: {g['empty_health_rtt_p50_ms']:.2f} ms p50 (the "
             "floor of any unary call between two grpc.aio processes here).")
     if "uvloop_server_grpc_minus_in_process_p50_ms" in g:

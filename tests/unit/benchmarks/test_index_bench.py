@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from kuamo.benchmarks import index as bench
 
@@ -74,3 +75,9 @@ def test_only_run_merges_into_previous_results() -> None:
     assert out["skipped"] == {} and out["machine"]["cpu"]["model"] == "A" and out["wall_s"] == 400.0
     assert out["merged_runs"] == [{"datasets": ["synthetic-5m"], "machine": new["machine"], "wall_s": 50.0}]
     assert previous["datasets"].keys() == {"glove-400k"}  # the previous results are not mutated
+
+
+def test_only_rejects_an_unknown_dataset(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"unknown dataset\(s\) glov; choose from glove"):
+        bench.run(results_dir=tmp_path, only=["glov"])
+    assert list(tmp_path.iterdir()) == []  # refused before anything ran or was written
