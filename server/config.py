@@ -51,8 +51,8 @@ class ServerConfig:
     stream_window: int = 64  # queries of one SearchStream in flight at once
     grace_s: float = 5.0  # graceful shutdown: in-flight calls get this long to finish
     log_access: bool = False
-    # "asyncio" or "uvloop" (pip install -e ".[uvloop]"). uvloop saved ~0.1 ms per call here (Search gRPC minus
-    # in-process 1.38 -> 1.27 ms, empty Health 0.90 -> 0.80 ms: benchmarks/results/server.md): opt-in, not default
+    # "asyncio" or "uvloop" (pip install -e ".[uvloop]"). uvloop saved 0.1-0.5 ms per call in two runs (Search
+    # gRPC minus in-process 1.38 -> 1.27 and 2.19 -> 1.71 ms; benchmarks/results/server.md): opt-in, not default
     event_loop: str = "asyncio"
 
 
