@@ -4,6 +4,7 @@ and the serving commands never import the export toolchain (torch)."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import logging
 import sys
@@ -55,10 +56,21 @@ def _cmd_align(args: argparse.Namespace) -> int:
     from kuamo.export.samples import DEFAULT_FASHION_DIR
 
     progress = StepProgress("kuamo align")
-    recipe = with_overrides(Recipe(), epochs=args.epochs, alpha=args.alpha, seed=args.seed)
     out = args.out or (default_head_path() if args.catalog is None else Path("models/align_head.npz"))
-    card = run_align(catalog=args.catalog or DEFAULT_FASHION_DIR, model_dir=args.models, out=out, recipe=recipe,
-                     limit=args.limit, progress=progress)
+    catalog = args.catalog or DEFAULT_FASHION_DIR
+    if args.finetune:
+        from kuamo.export.align_finetune import run_finetune
+        from kuamo.export.finetune import FinetuneRecipe
+
+        recipe = with_overrides(FinetuneRecipe(), epochs=args.epochs, alpha=args.alpha, seed=args.seed)
+        if args.epochs is not None:  # an explicit length runs to the end of its schedule
+            recipe = dataclasses.replace(recipe, stop_epoch=None)
+        card = run_finetune(catalog=catalog, model_dir=args.models, out=out, recipe=recipe, device=args.device,
+                            limit=args.limit, progress=progress)
+    else:
+        recipe = with_overrides(Recipe(), epochs=args.epochs, alpha=args.alpha, seed=args.seed)
+        card = run_align(catalog=catalog, model_dir=args.models, out=out, recipe=recipe, limit=args.limit,
+                         progress=progress)
     m = card["metrics_held_out"]
     progress.done(f"wrote {out}: held-out known-item R@1 {m['known_item']['R@1']:.1f} "
                   f"R@10 {m['known_item']['R@10']:.1f}, category P@10 {m['category']['P@10']:.1f}; "
@@ -181,7 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="export a local Hugging Face CLIP/SigLIP checkpoint instead of the default towers")
     e.add_argument("--no-image", action="store_true", help="skip the image tower")
     e.add_argument("--head", type=Path, default=None,
-                   help="alignment head (.npz from `kuamo align`) to fuse; default: the one shipped with kuamo")
+                   help="alignment file (.npz from `kuamo align`) to fuse; default: the shipped fashion-tuned one; "
+                        "`generic`: the shipped head-only one (frozen backbone, better on non-fashion goods)")
     e.set_defaults(func=_cmd_export)
 
     b = sub.add_parser("bench", help="run benchmarks; results go to benchmarks/results/")
@@ -198,6 +211,9 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--alpha", type=float, default=None, help="weight of the trained head vs the zero-shot map")
     a.add_argument("--seed", type=int, default=None)
     a.add_argument("--limit", type=int, default=None, help="use only the first N products (smoke runs)")
+    a.add_argument("--finetune", action="store_true",
+                   help="fine-tune the image backbone with the head (the shipped recipe; made for a GPU)")
+    a.add_argument("--device", default="cpu", help="torch device for --finetune (cpu, cuda)")
     a.set_defaults(func=_cmd_align)
 
     ev = sub.add_parser("eval", help="retrieval quality on the held-out 10%% (writes benchmarks/results/quality.*)")

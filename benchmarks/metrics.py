@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 KS = (1, 5, 10)
+METRIC_NAMES = (*(f"R@{k}" for k in KS), "MRR", "nDCG@10", "P@5", "Rfrac@5", "F1@5", "P@10", "Rfrac@10", "F1@10")
 
 
 def ranked(scores: np.ndarray, k: int) -> np.ndarray:
@@ -24,6 +25,8 @@ def retrieval_metrics(scores: np.ndarray, relevant: np.ndarray, k_max: int = 10)
     valid = n_rel > 0
     hits, n_rel = hits[valid], n_rel[valid]
     out: dict = {"queries": int(valid.sum())}
+    if not valid.any():  # e.g. no category big enough in a smoke-sized pool: say so, without numpy warnings
+        return {**out, **{name: float("nan") for name in METRIC_NAMES}}
     for k in KS:
         out[f"R@{k}"] = float(hits[:, :k].any(axis=1).mean() * 100)
     first = np.where(hits.any(axis=1), hits.argmax(axis=1) + 1, np.inf)

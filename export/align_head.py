@@ -54,23 +54,49 @@ class AlignHead(nn.Module):
         return nn.functional.normalize(a * self.trained(feats, logits) + (1 - a) * self.zero_shot(logits), dim=1)
 
     # Shipping: fp16 weights in one .npz next to its model card (a few MB).
-    def save(self, path: Path) -> None:
-        arrays = {k: v.detach().cpu().numpy().astype(np.float16) for k, v in self.state_dict().items()}
+    # Shipping: the MLP's weight matrices as int8 with one scale per row (`<name>.q` / `<name>.scale`; cosine
+    # to fp32 > 0.9999), everything else fp16. Older files hold fp16 only and still load. A fine-tuned
+    # backbone travels in the same file as `backbone.*` arrays (export/tuned_backbone.py).
+    def save(self, path: Path, extra: dict[str, np.ndarray] | None = None) -> None:
+        arrays: dict[str, np.ndarray] = {}
+        for k, v in self.state_dict().items():
+            a = v.detach().cpu().numpy()
+            if k.startswith("mlp.") and a.ndim == 2:
+                scale = np.abs(a).max(1) / 127.0 + 1e-12
+                arrays[f"{k}.q"] = np.round(a / scale[:, None]).astype(np.int8)
+                arrays[f"{k}.scale"] = scale.astype(np.float32)
+            else:
+                arrays[k] = a.astype(np.float16)
         arrays["shape"] = np.asarray([self.shape.features, self.shape.logits, self.shape.hidden, self.shape.out])
-        np.savez_compressed(path, **arrays)
+        np.savez_compressed(path, **arrays, **(extra or {}))
 
     @classmethod
     def load(cls, path: Path | str) -> AlignHead:
         with np.load(path) as data:
             f, lg, h, o = (int(x) for x in data["shape"])
             head = cls(HeadShape(features=f, logits=lg, hidden=h, out=o))
-            state = {k: torch.from_numpy(data[k].astype(np.float32)) for k in data.files if k != "shape"}
+            state = {}
+            for k in data.files:
+                if k == "shape" or k.startswith("backbone.") or k.endswith(".scale"):
+                    continue
+                if k.endswith(".q"):
+                    name = k[:-2]
+                    w = data[k].astype(np.float32) * data[f"{name}.scale"][:, None]
+                    state[name] = torch.from_numpy(w)
+                else:
+                    state[k] = torch.from_numpy(data[k].astype(np.float32))
         head.load_state_dict(state, strict=True)
         return head.eval()
 
 
 def default_head_path() -> Path:
     return Path(str(resources.files("kuamo.export").joinpath("data", DEFAULT_HEAD_FILE)))
+
+
+def generic_head_path() -> Path:
+    """The head-only alternative (frozen ImageNet backbone): weaker on fashion, kinder to other goods
+    (benchmarks/results/align_generalisation.md). `kuamo export --head generic` picks it."""
+    return Path(str(resources.files("kuamo.export").joinpath("data", "generic", DEFAULT_HEAD_FILE)))
 
 
 def load_default_head() -> AlignHead | None:

@@ -19,6 +19,7 @@ from kuamo.export.gate import parity_stats
 from kuamo.export.image_int8 import choose_int8
 from kuamo.export.onnx_info import cap_ir_version, describe
 from kuamo.export.samples import FashionItem, sample_fashion
+from kuamo.export.tuned_backbone import apply_delta, delta_digest
 
 Progress = Callable[[str], None]
 OPSET = 17
@@ -96,10 +97,12 @@ def run_onnx(path: Path, x: np.ndarray, batch: int = 32) -> dict[str, np.ndarray
 
 
 def export_image_tower(out_dir: Path, *, progress: Progress = print, head: nn.Module | None = None,
-                       head_card: dict | None = None, int8: bool = True) -> dict:
+                       head_card: dict | None = None, int8: bool = True,
+                       backbone_delta: dict[str, np.ndarray] | None = None) -> dict:
     """Write image.onnx (+ image.int8.onnx when a scheme passes the gate and is faster here) into out_dir
     and return the manifest's towers["image"] spec. `head` (an nn.Module taking (features, logits)) adds
-    an L2-normalised `embedding` output that becomes the tower's embedding."""
+    an L2-normalised `embedding` output that becomes the tower's embedding; `backbone_delta` (from a head file
+    made by fine-tuning, export/tuned_backbone.py) moves the pretrained backbone to the fine-tuned one."""
     out_dir = Path(out_dir)
     fp32_path, int8_path = out_dir / "image.onnx", out_dir / "image.int8.onnx"
     int8_path.unlink(missing_ok=True)  # never leave an INT8 file from an earlier export beside this one
@@ -107,6 +110,11 @@ def export_image_tower(out_dir: Path, *, progress: Progress = print, head: nn.Mo
     t0 = time.perf_counter()
     progress("image: loading EfficientNet-Lite0 weights (strict, 296 tensors)")
     backbone, source = load_pretrained()
+    if backbone_delta:
+        moved = apply_delta(backbone, backbone_delta)
+        source = {**source, "finetuned": {"tensors": moved, "delta_sha256": delta_digest(backbone_delta),
+                                          "how": "int8 backbone delta stored in the alignment file"}}
+        progress(f"image: applied the fine-tuned backbone delta ({moved} tensors)")
     tower = ImageTower(backbone, head).eval()
     progress("image: exporting FP32 ONNX (TorchScript exporter)")
     export_onnx(copy.deepcopy(tower), fp32_path, pre.size)

@@ -52,18 +52,23 @@ def write_manifest(out_dir: Path, towers: dict, *, extra: dict | None = None) ->
     return final
 
 
-def _alignment_head(head_path: Path | None) -> tuple[object | None, dict | None]:
-    """The head to fuse into the image tower: an explicit file, else the one shipped with kuamo."""
-    from kuamo.export.align_head import AlignHead, default_head_path
+def _alignment_head(head_path: Path | None) -> tuple[object | None, dict | None, dict | None]:
+    """The head to fuse into the image tower (an explicit file, else the one shipped with kuamo), its card,
+    and the fine-tuned backbone delta the file carries (None for a head-only file)."""
+    from kuamo.export.align_head import AlignHead, default_head_path, generic_head_path
+    from kuamo.export.tuned_backbone import backbone_arrays
 
+    if head_path is not None and str(head_path) == "generic":
+        head_path = generic_head_path()
     path = Path(head_path) if head_path else default_head_path()
     if not path.is_file():
         if head_path:
             raise FileNotFoundError(f"alignment head {path} not found; train one with `kuamo align`")
-        return None, None
+        return None, None, None
     card_path = path.with_name("align.json")
     card = json.loads(card_path.read_text(encoding="utf-8")) if card_path.is_file() else {}
-    return AlignHead.load(path), {"head_file": path.name, **card}
+    return (AlignHead.load(path), {"head_file": path.name, "head_path": str(path.resolve()), **card},
+            backbone_arrays(path) or None)
 
 
 def run_export(out_dir: Path | str, *, text: str = "e5", image: bool = True, clip: Path | None = None,
@@ -87,7 +92,8 @@ def run_export(out_dir: Path | str, *, text: str = "e5", image: bool = True, cli
             from kuamo.export.image_tower import export_image_tower
 
             # the default text space is e5's: a head only makes sense with the e5 text tower
-            align, card = _alignment_head(head) if text == "e5" else (None, None)
-            towers["image"] = export_image_tower(out_dir, progress=progress, head=align, head_card=card)
+            align, card, delta = _alignment_head(head) if text == "e5" else (None, None, None)
+            towers["image"] = export_image_tower(out_dir, progress=progress, head=align, head_card=card,
+                                                 backbone_delta=delta)
     progress("writing manifest.json (sha256 of every file)")
     return write_manifest(out_dir, towers)

@@ -51,14 +51,18 @@ def _photos(items: list[FashionItem]) -> list[bytes]:
     return [it.image_path.read_bytes() for it in items]
 
 
-def test_fp32_onnx_matches_pytorch_on_real_photos(encoder: ImageEncoder, catalog: list[FashionItem]) -> None:
+def test_fp32_onnx_matches_pytorch_on_real_photos(encoder: ImageEncoder, catalog: list[FashionItem],
+                                                  model_dir: Path) -> None:
     torch = pytest.importorskip("torch")
+    from kuamo.export.align import tuned_base
     from kuamo.export.effnet_lite import load_pretrained
+    from kuamo.export.tuned_backbone import apply_delta
 
     items = random.Random(11).sample(catalog, 16)
     photos = _photos(items)
     got = encoder.encode_outputs(photos, ["features", "logits"])
     model, _ = load_pretrained()
+    apply_delta(model, tuned_base(model_dir))  # the fine-tuned backbone when the export carries one
     with torch.no_grad():
         x = torch.from_numpy(np.stack([encoder.load(p) for p in photos]))  # the runtime's own preprocessing
         ref_feats, ref_logits = (t.numpy() for t in model(x))

@@ -64,3 +64,18 @@ class _Padded:
 def test_chinese_query_file_has_enough_queries() -> None:
     qs = load_zh_queries()
     assert len(qs) >= 40 and all(q["zh"] and q["en"] and q["articleType"] for q in qs)
+
+
+def test_no_relevant_items_gives_nan_not_a_warning() -> None:
+    import warnings
+
+    from kuamo.benchmarks.metrics import retrieval_metrics
+
+    scores = np.random.default_rng(0).random((3, 12))
+    full = retrieval_metrics(scores, np.eye(3, 12, dtype=bool))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        empty = retrieval_metrics(scores, np.zeros((3, 12), dtype=bool))
+        none = retrieval_metrics(scores[:0], np.zeros((0, 12), dtype=bool))
+    assert set(empty) == set(full) == set(none)
+    assert empty["queries"] == none["queries"] == 0 and np.isnan(empty["R@10"]) and np.isnan(none["P@10"])

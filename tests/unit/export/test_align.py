@@ -36,7 +36,7 @@ def test_head_roundtrip_keeps_outputs(tmp_path: Path) -> None:
     again = AlignHead.load(path)
     a, b = head(f, lg).detach().numpy(), again(f, lg).detach().numpy()
     assert a.shape == (5, 384) and np.allclose(np.linalg.norm(a, axis=1), 1, atol=1e-5)
-    assert (a * b).sum(1).min() > 0.999  # fp16 storage
+    assert (a * b).sum(1).min() > 0.999  # int8 weight rows, fp16 buffers
     assert float(again.alpha) == pytest.approx(0.7, abs=1e-3)
 
 
@@ -61,7 +61,7 @@ def test_head_fuses_into_image_onnx(model_dir: Path, fashion_dir: Path, tmp_path
     from kuamo.engine.artifacts import TowerArtifact
     from kuamo.engine.config import EncoderConfig
     from kuamo.engine.encoders import ImageEncoder
-    from kuamo.export.align import extract_features
+    from kuamo.export.align import extract_features, tuned_base
     from kuamo.export.image_tower import export_image_tower
     from kuamo.export.samples import load_fashion
 
@@ -71,7 +71,9 @@ def test_head_fuses_into_image_onnx(model_dir: Path, fashion_dir: Path, tmp_path
     head = train_head(data["features"], data["logits"], data["title"], np.arange(240),
                       Recipe(hidden=64, epochs=8, batch=64), np.zeros((1000, 384), np.float32),
                       progress=lambda _m: None)
-    spec = export_image_tower(tmp_path, head=head, int8=False, progress=lambda _m: None)
+    # features came from the exported tower: fuse onto the same backbone (the shipped delta when fine-tuned)
+    spec = export_image_tower(tmp_path, head=head, int8=False, progress=lambda _m: None,
+                              backbone_delta=tuned_base(model_dir) or None)
     assert spec["embedding_output"] == "embedding" and spec["dim"] == 384
     assert spec["parity"]["fp32_vs_torch_embedding"]["cosine_min"] >= 0.9999
     enc = ImageEncoder.from_tower(TowerArtifact("image", tmp_path / "image.onnx", "fp32", spec), EncoderConfig())
@@ -82,3 +84,19 @@ def test_head_fuses_into_image_onnx(model_dir: Path, fashion_dir: Path, tmp_path
     assert (emb * ref).sum(1).min() > 0.999
     # the fused tower still exposes the raw pooled features for image->image search
     assert enc.encode_outputs(photos[:2], ["features"])["features"].shape == (2, 1280)
+
+
+def test_shipped_files_fashion_tuned_by_default_and_generic_on_request() -> None:
+    from kuamo.export.pipeline import _alignment_head
+    from kuamo.export.tuned_backbone import delta_digest
+
+    head, card, delta = _alignment_head(None)
+    assert head is not None and delta  # the default carries the fine-tuned backbone
+    assert card["head_file"] == "align_head.npz"
+    assert card["backbone"]["delta_sha256"] == delta_digest(delta)  # the card names the delta it ships with
+    assert card["backbone"]["stage1"]["recipe"]["lr_backbone"] > 0  # and how stage 1 made it
+    generic, gcard, gdelta = _alignment_head(Path("generic"))
+    assert generic is not None and gdelta is None  # head only: the pretrained backbone stays
+    assert "kind" not in gcard and gcard["recipe"]["alpha"] == pytest.approx(0.6)
+    with pytest.raises(FileNotFoundError, match="kuamo align"):
+        _alignment_head(Path("/nonexistent/head.npz"))
