@@ -39,9 +39,9 @@ ALT_ID_OFFSET = 10_000_000  # template ids never collide with title ids
 
 @dataclass(frozen=True, kw_only=True)
 class FinetuneRecipe:
-    """Defaults = the shipped file's recipe (export/data/align.json), chosen on held-out proxies of seven
-    H200 runs: 12 epochs at 2e-4 reached R@10 74 (head only), 18 at 3e-4 76, this one 78.5; distill 1.0 -> 0.25
-    cost nothing in-domain; fewer templates (0.2/0.2) at 5e-4 fell to 73."""
+    """Defaults = the shipped stage 1 (export/data/align.json: backbone.stage1), chosen on held-out proxies
+    (head-only R@10) of five H200 runs: 12 epochs at 2e-4 with distill 1.0: 74.1 (75.2 without distillation);
+    18 at 3e-4: 76.3; this one: 78.5; 5e-4 with fewer templates (0.2 / 0.2): 72.9."""
 
     epochs: int = 20  # the one-cycle schedule's length
     stop_epoch: int | None = 17  # the shipped run ended here (a time cap on the GPU box); None = all epochs
