@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from kuamo.export.int8_rows import dequantise_rows, quantise_rows
+
 DEFAULT_HEAD_FILE = "align_head.npz"
 DEFAULT_CARD_FILE = "align.json"
 
@@ -62,9 +64,7 @@ class AlignHead(nn.Module):
         for k, v in self.state_dict().items():
             a = v.detach().cpu().numpy()
             if k.startswith("mlp.") and a.ndim == 2:
-                scale = np.abs(a).max(1) / 127.0 + 1e-12
-                arrays[f"{k}.q"] = np.round(a / scale[:, None]).astype(np.int8)
-                arrays[f"{k}.scale"] = scale.astype(np.float32)
+                arrays[f"{k}.q"], arrays[f"{k}.scale"] = quantise_rows(a)
             else:
                 arrays[k] = a.astype(np.float16)
         arrays["shape"] = np.asarray([self.shape.features, self.shape.logits, self.shape.hidden, self.shape.out])
@@ -80,9 +80,7 @@ class AlignHead(nn.Module):
                 if k == "shape" or k.startswith("backbone.") or k.endswith(".scale"):
                     continue
                 if k.endswith(".q"):
-                    name = k[:-2]
-                    w = data[k].astype(np.float32) * data[f"{name}.scale"][:, None]
-                    state[name] = torch.from_numpy(w)
+                    state[k[:-2]] = torch.from_numpy(dequantise_rows(data[k], data[f"{k[:-2]}.scale"]))
                 else:
                     state[k] = torch.from_numpy(data[k].astype(np.float32))
         head.load_state_dict(state, strict=True)
@@ -97,11 +95,6 @@ def generic_head_path() -> Path:
     """The head-only alternative (frozen ImageNet backbone): weaker on fashion, kinder to other goods
     (benchmarks/results/align_generalisation.md). `kuamo export --head generic` picks it."""
     return Path(str(resources.files("kuamo.export").joinpath("data", "generic", DEFAULT_HEAD_FILE)))
-
-
-def load_default_head() -> AlignHead | None:
-    path = default_head_path()
-    return AlignHead.load(path) if path.is_file() else None
 
 
 def shape_dict(shape: HeadShape) -> dict:

@@ -2,7 +2,7 @@
 text tower are not (a GPU box): the photos' JPEG bytes, the frozen e5 targets (titles, English and Chinese
 attribute templates), the zero-shot class map, the split and the articleType of every product.
 
-Title vectors are stored as int8 with one scale per vector (cosine to fp32 > 0.9999) to keep the file small.
+Title vectors are stored as int8 with one scale per vector (export/int8_rows.py; cosine to fp32 > 0.9999).
 """
 
 from __future__ import annotations
@@ -14,14 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
+from kuamo.export.int8_rows import dequantise_rows, quantise_rows
 from kuamo.export.samples import FashionItem
 
 Progress = Callable[[str], None]
-
-
-def quantise_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    scale = np.abs(x).max(1) / 127.0 + 1e-12
-    return np.round(x / scale[:, None]).astype(np.int8), scale.astype(np.float32)
 
 
 def build_pack(items: list[FashionItem], model_dir: Path, out: Path, progress: Progress = print) -> Path:
@@ -71,9 +67,6 @@ class Pack:
     def titles(self) -> np.ndarray:
         """(n, 384) float32 title targets, one row per product."""
         d = self.data
-        v = d["title_q"].astype(np.float32) * d["title_scale"][:, None]
+        v = dequantise_rows(d["title_q"], d["title_scale"])
         v /= np.linalg.norm(v, axis=1, keepdims=True)
         return v[d["title_idx"]]
-
-    def title_ids(self) -> np.ndarray:
-        return self.data["title_idx"]

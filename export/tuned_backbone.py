@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from kuamo.export.align_head import AlignHead
+from kuamo.export.int8_rows import dequantise_rows, quantise_rows
 
 PREFIX = "backbone."
 
@@ -29,17 +30,9 @@ def delta_arrays(tuned: dict[str, torch.Tensor], pretrained: dict[str, torch.Ten
                  names: list[str]) -> dict[str, np.ndarray]:
     out: dict[str, np.ndarray] = {}
     for name in names:
-        d = (tuned[name].float() - pretrained[name].float()).numpy()
-        rows = d.reshape(d.shape[0], -1)
-        scale = np.abs(rows).max(1) / 127.0
-        scale[scale == 0] = 1.0
-        out[f"{PREFIX}{name}.q"] = np.round(rows / scale[:, None]).astype(np.int8).reshape(d.shape)
-        out[f"{PREFIX}{name}.scale"] = scale.astype(np.float32)
+        delta = (tuned[name].float() - pretrained[name].float()).numpy()
+        out[f"{PREFIX}{name}.q"], out[f"{PREFIX}{name}.scale"] = quantise_rows(delta)
     return out
-
-
-def has_delta(arrays: dict[str, np.ndarray] | np.lib.npyio.NpzFile) -> bool:
-    return any(k.startswith(PREFIX) for k in arrays)
 
 
 def apply_delta(model: nn.Module, arrays: dict[str, np.ndarray]) -> int:
@@ -51,9 +44,8 @@ def apply_delta(model: nn.Module, arrays: dict[str, np.ndarray]) -> int:
         raise ValueError(f"backbone delta names tensors the network does not have: {unknown[:3]}")
     with torch.no_grad():
         for name in names:
-            q, scale = arrays[f"{PREFIX}{name}.q"], arrays[f"{PREFIX}{name}.scale"]
-            delta = q.reshape(q.shape[0], -1).astype(np.float32) * scale[:, None]
-            params[name].add_(torch.from_numpy(delta.reshape(q.shape)))
+            delta = dequantise_rows(arrays[f"{PREFIX}{name}.q"], arrays[f"{PREFIX}{name}.scale"])
+            params[name].add_(torch.from_numpy(delta))
     return len(names)
 
 

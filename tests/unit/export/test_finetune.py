@@ -15,7 +15,8 @@ from PIL import Image  # noqa: E402
 from kuamo.engine.imaging import ImagePreprocess, decode_image, preprocess  # noqa: E402
 from kuamo.export.effnet_lite import EfficientNetLite0  # noqa: E402
 from kuamo.export.finetune import FinetuneRecipe, Normaliser, decode_pixels, finetune  # noqa: E402
-from kuamo.export.finetune_pack import Pack, quantise_rows  # noqa: E402
+from kuamo.export.finetune_pack import Pack  # noqa: E402
+from kuamo.export.int8_rows import quantise_rows  # noqa: E402
 
 
 def _jpeg(colour: tuple[int, int, int], size: tuple[int, int] = (60, 80)) -> bytes:
