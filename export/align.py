@@ -72,11 +72,14 @@ class Recipe:
     seed: int = 0
 
 
-def _cache_key(art: ModelArtifacts, items: Sequence[FashionItem]) -> str:
-    image = art.towers["image"]
+def cache_key(art: ModelArtifacts, items: Sequence[FashionItem], *, image: bool = True) -> str:
+    """Names what was computed from these products with these towers (the text tower always; the image
+    tower's weights and preprocessing unless `image` is False), so a cache never outlives its inputs."""
+    parts = [art.manifest["files"]["text.onnx"]["sha256"]]
+    if image:
+        parts = [art.towers["image"]["source"], art.towers["image"]["preprocess"], *parts]
     h = hashlib.sha256()
-    h.update(json.dumps([image["source"], image["preprocess"], art.manifest["files"]["text.onnx"]["sha256"]],
-                        sort_keys=True).encode())
+    h.update(json.dumps(parts, sort_keys=True).encode())
     h.update(",".join(str(it.id) for it in items).encode())
     return h.hexdigest()[:16]
 
@@ -87,7 +90,7 @@ def extract_features(items: Sequence[FashionItem], model_dir: Path, cache_dir: P
     from tqdm import tqdm
 
     art = ModelArtifacts(model_dir)
-    path = Path(cache_dir) / f"features-{_cache_key(art, items)}.npz"
+    path = Path(cache_dir) / f"features-{cache_key(art, items)}.npz"
     if path.is_file():
         progress(f"align: features from cache {path}")
         with np.load(path) as data:

@@ -8,12 +8,11 @@ slow (about 17 photos/s for training on 2 cores): use a GPU (`--device cuda`), o
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable
 from pathlib import Path
 
-from kuamo.export.align import card, is_held_out
+from kuamo.export.align import cache_key, card, is_held_out
 from kuamo.export.finetune import FinetuneRecipe, finetune
 from kuamo.export.finetune_pack import Pack, build_pack
 from kuamo.export.samples import load_fashion
@@ -45,8 +44,8 @@ def run_finetune(*, catalog: Path, model_dir: Path, out: Path, recipe: FinetuneR
 
     recipe = recipe or FinetuneRecipe()
     items = load_fashion(catalog)[:limit] if limit else load_fashion(catalog)
-    ids = hashlib.sha1(",".join(str(it.id) for it in items).encode()).hexdigest()[:12]
-    pack_path = Path(cache_dir) / f"pack-{ids}.npz"  # cached: the text targets take minutes on a CPU
+    # cached: the text targets take minutes on a CPU; they depend on the products and the text tower only
+    pack_path = Path(cache_dir) / f"pack-{cache_key(ModelArtifacts(model_dir), items, image=False)}.npz"
     pack = Pack.load(pack_path) if pack_path.is_file() else Pack.load(build_pack(items, model_dir, pack_path,
                                                                                  progress))
     held = pack.data["held_out"]
