@@ -67,10 +67,15 @@ def _head_only(quick: bool, model_dir: Path | str, recipe: object | None = None)
         for a in ALPHAS:
             m = evaluate_embeddings(pool, head_embeddings(head, d["features"][mask], d["logits"][mask], alpha=a),
                                     d["title"][mask], txt)
-            rows.append({"set": name, "alpha": a, "pool": len(pool), "known_item_R@10": m["known_item_strict"]["R@10"],
-                         "category_P@10": m["category_all"]["P@10"], "en_P@5": m["queries_en"]["P@5"],
-                         "zh_P@5": m["queries_zh"]["P@5"]})
+            rows.append(_row(name, a, len(pool), m))
     return {"recipe": recipe.__dict__, "rows": rows}
+
+
+def _row(name: str, alpha: float, pool: int, m: dict) -> dict:
+    """One report row; the definitions the first (head-only) section was measured with."""
+    return {"set": name, "alpha": alpha, "pool": pool, "known_item_R@10": m["known_item_strict"]["R@10"],
+            "category_P@10": m["category_all"]["P@10"], "en_P@5": m["queries_en"]["P@5"],
+            "zh_P@5": m["queries_zh"]["P@5"]}
 
 
 def ood_mask(items: list) -> np.ndarray:
@@ -106,9 +111,7 @@ def _tuned(path: Path, model_dir: Path | str) -> dict:
             with torch.no_grad():
                 emb = head(torch.from_numpy(feats), torch.from_numpy(logits)).numpy()
             m = evaluate_embeddings(pool, emb, titles, txt)
-            rows.append({"set": name, "alpha": a, "pool": len(pool), "known_item_R@10": m["known_item_strict"]["R@10"],
-                         "category_P@10": m["category_all"]["P@10"], "en_P@5": m["queries_en"]["P@5"],
-                         "zh_P@5": m["queries_zh"]["P@5"]})
+            rows.append(_row(name, a, len(pool), m))
     return {"file": str(path), "rows": rows}
 
 

@@ -129,17 +129,10 @@ def _image_factories(model_dir: Path, threads: int) -> tuple[dict[str, Factory],
     def pytorch_fp32() -> Callable:
         import torch
 
-        from kuamo.export.effnet_lite import load_pretrained
-        from kuamo.export.image_tower import ImageTower
+        from kuamo.export.image_tower import exported_torch_tower
 
         torch.set_num_threads(threads)
-        backbone, _ = load_pretrained()
-        head = None
-        if out == "embedding":
-            from kuamo.export.align_head import load_default_head
-
-            head = load_default_head()
-        tower = ImageTower(backbone, head).eval()
+        tower = exported_torch_tower(model_dir)  # the fine-tuned backbone and fused head when exported so
 
         def run_torch(xs: Sequence[np.ndarray]) -> np.ndarray:
             with torch.inference_mode():

@@ -47,6 +47,24 @@ class ImageTower(nn.Module):
         return emb, feats, logits
 
 
+def exported_torch_tower(model_dir: Path) -> ImageTower:
+    """The PyTorch network a model directory's image tower was exported from (the reference for parity):
+    pretrained backbone plus the fine-tuned delta the export carries, and the head it fused."""
+    from kuamo.engine.artifacts import ModelArtifacts
+    from kuamo.export.align import tuned_base
+    from kuamo.export.align_head import AlignHead, default_head_path
+
+    spec = ModelArtifacts(model_dir).towers["image"]
+    backbone, _ = load_pretrained()
+    apply_delta(backbone, tuned_base(model_dir))
+    head = None
+    if spec["embedding_output"] == "embedding":
+        exported_from = spec.get("alignment", {}).get("head_path")
+        head = AlignHead.load(exported_from if exported_from and Path(exported_from).is_file()
+                              else default_head_path())
+    return ImageTower(backbone, head).eval()
+
+
 def photo_batch(seed: int, n: int, pre: ImagePreprocess) -> np.ndarray:
     """n real fashion photos, decoded and preprocessed exactly as the runtime does."""
     return load_photos(sample_fashion(n, seed=seed), pre)

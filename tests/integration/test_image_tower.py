@@ -54,19 +54,18 @@ def _photos(items: list[FashionItem]) -> list[bytes]:
 def test_fp32_onnx_matches_pytorch_on_real_photos(encoder: ImageEncoder, catalog: list[FashionItem],
                                                   model_dir: Path) -> None:
     torch = pytest.importorskip("torch")
-    from kuamo.export.align import tuned_base
-    from kuamo.export.effnet_lite import load_pretrained
-    from kuamo.export.tuned_backbone import apply_delta
+    from kuamo.export.image_tower import exported_torch_tower
 
     items = random.Random(11).sample(catalog, 16)
     photos = _photos(items)
-    got = encoder.encode_outputs(photos, ["features", "logits"])
-    model, _ = load_pretrained()
-    apply_delta(model, tuned_base(model_dir))  # the fine-tuned backbone when the export carries one
+    tower = exported_torch_tower(model_dir)  # the fine-tuned backbone and fused head when the export has them
+    names = tower.output_names
+    got = encoder.encode_outputs(photos, names)
     with torch.no_grad():
         x = torch.from_numpy(np.stack([encoder.load(p) for p in photos]))  # the runtime's own preprocessing
-        ref_feats, ref_logits = (t.numpy() for t in model(x))
-    for ref, out in ((ref_feats, got["features"]), (ref_logits, got["logits"])):
+        refs = [t.numpy() for t in tower(x)]
+    for name, ref in zip(names, refs, strict=True):
+        out = got[name]
         cos = (ref * out).sum(1) / np.linalg.norm(ref, axis=1) / np.linalg.norm(out, axis=1)
         assert cos.min() >= 0.9999
 
