@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from kuamo.export.align import cache_key, card, is_held_out
-from kuamo.export.finetune import FinetuneRecipe, finetune
+from kuamo.export.finetune import FinetuneRecipe, finetune, resolve_device
 from kuamo.export.finetune_pack import Pack, build_pack
 from kuamo.export.samples import load_fashion
 from kuamo.export.tuned_backbone import delta_arrays, tower_outputs, tuned_parameter_names
@@ -42,6 +42,7 @@ def run_finetune(*, catalog: Path, model_dir: Path, out: Path, recipe: FinetuneR
     from kuamo.export.image_tower import load_photos
     from kuamo.export.tuned_backbone import load_tuned
 
+    resolve_device(device)  # a wrong --device fails now, not after minutes of packing
     recipe = recipe or FinetuneRecipe()
     items = load_fashion(catalog)[:limit] if limit else load_fashion(catalog)
     # cached: the text targets take minutes on a CPU; they depend on the products and the text tower only

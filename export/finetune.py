@@ -26,6 +26,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from kuamo.engine.errors import InvalidInput
 from kuamo.engine.imaging import ImagePreprocess, decode_image, preprocess
 from kuamo.export.align_head import AlignHead, HeadShape
 from kuamo.export.contrastive import multi_positive_infonce
@@ -58,6 +59,19 @@ class FinetuneRecipe:
     augment: bool = True  # flips and mild zoom/shift on a white canvas; never colour (colour is in the titles)
     alpha: float = 0.6  # serving blend with the zero-shot map, as Recipe.alpha
     seed: int = 0
+
+
+def resolve_device(name: str) -> torch.device:
+    """A torch device that exists here, or InvalidInput saying what is wrong with the name."""
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, TypeError) as exc:
+        raise InvalidInput(f"device {name!r} is not a torch device (cpu, cuda, cuda:1 ...): {exc}",
+                           field="device") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InvalidInput(f"device {name!r}: this torch ({torch.__version__}) sees no CUDA GPU; use cpu",
+                           field="device")
+    return dev
 
 
 def _decode_one(args: tuple[bytes, ImagePreprocess]) -> np.ndarray:
@@ -143,7 +157,7 @@ def finetune(pack: Pack, backbone_state: dict[str, torch.Tensor], recipe: Finetu
     """Train on the products where `train` is true; report proxy metrics on `evaluate` after each epoch."""
     torch.manual_seed(recipe.seed)
     rng = np.random.default_rng(recipe.seed)
-    dev = torch.device(device)
+    dev = resolve_device(device)
     gen = torch.Generator(device=dev).manual_seed(recipe.seed)
     cuda = dev.type == "cuda"
     pre = ImagePreprocess()
@@ -273,7 +287,10 @@ def main() -> None:
     p.add_argument("--recipe", default="{}", help="JSON overrides of FinetuneRecipe")
     p.add_argument("--max-seconds", type=float, default=None, help="stop after the epoch that passes this")
     args = p.parse_args()
-    recipe = FinetuneRecipe(**json.loads(args.recipe))
+    try:
+        recipe = FinetuneRecipe(**json.loads(args.recipe))
+    except (ValueError, TypeError) as exc:
+        p.error(f"--recipe must be a JSON object of FinetuneRecipe fields: {exc}")
     pack = Pack.load(args.pack)
     n = min(len(pack), args.limit or len(pack))
     keep = np.zeros(len(pack), dtype=bool)
@@ -281,7 +298,10 @@ def main() -> None:
     held = pack.data["held_out"]
     excluded = np.zeros(len(pack), dtype=bool)
     for name in filter(None, args.exclude.split(",")):
-        excluded |= (pack.data["masterCategory"] == name) | (pack.data["subCategory"] == name)
+        hit = (pack.data["masterCategory"] == name) | (pack.data["subCategory"] == name)
+        if not hit.any():
+            p.error(f"--exclude {name!r}: no product has that masterCategory or subCategory")
+        excluded |= hit
     state, head, history = finetune(pack, load_state_npz(args.weights), recipe, train=keep & ~held & ~excluded,
                                     evaluate=keep & held & ~excluded, device=args.device, workers=args.workers,
                                     max_seconds=args.max_seconds)

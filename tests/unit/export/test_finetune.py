@@ -79,3 +79,45 @@ def test_finetune_moves_only_the_trained_tensors(tmp_path: Path) -> None:
     assert set(proxies) == {"R@1", "R@10", "i2i_P@10"} and all(0 <= v <= 100 for v in proxies.values())
     assert proxies["R@10"] == 100.0  # 6 held-out photos: every title is within the top 10
     assert head.mlp[0].out_features == 32
+
+
+@pytest.mark.parametrize("name", ["gpu0", "cuda:x", ""])
+def test_a_wrong_device_name_is_a_clear_error(name: str) -> None:
+    from kuamo.engine.errors import InvalidInput
+    from kuamo.export.finetune import resolve_device
+
+    with pytest.raises(InvalidInput, match="not a torch device"):
+        resolve_device(name)
+
+
+def test_cuda_without_a_gpu_is_a_clear_error() -> None:
+    from kuamo.engine.errors import InvalidInput
+    from kuamo.export.finetune import resolve_device
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(InvalidInput, match="sees no CUDA GPU"):
+        resolve_device("cuda")
+    assert resolve_device("cpu").type == "cpu"
+
+
+def test_cli_rejects_garbage_recipe_and_unknown_exclude(tmp_path: Path, monkeypatch, capsys) -> None:
+    import sys
+
+    from kuamo.export import finetune as ft
+
+    pack = fake_pack(6)
+    pack.data["masterCategory"] = np.asarray(["Apparel"] * 6)
+    pack.data["subCategory"] = np.asarray(["Topwear"] * 6)
+    path = tmp_path / "pack.npz"
+    np.savez(path, **pack.data)
+    np.savez(tmp_path / "w.npz", **{k: v.numpy() for k, v in EfficientNetLite0().state_dict().items()})
+    base = ["finetune", "--pack", str(path), "--weights", str(tmp_path / "w.npz"), "--out", str(tmp_path / "o")]
+    for extra, message in ((["--recipe", "{not json"], "--recipe must be a JSON object"),
+                           (["--recipe", '{"epochz": 3}'], "--recipe must be a JSON object"),
+                           (["--exclude", "Spaceships"], "no product has that")):
+        monkeypatch.setattr(sys, "argv", base + extra)
+        with pytest.raises(SystemExit) as exit_info:
+            ft.main()
+        assert exit_info.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "o.npz").exists()
