@@ -7,7 +7,10 @@ Tasks (search pool = the held-out photos):
 - category: query = an articleType name with at least 10 photos in the pool, relevant = photos of that
   articleType (P@10 cannot reach 100 for a smaller one: with 5 photos it stops at 50); `category_all` keeps
   every articleType with at least 5 photos (what earlier reports called `category`);
-- image->image: query = a held-out photo, relevant = other photos of the same articleType;
+- image->image: query = a held-out photo, relevant = other photos of the same articleType; scored on the aligned
+  vector alone (`image_to_image_aligned`), on the raw pooled features (`image_to_image_raw`), and as the engine
+  serves a photo query (`image_to_image_served`): the aligned vector's top 100 re-ranked by predicted-category
+  agreement over the catalog's leaf category names (engine/category_prior.py; the pool's labels are not read);
 - Chinese: tests/data/zh_queries.tsv, relevant = expected articleType (and colour when given), scored
   beside the same queries in English.
 Every task is scored for the FP32 towers and for the served (gated INT8) towers.
@@ -24,6 +27,14 @@ import numpy as np
 
 from kuamo.benchmarks.common import machine_info, markdown_table, write_json, write_markdown
 from kuamo.benchmarks.metrics import retrieval_metrics
+from kuamo.engine.category_prior import (
+    DEFAULT_CANDIDATES,
+    DEFAULT_TEMPERATURE,
+    DEFAULT_WEIGHT,
+    CategoryPrior,
+    leaf_names,
+    rerank_scores,
+)
 
 ZH_QUERIES = Path(__file__).resolve().parents[1] / "tests" / "data" / "zh_queries.tsv"
 MIN_CATEGORY_SIZE = 10  # P@10 can reach 100 only with >= 10 relevant photos
@@ -36,8 +47,24 @@ def load_zh_queries(path: Path = ZH_QUERIES) -> list[dict]:
     return list(csv.DictReader(lines, delimiter="\t"))
 
 
+def photo_query_scores(image_emb: np.ndarray, prior: CategoryPrior | None,
+                       candidates: int = DEFAULT_CANDIDATES, weight: float = DEFAULT_WEIGHT) -> np.ndarray:
+    """(n, n) scores of every pool photo as a query against the others, as the engine ranks a photo query:
+    visual score, and for its top `candidates` the weighted category agreement; the rest stay below them."""
+    v = image_emb / np.linalg.norm(image_emb, axis=1, keepdims=True)
+    s = v @ v.T
+    np.fill_diagonal(s, -np.inf)
+    if prior is None:
+        return s
+    top = np.argsort(-s, axis=1)[:, :candidates]
+    out = np.full_like(s, -np.inf)
+    for i in range(len(v)):
+        out[i, top[i]] = rerank_scores(prior, v[i], v[top[i]], s[i, top[i]], weight)
+    return out
+
+
 def evaluate_embeddings(items: Sequence, image_emb: np.ndarray, title_emb: np.ndarray, text_encoder,
-                        raw_features: np.ndarray | None = None) -> dict:
+                        raw_features: np.ndarray | None = None, prior: CategoryPrior | None = None) -> dict:
     """All tasks for one set of held-out photo embeddings (n, 384) and title query vectors (n, 384)."""
     n = len(items)
     out: dict = {"pool": n}
@@ -64,6 +91,8 @@ def evaluate_embeddings(items: Sequence, image_emb: np.ndarray, title_emb: np.nd
         s = v @ v.T
         np.fill_diagonal(s, -np.inf)
         out[name] = retrieval_metrics(s, same)
+    if prior is not None:
+        out["image_to_image_served"] = retrieval_metrics(photo_query_scores(image_emb, prior), same)
 
     colours = np.asarray([it.attrs.get("baseColour", "") for it in items])
     queries = load_zh_queries()
@@ -79,14 +108,18 @@ def evaluate_embeddings(items: Sequence, image_emb: np.ndarray, title_emb: np.nd
     return out
 
 
-def _held_out_items(catalog: Path | None):
+def _held_out_items(catalog: Path | None) -> tuple[list, list[str]]:
+    """The held-out products, and the leaf category names of the whole catalog (what an engine that indexed
+    it reads its photo queries against: the fashion mapping's leaf is the articleType)."""
     from kuamo.export.align import is_held_out
     from kuamo.export.samples import DEFAULT_FASHION_DIR, load_fashion
 
-    return [it for it in load_fashion(catalog or DEFAULT_FASHION_DIR) if is_held_out(it.id)]
+    every = load_fashion(catalog or DEFAULT_FASHION_DIR)
+    return [it for it in every if is_held_out(it.id)], leaf_names(it.attrs["articleType"] for it in every)
 
 
-def evaluate_model_dir(model_dir: Path, precision: str, items: Sequence, limit: int | None = None) -> dict:
+def evaluate_model_dir(model_dir: Path, precision: str, items: Sequence, limit: int | None = None,
+                       vocabulary: Sequence[str] = ()) -> dict:
     from kuamo.engine.artifacts import ModelArtifacts
     from kuamo.engine.config import EncoderConfig
     from kuamo.engine.encoders import ImageEncoder, TextEncoder
@@ -100,18 +133,20 @@ def evaluate_model_dir(model_dir: Path, precision: str, items: Sequence, limit: 
     emb = outs[img.embedding_output]
     emb = emb / np.linalg.norm(emb, axis=1, keepdims=True)
     titles = txt.encode([it.title for it in items], kind="query")
-    res = evaluate_embeddings(items, emb, titles, txt, raw_features=outs["features"])
+    prior = CategoryPrior.from_names(vocabulary, lambda names: txt.encode(names, kind="query")) \
+        if len(vocabulary) > 1 else None
+    res = evaluate_embeddings(items, emb, titles, txt, raw_features=outs["features"], prior=prior)
     res["precision"] = {"text": txt.tower.precision, "image": img.tower.precision}
     return res
 
 
 TARGETS = {("known_item", "R@10"): 82, ("known_item", "R@1"): 40, ("category", "P@10"): 90,
-           ("image_to_image_aligned", "P@10"): 82}
+           ("image_to_image_served", "P@10"): 82}
 
 
 def run(quick: bool = False, model_dir: Path | str = "models/default", catalog: Path | None = None) -> dict:
     model_dir = Path(model_dir)
-    items = _held_out_items(catalog)
+    items, vocabulary = _held_out_items(catalog)
     limit = 400 if quick else None
     res: dict = {"suite": "quality", "quick": quick, "machine": machine_info(),
                  "params": {"held_out": len(items), "pool": limit or len(items), "split": "sha1(id) mod 100 < 10"}}
@@ -120,8 +155,10 @@ def run(quick: bool = False, model_dir: Path | str = "models/default", catalog: 
     towers = ModelArtifacts(model_dir).towers
     res["image_tower"] = {"embedding_output": towers["image"]["embedding_output"],
                           "alignment": towers["image"].get("alignment", {}).get("recipe")}
-    res["fp32"] = evaluate_model_dir(model_dir, "fp32", items, limit)
-    res["served"] = evaluate_model_dir(model_dir, "auto", items, limit)
+    res["params"]["photo_query"] = {"category_names": len(vocabulary), "candidates": DEFAULT_CANDIDATES,
+                                    "weight": DEFAULT_WEIGHT, "temperature": DEFAULT_TEMPERATURE}
+    res["fp32"] = evaluate_model_dir(model_dir, "fp32", items, limit, vocabulary)
+    res["served"] = evaluate_model_dir(model_dir, "auto", items, limit, vocabulary)
     res["served_minus_fp32_R@10"] = res["served"]["known_item"]["R@10"] - res["fp32"]["known_item"]["R@10"]
     res["targets"] = {f"{t} {m}": {"target": v, "fp32": res["fp32"][t][m], "served": res["served"][t][m],
                                    "met": res["served"][t][m] >= v} for (t, m), v in TARGETS.items()}
@@ -136,8 +173,8 @@ def _write(res: dict) -> None:
     rows = []
     for variant in ("fp32", "served"):
         r = res[variant]
-        for task in ("known_item", "known_item_strict", "category", "category_all", "image_to_image_aligned",
-                     "image_to_image_raw", "queries_en", "queries_zh"):
+        for task in ("known_item", "known_item_strict", "category", "category_all", "image_to_image_served",
+                     "image_to_image_aligned", "image_to_image_raw", "queries_en", "queries_zh"):
             m = r[task]
             rows.append({"encoders": variant, "task": task, **{k: m[k] for k in
                          ("queries", "R@1", "R@5", "R@10", "MRR", "nDCG@10", "P@5", "P@10", "Rfrac@10", "F1@10")}})

@@ -21,6 +21,13 @@ from typing import Any, Protocol
 import numpy as np
 
 from kuamo.engine.batcher import BatcherConfig, DynamicBatcher
+from kuamo.engine.category_prior import (
+    DEFAULT_CANDIDATES,
+    DEFAULT_TEMPERATURE,
+    DEFAULT_WEIGHT,
+    CategoryPrior,
+    leaf_names,
+)
 from kuamo.engine.config import DEFAULT_MODEL_DIR, EncoderConfig
 from kuamo.engine.errors import ArtifactError, InvalidInput, KuamoError, NotFound, NotReady
 from kuamo.engine.fusion import FusionLayout
@@ -78,6 +85,11 @@ class EngineConfig:
     text_fills_image: bool = True
     # ...and a photo-only query the text block (cross-modal photo -> titles); off until measured useful.
     image_fills_text: bool = False
+    # A photo-only query re-ranks at least `photo_candidates` candidates by visual score plus this weight (in
+    # units of its image weight) times the agreement of the predicted categories (category_prior); 0 = off.
+    photo_category_weight: float = DEFAULT_WEIGHT
+    category_temperature: float = DEFAULT_TEMPERATURE
+    photo_candidates: int = DEFAULT_CANDIDATES
     max_k: int = 1000
     max_batch_queries: int = 256
     # Concurrent searches are batched into one index call (one worker: no oversubscribed BLAS threads).
@@ -183,6 +195,9 @@ class Engine:
         self._changes_since_snapshot = 0
         self.recovery: dict[str, Any] = {}
         self.index = self._recover()
+        self._category_prior: CategoryPrior | None = None
+        self._category_name_vecs: dict[str, np.ndarray] = {}
+        self._refresh_category_prior()
         self._text_batcher: DynamicBatcher | None = None
         self._image_batcher: DynamicBatcher | None = None
         self._search_batcher: DynamicBatcher | None = None
@@ -649,10 +664,41 @@ class Engine:
 
     def _n_candidates(self, q: Query) -> int:
         # Modifiers re-order the candidates: fetch k x factor of them so a boosted product can climb in.
-        if q.modifiers.is_empty():
-            return q.k
-        rf = q.rerank_factor if q.rerank_factor is not None else self.index.cfg.rerank_factor
-        return min(q.k * max(int(rf), 1), self.index.cfg.max_k)
+        n = q.k
+        if not q.modifiers.is_empty():
+            rf = q.rerank_factor if q.rerank_factor is not None else self.index.cfg.rerank_factor
+            n = min(q.k * max(int(rf), 1), self.index.cfg.max_k)
+        if self._is_photo_query(q) and self._category_prior is not None:
+            n = max(n, min(self.config.photo_candidates, self.index.cfg.max_k))
+        return n
+
+    @staticmethod
+    def _is_photo_query(q: Query) -> bool:
+        return q.image is not None and q.text is None
+
+    def _category_bonus(self, job: _SearchJob, cand_ids: list[int]) -> np.ndarray | None:
+        """Per candidate: the photo query's image weight x photo_category_weight x the agreement of the
+        predicted categories of the query photo and the candidate's photo; None when it does not apply."""
+        prior = self._category_prior
+        if prior is None or not cand_ids or not self._is_photo_query(job.query):
+            return None
+        img = self.layout.slices()["image"]
+        own = job.qvec if job.profile_vec is None else job.qvec - job.profile_vec
+        qimg = own[img]
+        w = float(np.linalg.norm(qimg))
+        if w == 0:  # the caller weighted the image block to zero
+            return None
+        self._index_lock.acquire_read()
+        try:
+            present = [i for i in cand_ids if i in self.index]  # a concurrent delete may have taken one
+            vecs = self.index.vectors(np.asarray(present, dtype=np.int64))[:, img] if present else None
+        finally:
+            self._index_lock.release_read()
+        bonus = np.zeros(len(cand_ids), dtype=np.float32)
+        if vecs is not None:
+            got = dict(zip(present, prior.agreement(qimg, vecs), strict=True))
+            bonus[:] = [got.get(i, 0.0) for i in cand_ids]
+        return w * self.config.photo_category_weight * bonus
 
     def _finish(self, job: _SearchJob, scores: np.ndarray, ids: np.ndarray, allowed: np.ndarray | None,
                 search_ms: float) -> SearchResult:
@@ -663,6 +709,10 @@ class Engine:
         keep = ids[:n] >= 0
         cand_ids = [int(i) for i in ids[:n][keep]]
         cand_scores = [float(s) for s in scores[:n][keep]]
+        bonus = self._category_bonus(job, cand_ids)
+        if bonus is not None:
+            cand_scores = [s + float(b) for s, b in zip(cand_scores, bonus, strict=True)]
+        category = dict(zip(cand_ids, bonus.tolist(), strict=True)) if bonus is not None else {}
         need_products = q.include_products or not q.modifiers.is_empty()
         products = self.store.get_many(cand_ids) if need_products else {}
         ranked = []
@@ -682,6 +732,8 @@ class Engine:
                 else:  # the query's own blocks, and what the shopper's profile added
                     contributions[pid] = {**self.layout.contributions(qvec - job.profile_vec, vec),
                                           "profile": float(job.profile_vec @ vec)}
+                if pid in category:  # the photo query's category agreement (category_prior)
+                    contributions[pid]["category"] = category[pid]
         hits = [Hit(id=pid, score=final, product=products.get(pid) if q.include_products else None,
                     explanation=Explanation(contributions=contributions.get(pid, {}), base_score=base,
                                             modifiers=applied) if q.explain else None)
@@ -796,10 +848,29 @@ class Engine:
         """Runs in the write path (under _write_lock): re-plan the index when the catalog outgrew it,
         snapshot every `snapshot_every` changes."""
         self._changes_since_snapshot += n
+        self._refresh_category_prior()
         if self._index_outgrown():
             self._rebuild_index()
         if self._changes_since_snapshot >= self.config.snapshot_every:
             self._save_snapshot()
+
+    def _refresh_category_prior(self) -> None:
+        """Re-read the catalog's leaf categories (at start and after each write); encode only new names."""
+        if not (self.config.photo_category_weight > 0 and self.image_aligned and self.image_encoder is not None):
+            return
+        names = leaf_names(self.store.categories())
+        current = self._category_prior
+        if current is not None and list(current.names) == names:
+            return
+        if len(names) < 2:  # one category or none: nothing to tell apart
+            self._category_prior = None
+            return
+        new = [n for n in names if n not in self._category_name_vecs]
+        if new:
+            self._category_name_vecs.update(zip(new, self.text_encoder.encode(new, "query"), strict=True))
+        # one assignment: a search in flight keeps the prior it read
+        self._category_prior = CategoryPrior(names, np.stack([self._category_name_vecs[n] for n in names]),
+                                             self.config.category_temperature)
 
     def _index_outgrown(self) -> bool:
         # Upserts keep the index kind and IVF parameters; they were chosen for the size at build time.

@@ -184,6 +184,11 @@ class CatalogStore:
         with self._lock:
             return self._db.execute("SELECT count(*) FROM products").fetchone()[0]
 
+    def categories(self) -> list[str]:
+        """The distinct category paths of the catalog (indexed column)."""
+        with self._lock:
+            return [r[0] for r in self._db.execute("SELECT DISTINCT category FROM products")]
+
     def get(self, id: int) -> Product:
         got = self.get_many([id])
         if id not in got:

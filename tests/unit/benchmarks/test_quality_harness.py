@@ -79,3 +79,17 @@ def test_no_relevant_items_gives_nan_not_a_warning() -> None:
         none = retrieval_metrics(scores[:0], np.zeros((0, 12), dtype=bool))
     assert set(empty) == set(full) == set(none)
     assert empty["queries"] == none["queries"] == 0 and np.isnan(empty["R@10"]) and np.isnan(none["P@10"])
+
+
+def test_photo_query_scores_rerank_only_the_top_candidates() -> None:
+    from kuamo.benchmarks.quality import photo_query_scores
+    from kuamo.engine.category_prior import CategoryPrior
+
+    # two kinds along axes 0 / 1; photo 1 is visually closest to photo 0 but reads as the other kind
+    v = np.array([[1, 0, 0], [0.6, 0.8, 0], [0.55, 0, 0.835], [0, 1, 0]], np.float32)
+    plain = photo_query_scores(v, None)
+    assert np.isneginf(np.diag(plain)).all() and plain[0].argmax() == 1
+    prior = CategoryPrior(["a", "b"], np.eye(2, 3, dtype=np.float32), temperature=0.03)
+    served = photo_query_scores(v, prior, candidates=2)
+    assert served[0].argmax() == 2  # the same-kind photo overtakes with the agreement bonus
+    assert np.isfinite(served).sum(axis=1).tolist() == [2, 2, 2, 2]  # only the top 2 are re-scored
