@@ -636,7 +636,8 @@ class Engine:
             except Exception as exc:
                 out[i] = exc
                 continue
-            key = ("all", job.query.nprobe, job.query.rerank_factor) if allowed[i] is None else ("filtered", i)
+            widened = self._n_candidates(job.query) > self._n_candidates(job.query, category=False)
+            key = ("all", job.query.nprobe, job.query.rerank_factor, widened) if allowed[i] is None else ("filtered", i)
             groups.setdefault(key, []).append(i)
         for members in groups.values():
             t_s = time.perf_counter()
@@ -646,7 +647,7 @@ class Engine:
                 self._index_lock.acquire_read()
                 try:
                     scores, ids = self.index.search(np.stack([jobs[i].qvec for i in members]), n_cand,
-                                                    nprobe=q0.nprobe, rerank_factor=q0.rerank_factor,
+                                                    nprobe=q0.nprobe, rerank_factor=self._rerank_factor(q0, n_cand),
                                                     allowed_ids=allowed[members[0]])
                 finally:
                     self._index_lock.release_read()
@@ -662,15 +663,26 @@ class Engine:
                     out[i] = exc
         return out
 
-    def _n_candidates(self, q: Query) -> int:
+    def _n_candidates(self, q: Query, *, category: bool = True) -> int:
         # Modifiers re-order the candidates: fetch k x factor of them so a boosted product can climb in.
         n = q.k
         if not q.modifiers.is_empty():
-            rf = q.rerank_factor if q.rerank_factor is not None else self.index.cfg.rerank_factor
-            n = min(q.k * max(int(rf), 1), self.index.cfg.max_k)
-        if self._is_photo_query(q) and self._category_prior is not None:
+            n = min(q.k * max(int(self._query_rf(q)), 1), self.index.cfg.max_k)
+        if category and self._is_photo_query(q) and self._category_prior is not None:
             n = max(n, min(self.config.photo_candidates, self.index.cfg.max_k))
         return n
+
+    def _query_rf(self, q: Query) -> int:
+        return q.rerank_factor if q.rerank_factor is not None else self.index.cfg.rerank_factor
+
+    def _rerank_factor(self, q: Query, n_cand: int) -> int | None:
+        """The index's exact re-rank factor for `n_cand` results. A photo query widened to its category
+        candidates keeps the approximate-candidate budget of the plain query (k x factor, at least the
+        widened count) instead of multiplying it: the widened list is re-scored exactly anyway."""
+        plain = self._n_candidates(q, category=False)
+        if n_cand <= plain:
+            return q.rerank_factor
+        return max(1, -(-plain * int(self._query_rf(q)) // n_cand))
 
     @staticmethod
     def _is_photo_query(q: Query) -> bool:
@@ -713,14 +725,17 @@ class Engine:
         if bonus is not None:
             cand_scores = [s + float(b) for s, b in zip(cand_scores, bonus, strict=True)]
         category = dict(zip(cand_ids, bonus.tolist(), strict=True)) if bonus is not None else {}
-        need_products = q.include_products or not q.modifiers.is_empty()
-        products = self.store.get_many(cand_ids) if need_products else {}
+        products: dict[int, Product] = {}
+        if not q.modifiers.is_empty():  # modifiers read every candidate's product
+            products = self.store.get_many(cand_ids)
         ranked = []
         for pid, base in zip(cand_ids, cand_scores, strict=True):
             final, applied = apply_modifiers(base, products.get(pid), q.modifiers)
             ranked.append((final, base, pid, applied))
         ranked.sort(key=lambda r: (-r[0], r[2]))
         ranked = ranked[: q.k]
+        if q.include_products and not products:  # only the k answers (a photo query re-ranks 100 candidates)
+            products = self.store.get_many([r[2] for r in ranked])
         contributions: dict[int, dict[str, float]] = {}
         if q.explain and ranked:
             got_ids, vecs = self.store.vectors([r[2] for r in ranked])
