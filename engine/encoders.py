@@ -19,6 +19,7 @@ from kuamo.engine.config import EncoderConfig
 from kuamo.engine.errors import ArtifactError, InvalidInput
 from kuamo.engine.imaging import ImagePreprocess, decode_image, preprocess
 from kuamo.engine.session import create_session
+from kuamo.engine.zero_shot_blend import ZeroShotMap
 
 TEXT_KINDS = ("query", "document")
 
@@ -164,6 +165,9 @@ class ImageEncoder(OnnxEncoder):
     def __init__(self, artifacts: ModelArtifacts, cfg: EncoderConfig | None = None) -> None:
         cfg = cfg or EncoderConfig()
         self._setup(artifacts.tower("image", cfg.precision), cfg)
+        zs = artifacts.towers["image"].get("zero_shot")
+        if zs and zs.get("from_output") in self.output_names:
+            self.zero_shot = ZeroShotMap(np.load(artifacts.file(zs["file"])))
 
     @classmethod
     def from_tower(cls, tower: TowerArtifact, cfg: EncoderConfig | None = None) -> ImageEncoder:
@@ -177,6 +181,16 @@ class ImageEncoder(OnnxEncoder):
         self.pre = ImagePreprocess.from_dict(self.tower.spec["preprocess"])
         self.input_name = self.input_names[0]
         self.max_batch = int(self.tower.spec.get("max_batch", 32))
+        self.zero_shot: ZeroShotMap | None = None
+        self.beta = 1.0  # weight of the embedding against the zero-shot map (engine/zero_shot_blend.py)
+
+    def set_blend(self, beta: float) -> None:
+        if isinstance(beta, bool) or not isinstance(beta, int | float) or not 0 <= beta <= 1:
+            raise InvalidInput(f"image blend must be a number within 0..1, got {beta!r}", field="image_blend")
+        if beta < 1 and self.zero_shot is None:
+            raise ArtifactError("this image tower has no zero-shot map to blend with; re-run `kuamo export`",
+                                field="image_blend")
+        self.beta = float(beta)
 
     def load(self, item: Any) -> np.ndarray:
         """bytes (or a PIL image) -> CHW float32 tensor."""
@@ -202,6 +216,9 @@ class ImageEncoder(OnnxEncoder):
     def encode(self, items: Sequence[Any], output: str | None = None) -> np.ndarray:
         """Images -> (n, dim) L2-normalised vectors of the tower's embedding output (or `output`)."""
         name = output or self.embedding_output
+        if items and name == self.embedding_output and self.beta < 1 and self.zero_shot is not None:
+            outs = self.encode_outputs(items, [name, "logits"])
+            return self.zero_shot.blend(outs[name], outs["logits"], self.beta)
         return l2_normalize(self.encode_outputs(items, [name])[name])
 
     def warmup(self) -> float:

@@ -49,8 +49,10 @@ from kuamo.engine.types import (
     Timings,
     UpsertResult,
 )
+from kuamo.engine.zero_shot_blend import BlendChoice, choose_beta
 
 log = logging.getLogger(__name__)
+BLEND_META = "image_blend"  # store meta: the catalog's image blend (zero_shot_blend), JSON
 
 
 class TextEncoderLike(Protocol):
@@ -90,6 +92,9 @@ class EngineConfig:
     photo_category_weight: float = DEFAULT_WEIGHT
     category_temperature: float = DEFAULT_TEMPERATURE
     photo_candidates: int = DEFAULT_CANDIDATES
+    # Choose the image blend with the zero-shot map on the catalog's first indexing (zero_shot_blend); off =
+    # the exported vector as it is.
+    calibrate_image_blend: bool = True
     max_k: int = 1000
     max_batch_queries: int = 256
     # Concurrent searches are batched into one index call (one worker: no oversubscribed BLAS threads).
@@ -160,7 +165,9 @@ def _encoder_fingerprint(enc: Any) -> str:
         return fp
     tower = getattr(enc, "tower", None)
     path = getattr(tower, "model_path", None)
-    return f"{type(enc).__name__}:{enc.dim}:{getattr(path, 'name', '')}"
+    beta = getattr(enc, "beta", 1.0)
+    blend = f":beta={beta}" if beta < 1 else ""  # unchanged for the shipped vector: old catalogs stay valid
+    return f"{type(enc).__name__}:{enc.dim}:{getattr(path, 'name', '')}{blend}"
 
 
 class Engine:
@@ -178,15 +185,16 @@ class Engine:
         self.layout = FusionLayout.default(text_dim=text_encoder.dim, image_dim=image_dim,
                                            numeric_attributes=config.numeric_attributes)
         self.numeric_names = tuple(n for n in self.layout.names if n not in ("image", "text", "rating", "price"))
-        self.fingerprint = json.dumps({"layout": self.layout.to_dict(),
-                                       "text": _encoder_fingerprint(text_encoder),
-                                       "image": _encoder_fingerprint(image_encoder)}, sort_keys=True)
         data_dir = Path(config.data_dir)
         data_dir.mkdir(parents=True, exist_ok=True)
         self.index_dir = data_dir / "index"
         self.store = CatalogStore(data_dir / "catalog.sqlite", dim=self.layout.dim,
                                   synchronous=config.sqlite_synchronous)
         self._check_layout()
+        stored_blend = self.store.get_meta(BLEND_META)
+        if stored_blend is not None and image_encoder is not None and hasattr(image_encoder, "set_blend"):
+            image_encoder.set_blend(json.loads(stored_blend)["beta"])  # the catalog's vectors were made with it
+        self._set_fingerprint()
         self.pseudonym = Pseudonymiser.from_config(config.personal, data_dir)
         self.personal = PersonalStore(data_dir / "catalog.sqlite", config.personal, self.layout.dim)
         self._index_lock = _RWLock()
@@ -244,6 +252,59 @@ class Engine:
         self.personal.close()
         self.store.close()
         self._closed = True
+
+    def _set_fingerprint(self) -> None:
+        self.fingerprint = json.dumps({"layout": self.layout.to_dict(),
+                                       "text": _encoder_fingerprint(self.text_encoder),
+                                       "image": _encoder_fingerprint(self.image_encoder)}, sort_keys=True)
+
+    # -- per-catalog image blend (zero_shot_blend) ---------------------------------------------------
+    @property
+    def image_blend_pending(self) -> bool:
+        """True until the catalog's image blend is fixed: an empty catalog whose image tower can blend."""
+        return (self.config.calibrate_image_blend and getattr(self.image_encoder, "zero_shot", None) is not None
+                and self.store.get_meta(BLEND_META) is None and self.store.count() == 0)
+
+    def calibrate_image_blend(self, products: Sequence[Product], images: Sequence[bytes | None]) -> BlendChoice:
+        """Choose the image blend on a sample of the catalog about to be indexed (before its first product)
+        and fix it for this catalog. Photos that do not decode are left out of the sample."""
+        if not self.image_blend_pending:
+            raise InvalidInput("the image blend is chosen once, on an empty catalog whose image tower has a "
+                               "zero-shot map; this one is fixed or cannot blend", field="image_blend")
+        enc = self.image_encoder
+        pairs = [(p, bytes(img)) for p, img in zip(products, images, strict=True) if img]
+        outs, kept = self._encode_sample(enc, pairs)
+        choice = choose_beta(enc.zero_shot, outs[enc.embedding_output], outs["logits"],  # type: ignore[union-attr]
+                             self.text_encoder.encode([p.title for p in kept], "query") if kept else np.zeros((0, 1)),
+                             [p.category_parts[-1] if p.category_parts else "" for p in kept],
+                             lambda names: self.text_encoder.encode(names, "query"))
+        enc.set_blend(choice.beta)  # type: ignore[union-attr]
+        self.store.set_meta(BLEND_META, json.dumps(choice.to_dict()))
+        self._set_fingerprint()
+        return choice
+
+    @staticmethod
+    def _encode_sample(enc: Any, pairs: list[tuple[Product, bytes]]) -> tuple[dict[str, np.ndarray], list[Product]]:
+        names = [enc.embedding_output, "logits"]
+        try:
+            return enc.encode_outputs([b for _, b in pairs], names), [p for p, _ in pairs]
+        except KuamoError:  # a photo that does not decode: encode one by one and leave it out
+            kept, parts = [], []
+            for p, b in pairs:
+                try:
+                    parts.append(enc.encode_outputs([b], names))
+                except KuamoError:
+                    continue
+                kept.append(p)
+            if not parts:
+                return {n: np.zeros((0, 1), np.float32) for n in names}, []
+            return {n: np.concatenate([x[n] for x in parts]) for n in names}, kept
+
+    def _record_blend(self) -> None:
+        # the first commit fixes the blend the catalog's vectors are made with (the shipped one unless chosen)
+        if self.store.get_meta(BLEND_META) is None and getattr(self.image_encoder, "zero_shot", None) is not None:
+            self.store.set_meta(BLEND_META, json.dumps({"beta": self.image_encoder.beta,  # type: ignore[union-attr]
+                                                        "reason": "not chosen: products arrived before any choice"}))
 
     def _check_layout(self) -> None:
         stored = self.store.get_meta("layout")
@@ -848,6 +909,7 @@ class Engine:
         return rows, bad
 
     def _commit(self, rows: list[StoredRow]) -> None:
+        self._record_blend()
         seq = self.store.upsert(rows)  # durable first: the index is a cache of the store
         ids = np.asarray([r.product.id for r in rows], dtype=np.int64)
         vecs = np.stack([r.vector for r in rows]).astype(np.float32)

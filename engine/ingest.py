@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from kuamo.engine.catalog_io import RowBatch, RowError, header_of, pick_mapping, read_rows, to_product
 from kuamo.engine.errors import InvalidInput
-from kuamo.engine.types import Rejection
+from kuamo.engine.types import Product, Rejection
+from kuamo.engine.zero_shot_blend import SAMPLE
 
 if TYPE_CHECKING:
     from kuamo.engine.engine import Engine, EngineConfig
@@ -30,6 +31,7 @@ class IngestReport:
     unchanged: int = 0  # skipped: same content hash as the stored product
     rejected: list[Rejection] = field(default_factory=list)
     seconds: float = 0.0
+    image_blend: dict | None = None  # chosen on this run (the catalog's first indexing), else None
 
     @property
     def rows_per_s(self) -> float:
@@ -42,7 +44,7 @@ class IngestReport:
         return {"path": self.path, "mapping": self.mapping, "rows_read": self.rows_read,
                 "accepted": self.accepted, "unchanged": self.unchanged, "rejected": len(self.rejected),
                 "rejected_by_field": reasons, "seconds": round(self.seconds, 2),
-                "rows_per_s": round(self.rows_per_s, 1),
+                "rows_per_s": round(self.rows_per_s, 1), "image_blend": self.image_blend,
                 "rejections": [{"row": r.row, "id": r.id, "field": r.field, "reason": r.reason}
                                for r in self.rejected]}
 
@@ -62,6 +64,14 @@ async def aindex_catalog(path: Path | str, engine: Engine, *, mapping: str = "au
     root = Path(image_root) if image_root is not None else path.parent
     report = IngestReport(path=str(path), mapping=m.name)
     t0 = time.perf_counter()
+
+    if engine.image_blend_pending:
+        products, images = await asyncio.to_thread(blend_sample, path, m, root, limit)
+        choice = await asyncio.to_thread(engine.calibrate_image_blend, products, images)
+        report.image_blend = choice.to_dict()
+        if progress:
+            print(f"image blend for this catalog: {choice.beta} x tuned vector + {1 - choice.beta:g} x zero-shot map "
+                  f"(chosen on {choice.photos} of its photos: {choice.reason})", flush=True)
 
     from tqdm import tqdm
 
@@ -108,6 +118,25 @@ async def aindex_catalog(path: Path | str, engine: Engine, *, mapping: str = "au
         await engine.snapshot()
     report.seconds = time.perf_counter() - t0
     return report
+
+
+def blend_sample(path: Path, m: Any, root: Path, limit: int | None, n: int = SAMPLE
+                 ) -> tuple[list[Product], list[bytes | None]]:
+    """Up to `n` products spread evenly over the rows to be indexed (files are often sorted by category),
+    with their photo bytes; rows that fail to parse or read are skipped here and reported by the run."""
+    rows = [row for _, row in read_rows(path)][:limit]
+    step = max(1, len(rows) // n) if rows else 1
+    products: list[Product] = []
+    images: list[bytes | None] = []
+    for row in rows[::step][:n]:
+        try:
+            product, image_path = to_product(row, m, root)
+            image = image_path.read_bytes() if image_path is not None else None
+        except (RowError, OSError):
+            continue
+        products.append(product)
+        images.append(image)
+    return products, images
 
 
 def index_catalog(path: Path | str, *, engine: Engine | None = None, config: EngineConfig | None = None,

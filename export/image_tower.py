@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from kuamo.engine.imaging import ImagePreprocess, decode_image, preprocess
+from kuamo.engine.zero_shot_blend import ZERO_SHOT_FILE
 from kuamo.export.effnet_lite import load_pretrained
 from kuamo.export.gate import parity_stats
 from kuamo.export.image_int8 import choose_int8
@@ -154,6 +155,14 @@ def export_image_tower(out_dir: Path, *, progress: Progress = print, head: nn.Mo
     }
     if head_card is not None:
         spec["alignment"] = head_card
+    zero_shot = out_dir / ZERO_SHOT_FILE
+    zero_shot.unlink(missing_ok=True)
+    if head is not None and hasattr(head, "class_text"):
+        # The zero-shot class map beside the graph, so an engine can move a catalog's image vectors toward
+        # it (engine/zero_shot_blend.py): normalise(softmax(logits) @ map) is the head's own zero-shot term.
+        np.save(zero_shot, head.class_text.detach().cpu().numpy().astype(np.float16))
+        spec["zero_shot"] = {"file": ZERO_SHOT_FILE, "from_output": "logits",
+                             "head_alpha": round(float(head.alpha), 4)}
 
     serve, reason, quant = "fp32", "INT8 not attempted (--no-int8)", {}
     if int8:

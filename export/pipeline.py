@@ -25,6 +25,8 @@ def _referenced_files(towers: dict) -> list[str]:
         for key in ("tokenizer",):
             if spec.get(key):
                 names.add(spec[key])
+        if spec.get("zero_shot"):
+            names.add(spec["zero_shot"]["file"])
     return sorted(names)
 
 

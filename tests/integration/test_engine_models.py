@@ -43,3 +43,34 @@ def test_fashion_slice_end_to_end(tmp_path, model_dir, fashion_dir) -> None:
             await eng.close()
 
     asyncio.run(main())
+
+
+def test_first_indexing_chooses_the_image_blend_once(tmp_path, model_dir, fashion_dir) -> None:
+    """The real towers on 120 fashion products: the blend is chosen on the catalog's first indexing, stored,
+    and a reopened engine encodes with it."""
+    import json
+
+    from kuamo.engine.engine import BLEND_META
+    from kuamo.engine.zero_shot_blend import BETAS
+
+    cfg = EngineConfig(model_dir=model_dir, data_dir=tmp_path / "data")
+
+    async def main() -> None:
+        eng = await Engine.open(cfg)
+        try:
+            assert eng.image_blend_pending
+            rep = await aindex_catalog(fashion_dir / "products.csv", eng, limit=120, progress=False, batch_size=64)
+            assert rep.image_blend is not None and rep.image_blend["photos"] == 120
+            assert rep.image_blend["beta"] in BETAS and set(rep.image_blend["scores"]) == {str(b) for b in BETAS}
+            assert json.loads(eng.store.get_meta(BLEND_META))["beta"] == rep.image_blend["beta"]
+            again = await aindex_catalog(fashion_dir / "products.csv", eng, limit=120, progress=False)
+            assert again.image_blend is None and again.unchanged == rep.accepted  # chosen once; nothing re-encoded
+        finally:
+            await eng.close()
+        reopened = await Engine.open(cfg)
+        try:
+            assert reopened.image_encoder.beta == rep.image_blend["beta"] and not reopened.image_blend_pending
+        finally:
+            await reopened.close()
+
+    asyncio.run(main())

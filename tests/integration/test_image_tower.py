@@ -70,6 +70,26 @@ def test_fp32_onnx_matches_pytorch_on_real_photos(encoder: ImageEncoder, catalog
         assert cos.min() >= 0.9999
 
 
+def test_zero_shot_map_matches_the_fused_head(encoder: ImageEncoder, catalog: list[FashionItem],
+                                              model_dir: Path) -> None:
+    """The map exported beside the graph is the head's own zero-shot term: blending it back at the head's
+    alpha from the runtime's outputs gives what the engine blends with (engine/zero_shot_blend.py)."""
+    torch = pytest.importorskip("torch")
+    from kuamo.export.image_tower import exported_torch_tower
+
+    if encoder.zero_shot is None:
+        pytest.skip("this export has no zero-shot map")
+    head = exported_torch_tower(model_dir).head
+    photos = _photos(random.Random(12).sample(catalog, 8))
+    outs = encoder.encode_outputs(photos, ["logits", "embedding"])
+    with torch.no_grad():
+        ref = head.zero_shot(torch.from_numpy(outs["logits"])).numpy()
+    got = encoder.zero_shot.vectors(outs["logits"])
+    assert ((ref * got).sum(1)).min() >= 0.999  # fp16 map vs the fp32 buffer
+    assert np.allclose(encoder.zero_shot.blend(outs["embedding"], outs["logits"], 1.0),
+                       outs["embedding"] / np.linalg.norm(outs["embedding"], axis=1, keepdims=True), atol=1e-6)
+
+
 @pytest.mark.parametrize(("article", "expected"), [
     ("Watches", {"analog clock", "digital watch", "stopwatch", "wall clock", "digital clock", "magnetic compass"}),
     ("Sports Shoes", {"running shoe", "Loafer", "clog", "sandal", "cowboy boot"}),

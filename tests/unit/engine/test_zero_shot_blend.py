@@ -1,0 +1,160 @@
+"""Per-catalog blend with the zero-shot map: the choice itself, and the engine fixing it once per catalog."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Sequence
+
+import numpy as np
+import pytest
+from fake_encoders import DIM, FakeImageEncoder, FakeTextEncoder, png, word_vec
+
+from kuamo.engine.engine import BLEND_META, Engine, EngineConfig
+from kuamo.engine.errors import InvalidInput
+from kuamo.engine.types import Product
+from kuamo.engine.zero_shot_blend import MIN_SAMPLE, ZeroShotMap, choose_beta
+
+KINDS = ["lamp", "kettle", "pillow", "towel", "candle", "mirror"]
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def test_blend_endpoints_are_the_embedding_and_the_zero_shot_map() -> None:
+    rng = np.random.default_rng(0)
+    zs = ZeroShotMap(rng.standard_normal((7, DIM)).astype(np.float32))
+    emb, logits = rng.standard_normal((4, DIM)).astype(np.float32), rng.standard_normal((4, 7)).astype(np.float32)
+    assert np.allclose(zs.blend(emb, logits, 1.0), unit(emb), atol=1e-6)
+    assert np.allclose(zs.blend(emb, logits, 0.0), zs.vectors(logits), atol=1e-6)
+    assert np.allclose(np.linalg.norm(zs.blend(emb, logits, 0.5), axis=1), 1, atol=1e-5)
+
+
+def _catalog(n: int, informative: str, seed: int = 0):
+    """n products of six kinds. The zero-shot map's classes are the kind names; `informative` says which
+    signal knows the kind: the embedding ("embedding") or the logits ("zero_shot"); the other is noise."""
+    rng = np.random.default_rng(seed)
+    class_text = np.stack([unit(word_vec(k)) for k in KINDS])
+    kinds = [KINDS[i % len(KINDS)] for i in range(n)]
+    noise = rng.standard_normal((n, DIM)).astype(np.float32)
+    true = np.stack([unit(word_vec(k)) for k in kinds]) + 0.3 * noise
+    emb = true if informative == "embedding" else rng.standard_normal((n, DIM)).astype(np.float32)
+    logits = np.zeros((n, len(KINDS)), np.float32)
+    if informative == "zero_shot":
+        logits[np.arange(n), [KINDS.index(k) for k in kinds]] = 8.0
+    titles = true  # a title names the kind (and, through the noise, the product)
+    return ZeroShotMap(class_text), emb, logits, titles, kinds
+
+
+def encode_names(names: Sequence[str]) -> np.ndarray:
+    return np.stack([unit(word_vec(n)) for n in names])
+
+
+@pytest.mark.parametrize("informative, expected", [("embedding", 1.0), ("zero_shot", 0.0)])
+def test_choice_follows_the_signal_that_knows_the_catalog(informative, expected) -> None:
+    zs, emb, logits, titles, kinds = _catalog(120, informative)
+    choice = choose_beta(zs, emb, logits, titles, kinds, encode_names)
+    assert choice.beta == expected
+    assert set(choice.scores) == {1.0, 0.75, 0.5, 0.25, 0.0} and "category_P@10" in choice.scores[1.0]
+    best = sum(choice.scores[choice.beta].values())
+    assert all(sum(s.values()) <= best for s in choice.scores.values())
+
+
+def test_a_gain_below_the_margin_keeps_the_exported_vector(monkeypatch) -> None:
+    from kuamo.engine import zero_shot_blend
+
+    zs, emb, logits, titles, kinds = _catalog(120, "zero_shot")
+    choice = choose_beta(zs, emb, logits, titles, kinds, encode_names)
+    totals = {b: sum(s.values()) for b, s in choice.scores.items()}
+    gain = totals[0.0] - totals[1.0]
+    assert choice.beta == 0.0 and gain >= zero_shot_blend.MARGIN
+    monkeypatch.setattr(zero_shot_blend, "MARGIN", gain + 1)  # the same gain, now under the margin
+    assert choose_beta(zs, emb, logits, titles, kinds, encode_names).beta == 1.0
+
+
+def test_too_small_a_sample_keeps_the_exported_vector() -> None:
+    zs, emb, logits, titles, kinds = _catalog(MIN_SAMPLE - 1, "zero_shot")
+    choice = choose_beta(zs, emb, logits, titles, kinds, encode_names)
+    assert choice.beta == 1.0 and not choice.scores and str(MIN_SAMPLE) in choice.reason
+
+
+class BlendableImageEncoder(FakeImageEncoder):
+    """The fake image encoder plus what a blend needs: logits that name the photo's colour, a zero-shot map
+    over the colour names, and the beta the engine sets."""
+
+    fingerprint = None  # the engine derives one that includes beta
+    embedding_output = "embedding"
+    COLOURS = ("red", "green", "blue", "black", "white")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.zero_shot = ZeroShotMap(np.stack([unit(word_vec(c)) for c in self.COLOURS]))
+        self.beta = 1.0
+        self.tower = None
+
+    def set_blend(self, beta: float) -> None:
+        self.beta = float(beta)
+
+    def encode_outputs(self, items: Sequence[bytes], outputs: Sequence[str]) -> dict[str, np.ndarray]:
+        emb = FakeImageEncoder.encode(self, items)
+        logits = 8.0 * (emb @ self.zero_shot.class_text.T)
+        return {"embedding": emb, "logits": logits}
+
+    def encode(self, items: Sequence[bytes]) -> np.ndarray:
+        outs = self.encode_outputs(items, ["embedding", "logits"])
+        return self.zero_shot.blend(outs["embedding"], outs["logits"], self.beta)
+
+
+def _products(n: int) -> tuple[list[Product], list[bytes]]:
+    colours = BlendableImageEncoder.COLOURS
+    return ([Product(id=i + 1, title=f"{colours[i % 5]} thing", category=f"Home/{colours[i % 5]}") for i in range(n)],
+            [png(colours[i % 5]) for i in range(n)])
+
+
+def test_engine_fixes_the_blend_once_and_reopens_with_it(tmp_path) -> None:
+    cfg = EngineConfig(data_dir=tmp_path / "d")
+    enc = BlendableImageEncoder()
+    eng = Engine(cfg, text_encoder=FakeTextEncoder(), image_encoder=enc)
+    before = eng.fingerprint
+    assert eng.image_blend_pending
+    products, images = _products(60)
+    images[3] = b"not a photo"  # left out of the sample, not a crash
+    choice = eng.calibrate_image_blend(products, images)
+    assert choice.photos == 59 and enc.beta == choice.beta
+    assert json.loads(eng.store.get_meta(BLEND_META))["beta"] == choice.beta
+    assert not eng.image_blend_pending
+    assert eng.fingerprint == before  # colours: the embedding already knows them, so beta stays 1
+    with pytest.raises(InvalidInput) as e:
+        eng.calibrate_image_blend(products, images)
+    assert e.value.field == "image_blend"
+    asyncio.run(eng.close(snapshot=False))
+    # a fresh engine on the same catalog uses the stored blend
+    enc2 = BlendableImageEncoder()
+    eng2 = Engine(cfg, text_encoder=FakeTextEncoder(), image_encoder=enc2)
+    assert enc2.beta == choice.beta and eng2.fingerprint == eng.fingerprint
+    enc2.set_blend(0.5)
+    eng2._set_fingerprint()
+    assert eng2.fingerprint != before  # vectors made with another blend re-embed
+    asyncio.run(eng2.close(snapshot=False))
+
+
+def test_first_upsert_without_a_choice_fixes_the_exported_vector(tmp_path) -> None:
+    eng = Engine(EngineConfig(data_dir=tmp_path / "d"), text_encoder=FakeTextEncoder(),
+                 image_encoder=BlendableImageEncoder())
+    products, images = _products(3)
+    asyncio.run(eng.upsert(products, images))
+    assert json.loads(eng.store.get_meta(BLEND_META))["beta"] == 1.0 and not eng.image_blend_pending
+    asyncio.run(eng.close(snapshot=False))
+
+
+def test_switched_off_or_unable_to_blend(tmp_path) -> None:
+    off = Engine(EngineConfig(data_dir=tmp_path / "a", calibrate_image_blend=False), text_encoder=FakeTextEncoder(),
+                 image_encoder=BlendableImageEncoder())
+    plain = Engine(EngineConfig(data_dir=tmp_path / "b"), text_encoder=FakeTextEncoder(),
+                   image_encoder=FakeImageEncoder())
+    assert not off.image_blend_pending and not plain.image_blend_pending
+    with pytest.raises(InvalidInput):
+        plain.calibrate_image_blend(*_products(60))
+    for e in (off, plain):
+        asyncio.run(e.close(snapshot=False))
