@@ -35,6 +35,7 @@ from kuamo.engine.category_prior import (
     leaf_names,
     rerank_scores,
 )
+from kuamo.engine.zero_shot_blend import SAMPLE as BLEND_SAMPLE
 
 ZH_QUERIES = Path(__file__).resolve().parents[1] / "tests" / "data" / "zh_queries.tsv"
 MIN_CATEGORY_SIZE = 10  # P@10 can reach 100 only with >= 10 relevant photos
@@ -118,8 +119,31 @@ def _held_out_items(catalog: Path | None) -> tuple[list, list[str]]:
     return [it for it in every if is_held_out(it.id)], leaf_names(it.attrs["articleType"] for it in every)
 
 
+def _blend_sample(catalog: Path | None, n: int = BLEND_SAMPLE) -> list:
+    """`n` products spread over the catalog outside the held-out pool: what `kuamo index` samples."""
+    from kuamo.export.align import is_held_out
+    from kuamo.export.samples import DEFAULT_FASHION_DIR, load_fashion
+
+    rest = [it for it in load_fashion(catalog or DEFAULT_FASHION_DIR) if not is_held_out(it.id)]
+    return rest[:: max(1, len(rest) // n)][:n]
+
+
+def choose_blend(img, txt, sample: Sequence) -> dict:
+    """The image blend an engine would fix for this catalog on its first indexing (engine/zero_shot_blend.py),
+    chosen on `sample` (products of the catalog outside the held-out pool)."""
+    from kuamo.engine.zero_shot_blend import choose_beta
+
+    if img.zero_shot is None:
+        return {"beta": 1.0, "reason": "the export has no zero-shot map"}
+    outs = img.encode_outputs([it.image_path.read_bytes() for it in sample], [img.embedding_output, "logits"])
+    choice = choose_beta(img.zero_shot, outs[img.embedding_output], outs["logits"],
+                         txt.encode([it.title for it in sample], kind="query"),
+                         [it.attrs["articleType"] for it in sample], lambda names: txt.encode(names, kind="query"))
+    return choice.to_dict()
+
+
 def evaluate_model_dir(model_dir: Path, precision: str, items: Sequence, limit: int | None = None,
-                       vocabulary: Sequence[str] = ()) -> dict:
+                       vocabulary: Sequence[str] = (), blend_sample: Sequence = ()) -> dict:
     from kuamo.engine.artifacts import ModelArtifacts
     from kuamo.engine.config import EncoderConfig
     from kuamo.engine.encoders import ImageEncoder, TextEncoder
@@ -128,15 +152,19 @@ def evaluate_model_dir(model_dir: Path, precision: str, items: Sequence, limit: 
     cfg = EncoderConfig(precision=precision)
     img, txt = ImageEncoder(art, cfg), TextEncoder(art, cfg)
     items = list(items)[:limit] if limit else list(items)
+    blend = choose_blend(img, txt, blend_sample) if blend_sample else {"beta": 1.0, "reason": "no sample"}
     photos = [it.image_path.read_bytes() for it in items]
-    outs = img.encode_outputs(photos, [img.embedding_output, "features"])
-    emb = outs[img.embedding_output]
-    emb = emb / np.linalg.norm(emb, axis=1, keepdims=True)
+    outs = img.encode_outputs(photos, [img.embedding_output, "features", "logits"])
+    if blend["beta"] < 1:
+        emb = img.zero_shot.blend(outs[img.embedding_output], outs["logits"], blend["beta"])
+    else:
+        emb = outs[img.embedding_output] / np.linalg.norm(outs[img.embedding_output], axis=1, keepdims=True)
     titles = txt.encode([it.title for it in items], kind="query")
     prior = CategoryPrior.from_names(vocabulary, lambda names: txt.encode(names, kind="query")) \
         if len(vocabulary) > 1 else None
     res = evaluate_embeddings(items, emb, titles, txt, raw_features=outs["features"], prior=prior)
     res["precision"] = {"text": txt.tower.precision, "image": img.tower.precision}
+    res["image_blend"] = blend
     return res
 
 
@@ -157,8 +185,9 @@ def run(quick: bool = False, model_dir: Path | str = "models/default", catalog: 
                           "alignment": towers["image"].get("alignment", {}).get("recipe")}
     res["params"]["photo_query"] = {"category_names": len(vocabulary), "candidates": DEFAULT_CANDIDATES,
                                     "weight": DEFAULT_WEIGHT, "temperature": DEFAULT_TEMPERATURE}
-    res["fp32"] = evaluate_model_dir(model_dir, "fp32", items, limit, vocabulary)
-    res["served"] = evaluate_model_dir(model_dir, "auto", items, limit, vocabulary)
+    sample = _blend_sample(catalog, 200 if quick else BLEND_SAMPLE)
+    res["fp32"] = evaluate_model_dir(model_dir, "fp32", items, limit, vocabulary, sample)
+    res["served"] = evaluate_model_dir(model_dir, "auto", items, limit, vocabulary, sample)
     res["served_minus_fp32_R@10"] = res["served"]["known_item"]["R@10"] - res["fp32"]["known_item"]["R@10"]
     res["targets"] = {f"{t} {m}": {"target": v, "fp32": res["fp32"][t][m], "served": res["served"][t][m],
                                    "met": res["served"][t][m] >= v} for (t, m), v in TARGETS.items()}
@@ -179,8 +208,11 @@ def _write(res: dict) -> None:
             rows.append({"encoders": variant, "task": task, **{k: m[k] for k in
                          ("queries", "R@1", "R@5", "R@10", "MRR", "nDCG@10", "P@5", "P@10", "Rfrac@10", "F1@10")}})
     trows = [{"metric": k, **v} for k, v in res["targets"].items()]
+    blend = res["served"].get("image_blend", {})
     body = (f"Held-out pool: {res['params']['pool']} photos. Image embedding output: "
-            f"`{res['image_tower']['embedding_output']}`.\n\n" + markdown_table(rows, floatfmt=".1f")
+            f"`{res['image_tower']['embedding_output']}`. Image blend with the zero-shot map, chosen as `kuamo "
+            f"index` does on {blend.get('photos', 0)} catalog photos outside the pool: beta {blend.get('beta')} "
+            f"(1 = the exported vector; engine/zero_shot_blend.py).\n\n" + markdown_table(rows, floatfmt=".1f")
             + "\n## Targets\n\n" + markdown_table(trows, floatfmt=".1f")
             + "\nReproduce: `kuamo eval` (or `kuamo bench quality`).\n")
     suffix = "_quick" if res["quick"] else ""
