@@ -21,6 +21,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from kuamo.engine.batcher import BatcherConfig, DynamicBatcher
+from kuamo.engine.blas_threads import limit_blas_threads
 from kuamo.engine.category_prior import (
     DEFAULT_CANDIDATES,
     DEFAULT_TEMPERATURE,
@@ -95,6 +96,8 @@ class EngineConfig:
     # Choose the image blend with the zero-shot map on the catalog's first indexing (zero_shot_blend); off =
     # the exported vector as it is.
     calibrate_image_blend: bool = True
+    # NumPy BLAS threads in this process (engine/blas_threads.py); None leaves them as they are.
+    blas_threads: int | None = 1
     max_k: int = 1000
     max_batch_queries: int = 256
     # Concurrent searches are batched into one index call (one worker: no oversubscribed BLAS threads).
@@ -177,6 +180,7 @@ class Engine:
                  image_encoder: ImageEncoderLike | None = None, batched: bool = False,
                  image_aligned: bool | None = None) -> None:
         self.config = config
+        limit_blas_threads(config.blas_threads)
         self.text_encoder = text_encoder
         self.image_encoder = image_encoder
         image_dim = image_encoder.dim if image_encoder is not None else text_encoder.dim
