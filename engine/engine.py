@@ -20,8 +20,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from kuamo.engine import blas_threads
 from kuamo.engine.batcher import BatcherConfig, DynamicBatcher
-from kuamo.engine.blas_threads import limit_blas_threads
 from kuamo.engine.category_prior import (
     DEFAULT_CANDIDATES,
     DEFAULT_TEMPERATURE,
@@ -180,7 +180,7 @@ class Engine:
                  image_encoder: ImageEncoderLike | None = None, batched: bool = False,
                  image_aligned: bool | None = None) -> None:
         self.config = config
-        limit_blas_threads(config.blas_threads)
+        self._blas_capped = blas_threads.acquire(config.blas_threads)
         self.text_encoder = text_encoder
         self.image_encoder = image_encoder
         image_dim = image_encoder.dim if image_encoder is not None else text_encoder.dim
@@ -256,6 +256,9 @@ class Engine:
         self.personal.close()
         self.store.close()
         self._closed = True
+        if self._blas_capped:
+            self._blas_capped = False
+            blas_threads.release()
 
     def _set_fingerprint(self) -> None:
         self.fingerprint = json.dumps({"layout": self.layout.to_dict(),

@@ -289,23 +289,27 @@ def test_search_runs_while_a_long_upsert_is_midway(tmp_path) -> None:
     run(eng.close(snapshot=False))
 
 
-def test_engine_caps_blas_threads(tmp_path, monkeypatch) -> None:
+def test_engine_caps_blas_threads_while_open(tmp_path, monkeypatch) -> None:
     from threadpoolctl import threadpool_info, threadpool_limits
 
     from kuamo.engine import blas_threads
 
-    threadpool_limits(limits=2, user_api="blas")  # as a fresh process on 2 cores starts
-    monkeypatch.setattr(blas_threads, "_applied", None)
-    eng = make_engine(tmp_path)  # EngineConfig.blas_threads defaults to 1
-    try:
-        blas = [lib for lib in threadpool_info() if lib["user_api"] == "blas"]
-        assert blas and all(lib["num_threads"] == 1 for lib in blas)
-    finally:
-        run(eng.close(snapshot=False))
+    monkeypatch.setattr(blas_threads, "_users", 0)  # engines other tests left open do not count here
+    monkeypatch.setattr(blas_threads, "_limiter", None)
+
+    def blas() -> list[int]:
+        return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+
+    with threadpool_limits(limits=2, user_api="blas"):  # as a fresh process on 2 cores starts
+        a = make_engine(tmp_path / "a")  # EngineConfig.blas_threads defaults to 1
+        b = make_engine(tmp_path / "b")
+        assert blas() and set(blas()) == {1}
+        run(a.close(snapshot=False))
+        assert set(blas()) == {1}  # b is still open
+        run(b.close(snapshot=False))
+        assert set(blas()) == {2}  # lifted with the last engine
 
 
-def test_bad_blas_threads_named() -> None:
-    from kuamo.engine.blas_threads import limit_blas_threads
-
+def test_bad_blas_threads_named(tmp_path) -> None:
     with pytest.raises(ValueError, match="blas_threads"):
-        limit_blas_threads(0)
+        make_engine(tmp_path, blas_threads=0)
