@@ -35,6 +35,7 @@ from kuamo.engine.category_prior import (
     leaf_names,
     rerank_scores,
 )
+from kuamo.engine.vectors import l2_normalize
 from kuamo.engine.zero_shot_blend import SAMPLE as BLEND_SAMPLE
 
 ZH_QUERIES = Path(__file__).resolve().parents[1] / "tests" / "data" / "zh_queries.tsv"
@@ -52,7 +53,7 @@ def photo_query_scores(image_emb: np.ndarray, prior: CategoryPrior | None,
                        candidates: int = DEFAULT_CANDIDATES, weight: float = DEFAULT_WEIGHT) -> np.ndarray:
     """(n, n) scores of every pool photo as a query against the others, as the engine ranks a photo query:
     visual score, and for its top `candidates` the weighted category agreement; the rest stay below them."""
-    v = image_emb / np.linalg.norm(image_emb, axis=1, keepdims=True)
+    v = l2_normalize(image_emb)
     s = v @ v.T
     np.fill_diagonal(s, -np.inf)
     if prior is None:
@@ -158,7 +159,7 @@ def evaluate_model_dir(model_dir: Path, precision: str, items: Sequence, limit: 
     if blend["beta"] < 1:
         emb = img.zero_shot.blend(outs[img.embedding_output], outs["logits"], blend["beta"])
     else:
-        emb = outs[img.embedding_output] / np.linalg.norm(outs[img.embedding_output], axis=1, keepdims=True)
+        emb = l2_normalize(outs[img.embedding_output])
     titles = txt.encode([it.title for it in items], kind="query")
     prior = CategoryPrior.from_names(vocabulary, lambda names: txt.encode(names, kind="query")) \
         if len(vocabulary) > 1 else None

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Sequence
 import numpy as np
 
 from kuamo.engine.types import CATEGORY_SEP
+from kuamo.engine.vectors import l2_normalize, softmax_rows
 
 DEFAULT_TEMPERATURE = 0.03
 DEFAULT_WEIGHT = 1.0  # of the bonus, in units of the query's image weight
@@ -29,11 +30,6 @@ def leaf_names(category_paths: Iterable[str]) -> list[str]:
     return sorted(x for x in leaves if x)
 
 
-def _unit_rows(x: np.ndarray) -> np.ndarray:
-    n = np.linalg.norm(x, axis=1, keepdims=True)
-    return np.divide(x, n, out=np.zeros_like(x), where=n > 0)
-
-
 class CategoryPrior:
     """Predicted-category distributions over a fixed vocabulary of category names."""
 
@@ -43,7 +39,7 @@ class CategoryPrior:
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
         self.names = tuple(names)
-        self.vectors = _unit_rows(np.asarray(name_vectors, dtype=np.float32))
+        self.vectors = l2_normalize(np.asarray(name_vectors, dtype=np.float32))
         self.temperature = float(temperature)
 
     @classmethod
@@ -56,11 +52,8 @@ class CategoryPrior:
         """(n, names) unit-length softmax distributions of (n, d) vectors in the text space; a zero vector
         (a product without a photo) gets a zero row, so it earns no agreement."""
         v = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
-        norms = np.linalg.norm(v, axis=1, keepdims=True)
-        logits = (v / np.where(norms > 0, norms, 1)) @ self.vectors.T / self.temperature
-        p = np.exp(logits - logits.max(axis=1, keepdims=True))
-        p = _unit_rows(p / p.sum(axis=1, keepdims=True))
-        p[norms[:, 0] == 0] = 0
+        p = l2_normalize(softmax_rows(l2_normalize(v) @ self.vectors.T / self.temperature))
+        p[~v.any(axis=1)] = 0
         return p
 
     def agreement(self, query: np.ndarray, candidates: np.ndarray) -> np.ndarray:

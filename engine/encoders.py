@@ -19,13 +19,10 @@ from kuamo.engine.config import EncoderConfig
 from kuamo.engine.errors import ArtifactError, InvalidInput
 from kuamo.engine.imaging import ImagePreprocess, decode_image, preprocess
 from kuamo.engine.session import create_session
+from kuamo.engine.vectors import l2_normalize
 from kuamo.engine.zero_shot_blend import ZeroShotMap
 
 TEXT_KINDS = ("query", "document")
-
-
-def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), eps)
 
 
 class OnnxEncoder:

@@ -24,17 +24,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from kuamo.engine.vectors import l2_normalize, softmax_rows
+
 ZERO_SHOT_FILE = "image_zero_shot.npy"
 BETAS = (1.0, 0.75, 0.5, 0.25, 0.0)
 MIN_SAMPLE = 50  # fewer photos than this: too few to choose by; keep beta = 1
 MIN_CATEGORY_PHOTOS = 5
 MARGIN = 2.0  # points of (category P@10 + title R@10) a blend must gain over the exported vector
 SAMPLE = 800  # photos read for the choice (about 12 s of image encoding on 2 cores)
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    n = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.where(n > 0, n, 1)
 
 
 class ZeroShotMap:
@@ -44,14 +41,11 @@ class ZeroShotMap:
         self.class_text = np.asarray(class_text, dtype=np.float32)
 
     def vectors(self, logits: np.ndarray) -> np.ndarray:
-        z = np.asarray(logits, dtype=np.float32)
-        p = np.exp(z - z.max(axis=1, keepdims=True))
-        return _unit((p / p.sum(axis=1, keepdims=True)) @ self.class_text)
+        return l2_normalize(softmax_rows(logits) @ self.class_text)
 
     def blend(self, embedding: np.ndarray, logits: np.ndarray, beta: float) -> np.ndarray:
-        if beta >= 1.0:
-            return _unit(np.asarray(embedding, dtype=np.float32))
-        return _unit(beta * _unit(np.asarray(embedding, dtype=np.float32)) + (1 - beta) * self.vectors(logits))
+        emb = l2_normalize(np.asarray(embedding, dtype=np.float32))
+        return emb if beta >= 1.0 else l2_normalize(beta * emb + (1 - beta) * self.vectors(logits))
 
 
 @dataclass
@@ -87,7 +81,7 @@ def choose_beta(zero_shot: ZeroShotMap, embedding: np.ndarray, logits: np.ndarra
     names, counts = np.unique(labels[labels != ""], return_counts=True)
     names = [str(x) for x, c in zip(names, counts, strict=True) if c >= MIN_CATEGORY_PHOTOS]
     name_vecs = encode_names(names) if len(names) >= 2 else None
-    titles = _unit(np.asarray(title_vecs, dtype=np.float32))
+    titles = l2_normalize(np.asarray(title_vecs, dtype=np.float32))
     choice = BlendChoice(1.0, n, reason=f"category P@10 + title R@10 on the catalog's own products; "
                                         f"beta < 1 only when {MARGIN:g} points better than 1")
     totals = {}
@@ -96,7 +90,7 @@ def choose_beta(zero_shot: ZeroShotMap, embedding: np.ndarray, logits: np.ndarra
         task = {"title_R@10": _recall_at_10_own(titles @ v.T)}
         if name_vecs is not None:
             relevant = labels[None, :] == np.asarray(names, dtype=object)[:, None]
-            task["category_P@10"] = _precision_at_10(_unit(name_vecs) @ v.T, relevant)
+            task["category_P@10"] = _precision_at_10(l2_normalize(name_vecs) @ v.T, relevant)
         choice.scores[beta] = task
         totals[beta] = sum(task.values())
     best = max(totals, key=lambda b: (totals[b], b))  # ties keep the larger beta
