@@ -37,6 +37,7 @@ from kuamo.engine.category_prior import (
 )
 from kuamo.engine.vectors import l2_normalize
 from kuamo.engine.zero_shot_blend import SAMPLE as BLEND_SAMPLE
+from kuamo.engine.zero_shot_blend import spread
 
 ZH_QUERIES = Path(__file__).resolve().parents[1] / "tests" / "data" / "zh_queries.tsv"
 MIN_CATEGORY_SIZE = 10  # P@10 can reach 100 only with >= 10 relevant photos
@@ -126,21 +127,19 @@ def _blend_sample(catalog: Path | None, n: int = BLEND_SAMPLE) -> list:
     from kuamo.export.samples import DEFAULT_FASHION_DIR, load_fashion
 
     rest = [it for it in load_fashion(catalog or DEFAULT_FASHION_DIR) if not is_held_out(it.id)]
-    return rest[:: max(1, len(rest) // n)][:n]
+    return [rest[i] for i in spread(len(rest), n)]
 
 
 def choose_blend(img, txt, sample: Sequence) -> dict:
     """The image blend an engine would fix for this catalog on its first indexing (engine/zero_shot_blend.py),
     chosen on `sample` (products of the catalog outside the held-out pool)."""
-    from kuamo.engine.zero_shot_blend import choose_beta
+    from kuamo.engine.zero_shot_blend import choose_for_photos
 
     if img.zero_shot is None:
         return {"beta": 1.0, "reason": "the export has no zero-shot map"}
-    outs = img.encode_outputs([it.image_path.read_bytes() for it in sample], [img.embedding_output, "logits"])
-    choice = choose_beta(img.zero_shot, outs[img.embedding_output], outs["logits"],
-                         txt.encode([it.title for it in sample], kind="query"),
-                         [it.attrs["articleType"] for it in sample], lambda names: txt.encode(names, kind="query"))
-    return choice.to_dict()
+    return choose_for_photos(img, lambda texts: txt.encode(texts, kind="query"),
+                             [it.image_path.read_bytes() for it in sample], [it.title for it in sample],
+                             [it.attrs["articleType"] for it in sample]).to_dict()
 
 
 def evaluate_model_dir(model_dir: Path, precision: str, items: Sequence, limit: int | None = None,

@@ -50,7 +50,7 @@ from kuamo.engine.types import (
     Timings,
     UpsertResult,
 )
-from kuamo.engine.zero_shot_blend import BlendChoice, choose_beta
+from kuamo.engine.zero_shot_blend import BlendChoice, choose_for_photos
 
 log = logging.getLogger(__name__)
 BLEND_META = "image_blend"  # store meta: the catalog's image blend (zero_shot_blend), JSON
@@ -280,32 +280,13 @@ class Engine:
                                "zero-shot map; this one is fixed or cannot blend", field="image_blend")
         enc = self.image_encoder
         pairs = [(p, bytes(img)) for p, img in zip(products, images, strict=True) if img]
-        outs, kept = self._encode_sample(enc, pairs)
-        choice = choose_beta(enc.zero_shot, outs[enc.embedding_output], outs["logits"],  # type: ignore[union-attr]
-                             self.text_encoder.encode([p.title for p in kept], "query") if kept else np.zeros((0, 1)),
-                             [p.category_parts[-1] if p.category_parts else "" for p in kept],
-                             lambda names: self.text_encoder.encode(names, "query"))
+        choice = choose_for_photos(enc, lambda texts: self.text_encoder.encode(texts, "query"),
+                                   [b for _, b in pairs], [p.title for p, _ in pairs],
+                                   [p.category_parts[-1] if p.category_parts else "" for p, _ in pairs])
         enc.set_blend(choice.beta)  # type: ignore[union-attr]
         self.store.set_meta(BLEND_META, json.dumps(choice.to_dict()))
         self._set_fingerprint()
         return choice
-
-    @staticmethod
-    def _encode_sample(enc: Any, pairs: list[tuple[Product, bytes]]) -> tuple[dict[str, np.ndarray], list[Product]]:
-        names = [enc.embedding_output, "logits"]
-        try:
-            return enc.encode_outputs([b for _, b in pairs], names), [p for p, _ in pairs]
-        except KuamoError:  # a photo that does not decode: encode one by one and leave it out
-            kept, parts = [], []
-            for p, b in pairs:
-                try:
-                    parts.append(enc.encode_outputs([b], names))
-                except KuamoError:
-                    continue
-                kept.append(p)
-            if not parts:
-                return {n: np.zeros((0, 1), np.float32) for n in names}, []
-            return {n: np.concatenate([x[n] for x in parts]) for n in names}, kept
 
     def _record_blend(self) -> None:
         # the first commit fixes the blend the catalog's vectors are made with (the shipped one unless chosen)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from kuamo.engine.catalog_io import RowBatch, RowError, header_of, pick_mapping, read_rows, to_product
 from kuamo.engine.errors import InvalidInput
 from kuamo.engine.types import Product, Rejection
-from kuamo.engine.zero_shot_blend import SAMPLE
+from kuamo.engine.zero_shot_blend import SAMPLE, spread
 
 if TYPE_CHECKING:
     from kuamo.engine.engine import Engine, EngineConfig
@@ -124,11 +124,16 @@ def blend_sample(path: Path, m: Any, root: Path, limit: int | None, n: int = SAM
                  ) -> tuple[list[Product], list[bytes | None]]:
     """Up to `n` products spread evenly over the rows to be indexed (files are often sorted by category),
     with their photo bytes; rows that fail to parse or read are skipped here and reported by the run."""
-    rows = [row for _, row in read_rows(path)][:limit]
-    step = max(1, len(rows) // n) if rows else 1
+    total = sum(1 for _ in read_rows(path))  # a counting pass: the rows are never all held in memory
+    total = total if limit is None else min(total, limit)
+    wanted = set(spread(total, n))
     products: list[Product] = []
     images: list[bytes | None] = []
-    for row in rows[::step][:n]:
+    for i, (_, row) in enumerate(read_rows(path)):
+        if i >= total:
+            break
+        if i not in wanted:
+            continue
         try:
             product, image_path = to_product(row, m, root)
             image = image_path.read_bytes() if image_path is not None else None

@@ -19,11 +19,12 @@ every vector in one index must share one beta.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from kuamo.engine.errors import KuamoError
 from kuamo.engine.vectors import l2_normalize, softmax_rows
 
 ZERO_SHOT_FILE = "image_zero_shot.npy"
@@ -97,3 +98,30 @@ def choose_beta(zero_shot: ZeroShotMap, embedding: np.ndarray, logits: np.ndarra
     if totals[best] >= totals[1.0] + MARGIN:
         choice.beta = float(best)
     return choice
+
+
+def spread(total: int, n: int = SAMPLE) -> range:
+    """Indices of up to `n` of `total` rows spread evenly over them (catalog files are often sorted by
+    category, so the first rows would be one kind of product)."""
+    return range(0, total, max(1, total // n))[:n]
+
+
+def choose_for_photos(image_encoder, encode_query: Callable[[list[str]], np.ndarray], photos: Sequence[bytes],
+                      titles: Sequence[str], leaves: Sequence[str]) -> BlendChoice:
+    """choose_beta for a catalog sample straight from its photos (an ImageEncoder with a zero-shot map);
+    photos that do not decode are left out of the sample."""
+    names = [image_encoder.embedding_output, "logits"]
+    try:
+        outs, keep = image_encoder.encode_outputs(list(photos), names), list(range(len(photos)))
+    except KuamoError:  # one bad photo fails the batch: encode one by one and leave the bad ones out
+        parts, keep = [], []
+        for i, photo in enumerate(photos):
+            try:
+                parts.append(image_encoder.encode_outputs([photo], names))
+            except KuamoError:
+                continue
+            keep.append(i)
+        outs = {n: np.concatenate([x[n] for x in parts]) if parts else np.zeros((0, 1), np.float32) for n in names}
+    title_vecs = encode_query([titles[i] for i in keep]) if keep else np.zeros((0, 1), np.float32)
+    return choose_beta(image_encoder.zero_shot, outs[names[0]], outs["logits"], title_vecs,
+                       [leaves[i] for i in keep], encode_query)
