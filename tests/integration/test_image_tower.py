@@ -153,3 +153,10 @@ def test_bad_images_raise_invalid_input(encoder: ImageEncoder, catalog: list[Fas
             encoder.encode([data])
         assert err.value.field == "image", what
     assert encoder.encode([jpeg]).shape == (1, encoder.dim)  # the intact photo still encodes
+
+
+@pytest.mark.parametrize("beta", ["0.5", -0.1, 1.5, True, None])
+def test_bad_blend_is_invalid_input(encoder: ImageEncoder, beta: object) -> None:
+    with pytest.raises(InvalidInput) as e:
+        encoder.set_blend(beta)  # type: ignore[arg-type]
+    assert e.value.field == "image_blend" and encoder.beta == 1.0
