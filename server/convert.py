@@ -152,8 +152,8 @@ def product_to_pb(p: Product) -> pb.Product:
     return _fill_product(pb.Product(), p)
 
 
-def hit_to_pb(h: Hit) -> pb.Hit:
-    out = pb.Hit(id=h.id, score=h.score)
+def _fill_hit(out: pb.Hit, h: Hit) -> pb.Hit:
+    out.id, out.score = h.id, h.score
     if h.product is not None:
         _fill_product(out.product, h.product)
     if h.explanation is not None:
@@ -163,11 +163,18 @@ def hit_to_pb(h: Hit) -> pb.Hit:
     return out
 
 
+def hit_to_pb(h: Hit) -> pb.Hit:
+    return _fill_hit(pb.Hit(), h)
+
+
 def result_to_pb(r: SearchResult, request_id: str = "") -> pb.SearchResponse:
     t = r.timings
-    return pb.SearchResponse(request_id=request_id, hits=[hit_to_pb(h) for h in r.hits], allowed=r.allowed,
-                             timings=pb.Timings(queue_ms=t.queue_ms, encode_ms=t.encode_ms, filter_ms=t.filter_ms,
-                                                search_ms=t.search_ms, rerank_ms=t.rerank_ms, total_ms=t.total_ms))
+    out = pb.SearchResponse(request_id=request_id, allowed=r.allowed,
+                            timings=pb.Timings(queue_ms=t.queue_ms, encode_ms=t.encode_ms, filter_ms=t.filter_ms,
+                                               search_ms=t.search_ms, rerank_ms=t.rerank_ms, total_ms=t.total_ms))
+    for h in r.hits:  # filled in place: passing built Hit messages to the constructor copies each one again
+        _fill_hit(out.hits.add(), h)
+    return out
 
 
 def error_to_pb(exc: KuamoError, code: grpc.StatusCode, request_id: str = "") -> pb.SearchResponse:
