@@ -24,19 +24,6 @@ TEXT_QUERIES = (
 PHOTO_ARTICLES = ("Sports Shoes", "Watches")
 
 
-def _store_is_empty(data_dir: Path) -> bool:
-    import sqlite3
-
-    db = data_dir / "catalog.sqlite"
-    if not db.exists():
-        return True
-    with sqlite3.connect(db) as con:
-        try:
-            return con.execute("SELECT COUNT(*) FROM products").fetchone()[0] == 0
-        except sqlite3.DatabaseError:
-            return True
-
-
 def _photo_queries(catalog: Path) -> list[tuple[str, bytes]]:
     found: dict[str, tuple[str, bytes]] = {}
     with open(catalog / "products.csv", newline="", encoding="utf-8") as f:
@@ -51,15 +38,26 @@ def _photo_queries(catalog: Path) -> list[tuple[str, bytes]]:
 
 
 def ensure_index(catalog: Path, cfg: ServerConfig) -> None:
-    if not _store_is_empty(cfg.data_dir):
-        return
-    from kuamo.engine.ingest import index_catalog
+    """Index the catalog on the first run, and again when the models changed since (the stored vectors were made
+    by other models, which the engine refuses to serve); otherwise nothing."""
+    from kuamo.engine.engine import Engine
+    from kuamo.engine.ingest import aindex_catalog
     from kuamo.server.app import engine_config
 
-    print(f"indexing {catalog} into {cfg.data_dir} (first run only)", file=sys.stderr, flush=True)
-    report = index_catalog(catalog / "products.csv", config=engine_config(cfg))
-    print(f"indexed {report.accepted} products in {report.seconds:.0f} s ({len(report.rejected)} rejected)",
-          file=sys.stderr, flush=True)
+    async def run() -> None:
+        eng = await Engine.open(dataclasses.replace(engine_config(cfg), allow_stale_vectors=True))
+        try:
+            if eng.store.count() and eng.stale_vectors is None:
+                return
+            why = "first run only" if not eng.store.count() else f"the models changed: {eng.stale_vectors}"
+            print(f"indexing {catalog} into {cfg.data_dir} ({why})", file=sys.stderr, flush=True)
+            report = await aindex_catalog(catalog / "products.csv", eng)  # snapshots the index when done
+            print(f"indexed {report.accepted} products in {report.seconds:.0f} s ({len(report.rejected)} rejected)",
+                  file=sys.stderr, flush=True)
+        finally:
+            await eng.close(snapshot=False)
+
+    asyncio.run(run())
 
 
 async def _queries(port: int, catalog: Path) -> None:

@@ -37,6 +37,7 @@ class TowerArtifact:
     model_path: Path
     precision: str
     spec: dict[str, Any]
+    sha256: str = ""  # of the served file, from the manifest: identifies the weights, not just the file name
 
     @property
     def dim(self) -> int:
@@ -105,4 +106,5 @@ class ModelArtifacts:
         if file_name is None:
             why = spec.get("serve_reason", "it was not exported")
             raise ArtifactError(f"the {name} tower has no {chosen} model: {why}")
-        return TowerArtifact(name=name, model_path=self.file(file_name), precision=chosen, spec=spec)
+        return TowerArtifact(name=name, model_path=self.file(file_name), precision=chosen, spec=spec,
+                             sha256=str(self.manifest.get("files", {}).get(file_name, {}).get("sha256", "")))

@@ -54,6 +54,7 @@ from kuamo.engine.zero_shot_blend import BlendChoice, choose_for_photos
 
 log = logging.getLogger(__name__)
 BLEND_META = "image_blend"  # store meta: the catalog's image blend (zero_shot_blend), JSON
+ENCODERS_META = "encoders"  # store meta: the fingerprint of the encoders that made the catalog's vectors
 
 
 class TextEncoderLike(Protocol):
@@ -96,6 +97,9 @@ class EngineConfig:
     # Choose the image blend with the zero-shot map on the catalog's first indexing (zero_shot_blend); off =
     # the exported vector as it is.
     calibrate_image_blend: bool = True
+    # Open a catalog whose vectors other models made (or an older kuamo that kept no record), so `kuamo index`
+    # can re-embed it; off, opening it is an error: its vectors and new queries would not be comparable.
+    allow_stale_vectors: bool = False
     # NumPy BLAS threads in this process (engine/blas_threads.py); None leaves them as they are.
     blas_threads: int | None = 1
     max_k: int = 1000
@@ -168,9 +172,19 @@ def _encoder_fingerprint(enc: Any) -> str:
         return fp
     tower = getattr(enc, "tower", None)
     path = getattr(tower, "model_path", None)
+    sha = getattr(tower, "sha256", "")
     beta = getattr(enc, "beta", 1.0)
-    blend = f":beta={beta}" if beta < 1 else ""  # unchanged for the shipped vector: old catalogs stay valid
-    return f"{type(enc).__name__}:{enc.dim}:{getattr(path, 'name', '')}{blend}"
+    blend = f":beta={beta}" if beta < 1 else ""
+    # the weights' sha256, not only the file name: a re-export with new weights writes the same file name
+    return f"{type(enc).__name__}:{enc.dim}:{getattr(path, 'name', '')}{':' + sha[:16] if sha else ''}{blend}"
+
+
+def _describe_fingerprint(fp: str) -> str:
+    try:
+        d = json.loads(fp)
+        return f"text {d['text']}, image {d['image']}"
+    except (ValueError, TypeError, KeyError):
+        return fp
 
 
 class Engine:
@@ -199,6 +213,8 @@ class Engine:
         if stored_blend is not None and image_encoder is not None and hasattr(image_encoder, "set_blend"):
             image_encoder.set_blend(json.loads(stored_blend)["beta"])  # the catalog's vectors were made with it
         self._set_fingerprint()
+        self._rewritten: set[int] = set()  # products re-embedded since opening a stale catalog
+        self.stale_vectors = self._check_encoders()
         self.pseudonym = Pseudonymiser.from_config(config.personal, data_dir)
         self.personal = PersonalStore(data_dir / "catalog.sqlite", config.personal, self.layout.dim)
         self._index_lock = _RWLock()
@@ -286,7 +302,48 @@ class Engine:
         enc.set_blend(choice.beta)  # type: ignore[union-attr]
         self.store.set_meta(BLEND_META, json.dumps(choice.to_dict()))
         self._set_fingerprint()
+        self.store.set_meta(ENCODERS_META, self.fingerprint)  # the catalog is still empty
         return choice
+
+    # -- which encoders made the catalog's vectors ---------------------------------------------------
+    def _check_encoders(self) -> str | None:
+        """None when the stored vectors were made by these encoders (an empty catalog takes them); else why
+        not. Such a catalog opens only with allow_stale_vectors (for `kuamo index` to re-embed it)."""
+        stored = self.store.get_meta(ENCODERS_META)
+        if stored == self.fingerprint:
+            return None
+        if self.store.count() == 0:
+            self.store.set_meta(ENCODERS_META, self.fingerprint)
+            return None
+        why = ("its vectors carry no record of the models that made them (an older kuamo wrote it)" if stored is None
+               else f"its vectors were made by other models ({_describe_fingerprint(stored)})")
+        if not self.config.allow_stale_vectors:
+            raise ArtifactError(
+                f"{self.store.path}: {why}, not by the models in {self.config.model_dir} "
+                f"({_describe_fingerprint(self.fingerprint)}); their vectors and new queries would not be "
+                "comparable. Re-embed it with `kuamo index CATALOG --models DIR --data DIR`, or serve it with the "
+                "models that made it", field="data_dir")
+        log.warning("%s: %s; opened to re-embed it", self.store.path, why)
+        return why
+
+    async def settle_stale_vectors(self) -> int:
+        """After re-embedding a stale catalog: how many products still hold vectors from other models. At 0 the
+        catalog is recorded as made by these encoders and the index is rebuilt (trained) on the new vectors."""
+        if self.stale_vectors is None:
+            return 0
+        async with self._write_lock:
+            left = int(np.count_nonzero(~np.isin(self.store.ids(), np.fromiter(self._rewritten, np.int64))))
+            if left == 0:
+                seq, index = await asyncio.to_thread(self._fresh_index)
+                self._index_lock.acquire_write()
+                try:
+                    self.index, self.index_seq = index, seq
+                finally:
+                    self._index_lock.release_write()
+                self.store.set_meta(ENCODERS_META, self.fingerprint)
+                self.stale_vectors = None
+                self._rewritten.clear()
+        return left
 
     def _record_blend(self) -> None:
         # the first commit fixes the blend the catalog's vectors are made with (the shipped one unless chosen)
@@ -332,15 +389,20 @@ class Engine:
                 index = None
                 mode = f"rebuild (snapshot unusable: {exc})"
         if index is None:
-            index = VectorIndex(self.layout.dim, self.config.index)
-            self.index_seq = self.store.last_seq()  # read before the vectors: replaying a bit twice is harmless
-            ids, vecs = self.store.all_vectors()
-            index.build(ids, vecs)
-            self._changes_since_snapshot = len(ids)
+            self.index_seq, index = self._fresh_index()
+            self._changes_since_snapshot = len(index)
         self.recovery = {"mode": mode, "seconds": round(time.perf_counter() - t0, 3), "vectors": len(index),
                          "seq": self.index_seq}
         log.info("index recovered: %s", self.recovery)
         return index
+
+    def _fresh_index(self) -> tuple[int, VectorIndex]:
+        """An index built (and trained) from every vector in the store, with the change it is current to."""
+        index = VectorIndex(self.layout.dim, self.config.index)
+        seq = self.store.last_seq()  # read before the vectors: replaying a bit twice is harmless
+        ids, vecs = self.store.all_vectors()
+        index.build(ids, vecs)
+        return seq, index
 
     def _save_snapshot(self) -> None:
         """Atomic snapshot tagged with the last change it contains; then prune the replayed log."""
@@ -852,6 +914,8 @@ class Engine:
                 seen.add(p.id)
                 todo.append((i, p, bytes(img) if img else None, content_hash(p, img, self.fingerprint)))
             old = await asyncio.to_thread(self.store.hashes, [t[1].id for t in todo])
+            if self.stale_vectors is not None:  # a same hash does not prove the vector came from these models
+                old = {i: h for i, h in old.items() if i in self._rewritten}
             fresh = [t for t in todo if old.get(t[1].id) != t[3]]
             unchanged += [t[1].id for t in todo if old.get(t[1].id) == t[3]]
             if not fresh:
@@ -900,6 +964,8 @@ class Engine:
         self._record_blend()
         seq = self.store.upsert(rows)  # durable first: the index is a cache of the store
         ids = np.asarray([r.product.id for r in rows], dtype=np.int64)
+        if self.stale_vectors is not None:
+            self._rewritten.update(ids.tolist())
         vecs = np.stack([r.vector for r in rows]).astype(np.float32)
         self._index_lock.acquire_write()
         try:

@@ -32,6 +32,8 @@ class IngestReport:
     rejected: list[Rejection] = field(default_factory=list)
     seconds: float = 0.0
     image_blend: dict | None = None  # chosen on this run (the catalog's first indexing), else None
+    stale: str | None = None  # why the catalog's vectors were re-embedded (other models made them), else None
+    stale_left: int = 0  # products still holding vectors from other models (not in this file)
 
     @property
     def rows_per_s(self) -> float:
@@ -45,6 +47,7 @@ class IngestReport:
                 "accepted": self.accepted, "unchanged": self.unchanged, "rejected": len(self.rejected),
                 "rejected_by_field": reasons, "seconds": round(self.seconds, 2),
                 "rows_per_s": round(self.rows_per_s, 1), "image_blend": self.image_blend,
+                "re_embedded_because": self.stale, "stale_left": self.stale_left,
                 "rejections": [{"row": r.row, "id": r.id, "field": r.field, "reason": r.reason}
                                for r in self.rejected]}
 
@@ -62,8 +65,10 @@ async def aindex_catalog(path: Path | str, engine: Engine, *, mapping: str = "au
         raise InvalidInput(f"batch_size must be >= 1, got {batch_size}", field="batch_size")
     m = pick_mapping(mapping, header_of(path))
     root = Path(image_root) if image_root is not None else path.parent
-    report = IngestReport(path=str(path), mapping=m.name)
+    report = IngestReport(path=str(path), mapping=m.name, stale=engine.stale_vectors)
     t0 = time.perf_counter()
+    if report.stale and progress:
+        print(f"re-embedding every product of this catalog: {report.stale}", flush=True)
 
     if engine.image_blend_pending:
         products, images = await asyncio.to_thread(blend_sample, path, m, root, limit)
@@ -114,6 +119,11 @@ async def aindex_catalog(path: Path | str, engine: Engine, *, mapping: str = "au
         await flush()
     finally:
         bar.close()
+    if report.stale:
+        report.stale_left = await engine.settle_stale_vectors()
+        if report.stale_left and progress:
+            print(f"{report.stale_left} products are not in {path.name} and keep vectors from other models: "
+                  "upsert them again (with their photos) or delete them", flush=True)
     if snapshot and report.accepted:
         await engine.snapshot()
     report.seconds = time.perf_counter() - t0

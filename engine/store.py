@@ -244,6 +244,10 @@ class CatalogStore:
             yield ids, vecs
             last = int(ids[-1])
 
+    def ids(self) -> np.ndarray:
+        with self._lock:
+            return np.fromiter((r[0] for r in self._db.execute("SELECT id FROM products")), dtype=np.int64)
+
     def all_vectors(self) -> tuple[np.ndarray, np.ndarray]:
         parts = list(self.iter_vectors())
         if not parts:

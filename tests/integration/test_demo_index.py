@@ -1,5 +1,6 @@
 """The demo's first-run indexing (ensure_index) on a small real slice of the fashion catalog: it indexes
-once, reports what it did, and leaves an existing store alone on the next run."""
+once, reports what it did, leaves an existing store alone on the next run, and re-embeds a store whose
+vectors other models made (the server refuses to serve it)."""
 
 from __future__ import annotations
 
@@ -46,3 +47,24 @@ def test_ensure_index_indexes_once(model_dir: Path, fashion_dir: Path, tmp_path:
     ensure_index(catalog, cfg)  # a second run finds the store filled and does nothing
     assert "indexing" not in capsys.readouterr().err
     assert _count(cfg.data_dir) == 6
+
+
+def test_ensure_index_re_embeds_after_the_models_changed(model_dir: Path, fashion_dir: Path, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    from kuamo.engine.engine import ENCODERS_META
+
+    catalog = _slice(fashion_dir, tmp_path / "catalog")
+    cfg = ServerConfig(model_dir=model_dir, data_dir=tmp_path / "data")
+    ensure_index(catalog, cfg)
+    db = cfg.data_dir / "catalog.sqlite"
+    with sqlite3.connect(db) as con:  # as if another export (other weights) had made these vectors
+        con.execute("UPDATE meta SET value = ? WHERE key = ?", ('{"text": "old", "image": "old"}', ENCODERS_META))
+    capsys.readouterr()
+    ensure_index(catalog, cfg)
+    err = capsys.readouterr().err
+    assert "the models changed" in err and "indexed 6 products" in err
+    with sqlite3.connect(db) as con:
+        assert con.execute("SELECT value FROM meta WHERE key = ?", (ENCODERS_META,)).fetchone()[0] != \
+            '{"text": "old", "image": "old"}'
+    ensure_index(catalog, cfg)  # current again: nothing to do
+    assert "indexing" not in capsys.readouterr().err
