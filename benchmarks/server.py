@@ -111,6 +111,31 @@ async def _interleaved(targets: dict[str, str], models: Path, data: Path, texts:
     return {k: latency_stats(v) for k, v in lat.items()}
 
 
+CEILING_BATCHES = (1, 32, 64)
+
+
+def _text_tower_ceiling(models: Path, texts: list[str], seconds: float) -> dict[str, Any]:
+    """The text tower alone, in this process with no server running, the session configured as the server
+    configures it: texts/s at each batch size. Its best is an upper bound on any server's text QPS here."""
+    from kuamo.engine.artifacts import ModelArtifacts
+    from kuamo.engine.encoders import TextEncoder
+    from kuamo.server.app import engine_config
+    from kuamo.server.config import ServerConfig
+
+    cfg = engine_config(ServerConfig(model_dir=models))
+    enc = TextEncoder(ModelArtifacts(models), cfg.encoder)
+    out = {}
+    for b in CEILING_BATCHES:
+        enc.encode(texts[:b])  # warm this shape
+        n, i, t0 = 0, 0, time.perf_counter()
+        while time.perf_counter() - t0 < seconds:
+            chunk = [texts[(i + j) % len(texts)] for j in range(b)]
+            enc.encode(chunk)
+            n, i = n + b, i + b
+        out[str(b)] = {"texts_per_s": n / (time.perf_counter() - t0)}
+    return out
+
+
 def run(quick: bool = False, *, models: Path = DEFAULT_MODEL_DIR, data: Path = DATA_DIR,
         catalog: Path | None = None) -> dict[str, Any]:
     from kuamo.export.samples import DEFAULT_FASHION_DIR
@@ -145,6 +170,7 @@ def run(quick: bool = False, *, models: Path = DEFAULT_MODEL_DIR, data: Path = D
                                                                         duration_s=phase_s))
         c32_off = raw["32 clients, text, batching off"].summary()
     inproc = inter["in_process"]
+    ceiling = _text_tower_ceiling(models, texts, 2.0 if quick else 5.0)
 
     # two views of the gRPC cost: client latency minus the engine's own time for the same request,
     # and gRPC p50 minus in-process p50 of the same queries, interleaved in one loop
@@ -167,6 +193,11 @@ def run(quick: bool = False, *, models: Path = DEFAULT_MODEL_DIR, data: Path = D
     out["clients32_batching_off"] = c32_off
     out["overload_256_clients_admission_64"] = over
     out["in_process_engine_text"] = inproc
+    # Little's law: 32 clients in flight whose latency is at most 4 x the one-client p50 need at least
+    # 32 / (4 x p50) answers per second; compare with what the text tower alone can encode
+    needed = 32 / (TARGETS["p99_vs_one_client_p50"] * one_text["latency"]["p50_ms"] / 1000)
+    best = max(v["texts_per_s"] for v in ceiling.values())
+    out["text_tower_ceiling"] = {"batches": ceiling, "best_texts_per_s": best, "qps_needed_for_p99_target": needed}
     out["interleaved_grpc_text"] = inter["grpc:asyncio"]
     out["interleaved"] = inter
     out["grpc_overhead"] = {"grpc_minus_in_process_p50_ms": overhead_inproc_view,
@@ -281,7 +312,7 @@ def _markdown(o: dict[str, Any]) -> str:
             "same 2 cores.\n\n## Targets\n\n" + markdown_table(rows) + "\n## Phases\n\n" + markdown_table(phases)
             + f"\nSame text queries interleaved (gRPC / in-process engine, alternating order): p50 {ig['p50_ms']:.2f}"
             f" / {ip['p50_ms']:.2f} ms, p99 {ig['p99_ms']:.2f} / {ip['p99_ms']:.2f} ms. Client latency minus the"
-            f" server's own engine time: {ov:.2f} ms at p50." + _overhead_markdown(o)
+            f" server's own engine time: {ov:.2f} ms at p50." + _overhead_markdown(o) + _ceiling_markdown(o)
             + _load_markdown(o) +
             f"\n\nReproduce: `kuamo bench server` (results in {RESULTS_DIR}/server.json).\n")
 
@@ -295,6 +326,15 @@ def _overhead_markdown(o: dict[str, Any]) -> str:
                  f"in-process {g['uvloop_server_grpc_minus_in_process_p50_ms']:.2f} ms, Health "
                  f"{g['uvloop_server_empty_health_rtt_p50_ms']:.2f} ms.")
     return text
+
+
+def _ceiling_markdown(o: dict[str, Any]) -> str:
+    c = o["text_tower_ceiling"]
+    per_batch = ", ".join(f"{v['texts_per_s']:.0f} at batch {b}" for b, v in c["batches"].items())
+    return ("\n\nWhy the 32-client p99 target is out of reach on this machine: 32 clients in flight answered within "
+            f"4 x the one-client p50 need {c['qps_needed_for_p99_target']:.0f} answers/s (Little's law); the text "
+            f"tower alone, with the whole machine and nothing else running, encodes {per_batch} texts/s "
+            "(same queries, same session settings as the server).")
 
 
 def _load_markdown(o: dict[str, Any]) -> str:
