@@ -534,9 +534,13 @@ class Call:
 
 
 async def _open_loop_then_recover(target: str, reqs: list[pb.SearchRequest], *, rate: float, spike_s: float,
-                                  recover_s: float, clients: int, seed: int) -> tuple[list[Call], list[Call], float]:
-    """Poisson arrivals at `rate` for `spike_s`, then (without waiting for the stragglers) `clients` closed-loop
-    clients for `recover_s`. Returns the spike calls, the recovery calls and the time the spike ended."""
+                                  recover_s: float, clients: int, seed: int,
+                                  baseline_s: float) -> tuple[list[Call], list[Call], float, float]:
+    """The probe (`clients` closed-loop clients) for `baseline_s`, then Poisson arrivals at `rate` for `spike_s`,
+    then (without waiting for the stragglers) the same probe for `recover_s`. Returns the spike calls, the
+    recovery calls, the time the spike ended and the probe's throughput before the spike: recovery is judged
+    against the same clients on the same channels, not against a capacity other clients measured earlier
+    (which differed from the probe by -25 % to +30 % between runs on this VM)."""
     opts = [("grpc.use_local_subchannel_pool", 1)]
     chans = [aio.insecure_channel(target, options=opts) for _ in range(8)]
     stubs = [pb_grpc.SearchServiceStub(c) for c in chans]
@@ -553,6 +557,17 @@ async def _open_loop_then_recover(target: str, reqs: list[pb.SearchRequest], *, 
             code = exc.code().name
         out.append(Call(t, time.perf_counter(), code))
 
+    async def probe(c: int, out: list[Call], since: float, seconds: float) -> None:
+        j = c * 7919
+        while time.perf_counter() - since < seconds:
+            await one(j, out)
+            j += 1
+
+    base: list[Call] = []
+    t_base = time.perf_counter()
+    await asyncio.gather(*(probe(c, base, t_base, baseline_s) for c in range(clients)))
+    base_qps = sum(c.code == "OK" for c in base) / (time.perf_counter() - t_base)
+
     t0 = time.perf_counter()
     tasks = []
     nxt = t0
@@ -567,17 +582,10 @@ async def _open_loop_then_recover(target: str, reqs: list[pb.SearchRequest], *, 
         tasks.append(asyncio.create_task(one(i, spike)))
         i += 1
     t_end = time.perf_counter()
-
-    async def client(c: int) -> None:
-        j = c * 7919
-        while time.perf_counter() - t_end < recover_s:
-            await one(j, rec)
-            j += 1
-
-    await asyncio.gather(*(client(c) for c in range(clients)), *tasks)
+    await asyncio.gather(*(probe(c, rec, t_end, recover_s) for c in range(clients)), *tasks)
     for c in chans:
         await c.close()
-    return spike, rec, t_end
+    return spike, rec, t_end, base_qps
 
 
 def _recovery_seconds(rec: list[Call], t_end: float, normal_qps: float, window: float = 1.0,
@@ -605,7 +613,7 @@ def run_overload(models: Path, data: Path, work: Path, reqs: list[pb.SearchReque
                  admission: int = ADMISSION) -> dict[str, Any]:
     """Capacity = `admission` closed-loop clients (as many as the server admits at once: more would only be
     refused and retry in a tight loop), then the normal phase, the spike and the recovery probe."""
-    cap_s, norm_s, spike_s, rec_s = (3.0, 3.0, 5.0, 5.0) if quick else (20.0, 15.0, 60.0, 30.0)
+    cap_s, norm_s, base_s, spike_s, rec_s = (3.0, 3.0, 3.0, 5.0, 5.0) if quick else (20.0, 15.0, 10.0, 60.0, 30.0)
     with serving(models, data, work / "overload-server.log", max_inflight=admission, metrics=True) as s:
         rss = RssSampler(s.pid)
         rss.start()
@@ -622,8 +630,9 @@ def run_overload(models: Path, data: Path, work: Path, reqs: list[pb.SearchReque
             t_spike = time.perf_counter()
             assert s.metrics_port is not None
             before = scrape(s.metrics_port)
-            spike, rec, t_end = asyncio.run(_open_loop_then_recover(
-                s.target, reqs, rate=4 * capacity, spike_s=spike_s, recover_s=rec_s, clients=admission, seed=1))
+            spike, rec, t_end, probe_qps = asyncio.run(_open_loop_then_recover(
+                s.target, reqs, rate=4 * capacity, spike_s=spike_s, recover_s=rec_s, clients=admission, seed=1,
+                baseline_s=base_s))
             after = scrape(s.metrics_port)  # spike and recovery probe together
             rss_phase_switch = t_end - rss.t0
             rss.phase = "after"
@@ -637,7 +646,7 @@ def run_overload(models: Path, data: Path, work: Path, reqs: list[pb.SearchReque
     admitted = [c.done - c.sent for c in spike if c.code == "OK"]
     refused = [c.done - c.sent for c in spike if c.code == "RESOURCE_EXHAUSTED"]
     codes = Counter(c.code for c in spike)
-    recovery_s, series = _recovery_seconds(rec, t_end, capacity)
+    recovery_s, series = _recovery_seconds(rec, t_end, probe_qps)
     steady = float(np.median(rss.of("capacity") + rss.of("normal"))) if rss.samples else None
     offered = len(spike) / spike_s
     return {
@@ -656,8 +665,8 @@ def run_overload(models: Path, data: Path, work: Path, reqs: list[pb.SearchReque
         "rss_mib": {"steady_median": steady, "spike_max": max(rss_spike, default=None),
                     "recovery_last": rss_recovery[-1] if rss_recovery else None,
                     "samples": [(round(t, 1), p, round(v, 1)) for t, p, v in rss.samples]},
-        "recovery": {"seconds_to_normal": recovery_s, "normal_qps": capacity,
-                     "probe": f"{admission} closed-loop clients",
+        "recovery": {"seconds_to_normal": recovery_s, "normal_qps": probe_qps, "capacity_qps": capacity,
+                     "probe": f"{admission} closed-loop clients, measured for {base_s:.0f} s before the spike",
                      "throughput_series": series[:: max(1, len(series) // 60)]},
         "spike_started_s": round(t_spike - rss.t0, 1), "server_alive_after": alive,
     }
@@ -918,7 +927,8 @@ def _markdown(o: dict[str, Any]) -> str:
               f"{s['other_errors'] or 'none'}."
               f"\n\nServer RSS: steady {_fmt(r['steady_median'])}"
               f" MiB, spike max {_fmt(r['spike_max'])} MiB, after recovery {_fmt(r['recovery_last'])} MiB. "
-              f"Throughput back to >= 90 % of capacity {_fmt(v['recovery']['seconds_to_normal'], 2)} s after the "
+              f"Throughput back to >= 90 % of the probe's own rate before the spike "
+              f"({_fmt(v['recovery']['normal_qps'])} qps) {_fmt(v['recovery']['seconds_to_normal'], 2)} s after the "
               f"spike ended (probe: {v['recovery']['probe']}).\n")
     if "crash" in o:
         c = o["crash"]
