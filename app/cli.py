@@ -94,7 +94,8 @@ def _cmd_index(args: argparse.Namespace) -> int:
     from kuamo.engine.engine import EngineConfig
     from kuamo.engine.ingest import index_catalog
 
-    cfg = EngineConfig(model_dir=args.models, data_dir=args.data)
+    # a catalog other models made opens here (and only here) so that indexing it again re-embeds it
+    cfg = EngineConfig(model_dir=args.models, data_dir=args.data, allow_stale_vectors=True)
     report = index_catalog(args.catalog, config=cfg, mapping=args.mapping, limit=args.limit)
     print(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
     return 0

@@ -68,3 +68,30 @@ def test_ensure_index_re_embeds_after_the_models_changed(model_dir: Path, fashio
             '{"text": "old", "image": "old"}'
     ensure_index(catalog, cfg)  # current again: nothing to do
     assert "indexing" not in capsys.readouterr().err
+
+
+def test_kuamo_index_re_embeds_what_kuamo_serve_refuses(model_dir: Path, fashion_dir: Path, tmp_path: Path) -> None:
+    import asyncio
+
+    from kuamo.cli import main
+    from kuamo.engine.artifacts import ArtifactError
+    from kuamo.engine.engine import ENCODERS_META, Engine
+    from kuamo.server.app import engine_config
+
+    catalog = _slice(fashion_dir, tmp_path / "catalog")
+    cfg = ServerConfig(model_dir=model_dir, data_dir=tmp_path / "data")
+    ensure_index(catalog, cfg)
+    with sqlite3.connect(cfg.data_dir / "catalog.sqlite") as con:
+        con.execute("UPDATE meta SET value = ? WHERE key = ?", ('{"text": "old", "image": "old"}', ENCODERS_META))
+    with pytest.raises(ArtifactError, match="kuamo index"):  # what the server does on start
+        asyncio.run(Engine.open(engine_config(cfg)))
+    assert main(["index", str(catalog / "products.csv"), "--models", str(model_dir), "--data", str(cfg.data_dir)]) == 0
+
+    async def reopen() -> int:
+        eng = await Engine.open(engine_config(cfg))
+        try:
+            return eng.store.count()
+        finally:
+            await eng.close(snapshot=False)
+
+    assert asyncio.run(reopen()) == 6
