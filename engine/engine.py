@@ -214,7 +214,11 @@ class Engine:
             image_encoder.set_blend(json.loads(stored_blend)["beta"])  # the catalog's vectors were made with it
         self._set_fingerprint()
         self._rewritten: set[int] = set()  # products re-embedded since opening a stale catalog
-        self.stale_vectors = self._check_encoders()
+        try:
+            self.stale_vectors = self._check_encoders()
+        except ArtifactError:
+            self.store.close()  # refused: leave no connection to the file behind
+            raise
         self.pseudonym = Pseudonymiser.from_config(config.personal, data_dir)
         self.personal = PersonalStore(data_dir / "catalog.sqlite", config.personal, self.layout.dim)
         self._index_lock = _RWLock()
