@@ -338,12 +338,7 @@ class Engine:
         async with self._write_lock:
             left = int(np.count_nonzero(~np.isin(self.store.ids(), np.fromiter(self._rewritten, np.int64))))
             if left == 0:
-                seq, index = await asyncio.to_thread(self._fresh_index)
-                self._index_lock.acquire_write()
-                try:
-                    self.index, self.index_seq = index, seq
-                finally:
-                    self._index_lock.release_write()
+                await asyncio.to_thread(self._rebuild_index)  # trained on the new vectors, not the old ones
                 self.store.set_meta(ENCODERS_META, self.fingerprint)
                 self.stale_vectors = None
                 self._rewritten.clear()
@@ -1021,16 +1016,14 @@ class Engine:
         """Build a fresh index from the store beside the live one, then swap (searches go on meanwhile;
         no write can slip in because the caller holds _write_lock)."""
         t0 = time.perf_counter()
-        fresh = VectorIndex(self.layout.dim, self.index.cfg)
-        ids, vecs = self.store.all_vectors()
-        fresh.build(ids, vecs)
+        _, fresh = self._fresh_index()  # index_seq stays: the caller's lock kept every write out
         self._index_lock.acquire_write()
         try:
             self.index = fresh
         finally:
             self._index_lock.release_write()
         self._changes_since_snapshot = max(self._changes_since_snapshot, self.config.snapshot_every)
-        log.info("index re-planned as %s %s for %d vectors in %.2fs", fresh.kind, fresh.params, len(ids),
+        log.info("index re-planned as %s %s for %d vectors in %.2fs", fresh.kind, fresh.params, len(fresh),
                  time.perf_counter() - t0)
 
     async def delete(self, ids: Sequence[int]) -> int:
