@@ -117,6 +117,7 @@ CEILING_BATCHES = (1, 32, 64)
 def _text_tower_ceiling(models: Path, texts: list[str], seconds: float) -> dict[str, Any]:
     """The text tower alone, in this process with no server running, the session configured as the server
     configures it: texts/s at each batch size. Its best is an upper bound on any server's text QPS here."""
+    from kuamo.benchmarks.encoders import _time_batches
     from kuamo.engine.artifacts import ModelArtifacts
     from kuamo.engine.encoders import TextEncoder
     from kuamo.server.app import engine_config
@@ -124,16 +125,9 @@ def _text_tower_ceiling(models: Path, texts: list[str], seconds: float) -> dict[
 
     cfg = engine_config(ServerConfig(model_dir=models))
     enc = TextEncoder(ModelArtifacts(models), cfg.encoder)
-    out = {}
-    for b in CEILING_BATCHES:
-        enc.encode(texts[:b])  # warm this shape
-        n, i, t0 = 0, 0, time.perf_counter()
-        while time.perf_counter() - t0 < seconds:
-            chunk = [texts[(i + j) % len(texts)] for j in range(b)]
-            enc.encode(chunk)
-            n, i = n + b, i + b
-        out[str(b)] = {"texts_per_s": n / (time.perf_counter() - t0)}
-    return out
+    items = texts * 8  # enough chunks of 64 for the time budget, which ends the run
+    return {str(b): {"texts_per_s": _time_batches(enc.encode, items, b, seconds)[1]["items_per_s"]}
+            for b in CEILING_BATCHES}
 
 
 def run(quick: bool = False, *, models: Path = DEFAULT_MODEL_DIR, data: Path = DATA_DIR,
