@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import csv
 import dataclasses
-import sys
 from pathlib import Path
 
 from kuamo.engine.types import Filters, Query
@@ -37,29 +36,6 @@ def _photo_queries(catalog: Path) -> list[tuple[str, bytes]]:
     return list(found.values())
 
 
-def ensure_index(catalog: Path, cfg: ServerConfig) -> None:
-    """Index the catalog on the first run, and again when the models changed since (the stored vectors were made
-    by other models, which the engine refuses to serve); otherwise nothing."""
-    from kuamo.engine.engine import Engine
-    from kuamo.engine.ingest import aindex_catalog
-    from kuamo.server.app import engine_config
-
-    async def run() -> None:
-        eng = await Engine.open(dataclasses.replace(engine_config(cfg), allow_stale_vectors=True))
-        try:
-            if eng.store.count() and eng.stale_vectors is None:
-                return
-            why = "first run only" if not eng.store.count() else f"the models changed: {eng.stale_vectors}"
-            print(f"indexing {catalog} into {cfg.data_dir} ({why})", file=sys.stderr, flush=True)
-            report = await aindex_catalog(catalog / "products.csv", eng)  # snapshots the index when done
-            print(f"indexed {report.accepted} products in {report.seconds:.0f} s ({len(report.rejected)} rejected)",
-                  file=sys.stderr, flush=True)
-        finally:
-            await eng.close(snapshot=False)
-
-    asyncio.run(run())
-
-
 async def _queries(port: int, catalog: Path) -> None:
     from kuamo.server.client import AsyncClient
     from kuamo.server.table import format_result
@@ -77,9 +53,10 @@ async def _queries(port: int, catalog: Path) -> None:
 
 
 def run_demo(cfg: ServerConfig, *, catalog: Path, once: bool) -> int:
-    from kuamo.server.app import run_loop, serve
+    from kuamo.engine.catalog_ready import ensure_index
+    from kuamo.server.app import engine_config, run_loop, serve
 
-    ensure_index(catalog, cfg)
+    ensure_index(catalog, engine_config(cfg))
     cfg = dataclasses.replace(cfg, host="127.0.0.1")
     stop = asyncio.Event()
 

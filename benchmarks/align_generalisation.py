@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from kuamo.benchmarks.common import RESULTS_DIR, machine_info, markdown_table, write_json, write_markdown
-from kuamo.benchmarks.quality import evaluate_embeddings
+from kuamo.evaluation.tasks import evaluate_embeddings
 
 OOD_MASTER = ("Personal Care", "Free Items", "Sporting Goods")
 OOD_SUB = ("Watches", "Eyewear", "Jewellery")

@@ -1,5 +1,5 @@
 """Baselines: kuamo against the reference design and peer embedding servers, side by side in one run on the
-same queries (real fashion titles and the Chinese queries of tests/data/zh_queries.tsv).
+same queries (real fashion titles and the Chinese queries of evaluation/data/zh_queries.tsv).
 
 1. Text search at a 100k-product catalog, each query end to end (encode the text + top 10):
    reference = PyTorch FP32 e5 + scikit-learn `cosine_similarity` against every product vector per query;
@@ -51,9 +51,9 @@ from kuamo.engine.batcher import BatcherConfig, DynamicBatcher
 from kuamo.engine.config import DEFAULT_MODEL_DIR, EncoderConfig, SessionConfig
 from kuamo.engine.encoders import TextEncoder
 from kuamo.engine.index import IndexConfig, VectorIndex
+from kuamo.evaluation.tasks import load_zh_queries
 
 K = 10
-ZH_QUERIES = Path(__file__).resolve().parents[1] / "tests" / "data" / "zh_queries.tsv"
 CACHE_DIR = Path(os.environ.get("KUAMO_BASELINES_CACHE", "/tmp/kuamo-baselines"))
 NOISE = 0.5  # synthetic vector = real vector + NOISE x (per-dimension std of the real vectors) x N(0, 1)
 RECALL_TARGET = 0.95
@@ -75,15 +75,9 @@ def _log(msg: str) -> None:
 
 
 # -- queries and product vectors ------------------------------------------------------------------------
-def zh_queries(path: Path = ZH_QUERIES) -> list[tuple[str, str]]:
-    """(Chinese query, English translation) rows of tests/data/zh_queries.tsv."""
-    rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if not line or line.startswith("#") or line.startswith("zh\t"):
-            continue
-        cols = line.split("\t")
-        rows.append((cols[0], cols[1] if len(cols) > 1 else cols[0]))
-    return rows
+def zh_queries() -> list[tuple[str, str]]:
+    """(Chinese query, English translation) rows of evaluation/data/zh_queries.tsv."""
+    return [(q["zh"], q["en"]) for q in load_zh_queries()]
 
 
 def make_queries(titles: Sequence[str], zh: Sequence[tuple[str, str]], n: int, n_tune: int,
@@ -842,7 +836,8 @@ def run(quick: bool = False, *, models: Path | str = DEFAULT_MODEL_DIR, threads:
                      "scale_sizes": list(sizes), "concurrency": CONCURRENCY, "seconds_per_concurrent_point": duration_s,
                      "embed_clients": EMBED_CLIENTS, "embed_batches": list(EMBED_BATCHES), "embed_seconds": embed_s,
                      "queries_note": f"{len(queries) - n_zh} fashion titles (productDisplayName, random sample, "
-                                     f"seed 0) and {n_zh} Chinese queries from tests/data/zh_queries.tsv, interleaved"}
+                                     f"seed 0) and {n_zh} Chinese queries from evaluation/data/zh_queries.tsv, "
+                                     "interleaved"}
 
     art = ModelArtifacts(models)
     session = SessionConfig(intra_op_threads=threads)

@@ -25,9 +25,9 @@ from kuamo.engine.artifacts import ModelArtifacts
 from kuamo.engine.batcher import BatcherConfig, DynamicBatcher
 from kuamo.engine.config import DEFAULT_MODEL_DIR, EncoderConfig, SessionConfig
 from kuamo.engine.encoders import TextEncoder
+from kuamo.evaluation.tasks import load_zh_queries
 
 LATENCY_BOUND_MS = 100.0
-ZH_QUERIES = Path(__file__).resolve().parents[1] / "tests" / "data" / "zh_queries.tsv"
 
 
 def workload(n: int, seed: int = 0) -> list[str]:
@@ -35,8 +35,7 @@ def workload(n: int, seed: int = 0) -> list[str]:
 
     rng = random.Random(seed)
     titles = [it.title for it in load_fashion()]
-    zh = [line.split("\t")[0] for line in ZH_QUERIES.read_text(encoding="utf-8").splitlines()
-          if line and not line.startswith("#") and not line.startswith("zh\t")]
+    zh = [q["zh"] for q in load_zh_queries()]
     out = []
     for _ in range(n):
         r = rng.random()

@@ -28,8 +28,9 @@ from typing import Any
 
 import numpy as np
 
+from kuamo.benchmarks.bench_catalog import bench_catalog
 from kuamo.benchmarks.common import latency_stats, machine_info, markdown_table, write_json, write_markdown
-from kuamo.benchmarks.server import DATA_DIR, server_process
+from kuamo.benchmarks.server import server_process
 from kuamo.engine.config import DEFAULT_MODEL_DIR
 from kuamo.engine.personal import Event
 from kuamo.engine.types import Query, RecommendQuery
@@ -122,12 +123,8 @@ async def _evaluate(target: str, products: list[dict], shoppers: list[dict], wei
     return {"methods": table, "recommend_latency": latency_stats(rec_lat)}
 
 
-def run(quick: bool = False, *, models: Path = DEFAULT_MODEL_DIR, data: Path = DATA_DIR) -> dict[str, Any]:
-    from kuamo.export.samples import DEFAULT_FASHION_DIR
-    from kuamo.server.config import ServerConfig
-    from kuamo.server_demo import ensure_index
-
-    ensure_index(DEFAULT_FASHION_DIR, ServerConfig(model_dir=models, data_dir=data))
+def run(quick: bool = False, *, models: Path = DEFAULT_MODEL_DIR, data: Path | None = None) -> dict[str, Any]:
+    _, data = bench_catalog(quick, models, data=data)
     n_shoppers, events_per = (40, 12) if quick else (300, 16)
     weight = 0.5
     info = machine_info()

@@ -11,7 +11,7 @@ Tasks (search pool = the held-out photos):
   vector alone (`image_to_image_aligned`), on the raw pooled features (`image_to_image_raw`), and as the engine
   serves a photo query (`image_to_image_served`): the aligned vector's top 100 re-ranked by predicted-category
   agreement over the catalog's leaf category names (engine/category_prior.py; the pool's labels are not read);
-- Chinese: tests/data/zh_queries.tsv, relevant = expected articleType (and colour when given), scored
+- Chinese: evaluation/data/zh_queries.tsv, relevant = expected articleType (and colour when given), scored
   beside the same queries in English.
 Every task is scored for the FP32 towers and for the served (gated INT8) towers.
 """
@@ -19,102 +19,27 @@ Every task is scored for the FP32 towers and for the served (gated INT8) towers.
 from __future__ import annotations
 
 import argparse
-import csv
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-
 from kuamo.benchmarks.common import machine_info, markdown_table, write_json, write_markdown
-from kuamo.benchmarks.metrics import retrieval_metrics
 from kuamo.engine.category_prior import (
     DEFAULT_CANDIDATES,
     DEFAULT_TEMPERATURE,
     DEFAULT_WEIGHT,
     CategoryPrior,
     leaf_names,
-    rerank_scores,
 )
 from kuamo.engine.vectors import l2_normalize
 from kuamo.engine.zero_shot_blend import SAMPLE as BLEND_SAMPLE
 from kuamo.engine.zero_shot_blend import spread
-
-ZH_QUERIES = Path(__file__).resolve().parents[1] / "tests" / "data" / "zh_queries.tsv"
-MIN_CATEGORY_SIZE = 10  # P@10 can reach 100 only with >= 10 relevant photos
-MIN_CATEGORY_SIZE_ALL = 5
-
-
-def load_zh_queries(path: Path = ZH_QUERIES) -> list[dict]:
-    with open(path, encoding="utf-8") as f:
-        lines = [line for line in f if not line.startswith("#")]
-    return list(csv.DictReader(lines, delimiter="\t"))
-
-
-def photo_query_scores(image_emb: np.ndarray, prior: CategoryPrior | None,
-                       candidates: int = DEFAULT_CANDIDATES, weight: float = DEFAULT_WEIGHT) -> np.ndarray:
-    """(n, n) scores of every pool photo as a query against the others, as the engine ranks a photo query:
-    visual score, and for its top `candidates` the weighted category agreement; the rest stay below them."""
-    v = l2_normalize(image_emb)
-    s = v @ v.T
-    np.fill_diagonal(s, -np.inf)
-    if prior is None:
-        return s
-    top = np.argsort(-s, axis=1)[:, :candidates]
-    out = np.full_like(s, -np.inf)
-    for i in range(len(v)):
-        out[i, top[i]] = rerank_scores(prior, v[i], v[top[i]], s[i, top[i]], weight)
-    return out
-
-
-def evaluate_embeddings(items: Sequence, image_emb: np.ndarray, title_emb: np.ndarray, text_encoder,
-                        raw_features: np.ndarray | None = None, prior: CategoryPrior | None = None) -> dict:
-    """All tasks for one set of held-out photo embeddings (n, 384) and title query vectors (n, 384)."""
-    n = len(items)
-    out: dict = {"pool": n}
-    titles = np.asarray([it.title for it in items])
-    scores = title_emb @ image_emb.T
-    out["known_item"] = retrieval_metrics(scores, titles[:, None] == titles[None, :])
-    out["known_item_strict"] = retrieval_metrics(scores, np.eye(n, dtype=bool))
-
-    articles = np.asarray([it.attrs["articleType"] for it in items])
-    names, counts = np.unique(articles, return_counts=True)
-    cats = names[counts >= MIN_CATEGORY_SIZE_ALL]
-    cat_scores = text_encoder.encode(list(cats), kind="query") @ image_emb.T
-    cat_rel = articles[None, :] == cats[:, None]
-    out["category_all"] = retrieval_metrics(cat_scores, cat_rel)
-    big = counts[counts >= MIN_CATEGORY_SIZE_ALL] >= MIN_CATEGORY_SIZE
-    out["category"] = retrieval_metrics(cat_scores[big], cat_rel[big])  # none in a smoke-sized pool: NaN
-
-    same = articles[:, None] == articles[None, :]
-    np.fill_diagonal(same, False)
-    for name, vecs in (("image_to_image_aligned", image_emb), ("image_to_image_raw", raw_features)):
-        if vecs is None:
-            continue
-        v = vecs / np.linalg.norm(vecs, axis=1, keepdims=True)
-        s = v @ v.T
-        np.fill_diagonal(s, -np.inf)
-        out[name] = retrieval_metrics(s, same)
-    if prior is not None:
-        out["image_to_image_served"] = retrieval_metrics(photo_query_scores(image_emb, prior), same)
-
-    colours = np.asarray([it.attrs.get("baseColour", "") for it in items])
-    queries = load_zh_queries()
-    rel = np.zeros((len(queries), n), dtype=bool)
-    for i, q in enumerate(queries):
-        rel[i] = np.isin(articles, q["articleType"].split("|"))
-        if q.get("baseColour"):
-            rel[i] &= colours == q["baseColour"]
-    for lang in ("zh", "en"):
-        qv = text_encoder.encode([q[lang] for q in queries], kind="query")
-        out[f"queries_{lang}"] = retrieval_metrics(qv @ image_emb.T, rel)
-    out["zh_vs_en_P@5_gap"] = out["queries_en"]["P@5"] - out["queries_zh"]["P@5"]
-    return out
+from kuamo.evaluation.split import SPLIT_RULE, is_held_out
+from kuamo.evaluation.tasks import evaluate_embeddings
 
 
 def _held_out_items(catalog: Path | None) -> tuple[list, list[str]]:
     """The held-out products, and the leaf category names of the whole catalog (what an engine that indexed
     it reads its photo queries against: the fashion mapping's leaf is the articleType)."""
-    from kuamo.export.align import is_held_out
     from kuamo.export.samples import DEFAULT_FASHION_DIR, load_fashion
 
     every = load_fashion(catalog or DEFAULT_FASHION_DIR)
@@ -123,7 +48,6 @@ def _held_out_items(catalog: Path | None) -> tuple[list, list[str]]:
 
 def _blend_sample(catalog: Path | None, n: int = BLEND_SAMPLE) -> list:
     """`n` products spread over the catalog outside the held-out pool: what `kuamo index` samples."""
-    from kuamo.export.align import is_held_out
     from kuamo.export.samples import DEFAULT_FASHION_DIR, load_fashion
 
     rest = [it for it in load_fashion(catalog or DEFAULT_FASHION_DIR) if not is_held_out(it.id)]
@@ -177,7 +101,7 @@ def run(quick: bool = False, model_dir: Path | str = "models/default", catalog: 
     items, vocabulary = _held_out_items(catalog)
     limit = 400 if quick else None
     res: dict = {"suite": "quality", "quick": quick, "machine": machine_info(),
-                 "params": {"held_out": len(items), "pool": limit or len(items), "split": "sha1(id) mod 100 < 10"}}
+                 "params": {"held_out": len(items), "pool": limit or len(items), "split": SPLIT_RULE}}
     from kuamo.engine.artifacts import ModelArtifacts
 
     towers = ModelArtifacts(model_dir).towers

@@ -46,6 +46,7 @@ import numpy as np
 from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from kuamo.benchmarks.bench_catalog import bench_catalog
 from kuamo.benchmarks.common import RESULTS_DIR, latency_stats, machine_info, markdown_table, write_json, write_markdown
 from kuamo.benchmarks.loadgen import closed_loop, open_loop
 from kuamo.benchmarks.serving import serving, start_server, stop_server
@@ -53,7 +54,6 @@ from kuamo.engine.config import DEFAULT_MODEL_DIR
 from kuamo.proto.kuamo.v1 import kuamo_pb2 as pb
 from kuamo.proto.kuamo.v1 import kuamo_pb2_grpc as pb_grpc
 
-DATA_DIR = Path("data/kuamo")
 SERVICE = "/kuamo.v1.SearchService/"
 DEADLINE_S = 10.0
 ADMISSION = 4  # max_inflight of the overload server: 2 per core keeps queueing short (8 gave 2.4x normal p99)
@@ -837,16 +837,13 @@ def _real_ids(data: Path, n: int, seed: int) -> list[int]:
     return random.Random(seed).sample(ids, min(n, len(ids)))
 
 
-def run(quick: bool = False, *, models: Path = DEFAULT_MODEL_DIR, data: Path = DATA_DIR,
+def run(quick: bool = False, *, models: Path = DEFAULT_MODEL_DIR, data: Path | None = None,
         catalog: Path | None = None, seed: int = 0, parts: tuple[str, ...] = ("fuzz", "overload", "crash"),
         fuzz_requests: int | None = None, admission: int = ADMISSION) -> dict[str, Any]:
     from kuamo.benchmarks.server import _requests
-    from kuamo.export.samples import DEFAULT_FASHION_DIR, load_fashion
-    from kuamo.server.config import ServerConfig
-    from kuamo.server_demo import ensure_index
+    from kuamo.export.samples import load_fashion
 
-    catalog = catalog or DEFAULT_FASHION_DIR
-    ensure_index(catalog, ServerConfig(model_dir=models, data_dir=data))
+    catalog, data = bench_catalog(quick, models, catalog, data)
     info = machine_info()
     items = load_fashion(catalog)
     rng = random.Random(seed)

@@ -22,14 +22,14 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
+from kuamo.benchmarks.bench_catalog import bench_catalog
 from kuamo.benchmarks.common import RESULTS_DIR, latency_stats, machine_info, markdown_table, write_json, write_markdown
 from kuamo.benchmarks.loadgen import LoadResult, closed_loop, open_loop, sequential, stream_closed_loop
 from kuamo.benchmarks.serving import serving
 from kuamo.engine.config import DEFAULT_MODEL_DIR
+from kuamo.evaluation.tasks import load_zh_queries
 from kuamo.proto.kuamo.v1 import kuamo_pb2 as pb
 
-DATA_DIR = Path("data/kuamo")
-ZH_QUERIES = Path(__file__).resolve().parents[1] / "tests" / "data" / "zh_queries.tsv"
 TARGETS = {"text_p50_ms": 10.0, "text_p99_ms": 25.0, "image_p50_ms": 20.0, "batching_speedup": 1.5,
            "p99_vs_one_client_p50": 4.0, "grpc_overhead_p50_ms": 1.0}
 
@@ -53,8 +53,7 @@ def _requests(catalog: Path, n_text: int, n_image: int, seed: int = 0) -> tuple[
     items = load_fashion(catalog)
     rng = random.Random(seed)
     titles = [it.title for it in rng.sample(items, n_text)]
-    zh = [line.split("\t")[0] for line in ZH_QUERIES.read_text(encoding="utf-8").splitlines()
-          if line and not line.startswith("#") and not line.startswith("zh\t")]
+    zh = [q["zh"] for q in load_zh_queries()]
     texts = [t if i % 4 else zh[(i // 4) % len(zh)] for i, t in enumerate(titles)]  # 1 in 4 Chinese
     text_reqs = [pb.SearchRequest(request_id=str(i), query=pb.Query(text=t, k=10)) for i, t in enumerate(texts)]
     photos = [it.image_path.read_bytes() for it in rng.sample(items, n_image)]
@@ -130,20 +129,15 @@ def _text_tower_ceiling(models: Path, texts: list[str], seconds: float) -> dict[
             for b in CEILING_BATCHES}
 
 
-def run(quick: bool = False, *, models: Path = DEFAULT_MODEL_DIR, data: Path = DATA_DIR,
+def run(quick: bool = False, *, models: Path = DEFAULT_MODEL_DIR, data: Path | None = None,
         catalog: Path | None = None) -> dict[str, Any]:
-    from kuamo.export.samples import DEFAULT_FASHION_DIR
-    from kuamo.server.config import ServerConfig
-    from kuamo.server_demo import ensure_index
-
-    catalog = catalog or DEFAULT_FASHION_DIR
-    ensure_index(catalog, ServerConfig(model_dir=models, data_dir=data))
+    catalog, data = bench_catalog(quick, models, catalog, data)
     n_text, n_image = (120, 40) if quick else (400, 120)
     phase_s = 4.0 if quick else 15.0
     text_reqs, image_reqs, texts = _requests(catalog, n_text, n_image)
     info = machine_info()
     out: dict[str, Any] = {"machine": info, "quick": quick, "catalog": str(catalog), "queries": {
-        "text": f"{n_text} (3 in 4 real fashion titles, 1 in 4 Chinese queries from tests/data/zh_queries.tsv)",
+        "text": f"{n_text} (3 in 4 real fashion titles, 1 in 4 Chinese queries from evaluation/data/zh_queries.tsv)",
         "image": f"{n_image} real catalog photos", "k": 10}}
 
     raw: dict[str, LoadResult] = {}  # for the latency CDFs

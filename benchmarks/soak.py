@@ -29,8 +29,9 @@ from typing import Any
 import numpy as np
 from grpc import aio
 
+from kuamo.benchmarks.bench_catalog import bench_catalog
 from kuamo.benchmarks.common import RESULTS_DIR, latency_stats, machine_info, markdown_table, write_json, write_markdown
-from kuamo.benchmarks.reliability import DATA_DIR, copy_data, rss_mib
+from kuamo.benchmarks.reliability import copy_data, rss_mib
 from kuamo.benchmarks.serving import serving
 from kuamo.engine.config import DEFAULT_MODEL_DIR
 from kuamo.proto.kuamo.v1 import kuamo_pb2 as pb
@@ -158,13 +159,10 @@ class Soak:
 
 
 def run(minutes: float = 20.0, *, window_s: float | None = None, models: Path = DEFAULT_MODEL_DIR,
-        data: Path = DATA_DIR, catalog: Path | None = None, seed: int = 0) -> dict[str, Any]:
-    from kuamo.export.samples import DEFAULT_FASHION_DIR, load_fashion
-    from kuamo.server.config import ServerConfig
-    from kuamo.server_demo import ensure_index
+        data: Path | None = None, catalog: Path | None = None, seed: int = 0) -> dict[str, Any]:
+    from kuamo.export.samples import load_fashion
 
-    catalog = catalog or DEFAULT_FASHION_DIR
-    ensure_index(catalog, ServerConfig(model_dir=models, data_dir=data))
+    catalog, data = bench_catalog(False, models, catalog, data)
     window_s = window_s or (60.0 if minutes >= 10 else 15.0)
     items = random.Random(seed).sample(load_fashion(catalog), 2000)
     photos = [it.image_path.read_bytes() for it in items[:100]]

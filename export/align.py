@@ -24,19 +24,13 @@ from torch import nn
 from kuamo.engine.artifacts import ModelArtifacts
 from kuamo.engine.config import EncoderConfig
 from kuamo.engine.encoders import ImageEncoder, TextEncoder
+from kuamo.evaluation.split import SPLIT_RULE, is_held_out
 from kuamo.export.align_head import AlignHead, HeadShape
 from kuamo.export.contrastive import multi_positive_infonce
 from kuamo.export.samples import FashionItem, load_fashion, packaged_lines
 
 Progress = Callable[[str], None]
-HELD_OUT_PERCENT = 10
 CLASS_PROMPT = "a photo of a {}"
-
-
-def is_held_out(product_id: int | str) -> bool:
-    """Stable 90/10 split: sha1 of the id string, first 4 bytes mod 100 < 10 -> held out."""
-    digest = hashlib.sha1(str(product_id).encode("utf-8")).digest()
-    return int.from_bytes(digest[:4], "big") % 100 < HELD_OUT_PERCENT
 
 
 def zh_template(attrs: dict, vocab: dict) -> str:
@@ -185,7 +179,7 @@ def head_embeddings(head: AlignHead, features: np.ndarray, logits: np.ndarray,
 
 def card(recipe: Recipe, *, catalog: Path, n_train: int, n_test: int, metrics: dict, extra: dict) -> dict:
     return {"data": {"catalog": str(catalog), "train": n_train, "held_out": n_test,
-                     "split": f"sha1(str(id))[:4] mod 100 < {HELD_OUT_PERCENT} -> held out, never trained on"},
+                     "split": f"{SPLIT_RULE} -> held out, never trained on"},
             "recipe": asdict(recipe), "targets": "e5('query: ' + title), or an attribute template",
             "metrics_held_out": metrics, **extra, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
@@ -193,7 +187,7 @@ def card(recipe: Recipe, *, catalog: Path, n_train: int, n_test: int, metrics: d
 def run_align(*, catalog: Path, model_dir: Path, out: Path, cache_dir: Path = Path(".cache/align"),
               recipe: Recipe | None = None, limit: int | None = None, progress: Progress = print) -> dict:
     """Train on the catalog's 90% split, evaluate on its 10%, write <out>.npz + align.json beside it."""
-    from kuamo.benchmarks.quality import evaluate_embeddings
+    from kuamo.evaluation.tasks import evaluate_embeddings
 
     recipe = recipe or Recipe()
     items = load_fashion(catalog)[:limit] if limit else load_fashion(catalog)

@@ -12,7 +12,8 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from kuamo.export.align import cache_key, card, is_held_out
+from kuamo.evaluation.split import is_held_out
+from kuamo.export.align import cache_key, card
 from kuamo.export.finetune import FinetuneRecipe, finetune, resolve_device
 from kuamo.export.finetune_pack import Pack, build_pack
 from kuamo.export.samples import load_fashion
@@ -33,11 +34,11 @@ def run_finetune(*, catalog: Path, model_dir: Path, out: Path, recipe: FinetuneR
                  workers: int = 2, progress: Progress = print) -> dict:
     import torch
 
-    from kuamo.benchmarks.quality import evaluate_embeddings
     from kuamo.engine.artifacts import ModelArtifacts
     from kuamo.engine.config import EncoderConfig
     from kuamo.engine.encoders import TextEncoder
     from kuamo.engine.imaging import ImagePreprocess
+    from kuamo.evaluation.tasks import evaluate_embeddings
     from kuamo.export.effnet_lite import EfficientNetLite0
     from kuamo.export.image_tower import load_photos
     from kuamo.export.tuned_backbone import load_tuned

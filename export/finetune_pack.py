@@ -22,7 +22,8 @@ Progress = Callable[[str], None]
 
 def build_pack(items: list[FashionItem], model_dir: Path, out: Path, progress: Progress = print) -> Path:
     # imported here: the loader below runs on boxes without the text tower's runtime
-    from kuamo.export.align import class_text_matrix, encode_unique, is_held_out, template, zh_template
+    from kuamo.evaluation.split import is_held_out
+    from kuamo.export.align import class_text_matrix, encode_unique, template, zh_template
     from kuamo.export.samples import packaged_lines
 
     progress(f"pack: {len(items)} products; encoding titles, templates and the class map")

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.models
 
 @pytest.fixture(scope="module")
 def pool(model_dir: Path, fashion_dir: Path):
-    from kuamo.export.align import is_held_out
+    from kuamo.evaluation.split import is_held_out
     from kuamo.export.samples import load_fashion
 
     art = ModelArtifacts(model_dir)

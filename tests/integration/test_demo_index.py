@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from kuamo.engine.catalog_ready import ensure_index
+from kuamo.server.app import engine_config
 from kuamo.server.config import ServerConfig
-from kuamo.server_demo import ensure_index
 
 pytestmark = pytest.mark.models
 
@@ -41,10 +42,10 @@ def test_ensure_index_indexes_once(model_dir: Path, fashion_dir: Path, tmp_path:
                                    capsys: pytest.CaptureFixture[str]) -> None:
     catalog = _slice(fashion_dir, tmp_path / "catalog")
     cfg = ServerConfig(model_dir=model_dir, data_dir=tmp_path / "data")
-    ensure_index(catalog, cfg)
+    ensure_index(catalog, engine_config(cfg))
     assert _count(cfg.data_dir) == 6
     assert "indexed 6 products" in capsys.readouterr().err
-    ensure_index(catalog, cfg)  # a second run finds the store filled and does nothing
+    ensure_index(catalog, engine_config(cfg))  # a second run finds the store filled and does nothing
     assert "indexing" not in capsys.readouterr().err
     assert _count(cfg.data_dir) == 6
 
@@ -55,18 +56,18 @@ def test_ensure_index_re_embeds_after_the_models_changed(model_dir: Path, fashio
 
     catalog = _slice(fashion_dir, tmp_path / "catalog")
     cfg = ServerConfig(model_dir=model_dir, data_dir=tmp_path / "data")
-    ensure_index(catalog, cfg)
+    ensure_index(catalog, engine_config(cfg))
     db = cfg.data_dir / "catalog.sqlite"
     with sqlite3.connect(db) as con:  # as if another export (other weights) had made these vectors
         con.execute("UPDATE meta SET value = ? WHERE key = ?", ('{"text": "old", "image": "old"}', ENCODERS_META))
     capsys.readouterr()
-    ensure_index(catalog, cfg)
+    ensure_index(catalog, engine_config(cfg))
     err = capsys.readouterr().err
     assert "the models changed" in err and "indexed 6 products" in err
     with sqlite3.connect(db) as con:
         assert con.execute("SELECT value FROM meta WHERE key = ?", (ENCODERS_META,)).fetchone()[0] != \
             '{"text": "old", "image": "old"}'
-    ensure_index(catalog, cfg)  # current again: nothing to do
+    ensure_index(catalog, engine_config(cfg))  # current again: nothing to do
     assert "indexing" not in capsys.readouterr().err
 
 
@@ -76,11 +77,11 @@ def test_kuamo_index_re_embeds_what_kuamo_serve_refuses(model_dir: Path, fashion
     from kuamo.cli import main
     from kuamo.engine.artifacts import ArtifactError
     from kuamo.engine.engine import ENCODERS_META, Engine
-    from kuamo.server.app import engine_config
+
 
     catalog = _slice(fashion_dir, tmp_path / "catalog")
     cfg = ServerConfig(model_dir=model_dir, data_dir=tmp_path / "data")
-    ensure_index(catalog, cfg)
+    ensure_index(catalog, engine_config(cfg))
     with sqlite3.connect(cfg.data_dir / "catalog.sqlite") as con:
         con.execute("UPDATE meta SET value = ? WHERE key = ?", ('{"text": "old", "image": "old"}', ENCODERS_META))
     with pytest.raises(ArtifactError, match="kuamo index"):  # what the server does on start

@@ -10,7 +10,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from kuamo.export.align import Recipe, is_held_out, template, train_head  # noqa: E402
+from kuamo.evaluation.split import is_held_out  # noqa: E402
+from kuamo.export.align import Recipe, template, train_head  # noqa: E402
 from kuamo.export.align_head import AlignHead, HeadShape  # noqa: E402
 
 

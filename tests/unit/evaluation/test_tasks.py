@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kuamo.benchmarks.quality import evaluate_embeddings, load_zh_queries
+from kuamo.evaluation.tasks import evaluate_embeddings, load_zh_queries
 from kuamo.export.samples import FashionItem
 
 
@@ -69,7 +69,7 @@ def test_chinese_query_file_has_enough_queries() -> None:
 def test_no_relevant_items_gives_nan_not_a_warning() -> None:
     import warnings
 
-    from kuamo.benchmarks.metrics import retrieval_metrics
+    from kuamo.evaluation.metrics import retrieval_metrics
 
     scores = np.random.default_rng(0).random((3, 12))
     full = retrieval_metrics(scores, np.eye(3, 12, dtype=bool))
@@ -82,7 +82,7 @@ def test_no_relevant_items_gives_nan_not_a_warning() -> None:
 
 
 def test_photo_query_scores_rerank_only_the_top_candidates() -> None:
-    from kuamo.benchmarks.quality import photo_query_scores
+    from kuamo.evaluation.tasks import photo_query_scores
     from kuamo.engine.category_prior import CategoryPrior
 
     # two kinds along axes 0 / 1; photo 1 is visually closest to photo 0 but reads as the other kind
