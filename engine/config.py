@@ -19,7 +19,7 @@ class SessionConfig:
     """How ONNX Runtime sessions are built."""
 
     providers: tuple[str, ...] = ("CPUExecutionProvider",)
-    intra_op_threads: int = 0  # 0 = ORT default (one per physical core)
+    intra_op_threads: int = 0  # 0 = the cores this process may use (engine/cpu_budget.py), not the host's
     inter_op_threads: int = 1
     graph_optimization: str = "all"  # disable | basic | extended | all
     # Idle ORT worker threads spin briefly after each run: it halves batch-1 latency of a hot session

@@ -5,10 +5,12 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import onnxruntime as ort
-
 from kuamo.engine.config import SessionConfig
+from kuamo.engine.cpu_budget import usable_cores
 from kuamo.engine.errors import ArtifactError, NotReady
+from kuamo.engine.ort_runtime import load as load_onnxruntime
+
+ort = load_onnxruntime()
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +27,7 @@ def session_options(cfg: SessionConfig) -> ort.SessionOptions:
         raise ValueError(f"graph_optimization must be one of {sorted(_OPT_LEVELS)}")
     so = ort.SessionOptions()
     so.graph_optimization_level = _OPT_LEVELS[cfg.graph_optimization]
-    so.intra_op_num_threads = cfg.intra_op_threads
+    so.intra_op_num_threads = cfg.intra_op_threads or usable_cores()
     so.inter_op_num_threads = cfg.inter_op_threads
     so.add_session_config_entry("session.intra_op.allow_spinning", "1" if cfg.allow_spinning else "0")
     so.log_severity_level = 3  # CUDA fallback noise goes to our own log line instead

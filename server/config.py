@@ -44,7 +44,7 @@ class ServerConfig:
     max_wait_ms: float = 0.0
     max_queue: int = 1024
     text_workers: int = 1  # text batches run at once (with ort_threads=1: several single-thread sessions)
-    ort_threads: int = 0  # ONNX Runtime intra-op threads per session (0 = one per core)
+    ort_threads: int = 0  # ONNX Runtime intra-op threads per session (0 = the cores this process may use)
     # Idle ORT threads spinning after each run steal the cores the gRPC threads, the other tower and the clients
     # need: off, one-client text search went 20.0 -> 10.4 ms p50 and 8 clients 113 -> 128 qps (2-core Xeon)
     ort_spinning: bool = False
