@@ -28,6 +28,15 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bundle(args: argparse.Namespace) -> int:
+    import json
+
+    from kuamo.export.bundle import write_bundle
+
+    print(json.dumps(write_bundle(args.models, args.out), indent=2))
+    return 0
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     suites = BENCH_SUITES if args.suite == "all" else (args.suite,)
     failed = []
@@ -197,6 +206,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="alignment file (.npz from `kuamo align`) to fuse; default: the shipped fashion-tuned one; "
                         "`generic`: the shipped head-only one (frozen backbone, better on non-fashion goods)")
     e.set_defaults(func=_cmd_export)
+
+    bu = sub.add_parser("bundle", help="copy only what `kuamo serve` reads (served precisions, tokenizer, manifest "
+                                       "with sha256) into a new directory to deploy; no torch needed")
+    bu.add_argument("out", type=Path, help="new directory (must not exist or be empty)")
+    bu.add_argument("--models", type=Path, default=DEFAULT_MODEL_DIR, help="exported model directory "
+                                                                          "(default: %(default)s)")
+    bu.set_defaults(func=_cmd_bundle)
 
     b = sub.add_parser("bench", help="run benchmarks; results go to benchmarks/results/")
     b.add_argument("suite", choices=(*BENCH_SUITES, "all"))
