@@ -31,16 +31,20 @@ class Server:
 
 
 def start_server(models: Path, data: Path, log: Path | None = None, *, max_inflight: int = 256,
-                 timeout_s: float = 300, metrics: bool = False, extra_args: Sequence[str] = ()) -> Server:
-    """Start the server (stderr appended to `log`, or discarded) and return once it is SERVING."""
+                 timeout_s: float = 300, metrics: bool = False, extra_args: Sequence[str] = (),
+                 cpus: Sequence[int] | None = None) -> Server:
+    """Start the server (stderr appended to `log`, or discarded) and return once it is SERVING; `cpus` pins it
+    (as taskset does) before it starts, so every thread it makes inherits the pinning."""
     cmd = [sys.executable, "-m", "kuamo.cli", "serve", "--port", "0", "--metrics-port", "0" if metrics else "-1",
            "--models", str(models), "--data", str(data), *extra_args]
     env = {**os.environ, "KUAMO_SERVER_MAX_INFLIGHT": str(max_inflight)}
+    pin = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
     if log is None:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
+                                preexec_fn=pin)
     else:
         with open(log, "ab") as err:
-            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True, env=env)
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True, env=env, preexec_fn=pin)
     assert proc.stdout is not None
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
