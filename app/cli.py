@@ -7,6 +7,7 @@ import argparse
 import dataclasses
 import importlib
 import logging
+import math
 import sys
 from pathlib import Path
 
@@ -153,11 +154,8 @@ def _cmd_search(args: argparse.Namespace) -> int:
     from kuamo.server.filter_expr import parse_filters
     from kuamo.server.table import format_result
 
-    weights = {}
-    for w in args.weight or ():
-        name, _, value = w.partition("=")
-        weights[name] = float(value)
-    q = Query(text=args.text, image=args.image.read_bytes() if args.image else None, k=args.k,
+    weights = dict(args.weight or ())
+    q = Query(text=args.text, image=args.image, k=args.k,
               filters=parse_filters(args.filter or ()), weights=weights, explain=args.explain,
               rating=args.rating, price=args.price, nprobe=args.nprobe,
               modifiers=Modifiers(rating_factor=args.rating_boost))
@@ -168,6 +166,27 @@ def _cmd_search(args: argparse.Namespace) -> int:
     with Client(args.target, token=token, tls_ca=args.tls_ca, timeout=args.timeout) as client:
         print(format_result(client.search(q), explain=args.explain))
     return 0
+
+
+def _weight(text: str) -> tuple[str, float]:
+    """--weight NAME=VALUE -> (name, value); argparse turns the ArgumentTypeError into one line and exit 2."""
+    name, sep, value = text.partition("=")
+    if not sep or not name.strip():
+        raise argparse.ArgumentTypeError(f"{text!r} is not NAME=VALUE (e.g. image=0.7)")
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"weight {name.strip()!r} needs a number, got {value!r}") from None
+    if not math.isfinite(number) or number < 0:
+        raise argparse.ArgumentTypeError(f"weight {name.strip()!r} must be a finite number >= 0, got {value!r}")
+    return name.strip(), number
+
+
+def _photo(path: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise argparse.ArgumentTypeError(f"cannot read photo {path}: {exc.strerror or exc}") from None
 
 
 def _add_server_flags(p: argparse.ArgumentParser, *, listen: bool = True) -> None:
@@ -259,10 +278,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("search", help="query a running server")
     s.add_argument("text", nargs="?", default=None)
-    s.add_argument("--image", type=Path, default=None, help="photo to search with")
+    s.add_argument("--image", type=_photo, default=None, metavar="PHOTO", help="photo file to search with")
     s.add_argument("--k", type=int, default=10)
     s.add_argument("--filter", action="append", help='e.g. "price<2000", "category=Apparel", "gender=Women"')
-    s.add_argument("--weight", action="append", help='block weight, e.g. "image=0.7"')
+    s.add_argument("--weight", action="append", type=_weight, metavar="NAME=VALUE",
+                   help='block weight >= 0, e.g. "image=0.7" (names: text, image, rating, price); repeatable')
     s.add_argument("--rating", type=float, default=None, help="rated about this (0..5)")
     s.add_argument("--price", type=float, default=None, help="priced around this")
     s.add_argument("--rating-boost", type=float, default=0.0, help="multiply scores by (1 + f * rating/5)")
@@ -292,6 +312,9 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except KuamoError as exc:
         print(f"kuamo: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a file the user named: one line, not a traceback
+        print(f"kuamo: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
         return 2
     except Exception as exc:  # a gRPC status from the server: print it, not a traceback
         code = getattr(exc, "code", None)

@@ -24,3 +24,21 @@ def test_bad_request_is_one_clear_line(server) -> None:
     assert "INVALID_ARGUMENT" in r.stderr and "k must be" in r.stderr and "Traceback" not in r.stderr
     r = kuamo("search", "red", "--filter", "price<<3", "--target", server.target)
     assert r.returncode == 2 and "price<<3" in r.stderr
+
+
+def test_bad_weights_and_photos_are_one_line_each(server, tmp_path) -> None:
+    cases = {("--weight", "image=abc"): "needs a number", ("--weight", "image"): "is not NAME=VALUE",
+             ("--weight", "=0.5"): "is not NAME=VALUE", ("--weight", "text=-1"): ">= 0",
+             ("--weight", "text=nan"): "finite", ("--image", str(tmp_path / "nope.jpg")): "cannot read photo"}
+    for args, expected in cases.items():
+        r = kuamo("search", "red", *args, "--target", server.target)
+        assert r.returncode == 2, (args, r.stderr)
+        assert expected in r.stderr and "Traceback" not in r.stderr, (args, r.stderr)
+    r = kuamo("search", "red", "--weight", "text=1", "--weight", "image=0", "--target", server.target)
+    assert r.returncode == 0, r.stderr  # good weights still pass
+
+
+def test_a_missing_catalog_file_is_one_line(tmp_path) -> None:
+    r = kuamo("index", str(tmp_path / "missing.csv"), "--data", str(tmp_path / "data"), "--models", "/nonexistent")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
