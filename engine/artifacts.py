@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kuamo.engine.cpu_features import cpu_flags, int8_mismatch
 from kuamo.engine.errors import ArtifactError
+
+log = logging.getLogger(__name__)
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = "kuamo-models/1"
@@ -100,6 +104,14 @@ class ModelArtifacts:
         if spec is None:
             raise ArtifactError(f"the model directory {self.model_dir} has no {name!r} tower")
         chosen = spec.get("serve", "fp32") if precision == "auto" else precision
+        if precision == "auto" and chosen == "int8":
+            why = int8_mismatch(spec.get("quantization", {}), cpu_flags())
+            if why and spec.get("files", {}).get("fp32"):
+                log.warning("%s tower: %s", name, why)
+                chosen = "fp32"
+            elif why:  # a bundle without the FP32 graph: serving wrong vectors silently is worse than refusing
+                raise ArtifactError(f"{name} tower: {why.replace('; serving FP32', '')}; this model directory "
+                                    "has no FP32 graph to fall back to (a bundle made elsewhere)")
         if chosen not in PRECISIONS:
             raise ArtifactError(f"unknown precision {precision!r}; expected auto, fp32 or int8")
         file_name = spec.get("files", {}).get(chosen)

@@ -19,6 +19,7 @@ import numpy as np
 import onnx
 
 from kuamo.engine.config import SessionConfig
+from kuamo.engine.cpu_features import cpu_flags
 from kuamo.engine.session import create_session
 from kuamo.export.gate import int8_gate, parity_stats
 from kuamo.export.onnx_info import cap_ir_version
@@ -77,23 +78,6 @@ def for_cpu(scheme: Scheme, cpu: dict) -> Scheme:
     if cpu.get("vnni") or scheme.reduce_range:
         return scheme
     return replace(scheme, name=scheme.name + "_reduce_range", reduce_range=True)
-
-
-def cpu_flags() -> dict:
-    """The exporting CPU's INT8-relevant features, from /proc/cpuinfo (Linux; unknown elsewhere)."""
-    flags: set[str] = set()
-    model = "unknown"
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("flags") and not flags:
-                    flags = set(line.split(":", 1)[1].split())
-                elif line.startswith("model name") and model == "unknown":
-                    model = line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return {"model": model, "avx2": "avx2" in flags, "avx512": "avx512f" in flags,
-            "vnni": bool({"avx512_vnni", "avx_vnni"} & flags), "amx_int8": "amx_int8" in flags}
 
 
 class PhotoReader:
