@@ -471,6 +471,19 @@ class Engine:
             return np.stack(await asyncio.gather(*(self._text_batcher.submit(t) for t in items)))
         return await asyncio.to_thread(self.text_encoder.encode, items, kind)
 
+    def text_tokens(self, texts: Sequence[str], kind: str = "query") -> list[int]:
+        """Tokens per text as the text tower counts them (prefix and special tokens included); an encoder
+        without a tokenizer (the tests' fakes) counts words."""
+        tokenize = getattr(self.text_encoder, "tokenize", None)
+        if tokenize is None:
+            return [len(str(t).split()) for t in texts]
+        return [len(ids) for ids in tokenize(list(texts), kind)]
+
+    def text_model_name(self) -> str:
+        """The text tower's model as the manifest names it (what /v1/embeddings answers as `model`)."""
+        spec = getattr(getattr(self.text_encoder, "tower", None), "spec", {})
+        return str(spec.get("source", {}).get("model") or type(self.text_encoder).__name__)
+
     async def embed_image(self, images: Sequence[bytes]) -> np.ndarray:
         self._require_ready()
         if self.image_encoder is None:

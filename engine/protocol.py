@@ -40,6 +40,14 @@ class EngineProtocol(Protocol):
         """(n, dim) L2-normalised image vectors (aligned to the text space)."""
         ...
 
+    def text_tokens(self, texts: Sequence[str], kind: str = "query") -> list[int]:
+        """How many tokens the text tower reads of each text (usage counts of /v1/embeddings)."""
+        ...
+
+    def text_model_name(self) -> str:
+        """The text tower's model name, from the manifest."""
+        ...
+
     async def upsert(self, products: Sequence[Product],
                      images: Sequence[bytes | None] | None = None) -> UpsertResult:
         """Insert or replace products; images[i] (optional) is the photo of products[i]. Bad rows are

@@ -7,6 +7,7 @@ import asyncio
 import dataclasses
 import io
 import logging
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
@@ -25,6 +26,7 @@ from kuamo.engine.types import Query
 from kuamo.proto.kuamo.v1 import kuamo_pb2 as pb
 from kuamo.proto.kuamo.v1 import kuamo_pb2_grpc as pb_grpc
 from kuamo.server.config import ServerConfig
+from kuamo.server.http_gateway import HttpGateway
 from kuamo.server.interceptor import ServiceInterceptor
 from kuamo.server.metrics import ServerMetrics
 from kuamo.server.servicer import SearchServicer
@@ -86,6 +88,8 @@ class KuamoServer:
         self.server: aio.Server | None = None
         self.port: int | None = None
         self.metrics_port: int | None = None
+        self.http: HttpGateway | None = None
+        self.http_port: int | None = None
         self.ready = asyncio.Event()
         self._stats_task: asyncio.Task | None = None
 
@@ -100,6 +104,18 @@ class KuamoServer:
         ca = _read(c.tls_client_ca) if c.tls_client_ca is not None else None
         return grpc.ssl_server_credentials([(_read(c.tls_key), _read(c.tls_cert))], root_certificates=ca,
                                            require_client_auth=ca is not None)
+
+    def _ssl_context(self) -> ssl.SSLContext | None:
+        """The gRPC TLS settings for the HTTP site: same certificate, same client-certificate rule."""
+        c = self.cfg
+        if c.tls_cert is None or c.tls_key is None:
+            return None
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(c.tls_cert, c.tls_key)
+        if c.tls_client_ca is not None:
+            ctx.load_verify_locations(c.tls_client_ca)
+            ctx.verify_mode = ssl.CERT_REQUIRED
+        return ctx
 
     async def start(self) -> int:
         """Bind and start serving health/reflection; returns the port. Then call `load()`."""
@@ -120,6 +136,9 @@ class KuamoServer:
         await self.server.start()
         if self.cfg.metrics_port >= 0:
             self.metrics_port = self.metrics.serve_http(self.cfg.metrics_host, self.cfg.metrics_port)
+        if self.cfg.http_port >= 0:
+            self.http = HttpGateway(self, max_body_bytes=max_bytes)
+            self.http_port = await self.http.start(self.cfg.host, self.cfg.http_port, self._ssl_context())
         log.info("listening on %s:%s (%s, auth %s)", self.cfg.host, self.port, "TLS" if creds else "plaintext",
                  "on" if self.cfg.tokens else "off")
         return self.port
@@ -148,6 +167,8 @@ class KuamoServer:
     async def stop(self, grace: float | None = None) -> None:
         """Drain: NOT_SERVING, stop accepting, let in-flight calls finish, then close the engine."""
         await self._set_health(NOT_SERVING)
+        if self.http is not None:
+            await self.http.stop()
         if self.server is not None:
             await self.server.stop(self.cfg.grace_s if grace is None else grace)
         if self._stats_task is not None:

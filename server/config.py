@@ -22,6 +22,9 @@ class ServerConfig:
     port: int = 50051  # 0 = pick a free port (tests)
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 9464  # -1 = no metrics endpoint, 0 = pick a free port
+    # HTTP/JSON + /v1/embeddings on `host` beside gRPC (server/http_gateway.py): -1 = off, 0 = a free port;
+    # the same tokens, TLS, admission limit and loopback rule as gRPC
+    http_port: int = -1
     model_dir: Path = DEFAULT_MODEL_DIR
     data_dir: Path = Path("data/kuamo")
     tokens: tuple[str, ...] = ()  # bearer tokens; empty = no auth

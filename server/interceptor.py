@@ -101,19 +101,26 @@ class ServiceInterceptor(aio.ServerInterceptor):
 
     # -- the parts ---------------------------------------------------------------------------------
     def _admit(self, context: aio.ServicerContext) -> bool:
+        self.admit(context.invocation_metadata())
+        return True
+
+    def admit(self, metadata: Any) -> None:
+        """Auth and the admission limit, shared by gRPC and HTTP (server/http_gateway.py); pair with release()."""
         if self.tokens:
-            check_bearer(context.invocation_metadata(), self.tokens)
+            check_bearer(metadata, self.tokens)
         if self.inflight >= self.max_inflight:
             self.metrics.rejected.inc()
             raise Overloaded(f"server is at its admission limit ({self.max_inflight} requests in flight); retry later")
         self.inflight += 1
         self.metrics.inflight.set(self.inflight)
-        return True
+
+    def release(self) -> None:
+        self.inflight -= 1
+        self.metrics.inflight.set(self.inflight)
 
     def _release(self, admitted: bool) -> None:
         if admitted:
-            self.inflight -= 1
-            self.metrics.inflight.set(self.inflight)
+            self.release()
 
     @staticmethod
     def _to_abort(exc: BaseException) -> _Abort:

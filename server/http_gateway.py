@@ -1,0 +1,258 @@
+"""HTTP/JSON beside gRPC, in the same process and event loop, over the same servicer: one JSON endpoint per RPC
+whose bodies are the proto's canonical JSON mapping (protobuf's json_format, so HTTP and gRPC cannot drift),
+the same bearer tokens, admission limit, TLS and metrics, and an OpenAI-compatible POST /v1/embeddings.
+
+    POST /v1/Search, /v1/Embed, /v1/Recommend, /v1/Delete, /v1/GetProduct, /v1/Stats, /v1/ForgetUser
+         body: the request message as JSON  ->  the response message as JSON
+    POST /v1/Upsert, /v1/RecordEvents     body: NDJSON, one request message per line (or a JSON array)
+    POST /v1/SearchStream                  body: NDJSON of SearchRequest -> NDJSON of SearchResponse, each
+                                           line written as soon as it is ready, in order
+    POST /v1/embeddings                    OpenAI embeddings: {"input": str | [str], "model", "encoding_format":
+                                           "float" | "base64"}; extension: "input_type": "query" | "document"
+    GET  /healthz (the process answers), /readyz (models loaded and warm: 200, else 503)
+
+Errors: {"error": {"code": <HTTP status>, "status": <gRPC code name>, "message", "field"}} with the HTTP status
+from HTTP_STATUS (Google's mapping of gRPC codes to HTTP), 413 for a body over max_message_mb.
+
+aiohttp was chosen over Starlette + uvicorn: it runs as a site on the event loop grpc.aio already uses (no
+second loop or thread, nothing to reconcile with uvloop) and brings no framework beyond HTTP itself.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import ssl
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+import numpy as np
+from aiohttp import web
+from google.protobuf import json_format
+from google.protobuf.message import Message
+
+from kuamo.engine.errors import InvalidInput, KuamoError, NotReady
+from kuamo.proto.kuamo.v1 import kuamo_pb2 as pb
+from kuamo.server.status import status_of
+
+log = logging.getLogger("kuamo.server")
+
+# google/rpc/code.proto's HTTP mapping
+HTTP_STATUS: dict[grpc.StatusCode, int] = {
+    grpc.StatusCode.OK: 200, grpc.StatusCode.INVALID_ARGUMENT: 400, grpc.StatusCode.FAILED_PRECONDITION: 400,
+    grpc.StatusCode.OUT_OF_RANGE: 400, grpc.StatusCode.UNAUTHENTICATED: 401, grpc.StatusCode.PERMISSION_DENIED: 403,
+    grpc.StatusCode.NOT_FOUND: 404, grpc.StatusCode.ALREADY_EXISTS: 409, grpc.StatusCode.ABORTED: 409,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 429, grpc.StatusCode.CANCELLED: 499, grpc.StatusCode.UNIMPLEMENTED: 501,
+    grpc.StatusCode.UNAVAILABLE: 503, grpc.StatusCode.DEADLINE_EXCEEDED: 504,
+}
+UNARY = {"Search": pb.SearchRequest, "Embed": pb.EmbedRequest, "Recommend": pb.RecommendRequest,
+         "Delete": pb.DeleteRequest, "GetProduct": pb.GetProductRequest, "Stats": pb.StatsRequest,
+         "ForgetUser": pb.ForgetUserRequest}
+CLIENT_STREAM = {"Upsert": pb.UpsertRequest, "RecordEvents": pb.Event}
+OPENAI_MAX_INPUTS = 256
+
+
+def to_json(msg: Message) -> dict[str, Any]:
+    return json_format.MessageToDict(msg, always_print_fields_with_no_presence=True)
+
+
+def parse(obj: Any, cls: type[Message], where: str) -> Message:
+    if not isinstance(obj, dict):
+        raise InvalidInput(f"{where} must be a JSON object with the fields of {cls.DESCRIPTOR.name}", field=where)
+    try:
+        return json_format.ParseDict(obj, cls())
+    except json_format.ParseError as exc:
+        raise InvalidInput(f"{where}: {exc}", field=where) from None
+
+
+def error_response(exc: BaseException) -> web.Response:
+    if isinstance(exc, KuamoError):
+        code, message, field = status_of(exc), str(exc), exc.field
+    else:
+        code, message, field = grpc.StatusCode.INTERNAL, "internal error; see the server log", None
+    status = HTTP_STATUS.get(code, 500)
+    body = {"error": {"code": status, "status": code.name, "message": message,
+                      **({"field": field} if field else {})}}
+    return web.json_response(body, status=status)
+
+
+async def _json_body(request: web.Request) -> Any:
+    raw = await request.read()
+    try:
+        return json.loads(raw) if raw.strip() else {}
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InvalidInput(f"the body is not valid JSON: {exc}", field="body") from None
+
+
+async def _messages(request: web.Request, cls: type[Message]) -> AsyncIterator[Message]:
+    """NDJSON lines (or one JSON array) -> messages; a bad line is INVALID_ARGUMENT naming it."""
+    raw = await request.read()
+    text = raw.decode("utf-8", errors="strict") if raw else ""
+    if text.lstrip().startswith("["):
+        try:
+            items = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise InvalidInput(f"the body is not a valid JSON array: {exc}", field="body") from None
+    else:
+        items = []
+        for n, line in enumerate(text.splitlines(), start=1):
+            if line.strip():
+                try:
+                    items.append(json.loads(line))
+                except json.JSONDecodeError as exc:
+                    raise InvalidInput(f"line {n} is not valid JSON: {exc}", field=f"line {n}") from None
+    for i, item in enumerate(items):
+        yield parse(item, cls, f"message {i}")
+
+
+class HttpGateway:
+    """The HTTP surface of one KuamoServer (its servicer, interceptor for auth and admission, metrics)."""
+
+    def __init__(self, server: Any, *, max_body_bytes: int) -> None:
+        self.srv = server
+        self.app = web.Application(client_max_size=max_body_bytes, middlewares=[self._guard])
+        for name in UNARY:
+            self.app.router.add_post(f"/v1/{name}", self._unary(name))
+        for name in CLIENT_STREAM:
+            self.app.router.add_post(f"/v1/{name}", self._client_stream(name))
+        self.app.router.add_post("/v1/SearchStream", self._search_stream)
+        self.app.router.add_post("/v1/embeddings", self._openai_embeddings)
+        self.app.router.add_get("/healthz", self._healthz)
+        self.app.router.add_get("/readyz", self._readyz)
+        self.runner: web.AppRunner | None = None
+        self.port: int | None = None
+
+    async def start(self, host: str, port: int, ssl_context: ssl.SSLContext | None = None) -> int:
+        self.runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, host, port, ssl_context=ssl_context, reuse_port=False)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        return self.port
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+
+    # -- the guard every request passes: auth, admission, the error table, metrics --------------------
+    @web.middleware
+    async def _guard(self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                     ) -> web.StreamResponse:
+        if request.path in ("/healthz", "/readyz"):  # probes: no auth, no admission, as gRPC health
+            return await handler(request)
+        t0 = time.perf_counter()
+        method = f"HTTP {request.path}"
+        admitted = False
+        try:
+            metadata = [(k.lower(), v) for k, v in request.headers.items()]
+            self.srv.interceptor.admit(metadata)
+            admitted = True
+            response = await handler(request)
+            code = grpc.StatusCode.OK
+        except web.HTTPRequestEntityTooLarge as exc:
+            code = grpc.StatusCode.RESOURCE_EXHAUSTED
+            response = web.json_response({"error": {"code": 413, "status": "RESOURCE_EXHAUSTED",
+                                                    "message": f"the body is over the limit: {exc.text}",
+                                                    "field": "body"}}, status=413)
+        except web.HTTPException:
+            raise  # aiohttp's own 404 / 405 for unknown paths and methods
+        except KuamoError as exc:
+            code, response = status_of(exc), error_response(exc)
+        except TimeoutError:
+            code = grpc.StatusCode.DEADLINE_EXCEEDED
+            response = web.json_response({"error": {"code": 504, "status": code.name,
+                                                    "message": "deadline exceeded"}}, status=504)
+        except Exception:
+            log.exception("internal error in %s", method)
+            code, response = grpc.StatusCode.INTERNAL, error_response(RuntimeError())
+        finally:
+            if admitted:
+                self.srv.interceptor.release()
+        self.srv.metrics.observe(method, code.name, time.perf_counter() - t0)
+        return response
+
+    # -- one handler per RPC shape ---------------------------------------------------------------------
+    def _unary(self, name: str) -> Callable[[web.Request], Awaitable[web.Response]]:
+        cls, behaviour = UNARY[name], getattr(self.srv.servicer, name)
+
+        async def handle(request: web.Request) -> web.Response:
+            msg = parse(await _json_body(request), cls, "body")
+            return web.json_response(to_json(await behaviour(msg, None)))
+
+        return handle
+
+    def _client_stream(self, name: str) -> Callable[[web.Request], Awaitable[web.Response]]:
+        cls, behaviour = CLIENT_STREAM[name], getattr(self.srv.servicer, name)
+
+        async def handle(request: web.Request) -> web.Response:
+            messages = [m async for m in _messages(request, cls)]  # parsed whole: a bad line commits nothing
+
+            async def replay() -> AsyncIterator[Message]:
+                for m in messages:
+                    yield m
+
+            return web.json_response(to_json(await behaviour(replay(), None)))
+
+        return handle
+
+    async def _search_stream(self, request: web.Request) -> web.StreamResponse:
+        messages = [m async for m in _messages(request, pb.SearchRequest)]
+
+        async def replay() -> AsyncIterator[Message]:
+            for m in messages:
+                yield m
+
+        _ = self.srv.servicer.engine  # UNAVAILABLE before the 200 header goes out
+        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+        await response.prepare(request)
+        async for answer in self.srv.servicer.SearchStream(replay(), None):
+            await response.write(json.dumps(to_json(answer), ensure_ascii=False).encode() + b"\n")
+        await response.write_eof()
+        return response
+
+    async def _openai_embeddings(self, request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        if not isinstance(body, dict):
+            raise InvalidInput("the body must be a JSON object", field="body")
+        texts = body.get("input")
+        if isinstance(texts, str):
+            texts = [texts]
+        if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
+            raise InvalidInput("input must be a string or a non-empty list of strings (token arrays are not "
+                               "accepted)", field="input")
+        if len(texts) > OPENAI_MAX_INPUTS:
+            raise InvalidInput(f"at most {OPENAI_MAX_INPUTS} inputs per call, got {len(texts)}", field="input")
+        fmt = body.get("encoding_format", "float")
+        if fmt not in ("float", "base64"):
+            raise InvalidInput(f"encoding_format must be 'float' or 'base64', got {fmt!r}", field="encoding_format")
+        kind = body.get("input_type", "query")
+        if kind not in ("query", "document"):
+            raise InvalidInput(f"input_type must be 'query' or 'document', got {kind!r}", field="input_type")
+        engine = self.srv.servicer.engine
+        model = engine.text_model_name()
+        if body.get("model") not in (None, model):
+            raise InvalidInput(f"unknown model {body.get('model')!r}; this server embeds with {model!r}",
+                               field="model")
+        dims = body.get("dimensions")
+        vecs = await engine.embed_text(texts, kind)
+        if dims is not None and dims != vecs.shape[1]:
+            raise InvalidInput(f"dimensions must be {vecs.shape[1]} (this model's), got {dims!r}", field="dimensions")
+        tokens = sum(engine.text_tokens(texts, kind))
+        data = [{"object": "embedding", "index": i,
+                 "embedding": base64.b64encode(np.asarray(v, dtype="<f4").tobytes()).decode("ascii")
+                 if fmt == "base64" else [float(x) for x in v]} for i, v in enumerate(vecs)]
+        return web.json_response({"object": "list", "data": data, "model": model,
+                                  "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def _readyz(self, request: web.Request) -> web.Response:
+        try:
+            _ = self.srv.servicer.engine
+        except NotReady as exc:
+            return web.json_response({"status": "starting", "message": str(exc)}, status=503)
+        return web.json_response({"status": "ready"})
