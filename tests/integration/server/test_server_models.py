@@ -7,6 +7,7 @@ import csv
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 from server_thread import ServerThread
 
@@ -37,7 +38,8 @@ def _products(fashion_dir: Path) -> tuple[list[Product], list[bytes]]:
 
 @pytest.fixture(scope="module")
 def real(model_dir: Path, fashion_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple]:
-    srv = ServerThread(ServerConfig(model_dir=model_dir, data_dir=tmp_path_factory.mktemp("real"))).load()
+    srv = ServerThread(ServerConfig(model_dir=model_dir, data_dir=tmp_path_factory.mktemp("real"),
+                                    http_port=0)).load()
     client = Client(srv.target)
     products, images = _products(fashion_dir)
     res = client.upsert(products, images)
@@ -71,3 +73,16 @@ def test_filters_and_embed_dimensions(real) -> None:
     vec = client.embed(texts=["红色连衣裙"])
     assert vec.shape == (1, 384)
     assert client.stats().indexed == PER_ARTICLE * len(ARTICLES)
+
+
+def test_openai_client_embeddings_equal_grpc_embed_with_the_real_text_tower(real) -> None:
+    openai = pytest.importorskip("openai")
+    srv, client, _, _ = real
+    texts = ["red running shoes for men", "红色连衣裙", "a watch"]
+    api = openai.OpenAI(base_url=f"http://127.0.0.1:{srv.server.http_port}/v1", api_key="unused")
+    res = api.embeddings.create(input=texts, model="intfloat/multilingual-e5-small")
+    got = np.asarray([d.embedding for d in res.data], dtype=np.float32)
+    want = client.embed(texts=texts)
+    assert ((got * want).sum(1)).min() >= 0.9999  # both unit length
+    tokens = res.usage.prompt_tokens
+    assert tokens == sum(len(ids) for ids in srv.server.engine.text_encoder.tokenize(texts, "query"))
