@@ -24,6 +24,14 @@ $(STAMP): pyproject.toml Makefile
 
 install: $(STAMP)
 
+# The browser tests drive Debian's chromium + chromium-driver (best effort: without them they skip and say why).
+BROWSER_STAMP := $(VENV)/.browser-checked
+$(BROWSER_STAMP): $(STAMP)
+	-command -v chromedriver >/dev/null || (command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && \
+		apt-get update -qq >/dev/null && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver fonts-noto-cjk >/dev/null)
+	touch $(BROWSER_STAMP)
+
 $(MODELS)/manifest.json: $(STAMP)
 	$(BIN)/kuamo export --out $(MODELS)
 
@@ -34,7 +42,7 @@ lint: $(STAMP)
 
 # The test suite, then every benchmark in --quick mode as a smoke run (no timing assertions; results go
 # to .cache/bench-smoke so the committed full results stay untouched).
-test: models lint
+test: models lint $(BROWSER_STAMP)
 	$(BIN)/python -m pytest -q
 	KUAMO_RESULTS_DIR=.cache/bench-smoke $(BIN)/kuamo bench all --quick
 

@@ -116,7 +116,7 @@ def _server_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 
     return load_config(args.config, overrides={
         "host": getattr(args, "host", None), "port": args.port, "metrics_port": args.metrics_port,
-        "http_port": args.http_port,
+        "http_port": args.http_port, "catalog_dir": args.catalog_dir,
         "model_dir": args.models, "data_dir": args.data, "tokens": args.token or None,
         "tls_cert": args.tls_cert, "tls_key": args.tls_key, "tls_client_ca": args.tls_client_ca,
         "insecure": True if getattr(args, "insecure", False) else None,
@@ -135,7 +135,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     async def announce(srv) -> None:  # type: ignore[no-untyped-def]
         print(f"kuamo serving on {cfg.host}:{srv.port}" + (f", metrics on :{srv.metrics_port}/metrics"
                                                           if srv.metrics_port else "")
-              + (f", HTTP on :{srv.http_port}" if srv.http_port else ""), flush=True)
+              + (f", HTTP on :{srv.http_port} (search page http://{cfg.host}:{srv.http_port}/)"
+                 if srv.http_port else ""), flush=True)
 
     run_loop(cfg, serve(cfg, on_ready=announce))
     return 0
@@ -198,8 +199,10 @@ def _add_server_flags(p: argparse.ArgumentParser, *, listen: bool = True) -> Non
         p.add_argument("--insecure", action="store_true", help="allow a non-loopback address without auth")
     p.add_argument("--port", type=int, default=None, help="gRPC port (default 50051)")
     p.add_argument("--metrics-port", type=int, default=None, help="Prometheus port (default 9464, -1 = off)")
-    p.add_argument("--http-port", type=int, default=None, help="HTTP/JSON and OpenAI /v1/embeddings port on the "
-                   "same host, tokens and TLS as gRPC (default -1 = off, 0 = a free port)")
+    p.add_argument("--http-port", type=int, default=None, help="HTTP/JSON, the search page at / and OpenAI "
+                   "/v1/embeddings, on the same host, tokens and TLS as gRPC (default -1 = off, 0 = a free port)")
+    p.add_argument("--catalog-dir", type=Path, default=None, help="catalog directory whose photos the search page "
+                   "shows (only files inside it)")
     p.add_argument("--models", type=Path, default=None)
     p.add_argument("--data", type=Path, default=None, help="store + index directory (default data/kuamo)")
     p.add_argument("--token", action="append", help="bearer token clients must send (repeatable; or "

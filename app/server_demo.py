@@ -21,6 +21,7 @@ TEXT_QUERIES = (
     ("watch", Filters(attributes={"gender": "Women"})),
 )
 PHOTO_ARTICLES = ("Sports Shoes", "Watches")
+DEMO_HTTP_PORT = 8080
 
 
 def _photo_queries(catalog: Path) -> list[tuple[str, bytes]]:
@@ -57,17 +58,20 @@ def run_demo(cfg: ServerConfig, *, catalog: Path, once: bool) -> int:
     from kuamo.server.app import engine_config, run_loop, serve
 
     ensure_index(catalog, engine_config(cfg))
-    cfg = dataclasses.replace(cfg, host="127.0.0.1")
+    # the search page on its own port unless configured otherwise; photos come from the demo's catalog
+    cfg = dataclasses.replace(cfg, host="127.0.0.1", http_port=cfg.http_port if cfg.http_port >= 0 else DEMO_HTTP_PORT,
+                              catalog_dir=cfg.catalog_dir or catalog)
     stop = asyncio.Event()
 
     async def on_ready(srv) -> None:  # type: ignore[no-untyped-def]
-        print(f"kuamo serving on 127.0.0.1:{srv.port} (metrics on :{srv.metrics_port})", flush=True)
+        print(f"kuamo serving on 127.0.0.1:{srv.port} (metrics on :{srv.metrics_port}); search page: "
+              f"http://127.0.0.1:{srv.http_port}/", flush=True)
         await _queries(srv.port, catalog)
         if once:
             stop.set()
         else:
-            print(f"\nstill serving on 127.0.0.1:{srv.port}; try: kuamo search --target 127.0.0.1:{srv.port} "
-                  "\"蓝色牛仔裤\"   (Ctrl-C to stop)", flush=True)
+            print(f"\nstill serving on 127.0.0.1:{srv.port}; open http://127.0.0.1:{srv.http_port}/ or try: "
+                  f"kuamo search --target 127.0.0.1:{srv.port} \"蓝色牛仔裤\"   (Ctrl-C to stop)", flush=True)
 
     async def main() -> None:
         await serve(cfg, on_ready=on_ready, stop_event=stop)

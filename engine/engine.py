@@ -479,6 +479,11 @@ class Engine:
             return [len(str(t).split()) for t in texts]
         return [len(ids) for ids in tokenize(list(texts), kind)]
 
+    async def categories(self) -> list[str]:
+        """The catalog's distinct category paths, sorted (the web page's category filter)."""
+        self._require_open()
+        return sorted(c for c in await asyncio.to_thread(self.store.categories) if c)
+
     def text_model_name(self) -> str:
         """The text tower's model as the manifest names it (what /v1/embeddings answers as `model`)."""
         spec = getattr(getattr(self.text_encoder, "tower", None), "spec", {})

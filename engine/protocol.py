@@ -48,6 +48,10 @@ class EngineProtocol(Protocol):
         """The text tower's model name, from the manifest."""
         ...
 
+    async def categories(self) -> list[str]:
+        """The catalog's distinct category paths, sorted."""
+        ...
+
     async def upsert(self, products: Sequence[Product],
                      images: Sequence[bytes | None] | None = None) -> UpsertResult:
         """Insert or replace products; images[i] (optional) is the photo of products[i]. Bad rows are

@@ -137,7 +137,7 @@ class KuamoServer:
         if self.cfg.metrics_port >= 0:
             self.metrics_port = self.metrics.serve_http(self.cfg.metrics_host, self.cfg.metrics_port)
         if self.cfg.http_port >= 0:
-            self.http = HttpGateway(self, max_body_bytes=max_bytes)
+            self.http = HttpGateway(self, max_body_bytes=max_bytes, catalog_dir=self.cfg.catalog_dir)
             self.http_port = await self.http.start(self.cfg.host, self.cfg.http_port, self._ssl_context())
         log.info("listening on %s:%s (%s, auth %s)", self.cfg.host, self.port, "TLS" if creds else "plaintext",
                  "on" if self.cfg.tokens else "off")

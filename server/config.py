@@ -25,6 +25,9 @@ class ServerConfig:
     # HTTP/JSON + /v1/embeddings on `host` beside gRPC (server/http_gateway.py): -1 = off, 0 = a free port;
     # the same tokens, TLS, admission limit and loopback rule as gRPC
     http_port: int = -1
+    # the catalog directory whose photos the web page shows (GET /photos/<id> reads the product's image_ref
+    # inside it, never outside); None = the page shows no photos
+    catalog_dir: Path | None = None
     model_dir: Path = DEFAULT_MODEL_DIR
     data_dir: Path = Path("data/kuamo")
     tokens: tuple[str, ...] = ()  # bearer tokens; empty = no auth
@@ -93,8 +96,8 @@ def load_config(path: Path | None = None, *, overrides: dict[str, Any] | None = 
         cfg = dataclasses.replace(cfg, **{k: _coerce_field(cfg, k, v) for k, v in section.items()})
     cfg = with_env_overrides(cfg, "server", environ)
     # settings whose default is None arrive from the environment as strings
-    cfg = dataclasses.replace(cfg, **{k: Path(getattr(cfg, k)) for k in ("tls_cert", "tls_key", "tls_client_ca")
-                                      if isinstance(getattr(cfg, k), str)})
+    paths = ("tls_cert", "tls_key", "tls_client_ca", "catalog_dir")
+    cfg = dataclasses.replace(cfg, **{k: Path(getattr(cfg, k)) for k in paths if isinstance(getattr(cfg, k), str)})
     if overrides:
         cfg = dataclasses.replace(cfg, **{k: _coerce_field(cfg, k, v) for k, v in overrides.items() if v is not None})
     validate(cfg)

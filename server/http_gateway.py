@@ -10,6 +10,10 @@ the same bearer tokens, admission limit, TLS and metrics, and an OpenAI-compatib
     POST /v1/embeddings                    OpenAI embeddings: {"input": str | [str], "model", "encoding_format":
                                            "float" | "base64"}; extension: "input_type": "query" | "document"
     GET  /healthz (the process answers), /readyz (models loaded and warm: 200, else 503)
+    GET  / and /static/*                   the search page (server/web/), no build step, no CDN
+    GET  /v1/categories                    the catalog's category paths (the page's filter)
+    GET  /photos/<id>                      a product's photo, read from `catalog_dir` only (no traversal,
+                                           at most max_photo_bytes)
 
 Errors: {"error": {"code": <HTTP status>, "status": <gRPC code name>, "message", "field"}} with the HTTP status
 from HTTP_STATUS (Google's mapping of gRPC codes to HTTP), 413 for a body over max_message_mb.
@@ -26,6 +30,7 @@ import logging
 import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -34,7 +39,7 @@ from aiohttp import web
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
-from kuamo.engine.errors import InvalidInput, KuamoError, NotReady
+from kuamo.engine.errors import InvalidInput, KuamoError, NotFound, NotReady
 from kuamo.proto.kuamo.v1 import kuamo_pb2 as pb
 from kuamo.server.status import status_of
 
@@ -53,6 +58,10 @@ UNARY = {"Search": pb.SearchRequest, "Embed": pb.EmbedRequest, "Recommend": pb.R
          "ForgetUser": pb.ForgetUserRequest}
 CLIENT_STREAM = {"Upsert": pb.UpsertRequest, "RecordEvents": pb.Event}
 OPENAI_MAX_INPUTS = 256
+WEB_DIR = Path(__file__).resolve().parent / "web"
+UNGUARDED = ("/healthz", "/readyz", "/", "/static/")  # probes and the page's own files: no data in them
+PHOTO_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".webp": "image/webp",
+               ".gif": "image/gif"}
 
 
 def to_json(msg: Message) -> dict[str, Any]:
@@ -111,8 +120,11 @@ async def _messages(request: web.Request, cls: type[Message]) -> AsyncIterator[M
 class HttpGateway:
     """The HTTP surface of one KuamoServer (its servicer, interceptor for auth and admission, metrics)."""
 
-    def __init__(self, server: Any, *, max_body_bytes: int) -> None:
+    def __init__(self, server: Any, *, max_body_bytes: int, catalog_dir: Path | None = None,
+                 max_photo_bytes: int = 20 * 1024 * 1024) -> None:
         self.srv = server
+        self.catalog_dir = catalog_dir.resolve() if catalog_dir is not None else None
+        self.max_photo_bytes = max_photo_bytes
         self.app = web.Application(client_max_size=max_body_bytes, middlewares=[self._guard])
         for name in UNARY:
             self.app.router.add_post(f"/v1/{name}", self._unary(name))
@@ -122,6 +134,10 @@ class HttpGateway:
         self.app.router.add_post("/v1/embeddings", self._openai_embeddings)
         self.app.router.add_get("/healthz", self._healthz)
         self.app.router.add_get("/readyz", self._readyz)
+        self.app.router.add_get("/v1/categories", self._categories)
+        self.app.router.add_get("/photos/{id}", self._photo)
+        self.app.router.add_get("/", self._page)
+        self.app.router.add_static("/static/", WEB_DIR, show_index=False, follow_symlinks=False)
         self.runner: web.AppRunner | None = None
         self.port: int | None = None
 
@@ -141,7 +157,7 @@ class HttpGateway:
     @web.middleware
     async def _guard(self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
                      ) -> web.StreamResponse:
-        if request.path in ("/healthz", "/readyz"):  # probes: no auth, no admission, as gRPC health
+        if request.path in UNGUARDED or request.path.startswith("/static/"):  # as gRPC health: no auth
             return await handler(request)
         t0 = time.perf_counter()
         method = f"HTTP {request.path}"
@@ -246,6 +262,43 @@ class HttpGateway:
                  if fmt == "base64" else [float(x) for x in v]} for i, v in enumerate(vecs)]
         return web.json_response({"object": "list", "data": data, "model": model,
                                   "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+
+    async def _page(self, request: web.Request) -> web.FileResponse:
+        return web.FileResponse(WEB_DIR / "index.html")
+
+    async def _categories(self, request: web.Request) -> web.Response:
+        return web.json_response({"categories": await self.srv.servicer.engine.categories(),
+                                  "photos": self.catalog_dir is not None})
+
+    async def _photo(self, request: web.Request) -> web.Response:
+        raw = request.match_info["id"]
+        if not raw.isdigit():
+            raise InvalidInput(f"product id must be a non-negative integer, got {raw!r}", field="id")
+        if self.catalog_dir is None:
+            raise NotFound("this server shows no photos (start it with --catalog-dir)", field="id")
+        product = await self.srv.servicer.engine.get(int(raw))
+        path = self._inside_catalog(product.image_ref or "")
+        kind = PHOTO_TYPES.get(path.suffix.lower())
+        if kind is None:
+            raise NotFound(f"product {raw} has no photo kuamo shows ({path.suffix or 'no'} file type)", field="id")
+        size = path.stat().st_size
+        if size > self.max_photo_bytes:
+            raise InvalidInput(f"the photo of product {raw} has {size} bytes, above {self.max_photo_bytes}",
+                               field="id")
+        return web.Response(body=path.read_bytes(), content_type=kind,
+                            headers={"Cache-Control": "private, max-age=3600"})
+
+    def _inside_catalog(self, ref: str) -> Path:
+        """The product's photo path, which must resolve inside the catalog directory (a catalog row or a
+        symlink must not make the server hand out other files)."""
+        assert self.catalog_dir is not None
+        rel = Path(ref)
+        if not ref or "\x00" in ref or rel.is_absolute() or ".." in rel.parts:
+            raise NotFound("this product has no photo inside the catalog directory", field="id")
+        path = (self.catalog_dir / rel).resolve()
+        if not path.is_relative_to(self.catalog_dir) or not path.is_file():
+            raise NotFound("this product has no photo inside the catalog directory", field="id")
+        return path
 
     async def _healthz(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
