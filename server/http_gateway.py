@@ -99,7 +99,10 @@ async def _json_body(request: web.Request) -> Any:
 async def _messages(request: web.Request, cls: type[Message]) -> AsyncIterator[Message]:
     """NDJSON lines (or one JSON array) -> messages; a bad line is INVALID_ARGUMENT naming it."""
     raw = await request.read()
-    text = raw.decode("utf-8", errors="strict") if raw else ""
+    try:
+        text = raw.decode("utf-8") if raw else ""
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(f"the body is not valid UTF-8: {exc}", field="body") from None
     if text.lstrip().startswith("["):
         try:
             items = json.loads(text)

@@ -179,3 +179,52 @@ def test_http_admission_shares_the_grpc_limit(srv: ServerThread) -> None:
     finally:
         icpt.inflight = before
     assert post(srv, "/v1/Search", {"query": {"text": "red", "k": 1}})[0] == 200
+
+
+def _fuzz_bodies(rng: np.random.Generator, n: int) -> Iterator[tuple[str, bytes]]:
+    """Random and mutated request bodies for every POST endpoint (bounded; loopback only)."""
+    paths = ["/v1/Search", "/v1/Embed", "/v1/Recommend", "/v1/Delete", "/v1/GetProduct", "/v1/Stats",
+             "/v1/ForgetUser", "/v1/Upsert", "/v1/RecordEvents", "/v1/SearchStream", "/v1/embeddings"]
+    good = [b'{"query": {"text": "red dress", "k": 3}}', b'{"texts": ["a"]}', b'{"id": 1003}',
+            b'{"userId": "u", "productId": 1003, "kind": "click"}', b'{"input": "red", "encoding_format": "base64"}',
+            b'{"product": {"id": 77, "title": "x"}, "image": "AAAA"}']
+    values = [b"null", b"-1", b"1e309", b"\"\"", b"[]", b"{}", b"true", b"\"\\ud800\"", b"99999999999999999999",
+              b"\"%s\"" % (b"x" * 5000), b"{\"a\": {\"b\": [1, {\"c\": null}]}}", b"NaN", b"\"NaN\""]
+    keys = [b"query", b"text", b"k", b"texts", b"images", b"id", b"ids", b"weights", b"filters", b"input",
+            b"model", b"kind", b"userId", b"productId", b"positives", b"image", b"priceMin", b"encoding_format"]
+    for _ in range(n):
+        r = rng.random()
+        if r < 0.3:
+            body = bytes(rng.integers(0, 256, int(rng.integers(0, 200)), dtype=np.uint8))
+        elif r < 0.6:
+            b = bytearray(good[int(rng.integers(len(good)))])
+            for _ in range(int(rng.integers(1, 4))):
+                b[int(rng.integers(len(b)))] = int(rng.integers(0, 256))
+            body = bytes(b)
+        else:
+            k, v = keys[int(rng.integers(len(keys)))], values[int(rng.integers(len(values)))]
+            inner = b'{"%s": %s}' % (keys[int(rng.integers(len(keys)))], v)
+            body = b'{"%s": %s}' % (k, inner if rng.random() < 0.5 else v)
+        yield paths[int(rng.integers(len(paths)))], body
+
+
+def test_http_fuzz_2000_requests_no_5xx_and_the_next_good_request_is_answered(srv: ServerThread) -> None:
+    import http.client
+
+    rng = np.random.default_rng(0)
+    statuses: dict[int, int] = {}
+    conn = http.client.HTTPConnection("127.0.0.1", srv.server.http_port, timeout=30)
+    try:
+        for path, body in _fuzz_bodies(rng, 2000):
+            ctype = "application/x-ndjson" if rng.random() < 0.2 else "application/json"
+            conn.request("POST", path, body=body, headers={"Content-Type": ctype})
+            resp = conn.getresponse()
+            payload = resp.read()
+            statuses[resp.status] = statuses.get(resp.status, 0) + 1
+            assert resp.status < 500, (path, body[:200], resp.status, payload[:300])
+            if resp.status >= 400:
+                assert json.loads(payload)["error"]["message"], payload[:300]
+    finally:
+        conn.close()
+    assert sum(statuses.values()) == 2000 and statuses.get(400, 0) > 500, statuses
+    assert post(srv, "/v1/Search", {"query": {"text": "red dress", "k": 2}})[0] == 200
