@@ -15,7 +15,7 @@ from kuamo.engine.config import DEFAULT_MODEL_DIR
 from kuamo.server.config import EVENT_LOOPS
 
 BENCH_SUITES = ("encoders", "index", "batching", "upsert_block", "quality", "server", "personal", "baselines",
-                "reliability", "edge")
+                "reliability", "edge", "http")
 
 
 def _cmd_export(args: argparse.Namespace) -> int:

@@ -21,6 +21,7 @@ class Server:
     target: str
     log: Path | None
     metrics_port: int | None = None
+    banner: str = ""  # the server's "serving on ..." line (it names the HTTP port when there is one)
 
     @property
     def pid(self) -> int:
@@ -53,7 +54,7 @@ def start_server(models: Path, data: Path, log: Path | None = None, *, max_infli
             raise RuntimeError(f"server exited with {proc.wait()} before serving (log: {log})")
         m = re.search(r"serving on ([\d.]+:\d+)(?:, metrics on :(\d+))?", line)
         if m:
-            return Server(proc, m.group(1), log, int(m.group(2)) if m.group(2) else None)
+            return Server(proc, m.group(1), log, int(m.group(2)) if m.group(2) else None, line.strip())
     proc.kill()
     raise TimeoutError("server did not start")
 
