@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from kuamo.engine.config import DEFAULT_MODEL_DIR
+from kuamo.engine.errors import InvalidInput
 from kuamo.server.config import EVENT_LOOPS
 
 BENCH_SUITES = ("encoders", "index", "batching", "upsert_block", "quality", "server", "personal", "baselines",
@@ -117,7 +118,8 @@ def _server_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     return load_config(args.config, overrides={
         "host": getattr(args, "host", None), "port": args.port, "metrics_port": args.metrics_port,
         "http_port": args.http_port, "catalog_dir": args.catalog_dir,
-        "model_dir": args.models, "data_dir": args.data, "tokens": args.token or None,
+        "model_dir": args.models, "data_dir": args.data,
+        "tokens": [*(args.token or ()), *_tokens_from_file(args.token_file)] or None,
         "tls_cert": args.tls_cert, "tls_key": args.tls_key, "tls_client_ca": args.tls_client_ca,
         "insecure": True if getattr(args, "insecure", False) else None,
         "batching": False if args.no_batching else None, "log_access": True if args.access_log else None,
@@ -165,10 +167,24 @@ def _cmd_search(args: argparse.Namespace) -> int:
     if q.text is None and q.image is None and q.rating is None and q.price is None:
         print("kuamo search: give a text, --image, --rating or --price", file=sys.stderr)
         return 2
-    token = args.token or os.environ.get("KUAMO_TOKEN")
+    token = args.token or next(iter(_tokens_from_file(args.token_file)), None) or os.environ.get("KUAMO_TOKEN")
     with Client(args.target, token=token, tls_ca=args.tls_ca, timeout=args.timeout) as client:
         print(format_result(client.search(q), explain=args.explain))
     return 0
+
+
+def _tokens_from_file(path: Path | None) -> list[str]:
+    """Bearer tokens from a file, one per line (a token on the command line shows in `ps`)."""
+    if path is None:
+        return []
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidInput(f"cannot read the token file {path}: {exc}", field="token_file") from None
+    tokens = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    if not tokens:
+        raise InvalidInput(f"the token file {path} holds no token", field="token_file")
+    return tokens
 
 
 def _weight(text: str) -> tuple[str, float]:
@@ -205,6 +221,8 @@ def _add_server_flags(p: argparse.ArgumentParser, *, listen: bool = True) -> Non
                    "shows (only files inside it)")
     p.add_argument("--models", type=Path, default=None)
     p.add_argument("--data", type=Path, default=None, help="store + index directory (default data/kuamo)")
+    p.add_argument("--token-file", type=Path, default=None, help="file with the bearer tokens clients must send, "
+                   "one per line (not visible in ps, unlike --token)")
     p.add_argument("--token", action="append", help="bearer token clients must send (repeatable; or "
                    "KUAMO_SERVER_TOKENS=a,b)")
     p.add_argument("--tls-cert", type=Path, default=None)
@@ -296,7 +314,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--nprobe", type=int, default=None)
     s.add_argument("--explain", action="store_true")
     s.add_argument("--target", default="127.0.0.1:50051")
-    s.add_argument("--token", default=None, help="bearer token (or KUAMO_TOKEN)")
+    s.add_argument("--token", default=None, help="bearer token (or --token-file, or KUAMO_TOKEN)")
+    s.add_argument("--token-file", type=Path, default=None, help="file whose first line is the bearer token")
     s.add_argument("--tls-ca", type=Path, default=None, help="CA certificate to verify the server with")
     s.add_argument("--timeout", type=float, default=10.0)
     s.set_defaults(func=_cmd_search)

@@ -42,3 +42,22 @@ def test_a_missing_catalog_file_is_one_line(tmp_path) -> None:
     r = kuamo("index", str(tmp_path / "missing.csv"), "--data", str(tmp_path / "data"), "--models", "/nonexistent")
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_token_from_a_file(tmp_path) -> None:
+    from conftest import TOKEN, start_server
+
+    srv = start_server(tmp_path / "srv", tokens=(TOKEN,)).load()
+    try:
+        good, empty = tmp_path / "token", tmp_path / "empty"
+        good.write_text(f"# the search token\n{TOKEN}\n")
+        empty.write_text("\n# nothing\n")
+        r = kuamo("search", "red dress", "--k", "2", "--token-file", str(good), "--target", srv.target)
+        assert r.returncode == 0, r.stderr
+        r = kuamo("search", "red dress", "--target", srv.target)
+        assert r.returncode == 2 and "UNAUTHENTICATED" in r.stderr
+        for bad, why in ((empty, "holds no token"), (tmp_path / "missing", "cannot read the token file")):
+            r = kuamo("search", "red", "--token-file", str(bad), "--target", srv.target)
+            assert r.returncode == 2 and why in r.stderr and "Traceback" not in r.stderr, r.stderr
+    finally:
+        srv.stop()
