@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import grpc
 from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from kuamo.engine.batcher import BatcherConfig
 from kuamo.engine.config import EncoderConfig, SessionConfig
@@ -68,6 +68,20 @@ async def warm_up(engine: EngineProtocol) -> None:
     except Exception as exc:  # an engine without an image tower is still a valid server
         log.info("image warm-up skipped: %s", exc)
     await engine.search(Query(text="warm up", k=10))
+
+
+REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
+
+
+def reflection_v1_handler(names: tuple[str, ...]) -> grpc.GenericRpcHandler:
+    """gRPC reflection v1 beside v1alpha (grpcio-reflection ships v1alpha only; v1 clients such as newer grpcurl
+    and Postman get UNIMPLEMENTED without it). The two protos declare the same messages with the same field
+    numbers, so v1alpha's servicer answers v1 requests byte for byte."""
+    servicer = reflection.aio.ReflectionServicer(names)
+    method = grpc.stream_stream_rpc_method_handler(servicer.ServerReflectionInfo,
+                                                   request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
+                                                   response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString)
+    return grpc.method_handlers_generic_handler(REFLECTION_V1, {"ServerReflectionInfo": method})
 
 
 def _read(path: Any) -> bytes:
@@ -126,8 +140,9 @@ class KuamoServer:
         pb_grpc.add_SearchServiceServicer_to_server(self.servicer, self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         await self._set_health(NOT_SERVING)
-        reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME),
-                                            self.server)
+        names = (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME, REFLECTION_V1)
+        reflection.enable_server_reflection(names, self.server)
+        self.server.add_generic_rpc_handlers((reflection_v1_handler(names),))
         address = f"{self.cfg.host}:{self.cfg.port}"
         creds = self._credentials()
         self.port = self.server.add_secure_port(address, creds) if creds else self.server.add_insecure_port(address)

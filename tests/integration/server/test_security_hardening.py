@@ -151,6 +151,23 @@ def test_reflection_needs_the_token_when_auth_is_on(channel) -> None:
     assert "kuamo.v1.SearchService" in names
 
 
+def test_reflection_v1_answers_as_v1alpha_does(channel) -> None:
+    """A v1 client (the same messages under grpc.reflection.v1) lists the services and fetches the kuamo
+    descriptors; it needs the token as v1alpha does."""
+    call = channel.stream_stream("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+                                 request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+                                 response_deserializer=reflection_pb2.ServerReflectionResponse.FromString)
+    listing = reflection_pb2.ServerReflectionRequest(list_services="")
+    with pytest.raises(grpc.RpcError) as e:
+        list(call(iter([listing]), timeout=5))
+    assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    symbol = reflection_pb2.ServerReflectionRequest(file_containing_symbol="kuamo.v1.SearchService")
+    answers = list(call(iter([listing, symbol]), metadata=GOOD, timeout=5))
+    names = {s.name for s in answers[0].list_services_response.service}
+    assert {"kuamo.v1.SearchService", "grpc.reflection.v1.ServerReflection", "grpc.health.v1.Health"} <= names
+    assert answers[1].file_descriptor_response.file_descriptor_proto  # the kuamo.proto descriptor
+
+
 # -- catalog image paths ---------------------------------------------------------------------------------------
 @pytest.fixture()
 def escaping_catalog(tmp_path: Path) -> Path:
