@@ -5,8 +5,9 @@ the same bearer tokens, admission limit, TLS and metrics, and an OpenAI-compatib
     POST /v1/Search, /v1/Embed, /v1/Recommend, /v1/Delete, /v1/GetProduct, /v1/Stats, /v1/ForgetUser
          body: the request message as JSON  ->  the response message as JSON
     POST /v1/Upsert, /v1/RecordEvents     body: NDJSON, one request message per line (or a JSON array)
-    POST /v1/SearchStream                  body: NDJSON of SearchRequest -> NDJSON of SearchResponse, each
-                                           line written as soon as it is ready, in order
+    POST /v1/SearchStream[?order=completion]  body: NDJSON of SearchRequest -> NDJSON of SearchResponse,
+                                           each line written as soon as it may be: in order, or as each is
+                                           ready with ?order=completion (request_id matches them)
     POST /v1/embeddings                    OpenAI embeddings: {"input": str | [str], "model", "encoding_format":
                                            "float" | "base64"}; extension: "input_type": "query" | "document"
     GET  /healthz (the process answers), /readyz (models loaded and warm: 200, else 503)
@@ -225,9 +226,12 @@ class HttpGateway:
                 yield m
 
         _ = self.srv.servicer.engine  # UNAVAILABLE before the 200 header goes out
+        order = request.query.get("order", "arrival")
+        if order not in ("arrival", "completion"):
+            raise InvalidInput(f"order must be 'arrival' or 'completion', got {order!r}", field="order")
         response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
         await response.prepare(request)
-        async for answer in self.srv.servicer.SearchStream(replay(), None):
+        async for answer in self.srv.servicer.SearchStream(replay(), None, by_completion=order == "completion"):
             await response.write(json.dumps(to_json(answer), ensure_ascii=False).encode() + b"\n")
         await response.write_eof()
         return response

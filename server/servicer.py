@@ -16,6 +16,17 @@ from kuamo.server import convert
 from kuamo.server.status import status_of
 
 MAX_EMBED_ITEMS = 256
+STREAM_ORDER_KEY = "kuamo-stream-order"  # "arrival" (default) or "completion"
+
+
+def stream_order(context: Any) -> str:
+    """The order a SearchStream client asked for in its metadata; a value other than the two is an error."""
+    metadata = context.invocation_metadata() if context is not None else ()
+    value = next((str(v) for k, v in metadata or () if k == STREAM_ORDER_KEY), "arrival")
+    if value not in ("arrival", "completion"):
+        raise InvalidInput(f"{STREAM_ORDER_KEY} must be 'arrival' or 'completion', got {value!r}",
+                           field=STREAM_ORDER_KEY)
+    return value
 
 
 class SearchServicer(pb_grpc.SearchServiceServicer):
@@ -44,12 +55,20 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
         except KuamoError as exc:  # one bad query answers with its error; the stream goes on
             return convert.error_to_pb(exc, status_of(exc), request.request_id)
 
-    async def SearchStream(self, request_iterator: AsyncIterator[pb.SearchRequest],
-                           context: Any) -> AsyncIterator[pb.SearchResponse]:
-        # Queries run concurrently (so they share encoder batches) but answers leave in arrival order.
+    async def SearchStream(self, request_iterator: AsyncIterator[pb.SearchRequest], context: Any, *,
+                           by_completion: bool | None = None) -> AsyncIterator[pb.SearchResponse]:
+        # Queries run concurrently (so they share encoder batches); answers leave in arrival order, or as each
+        # is ready when the client asks (metadata `kuamo-stream-order: completion`; request_id matches them).
         # The bounded window is back-pressure: a client that sends faster than we answer waits.
+        _ = self.engine  # fail fast with UNAVAILABLE before reading anything
+        if by_completion is None:
+            by_completion = stream_order(context) == "completion"
+        answers = self._by_completion(request_iterator) if by_completion else self._in_order(request_iterator)
+        async for answer in answers:
+            yield answer
+
+    async def _in_order(self, request_iterator: AsyncIterator[pb.SearchRequest]) -> AsyncIterator[pb.SearchResponse]:
         window: asyncio.Queue[asyncio.Task | None] = asyncio.Queue(maxsize=self.stream_window)
-        engine = self.engine  # fail fast with UNAVAILABLE before reading anything
 
         async def reader() -> None:
             try:
@@ -58,7 +77,6 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
             finally:
                 await window.put(None)
 
-        del engine
         read_task = asyncio.create_task(reader())
         try:
             while (task := await window.get()) is not None:
@@ -70,6 +88,44 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
                 t = window.get_nowait()
                 if t is not None:
                     t.cancel()
+
+    async def _by_completion(self, request_iterator: AsyncIterator[pb.SearchRequest]
+                             ) -> AsyncIterator[pb.SearchResponse]:
+        slots = asyncio.Semaphore(self.stream_window)
+        ready: asyncio.Queue[pb.SearchResponse | BaseException | None] = asyncio.Queue()
+        running: set[asyncio.Task] = set()
+
+        async def answer(req: pb.SearchRequest) -> None:
+            try:
+                await ready.put(await self._one(req))
+            except Exception as exc:  # not a per-item KuamoError: end the stream with it, as in order
+                await ready.put(exc)
+            finally:
+                slots.release()
+
+        async def reader() -> None:
+            try:
+                async for req in request_iterator:
+                    await slots.acquire()
+                    task = asyncio.create_task(answer(req))
+                    running.add(task)
+                    task.add_done_callback(running.discard)
+                if running:
+                    await asyncio.wait(set(running))
+            finally:
+                await ready.put(None)
+
+        read_task = asyncio.create_task(reader())
+        try:
+            while (item := await ready.get()) is not None:
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+            await read_task
+        finally:
+            read_task.cancel()
+            for task in list(running):
+                task.cancel()
 
     async def Embed(self, request: pb.EmbedRequest, context: Any) -> pb.EmbedResponse:
         if request.texts and request.images:

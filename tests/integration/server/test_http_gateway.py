@@ -228,3 +228,17 @@ def test_http_fuzz_2000_requests_no_5xx_and_the_next_good_request_is_answered(sr
         conn.close()
     assert sum(statuses.values()) == 2000 and statuses.get(400, 0) > 500, statuses
     assert post(srv, "/v1/Search", {"query": {"text": "red dress", "k": 2}})[0] == 200
+
+
+def test_search_stream_by_completion_over_grpc_metadata_and_http(srv: ServerThread, stub) -> None:
+    reqs = [pb.SearchRequest(request_id=str(i), query=pb.Query(text=t, k=2))
+            for i, t in enumerate(["red dress", "blue bag", "green shoes", "black watch"])]
+    got = list(stub.SearchStream(iter(reqs), metadata=(("kuamo-stream-order", "completion"),)))
+    assert sorted(r.request_id for r in got) == ["0", "1", "2", "3"] and all(r.hits for r in got)
+    with pytest.raises(grpc.RpcError) as e:
+        list(stub.SearchStream(iter(reqs), metadata=(("kuamo-stream-order", "sideways"),)))
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    body = "\n".join(json_format.MessageToJson(r, indent=None) for r in reqs).encode()
+    status, text = post(srv, "/v1/SearchStream?order=completion", None, raw=body, ctype="application/x-ndjson")
+    assert status == 200 and sorted(json.loads(line)["requestId"] for line in text.splitlines()) == ["0", "1", "2", "3"]
+    assert post(srv, "/v1/SearchStream?order=sideways", None, raw=body, ctype="application/x-ndjson")[0] == 400
