@@ -14,7 +14,7 @@ def test_none_installed_names_both_extras() -> None:
 
 
 def test_both_installed_is_refused_with_the_fix() -> None:
-    with pytest.raises(ArtifactError, match="overwrite each other.*pip uninstall"):
+    with pytest.raises(ArtifactError, match=r"overwrite each other.*pip uninstall"):
         check_wheels(["onnxruntime", "onnxruntime-gpu"])
 
 
