@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 from tokenizers import Tokenizer
 
+from kuamo.engine import unigram_cache
 from kuamo.engine.unigram import UnigramVocab
 
 log = logging.getLogger(__name__)
@@ -53,13 +54,14 @@ class HFTextTokenizer:
 class CompactUnigramTokenizer:
     """Added tokens -> normalizer -> pre-tokenizer (HF's objects) -> UnigramVocab -> truncation -> template."""
 
-    def __init__(self, config: dict[str, Any], max_length: int) -> None:
+    def __init__(self, config: dict[str, Any], pieces: Sequence[str], scores: Sequence[float], max_length: int) -> None:
+        """`config`: tokenizer.json's settings (its model's vocabulary is not read: `pieces`, `scores`)."""
         model = _check_supported(config)
         head, tail = _template(config.get("post_processor"))
         if max_length <= len(head) + len(tail):
             raise Unsupported(f"max_length {max_length} leaves no room beside the template's special tokens")
         added = {t["content"]: int(t["id"]) for t in config.get("added_tokens") or []}
-        self.vocab = UnigramVocab(((p, s) for p, s in model["vocab"]), unk_id=int(model["unk_id"]))
+        self.vocab = UnigramVocab(pieces, scores, unk_id=int(model["unk_id"]))
         pipeline = Tokenizer.from_str(json.dumps({**config, "model": _EMPTY_MODEL, "added_tokens": [],
                                                   "post_processor": None, "truncation": None,
                                                   "padding": None}))
@@ -75,9 +77,20 @@ class CompactUnigramTokenizer:
 
     @classmethod
     def from_file(cls, path: Path, max_length: int) -> CompactUnigramTokenizer:
-        with open(path, encoding="utf-8") as f:
-            config = json.load(f)
-        return cls(config, max_length)
+        """From tokenizer.json, through its derived compact copy when one exists (engine/unigram_cache.py)."""
+        raw = Path(path).read_bytes()
+        digest = unigram_cache.source_digest(raw)
+        cached = unigram_cache.load(digest)
+        if cached is None:
+            config = json.loads(raw)
+            del raw
+            model = _check_supported(config)
+            pieces = [p for p, _ in model["vocab"]]
+            scores = [float(s) for _, s in model["vocab"]]
+            config["model"] = {k: v for k, v in model.items() if k != "vocab"}
+            unigram_cache.save(digest, config, pieces, scores)
+            cached = config, pieces, scores
+        return cls(*cached, max_length)
 
     def encode_ids(self, text: str) -> list[int]:
         ids: list[int] = []

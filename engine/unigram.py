@@ -7,7 +7,7 @@ instead of its byte trie with a HashMap per node, which costs ~280 MiB and ~2 s 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Sequence
 from functools import lru_cache
 
 UNK_PENALTY = 10.0  # HF's kUnkPenalty: an unknown character scores min_score - 10
@@ -17,13 +17,13 @@ CACHED_WORD_CHARS = 64  # longer words (rare, and unlikely to repeat) bypass the
 class UnigramVocab:
     """Pieces -> ids and scores, and the Viterbi over them."""
 
-    def __init__(self, pieces: Iterable[tuple[str, float]], unk_id: int, cache_size: int = 50_000) -> None:
-        ids: dict[str, int] = {}
-        scores: list[float] = []
+    def __init__(self, pieces: Sequence[str], scores: Sequence[float], unk_id: int, cache_size: int = 20_000) -> None:
+        if len(pieces) != len(scores):
+            raise ValueError(f"{len(pieces)} pieces but {len(scores)} scores")
+        # a duplicate piece keeps its last id, as HF's token_to_ids does
+        ids = {piece: i for i, piece in enumerate(pieces)}
+        scores = [float(s) for s in scores]
         longest: dict[str, int] = {}
-        for i, (piece, score) in enumerate(pieces):
-            ids[piece] = i  # a duplicate piece keeps its last id, as HF's token_to_ids does
-            scores.append(float(score))
         for piece in ids:
             if piece and len(piece) > longest.get(piece[0], 0):
                 longest[piece[0]] = len(piece)
@@ -41,7 +41,8 @@ class UnigramVocab:
         return len(self.scores)
 
     def encode_word(self, word: str) -> tuple[int, ...]:
-        """Ids of one word, through an LRU cache: product titles repeat the same words."""
+        """Ids of one word, through an LRU cache: product titles repeat the same words (the 20,873 fashion
+        titles with both prefixes: 289,618 words, 5,047 distinct)."""
         if len(word) > CACHED_WORD_CHARS:
             return self.segment(word)
         return self._cached(word)

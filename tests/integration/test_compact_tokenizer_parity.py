@@ -24,8 +24,23 @@ def hf(tokenizer_path: Path) -> HFTextTokenizer:
 
 
 @pytest.fixture(scope="module")
-def compact(tokenizer_path: Path) -> CompactUnigramTokenizer:
-    return CompactUnigramTokenizer.from_file(tokenizer_path, 512)
+def loads(tokenizer_path: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, CompactUnigramTokenizer]:
+    """Two loads into an empty cache: from tokenizer.json (writing the derived copy), then from the copy."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("KUAMO_TOKENIZER_CACHE", str(tmp_path_factory.mktemp("tokenizer_cache")))
+        return {source: CompactUnigramTokenizer.from_file(tokenizer_path, 512) for source in ("json", "copy")}
+
+
+@pytest.fixture(scope="module")
+def compact(loads: dict[str, CompactUnigramTokenizer]) -> CompactUnigramTokenizer:
+    return loads["copy"]  # what a server start after the first one serves
+
+
+def test_the_derived_copy_holds_the_json_vocabulary(loads, tokenizer_path: Path) -> None:
+    a, b = loads["json"].vocab, loads["copy"].vocab
+    assert len(a) == len(b) == 250_002
+    assert a.ids == b.ids and a.scores == b.scores and a.unk_score == b.unk_score
+    assert (a.unk_id, loads["json"].head, loads["json"].tail) == (b.unk_id, loads["copy"].head, loads["copy"].tail)
 
 
 @pytest.fixture(scope="module")

@@ -7,30 +7,19 @@ import logging
 from pathlib import Path
 
 import pytest
-from tokenizers import AddedToken, Tokenizer, models, normalizers, pre_tokenizers, processors
+from tiny_tokenizers import TEXTS, unigram_file
+from tokenizers import Tokenizer, models, pre_tokenizers
 
 from kuamo.engine.text_tokenizer import CompactUnigramTokenizer, HFTextTokenizer, load_text_tokenizer
 
-PIECES = [("<s>", 0.0), ("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -2.0), ("▁red", -3.0),
-          ("▁dress", -4.0), ("re", -5.0), ("d", -3.0), ("r", -3.0), ("e", -3.0), ("s", -3.0), ("▁d", -6.0),
-          ("<mask>", 0.0)]
-TEXTS = ["red dress", "red  <mask>dress", "<s>red</s>", "ＲＥＤ dress", "xyz red", "red " * 20, "▁red", "\u200b"]
 
-
-def _unigram_file(tmp_path: Path, lstrip_mask: bool = False) -> Path:
-    tok = Tokenizer(models.Unigram(PIECES, 3, False))
-    tok.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Replace(" ", " ")])
-    tok.pre_tokenizer = pre_tokenizers.Metaspace("▁", prepend_scheme="always", split=True)
-    tok.post_processor = processors.TemplateProcessing(single="<s> $A </s>", special_tokens=[("<s>", 0), ("</s>", 2)])
-    tok.add_special_tokens(["<s>", "<pad>", "</s>", "<unk>", AddedToken("<mask>", lstrip=lstrip_mask)])
-    path = tmp_path / "tokenizer.json"
-    tok.save(str(path))
-    return path
-
+@pytest.fixture(autouse=True)
+def _cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KUAMO_TOKENIZER_CACHE", str(tmp_path / "cache"))
 
 @pytest.mark.parametrize("max_length", [512, 6, 3])
 def test_compact_matches_hf_with_specials_and_truncation(tmp_path: Path, max_length: int) -> None:
-    path = _unigram_file(tmp_path)
+    path = unigram_file(tmp_path)
     compact, hf = CompactUnigramTokenizer.from_file(path, max_length), HFTextTokenizer(path, max_length)
     ours = compact.encode_batch_ids(TEXTS)
     assert ours == hf.encode_batch_ids(TEXTS)
@@ -39,7 +28,7 @@ def test_compact_matches_hf_with_specials_and_truncation(tmp_path: Path, max_len
 
 
 def test_unigram_file_gets_the_compact_tokenizer(tmp_path: Path) -> None:
-    assert isinstance(load_text_tokenizer(_unigram_file(tmp_path), 512), CompactUnigramTokenizer)
+    assert isinstance(load_text_tokenizer(unigram_file(tmp_path), 512), CompactUnigramTokenizer)
 
 
 def test_other_files_fall_back_to_hf_and_say_so(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -51,9 +40,9 @@ def test_other_files_fall_back_to_hf_and_say_so(tmp_path: Path, caplog: pytest.L
     assert isinstance(tok, HFTextTokenizer) and tok.encode_ids("red dress") == [1, 2]
     assert "WordPiece" in caplog.text
     # an added token that strips spaces is matched differently: not replicated, so HF's serves it
-    assert isinstance(load_text_tokenizer(_unigram_file(tmp_path, lstrip_mask=True), 512), HFTextTokenizer)
+    assert isinstance(load_text_tokenizer(unigram_file(tmp_path, lstrip_mask=True), 512), HFTextTokenizer)
 
 
 def test_a_template_without_room_for_text_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="max_length"):
-        CompactUnigramTokenizer.from_file(_unigram_file(tmp_path), 2)
+        CompactUnigramTokenizer.from_file(unigram_file(tmp_path), 2)
