@@ -38,14 +38,8 @@ from typing import Any
 import faiss
 import numpy as np
 
-from kuamo.benchmarks.common import (
-    RESULTS_DIR,
-    latency_stats,
-    machine_info,
-    markdown_table,
-    write_json,
-    write_markdown,
-)
+from kuamo.benchmarks.common import latency_stats, machine_info, markdown_table, write_results
+from kuamo.benchmarks.plots import figure, latency_cdf
 from kuamo.engine.artifacts import ModelArtifacts
 from kuamo.engine.batcher import BatcherConfig, DynamicBatcher
 from kuamo.engine.config import DEFAULT_MODEL_DIR, EncoderConfig, SessionConfig
@@ -475,7 +469,7 @@ def bench_servers(texts: list[str], *, quick: bool, duration_s: float, models: P
                   log: Log = _log) -> dict[str, Any]:
     """Each server alone on the machine (started, measured, stopped in turn), 8 client threads."""
     from kuamo.benchmarks import peers
-    from kuamo.benchmarks.server import server_process
+    from kuamo.benchmarks.serving import server_process
 
     ref_enc = TextEncoder(ModelArtifacts(models), EncoderConfig(precision="fp32",
                                                                 session=SessionConfig(intra_op_threads=threads)))
@@ -626,16 +620,13 @@ def _search_rows(s: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def write_report(res: dict[str, Any], results_dir: Path | None = None) -> None:
-    suffix = "_quick" if res["quick"] else ""
-    name = "baselines" + suffix
-    out_dir = results_dir or RESULTS_DIR
+    name = "baselines" + ("_quick" if res["quick"] else "")
     files = {"cdf": f"{name}_latency_cdf.png", "scale": f"{name}_scale.png"}
-    plot_latency_cdf(res, out_dir / files["cdf"])
-    plot_scale(res, out_dir / files["scale"])
     res["plots"] = files
-    write_json(name, _jsonable(res), out_dir)
-    write_markdown(name, "Baselines: kuamo vs the reference design and peer embedding servers", _markdown(res, files),
-                   res["machine"], out_dir)
+    write_results(name, _jsonable(res), "Baselines: kuamo vs the reference design and peer embedding servers",
+                  lambda: _markdown(res, files), res["machine"], results_dir=results_dir,
+                  plots={files["cdf"]: lambda path: plot_latency_cdf(res, path),
+                         files["scale"]: lambda path: plot_scale(res, path)})
 
 
 def _jsonable(res: dict[str, Any]) -> dict[str, Any]:
@@ -749,39 +740,24 @@ def _markdown(r: dict[str, Any], files: dict[str, str]) -> str:
 
 
 def plot_latency_cdf(res: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 5))
-    for name, c in res.get("search", {}).get("configs", {}).items():
-        ms = np.sort(np.asarray(c.get("latencies_s", []), dtype=np.float64)) * 1e3
-        if len(ms):
-            ax.plot(ms, np.arange(1, len(ms) + 1) / len(ms), label=f"{name} (p50 {np.median(ms):.1f} ms)")
-    ax.set_xscale("log")
-    ax.set_xlabel("end-to-end latency per query, ms (encode + top-10 search, one at a time)")
-    ax.set_ylabel("fraction of queries")
-    n = res.get("search", {}).get("n_products", 0)
-    ax.set_title(f"Text search latency CDF at {n:,} products")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    with figure(path, figsize=(8, 5)) as (_, ax):
+        for name, c in res.get("search", {}).get("configs", {}).items():
+            latency_cdf(ax, name, c.get("latencies_s", []))
+        ax.set_xscale("log")
+        ax.set_xlabel("end-to-end latency per query, ms (encode + top-10 search, one at a time)")
+        ax.set_ylabel("fraction of queries")
+        n = res.get("search", {}).get("n_products", 0)
+        ax.set_title(f"Text search latency CDF at {n:,} products")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8, loc="lower right")
 
 
 def plot_scale(res: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     sc = res.get("scale", {})
     n = [v["n_products"] for v in sc.values()]
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4.2))
-    if n:
+    with figure(path, 1, 3, figsize=(14, 4.2)) as (_, axes):
+        if not n:
+            return
         vs = [v["vector_search"] for v in sc.values()]
         e2e = [v["end_to_end"] for v in sc.values()]
         ax = axes[0]
@@ -808,10 +784,6 @@ def plot_scale(res: dict[str, Any], path: Path) -> None:
             ax.set_xlabel("products (1M synthetic)")
             ax.grid(True, which="both", alpha=0.3)
             ax.legend(fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 # -- entry point ---------------------------------------------------------------------------------------------

@@ -1,12 +1,14 @@
-"""What every benchmark shares: a machine/package stamp, percentiles, and JSON + Markdown writers."""
+"""What every benchmark shares: a machine/package stamp, percentiles, and the JSON + Markdown (+ plots) write
+path, which creates the results directory (KUAMO_RESULTS_DIR, default benchmarks/results)."""
 
 from __future__ import annotations
 
 import json
 import os
 import platform
+import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib import metadata
 from pathlib import Path
 
@@ -102,3 +104,18 @@ def write_markdown(name: str, title: str, body: str, info: dict, results_dir: Pa
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(f"# {title}\n\n{machine_markdown(info)}\n{body}", encoding="utf-8")
     return out
+
+
+def write_results(name: str, payload: dict, title: str, body: Callable[[], str], info: dict, *,
+                  plots: dict[str, Callable[[Path], object]] | None = None, results_dir: Path | None = None) -> Path:
+    """The one write path of a suite: `name`.json first, so that whatever fails after it the measurements are
+    on disk; then each plot (file name -> draw(path)), a failing one reported and skipped; then `name`.md."""
+    out_dir = results_dir or RESULTS_DIR
+    path = write_json(name, payload, out_dir)
+    for file, draw in (plots or {}).items():
+        try:
+            draw(out_dir / file)
+        except Exception as exc:  # a figure is worth less than the run: keep going, say so
+            print(f"{name}: plot {file} failed ({type(exc).__name__}: {exc}); {path} is written", file=sys.stderr)
+    write_markdown(name, title, body(), info, out_dir)
+    return path

@@ -31,14 +31,8 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from kuamo.benchmarks.common import (
-    RESULTS_DIR,
-    latency_stats,
-    machine_info,
-    markdown_table,
-    write_json,
-    write_markdown,
-)
+from kuamo.benchmarks.common import RESULTS_DIR, latency_stats, machine_info, markdown_table, write_results
+from kuamo.benchmarks.plots import figure
 from kuamo.engine.index import IndexConfig, VectorIndex
 
 K = 10
@@ -683,8 +677,12 @@ def _dataset_section(d: dict) -> str:
 
 def write_report(res: dict, results_dir: Path | None = None) -> None:
     name = "index" + ("_quick" if res["quick"] else "")
-    write_json(name, res, results_dir)  # first: a report bug must not lose an hour of measurements
-    png = plot(res, (results_dir or RESULTS_DIR) / f"{name}_recall_qps.png")
+    png = f"{name}_recall_qps.png"
+    write_results(name, res, "Vector index benchmark", lambda: _report_body(res, png), res["machine"],
+                  plots={png: lambda path: plot(res, path)}, results_dir=results_dir)
+
+
+def _report_body(res: dict, png: str) -> str:
     th = res["threads"]
     blas = ", ".join(f"{k} {v}" for k, v in th["blas"].items()) if isinstance(th["blas"], dict) else th["blas"]
     body = [f"{'Quick run (small stand-ins, short sweep). ' if res['quick'] else ''}"
@@ -707,46 +705,36 @@ def write_report(res: dict, results_dir: Path | None = None) -> None:
             "\n## Targets\n\n", markdown_table(_target_rows(res)), "\n## Skipped\n\n",
             "".join(f"- {k}: {v}\n" for k, v in res["skipped"].items()) or "- none\n",
             "\n## Notes\n\n", "".join(f"- {n}\n" for n in res.get("notes", [])) or "- none\n",
-            f"\n## Recall vs QPS\n\n![recall vs QPS]({png.name})\n"]
+            f"\n## Recall vs QPS\n\n![recall vs QPS]({png})\n"]
     body += [_dataset_section(d) for d in res["datasets"].values()]
     body.append("\nReproduce: `kuamo bench index` (or `python -m kuamo.benchmarks.index`); `--quick` for the "
                 "90-second version; `KUAMO_BENCH_5M=1` adds the 5M synthetic run.\n")
-    write_markdown(name, "Vector index benchmark", "".join(body), res["machine"], results_dir)
+    return "".join(body)
 
 
-def plot(res: dict, path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def plot(res: dict, path: Path) -> None:
     ds = list(res["datasets"].values())
     cols = min(2, max(1, len(ds)))
     nrows = max(1, -(-len(ds) // cols))
-    fig, axes = plt.subplots(nrows, cols, figsize=(5.2 * cols, 4.0 * nrows), squeeze=False)
-    flat_axes = axes.ravel()
-    for ax in flat_axes[len(ds):]:
-        ax.set_visible(False)
-    for ax, d in zip(flat_axes, ds, strict=False):
-        for rf in sorted({s["rerank_factor"] for s in d["sweep"]}):
-            pts = [s for s in d["sweep"] if s["rerank_factor"] == rf]
-            ax.plot([s["recall10"] for s in pts], [s["qps_single"] for s in pts], "o-", ms=3,
-                    label="IVF-PQ" if rf == 1 else f"IVF-PQ + re-rank x{rf}")
-        fq = d["flat"]["qps_single"]
-        ax.plot([d["flat"]["recall10"]], [fq], "k*", ms=10, label="exact flat")
-        ax.axhline(SPEEDUP_TARGET * fq, color="grey", ls="--", lw=0.8, label=f"{SPEEDUP_TARGET:g}x flat")
-        ax.axvline(RECALL_TARGET, color="grey", ls=":", lw=0.8)
-        ax.set_yscale("log")
-        ax.set_xlabel("10-NN recall@10")
-        ax.set_ylabel("single-query QPS (1 thread)")
-        ax.set_title(d["name"] + (" (synthetic)" if d.get("synthetic") else ""), fontsize=9)
-        ax.grid(alpha=0.3)
-    flat_axes[0].legend(fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    with figure(path, nrows, cols, figsize=(5.2 * cols, 4.0 * nrows), squeeze=False) as (_, axes):
+        flat_axes = axes.ravel()
+        for ax in flat_axes[len(ds):]:
+            ax.set_visible(False)
+        for ax, d in zip(flat_axes, ds, strict=False):
+            for rf in sorted({s["rerank_factor"] for s in d["sweep"]}):
+                pts = [s for s in d["sweep"] if s["rerank_factor"] == rf]
+                ax.plot([s["recall10"] for s in pts], [s["qps_single"] for s in pts], "o-", ms=3,
+                        label="IVF-PQ" if rf == 1 else f"IVF-PQ + re-rank x{rf}")
+            fq = d["flat"]["qps_single"]
+            ax.plot([d["flat"]["recall10"]], [fq], "k*", ms=10, label="exact flat")
+            ax.axhline(SPEEDUP_TARGET * fq, color="grey", ls="--", lw=0.8, label=f"{SPEEDUP_TARGET:g}x flat")
+            ax.axvline(RECALL_TARGET, color="grey", ls=":", lw=0.8)
+            ax.set_yscale("log")
+            ax.set_xlabel("10-NN recall@10")
+            ax.set_ylabel("single-query QPS (1 thread)")
+            ax.set_title(d["name"] + (" (synthetic)" if d.get("synthetic") else ""), fontsize=9)
+            ax.grid(alpha=0.3)
+        flat_axes[0].legend(fontsize=7)
 
 
 def main() -> None:

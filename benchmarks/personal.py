@@ -30,7 +30,7 @@ import numpy as np
 
 from kuamo.benchmarks.bench_catalog import bench_catalog
 from kuamo.benchmarks.common import latency_stats, machine_info, markdown_table, write_json, write_markdown
-from kuamo.benchmarks.server import server_process
+from kuamo.benchmarks.serving import server_process
 from kuamo.engine.config import DEFAULT_MODEL_DIR
 from kuamo.engine.personal import Event
 from kuamo.engine.types import Query, RecommendQuery

@@ -17,30 +17,21 @@ import importlib.util
 import random
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 from kuamo.benchmarks.bench_catalog import bench_catalog
-from kuamo.benchmarks.common import RESULTS_DIR, latency_stats, machine_info, markdown_table, write_json, write_markdown
+from kuamo.benchmarks.common import RESULTS_DIR, latency_stats, machine_info, markdown_table, write_results
 from kuamo.benchmarks.loadgen import LoadResult, closed_loop, open_loop, sequential, stream_closed_loop
-from kuamo.benchmarks.serving import serving
+from kuamo.benchmarks.plots import figure, latency_cdf
+from kuamo.benchmarks.serving import server_process
 from kuamo.engine.config import DEFAULT_MODEL_DIR
 from kuamo.evaluation.tasks import load_zh_queries
 from kuamo.proto.kuamo.v1 import kuamo_pb2 as pb
 
 TARGETS = {"text_p50_ms": 10.0, "text_p99_ms": 25.0, "image_p50_ms": 20.0, "batching_speedup": 1.5,
            "p99_vs_one_client_p50": 4.0, "grpc_overhead_p50_ms": 1.0}
-
-
-@contextmanager
-def server_process(models: Path, data: Path, *, batching: bool = True, max_inflight: int = 64,
-                   timeout_s: float = 600, event_loop: str | None = None) -> Iterator[str]:
-    """`kuamo serve` on a free loopback port; yields the target once it is SERVING; SIGINT on exit."""
-    extra = ([] if batching else ["--no-batching"]) + (["--event-loop", event_loop] if event_loop else [])
-    with serving(models, data, max_inflight=max_inflight, timeout_s=timeout_s, extra_args=extra) as s:
-        yield s.target
 
 
 def _uvloop_installed() -> bool:
@@ -196,9 +187,10 @@ def run(quick: bool = False, *, models: Path = DEFAULT_MODEL_DIR, data: Path | N
                                 "uvloop_server_empty_health_rtt_p50_ms": inter["health:uvloop"]["p50_ms"]}
                                if "grpc:uvloop" in inter else {})}
     name = "server" + ("_quick" if quick else "")
-    out["plots"] = _plots(out, raw, name)
-    write_json(name, out)
-    write_markdown("server" + ("_quick" if quick else ""), "Server benchmark (gRPC, loopback)", _markdown(out), info)
+    out["plots"] = {"throughput_vs_concurrency": f"{name}_throughput.png", "latency_cdf": f"{name}_latency_cdf.png"}
+    write_results(name, out, "Server benchmark (gRPC, loopback)", lambda: _markdown(out), info, plots={
+        out["plots"]["throughput_vs_concurrency"]: lambda path: _plot_throughput(out, path),
+        out["plots"]["latency_cdf"]: lambda path: _plot_latency_cdf(raw, path)})
     return out
 
 
@@ -237,49 +229,33 @@ def _load_sweep(target: str, text_reqs: list, image_reqs: list, capacity_qps: fl
             "mixed_8_clients": {"mix": "3 text queries : 1 photo", **raw["8 clients, mixed text + photo"].summary()}}
 
 
-def _plots(o: dict[str, Any], raw: dict[str, LoadResult], name: str) -> dict[str, str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    files = {}
+def _plot_throughput(o: dict[str, Any], path: Path) -> None:
     sweep = o["load"]["closed_loop_text"]
     cs = sorted(sweep, key=int)
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    ax.plot(cs, [sweep[c]["throughput_qps"] for c in cs], "o-", color="C0", label="throughput")
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("closed-loop clients (text search over gRPC)")
-    ax.set_ylabel("queries / s", color="C0")
-    ax2 = ax.twinx()
-    for p, style in (("p50", "s--"), ("p99", "^:")):
-        ax2.plot(cs, [sweep[c]["latency"].get(f"{p}_ms") for c in cs], style, color="C3", label=f"{p} latency")
-    ax2.set_ylabel("latency, ms", color="C3")
-    ax2.set_yscale("log")
-    fig.legend(loc="upper left", fontsize=8)
-    ax.set_title("kuamo server: throughput and latency vs concurrency")
-    fig.tight_layout()
-    files["throughput_vs_concurrency"] = f"{name}_throughput.png"
-    fig.savefig(RESULTS_DIR / files["throughput_vs_concurrency"], dpi=110)
-    plt.close(fig)
+    with figure(path, figsize=(7, 4.5)) as (fig, ax):
+        ax.plot(cs, [sweep[c]["throughput_qps"] for c in cs], "o-", color="C0", label="throughput")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("closed-loop clients (text search over gRPC)")
+        ax.set_ylabel("queries / s", color="C0")
+        ax2 = ax.twinx()
+        for p, style in (("p50", "s--"), ("p99", "^:")):
+            ax2.plot(cs, [sweep[c]["latency"].get(f"{p}_ms") for c in cs], style, color="C3", label=f"{p} latency")
+        ax2.set_ylabel("latency, ms", color="C3")
+        ax2.set_yscale("log")
+        fig.legend(loc="upper left", fontsize=8)
+        ax.set_title("kuamo server: throughput and latency vs concurrency")
 
-    fig, ax = plt.subplots(figsize=(8, 5))
-    for label, r in raw.items():
-        ms = np.sort(np.asarray(r.latencies)) * 1e3
-        if len(ms):
-            ax.plot(ms, np.arange(1, len(ms) + 1) / len(ms), label=f"{label} (p50 {np.median(ms):.1f} ms)")
-    ax.set_xscale("log")
-    ax.set_xlabel("client-side latency, ms")
-    ax.set_ylabel("fraction of queries")
-    ax.set_title("kuamo server: latency CDF per configuration (loopback gRPC)")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    files["latency_cdf"] = f"{name}_latency_cdf.png"
-    fig.savefig(RESULTS_DIR / files["latency_cdf"], dpi=110)
-    plt.close(fig)
-    return files
+
+def _plot_latency_cdf(raw: dict[str, LoadResult], path: Path) -> None:
+    with figure(path, figsize=(8, 5)) as (_, ax):
+        for label, r in raw.items():
+            latency_cdf(ax, label, r.latencies)
+        ax.set_xscale("log")
+        ax.set_xlabel("client-side latency, ms")
+        ax.set_ylabel("fraction of queries")
+        ax.set_title("kuamo server: latency CDF per configuration (loopback gRPC)")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7, loc="lower right")
 
 
 def _markdown(o: dict[str, Any]) -> str:

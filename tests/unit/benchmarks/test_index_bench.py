@@ -31,12 +31,13 @@ def test_bench_functions_on_tiny_data(tmp_path: Path) -> None:
     assert all({"target", "measured", "met"} <= set(t) for t in res["targets"].values())
     assert res["targets"]["recall_at_10x_flat_glove_400k"]["met"] is None  # not run: not claimed
     assert res["targets"]["pq_codes_le_eighth_of_flat"]["met"] is True
-    bench.write_report(res, tmp_path)
-    saved = json.loads((tmp_path / "index_quick.json").read_text())
+    out = tmp_path / "fresh"  # a results directory that does not exist yet
+    bench.write_report(res, out)
+    saved = json.loads((out / "index_quick.json").read_text())
     assert saved["targets"].keys() == res["targets"].keys()
-    md = (tmp_path / "index_quick.md").read_text()
-    assert "## Targets" in md and "synthetic-3k" in md
-    assert (tmp_path / "index_quick_recall_qps.png").stat().st_size > 1000
+    md = (out / "index_quick.md").read_text()
+    assert "## Targets" in md and "synthetic-3k" in md and "![recall vs QPS](index_quick_recall_qps.png)" in md
+    assert (out / "index_quick_recall_qps.png").stat().st_size > 1000
 
 
 def test_recall_at() -> None:
