@@ -31,9 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from kuamo.benchmarks.baselines_configs import (
-    torch_encoder,
-)
+from kuamo.benchmarks.baselines_configs import torch_encoder
 from kuamo.benchmarks.baselines_data import (
     CONCURRENCY,
     EMBED_BATCHES,

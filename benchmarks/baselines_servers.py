@@ -11,13 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from kuamo.benchmarks.baselines_data import (
-    EMBED_BATCHES,
-    EMBED_CLIENTS,
-    Log,
-    default_log,
-    normalise,
-)
+from kuamo.benchmarks.baselines_data import EMBED_BATCHES, EMBED_CLIENTS, Log, default_log, normalise
 from kuamo.engine.artifacts import ModelArtifacts
 from kuamo.engine.config import EncoderConfig, SessionConfig
 from kuamo.engine.encoders import TextEncoder

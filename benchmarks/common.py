@@ -69,6 +69,11 @@ def latency_stats(seconds: Sequence[float]) -> dict:
             "p95_ms": float(np.percentile(ms, 95)), "p99_ms": float(np.percentile(ms, 99)), "mean_ms": float(ms.mean())}
 
 
+def fmt_na(v: float | None, spec: str) -> str:
+    """A figure in a report, or n/a where it was not measured."""
+    return "n/a" if v is None else format(v, spec)
+
+
 def write_json(name: str, payload: dict, results_dir: Path | None = None) -> Path:
     out = (results_dir or RESULTS_DIR) / f"{name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
