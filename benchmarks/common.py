@@ -8,7 +8,7 @@ import os
 import platform
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Container, Sequence
 from importlib import metadata
 from pathlib import Path
 
@@ -72,6 +72,24 @@ def latency_stats(seconds: Sequence[float]) -> dict:
 def fmt_na(v: float | None, spec: str) -> str:
     """A figure in a report, or n/a where it was not measured."""
     return "n/a" if v is None else format(v, spec)
+
+
+def targets_met(figures: dict[str, float], targets: dict[str, float], lower_is_better: Container[str]) -> dict:
+    """Each figure against its target: {"target", "measured", "met"}."""
+    return {k: {"target": targets[k], "measured": v,
+                "met": v <= targets[k] if k in lower_is_better else v >= targets[k]} for k, v in figures.items()}
+
+
+def target_rows(targets: dict) -> list[dict]:
+    """targets_met's result as report table rows."""
+    return [{"figure": k, "target": t["target"], "measured": t["measured"], "met": "yes" if t["met"] else "NO"}
+            for k, t in targets.items()]
+
+
+def read_previous(name: str, results_dir: Path | None = None) -> dict | None:
+    """The results `name`.json of an earlier run, for the suites whose partial re-runs merge into it."""
+    path = (results_dir or RESULTS_DIR) / f"{name}.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
 def write_json(name: str, payload: dict, results_dir: Path | None = None) -> Path:

@@ -18,13 +18,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import gc
-import json
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-from kuamo.benchmarks.common import RESULTS_DIR, machine_info
+from kuamo.benchmarks.common import RESULTS_DIR, machine_info, read_previous
 from kuamo.benchmarks.index_datasets import (
     BIG,
     CATALOG_VECTORS,
@@ -125,10 +124,12 @@ def run(quick: bool = False, results_dir: Path | None = None, only: Sequence[str
 
 
 def _previous(quick: bool, results_dir: Path | None) -> dict:
-    path = (results_dir or RESULTS_DIR) / f"index{'_quick' if quick else ''}.json"
-    if not path.is_file():
-        raise SystemExit(f"--only merges into {path}, which does not exist: run the whole benchmark first")
-    return json.loads(path.read_text(encoding="utf-8"))
+    name = f"index{'_quick' if quick else ''}"
+    previous = read_previous(name, results_dir)
+    if previous is None:
+        raise SystemExit(f"--only merges into {(results_dir or RESULTS_DIR) / name}.json, which does not exist: "
+                         "run the whole benchmark first")
+    return previous
 
 
 def _merge(previous: dict, new: dict) -> dict:

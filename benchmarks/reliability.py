@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from kuamo.benchmarks.bench_catalog import bench_catalog
-from kuamo.benchmarks.common import RESULTS_DIR, machine_info, markdown_table, write_results
+from kuamo.benchmarks.common import RESULTS_DIR, machine_info, markdown_table, read_previous, write_results
+from kuamo.benchmarks.loadgen import search_requests
 from kuamo.benchmarks.reliability_crash import run_crash
 from kuamo.benchmarks.reliability_fuzz import run_fuzz
 from kuamo.benchmarks.reliability_overload import ADMISSION, run_overload
@@ -44,7 +45,6 @@ def _real_ids(data: Path, n: int, seed: int) -> list[int]:
 def run(quick: bool = False, *, models: Path = DEFAULT_MODEL_DIR, data: Path | None = None,
         catalog: Path | None = None, seed: int = 0, parts: tuple[str, ...] = ("fuzz", "overload", "crash"),
         fuzz_requests: int | None = None, admission: int = ADMISSION) -> dict[str, Any]:
-    from kuamo.benchmarks.server import _requests
     from kuamo.export.samples import load_fashion
 
     catalog, data = bench_catalog(quick, models, catalog, data)
@@ -65,7 +65,7 @@ def run(quick: bool = False, *, models: Path = DEFAULT_MODEL_DIR, data: Path | N
                                    ids=_real_ids(data, 2000, seed))
         if "overload" in parts:
             print("reliability: overload", file=sys.stderr, flush=True)
-            text_reqs, _, _ = _requests(catalog, 120 if quick else 400, 1, seed=seed)
+            text_reqs, _, _ = search_requests(catalog, 120 if quick else 400, 1, seed=seed)
             out["overload"] = run_overload(models, copy_data(data, work / "overload"), work, text_reqs, quick=quick,
                                            admission=admission)
         if "crash" in parts:
@@ -73,11 +73,8 @@ def run(quick: bool = False, *, models: Path = DEFAULT_MODEL_DIR, data: Path | N
             out["crash"] = run_crash(models, copy_data(data, work / "crash"), work, sample,
                                      cycles=2 if quick else 20, seed=seed)
     name = "reliability" + ("_quick" if quick else "")
-    previous = RESULTS_DIR / f"{name}.json"
-    if set(parts) != {"fuzz", "overload", "crash"} and previous.is_file():  # a partial re-run keeps the other parts
-        import json
-
-        old = json.loads(previous.read_text(encoding="utf-8"))
+    old = read_previous(name) if set(parts) != {"fuzz", "overload", "crash"} else None
+    if old is not None:  # a partial re-run keeps the other parts
         out = {**{k: v for k, v in old.items() if k in ("fuzz", "overload", "crash")}, **out}
     write_results(name, out, "Reliability: fuzzing, overload, crash safety", lambda: _markdown(out), info)
     return out

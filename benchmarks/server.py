@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
-import random
 import sys
 import time
 from contextlib import nullcontext
@@ -22,12 +21,19 @@ from pathlib import Path
 from typing import Any
 
 from kuamo.benchmarks.bench_catalog import bench_catalog
-from kuamo.benchmarks.common import RESULTS_DIR, latency_stats, machine_info, markdown_table, write_results
-from kuamo.benchmarks.loadgen import LoadResult, closed_loop, open_loop, sequential, stream_closed_loop
+from kuamo.benchmarks.common import (
+    RESULTS_DIR,
+    latency_stats,
+    machine_info,
+    markdown_table,
+    target_rows,
+    targets_met,
+    write_results,
+)
+from kuamo.benchmarks.loadgen import LoadResult, closed_loop, open_loop, search_requests, sequential, stream_closed_loop
 from kuamo.benchmarks.plots import figure, latency_cdf
 from kuamo.benchmarks.serving import server_process
 from kuamo.engine.config import DEFAULT_MODEL_DIR
-from kuamo.evaluation.tasks import load_zh_queries
 from kuamo.proto.kuamo.v1 import kuamo_pb2 as pb
 
 TARGETS = {"text_p50_ms": 10.0, "text_p99_ms": 25.0, "image_p50_ms": 20.0, "batching_speedup": 1.5,
@@ -36,20 +42,6 @@ TARGETS = {"text_p50_ms": 10.0, "text_p99_ms": 25.0, "image_p50_ms": 20.0, "batc
 
 def _uvloop_installed() -> bool:
     return importlib.util.find_spec("uvloop") is not None
-
-
-def _requests(catalog: Path, n_text: int, n_image: int, seed: int = 0) -> tuple[list, list, list[str]]:
-    from kuamo.export.samples import load_fashion
-
-    items = load_fashion(catalog)
-    rng = random.Random(seed)
-    titles = [it.title for it in rng.sample(items, n_text)]
-    zh = [q["zh"] for q in load_zh_queries()]
-    texts = [t if i % 4 else zh[(i // 4) % len(zh)] for i, t in enumerate(titles)]  # 1 in 4 Chinese
-    text_reqs = [pb.SearchRequest(request_id=str(i), query=pb.Query(text=t, k=10)) for i, t in enumerate(texts)]
-    photos = [it.image_path.read_bytes() for it in rng.sample(items, n_image)]
-    image_reqs = [pb.SearchRequest(request_id=f"i{i}", query=pb.Query(image=b, k=10)) for i, b in enumerate(photos)]
-    return text_reqs, image_reqs, texts
 
 
 async def _interleaved(targets: dict[str, str], models: Path, data: Path, texts: list[str]) -> dict[str, Any]:
@@ -125,7 +117,7 @@ def run(quick: bool = False, *, models: Path = DEFAULT_MODEL_DIR, data: Path | N
     catalog, data = bench_catalog(quick, models, catalog, data)
     n_text, n_image = (120, 40) if quick else (400, 120)
     phase_s = 4.0 if quick else 15.0
-    text_reqs, image_reqs, texts = _requests(catalog, n_text, n_image)
+    text_reqs, image_reqs, texts = search_requests(catalog, n_text, n_image)
     info = machine_info()
     out: dict[str, Any] = {"machine": info, "quick": quick, "catalog": str(catalog), "queries": {
         "text": f"{n_text} (3 in 4 real fashion titles, 1 in 4 Chinese queries from evaluation/data/zh_queries.tsv)",
@@ -162,10 +154,8 @@ def run(quick: bool = False, *, models: Path = DEFAULT_MODEL_DIR, data: Path | N
         "p99_vs_one_client_p50": c32_on["latency"]["p99_ms"] / one_text["latency"]["p50_ms"],
         "grpc_overhead_p50_ms": overhead_inproc_view,
     }
-    lower_is_better = {"text_p50_ms", "text_p99_ms", "image_p50_ms", "p99_vs_one_client_p50", "grpc_overhead_p50_ms"}
-    out["targets"] = {k: {"target": TARGETS[k], "measured": v,
-                          "met": v <= TARGETS[k] if k in lower_is_better else v >= TARGETS[k]}
-                      for k, v in figures.items()}
+    out["targets"] = targets_met(figures, TARGETS, lower_is_better={
+        "text_p50_ms", "text_p99_ms", "image_p50_ms", "p99_vs_one_client_p50", "grpc_overhead_p50_ms"})
     out["one_client_text"] = one_text
     out["one_client_image"] = one_image
     out["clients32_batching_on"] = c32_on
@@ -259,8 +249,7 @@ def _plot_latency_cdf(raw: dict[str, LoadResult], path: Path) -> None:
 
 
 def _markdown(o: dict[str, Any]) -> str:
-    rows = [{"figure": k, "target": t["target"], "measured": t["measured"], "met": "yes" if t["met"] else "NO"}
-            for k, t in o["targets"].items()]
+    rows = target_rows(o["targets"])
     phases = []
     for name in ("one_client_text", "one_client_image", "clients32_batching_on", "clients32_batching_off",
                  "overload_256_clients_admission_64"):
