@@ -82,8 +82,8 @@ def test_no_relevant_items_gives_nan_not_a_warning() -> None:
 
 
 def test_photo_query_scores_rerank_only_the_top_candidates() -> None:
-    from kuamo.evaluation.tasks import photo_query_scores
     from kuamo.engine.category_prior import CategoryPrior
+    from kuamo.evaluation.tasks import photo_query_scores
 
     # two kinds along axes 0 / 1; photo 1 is visually closest to photo 0 but reads as the other kind
     v = np.array([[1, 0, 0], [0.6, 0.8, 0], [0.55, 0, 0.835], [0, 1, 0]], np.float32)
