@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kuamo.benchmarks.common import RESULTS_DIR, machine_info, markdown_table, write_json, write_markdown
+from kuamo.benchmarks.common import machine_info, markdown_table, read_previous, write_results
 from kuamo.evaluation.tasks import evaluate_embeddings
 
 OOD_MASTER = ("Personal Care", "Free Items", "Sporting Goods")
@@ -164,8 +164,7 @@ def _two_stage(path: Path, model_dir: Path | str, quick: bool) -> dict:
 def run(quick: bool = False, model_dir: Path | str = "models/default", tuned: Path | None = None,
         two_stage: bool = False) -> dict:
     """Head-only recipe by default; with `tuned`, score that file and keep the last head-only section."""
-    previous = RESULTS_DIR / "align_generalisation.json"
-    old = json.loads(previous.read_text()) if previous.is_file() else {}
+    old = read_previous("align_generalisation") or {}
     if "rows" in old:  # results written before the fine-tuned section existed
         old = {"head_only": {"recipe": old["recipe"], "rows": old["rows"], "machine": old["machine"]}}
     res = {"suite": "align_generalisation", "machine": machine_info(),
@@ -180,7 +179,12 @@ def run(quick: bool = False, model_dir: Path | str = "models/default", tuned: Pa
     for key in ("head_only", "finetuned", "two_stage"):
         if key not in res and key in old:
             res[key] = old[key]
-    write_json("align_generalisation", res)
+    write_results("align_generalisation", res, "Alignment vs zero-shot map on held-out non-clothes goods",
+                  lambda: _body(res), res["machine"])
+    return res
+
+
+def _body(res: dict) -> str:
     parts = ["alpha = weight of the trained head (1 = head only, 0 = zero-shot class map only). "
              "category_P@10 over every articleType with >= 5 photos in the set (quality.py's `category_all`)."]
     for key, title in (("head_only", "Head-only recipe (frozen ImageNet backbone; `kuamo align`)"),
@@ -193,9 +197,7 @@ def run(quick: bool = False, model_dir: Path | str = "models/default", tuned: Pa
                          + (f" File: `{res[key]['file']}`." if "file" in res[key] else "")
                          + "\n\n" + markdown_table(res[key]["rows"], floatfmt=".1f")
                          + (_calibrated_markdown(res[key]["calibrated"]) if "calibrated" in res[key] else ""))
-    write_markdown("align_generalisation", "Alignment vs zero-shot map on held-out non-clothes goods",
-                   "\n\n".join(parts), res["machine"])
-    return res
+    return "\n\n".join(parts)
 
 
 def _require_pretrained_backbone(model_dir: Path) -> None:

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from kuamo.benchmarks.common import latency_stats, machine_info, markdown_table, write_json, write_markdown
+from kuamo.benchmarks.common import latency_stats, machine_info, markdown_table, write_results
 from kuamo.engine.artifacts import ModelArtifacts
 from kuamo.engine.batcher import BatcherConfig, DynamicBatcher
 from kuamo.engine.config import DEFAULT_MODEL_DIR, EncoderConfig, SessionConfig
@@ -107,7 +107,8 @@ def run(quick: bool = False, *, model_dir: Path = DEFAULT_MODEL_DIR) -> dict[str
                         for p in POLICIES},
            "results": results, "chosen": choose(results),
            "speedup_vs_none_at_32": {p: r["32"]["throughput"] / base for p, r in results.items()}}
-    write_report(out, "batching" + ("_quick" if quick else ""))
+    write_results("batching" + ("_quick" if quick else ""), out, "Text batching policies (INT8 text tower, in process)",
+                  lambda: _body(out), info)
     return out
 
 
@@ -122,7 +123,7 @@ def choose(results: dict[str, Any], bound_ms: float = LATENCY_BOUND_MS) -> dict[
             "p99_ms": results[policy][clients]["p99_ms"]}
 
 
-def write_report(out: dict[str, Any], name: str) -> None:
+def _body(out: dict[str, Any]) -> str:
     rows = []
     for p, r in out["results"].items():
         for c in out.get("concurrencies", (1, 8, 32)):
@@ -131,14 +132,12 @@ def write_report(out: dict[str, Any], name: str) -> None:
     ch = out["chosen"]
     verdict = (f"**{ch['policy']}**: {ch['texts_per_s']:.0f} texts/s at {ch['clients']} clients, "
                f"p99 {ch['p99_ms']:.0f} ms" if ch else "**none qualifies**")
-    write_json(name, out)
-    write_markdown(name, "Text batching policies (INT8 text tower, in process)",
-                   f"Workload: {out['workload']}; closed loop, {out['seconds_per_point']:.0f} s per point. "
-                   f"Highest throughput at any load with p99 <= {out['latency_bound_ms']:.0f} ms: {verdict}. "
-                   "The engine default is bucketed32 (batches of up to 32 with the closest token lengths, "
-                   "no wait). At 32 clients no policy can keep p99 under the bound: 32 queued texts at "
-                   "~260 texts/s is ~120 ms of queue by Little's law.\n\n" + markdown_table(rows)
-                   + "\nReproduce: `kuamo bench batching`.\n", out["machine"])
+    return (f"Workload: {out['workload']}; closed loop, {out['seconds_per_point']:.0f} s per point. "
+            f"Highest throughput at any load with p99 <= {out['latency_bound_ms']:.0f} ms: {verdict}. "
+            "The engine default is bucketed32 (batches of up to 32 with the closest token lengths, "
+            "no wait). At 32 clients no policy can keep p99 under the bound: 32 queued texts at "
+            "~260 texts/s is ~120 ms of queue by Little's law.\n\n" + markdown_table(rows)
+            + "\nReproduce: `kuamo bench batching`.\n")
 
 
 if __name__ == "__main__":

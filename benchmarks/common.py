@@ -1,12 +1,14 @@
-"""What every benchmark shares: a machine/package stamp, percentiles, and JSON + Markdown writers."""
+"""What every benchmark shares: a machine/package stamp, percentiles, and the JSON + Markdown (+ plots) write
+path, which creates the results directory (KUAMO_RESULTS_DIR, default benchmarks/results)."""
 
 from __future__ import annotations
 
 import json
 import os
 import platform
+import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Container, Sequence
 from importlib import metadata
 from pathlib import Path
 
@@ -67,6 +69,29 @@ def latency_stats(seconds: Sequence[float]) -> dict:
             "p95_ms": float(np.percentile(ms, 95)), "p99_ms": float(np.percentile(ms, 99)), "mean_ms": float(ms.mean())}
 
 
+def fmt_na(v: float | None, spec: str) -> str:
+    """A figure in a report, or n/a where it was not measured."""
+    return "n/a" if v is None else format(v, spec)
+
+
+def targets_met(figures: dict[str, float], targets: dict[str, float], lower_is_better: Container[str]) -> dict:
+    """Each figure against its target: {"target", "measured", "met"}."""
+    return {k: {"target": targets[k], "measured": v,
+                "met": v <= targets[k] if k in lower_is_better else v >= targets[k]} for k, v in figures.items()}
+
+
+def target_rows(targets: dict) -> list[dict]:
+    """targets_met's result as report table rows."""
+    return [{"figure": k, "target": t["target"], "measured": t["measured"], "met": "yes" if t["met"] else "NO"}
+            for k, t in targets.items()]
+
+
+def read_previous(name: str, results_dir: Path | None = None) -> dict | None:
+    """The results `name`.json of an earlier run, for the suites whose partial re-runs merge into it."""
+    path = (results_dir or RESULTS_DIR) / f"{name}.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
 def write_json(name: str, payload: dict, results_dir: Path | None = None) -> Path:
     out = (results_dir or RESULTS_DIR) / f"{name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -102,3 +127,18 @@ def write_markdown(name: str, title: str, body: str, info: dict, results_dir: Pa
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(f"# {title}\n\n{machine_markdown(info)}\n{body}", encoding="utf-8")
     return out
+
+
+def write_results(name: str, payload: dict, title: str, body: Callable[[], str], info: dict, *,
+                  plots: dict[str, Callable[[Path], object]] | None = None, results_dir: Path | None = None) -> Path:
+    """The one write path of a suite: `name`.json first, so that whatever fails after it the measurements are
+    on disk; then each plot (file name -> draw(path)), a failing one reported and skipped; then `name`.md."""
+    out_dir = results_dir or RESULTS_DIR
+    path = write_json(name, payload, out_dir)
+    for file, draw in (plots or {}).items():
+        try:
+            draw(out_dir / file)
+        except Exception as exc:  # a figure is worth less than the run: keep going, say so
+            print(f"{name}: plot {file} failed ({type(exc).__name__}: {exc}); {path} is written", file=sys.stderr)
+    write_markdown(name, title, body(), info, out_dir)
+    return path

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kuamo.benchmarks.common import latency_stats, machine_info, markdown_table, write_json, write_markdown
+from kuamo.benchmarks.common import latency_stats, machine_info, markdown_table, write_results
 from kuamo.engine.artifacts import ModelArtifacts
 from kuamo.engine.config import EncoderConfig, SessionConfig
 from kuamo.engine.encoders import ImageEncoder, TextEncoder
@@ -194,7 +194,8 @@ def run(quick: bool = False, model_dir: Path | str = "models/default", threads: 
     _measure("image", img_factories, tensors, budget, results["image"])
 
     results["targets"] = _targets(results)
-    _write(results)
+    name = "encoders" + ("_quick" if quick else "")
+    write_results(name, results, "Encoder benchmark", lambda: _body(results), results["machine"])
     return results
 
 
@@ -216,7 +217,7 @@ def _targets(r: dict) -> dict:
             for k, v in measured.items()}
 
 
-def _write(r: dict) -> None:
+def _body(r: dict) -> str:
     rows = []
     for tower in ("text", "image"):
         for v in r[tower].values():
@@ -227,14 +228,11 @@ def _write(r: dict) -> None:
     trows = [{"target": k, "needs": f">= {v['target']}x",
               "measured": None if v["measured"] is None else f"{v['measured']:.2f}x", "met": v["met"]}
              for k, v in r["targets"].items()]
-    body = (f"Threads per runtime: {r['threads']}. Served precision: {r['served']}. "
+    return (f"Threads per runtime: {r['threads']}. Served precision: {r['served']}. "
             f"{'Quick run (small sample). ' if r['quick'] else ''}\n\n"
             + markdown_table(rows, floatfmt=".4g") + "\n## Targets\n\n" + markdown_table(trows)
             + "\n## Notes\n\n" + "".join(f"- {t}/{k}: {v}\n" for t, d in r["notes"].items() for k, v in d.items())
             + "\nReproduce: `kuamo bench encoders` (or `python -m kuamo.benchmarks.encoders`).\n")
-    suffix = "_quick" if r["quick"] else ""
-    write_json("encoders" + suffix, r)
-    write_markdown("encoders" + suffix, "Encoder benchmark", body, r["machine"])
 
 
 def main() -> None:

@@ -93,6 +93,7 @@ def main() -> None:
     ap.add_argument("--photos", type=Path, required=True)
     ap.add_argument("--out", type=Path, required=True)
     a = ap.parse_args()
+    a.out.parent.mkdir(parents=True, exist_ok=True)  # before the run, not after it
     import onnxruntime as ort
 
     if hasattr(ort, "preload_dlls"):  # CUDA/cuDNN from the nvidia-* wheels when not on the loader path

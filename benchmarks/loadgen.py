@@ -1,6 +1,7 @@
 """gRPC load generation against a running kuamo server (loopback only, bounded in count and time):
 closed-loop (N clients, each sends its next request when the last one answered) and open-loop (Poisson
-arrivals at a fixed rate, so a slow server cannot slow the offered load down)."""
+arrivals at a fixed rate, so a slow server cannot slow the offered load down); and the search requests the
+server and reliability suites send."""
 
 from __future__ import annotations
 
@@ -9,14 +10,16 @@ import itertools
 import random
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import grpc
 from grpc import aio
 
 from kuamo.benchmarks.common import latency_stats
+from kuamo.evaluation.tasks import load_zh_queries
 from kuamo.proto.kuamo.v1 import kuamo_pb2 as pb
 from kuamo.proto.kuamo.v1 import kuamo_pb2_grpc as pb_grpc
 
@@ -188,5 +191,17 @@ async def sequential(target: str, requests: Sequence[pb.SearchRequest], *, timeo
     return res
 
 
-def run_async(fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
-    return asyncio.run(fn(*args, **kw))
+def search_requests(catalog: Path, n_text: int, n_image: int, seed: int = 0) -> tuple[list, list, list[str]]:
+    """Search requests over real catalog data: `n_text` product titles, 1 in 4 replaced by a Chinese query,
+    and `n_image` product photos, k = 10. Returns (text requests, photo requests, the texts)."""
+    from kuamo.export.samples import load_fashion
+
+    items = load_fashion(catalog)
+    rng = random.Random(seed)
+    titles = [it.title for it in rng.sample(items, n_text)]
+    zh = [q["zh"] for q in load_zh_queries()]
+    texts = [t if i % 4 else zh[(i // 4) % len(zh)] for i, t in enumerate(titles)]  # 1 in 4 Chinese
+    text_reqs = [pb.SearchRequest(request_id=str(i), query=pb.Query(text=t, k=10)) for i, t in enumerate(texts)]
+    photos = [it.image_path.read_bytes() for it in rng.sample(items, n_image)]
+    image_reqs = [pb.SearchRequest(request_id=f"i{i}", query=pb.Query(image=b, k=10)) for i, b in enumerate(photos)]
+    return text_reqs, image_reqs, texts

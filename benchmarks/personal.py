@@ -29,8 +29,8 @@ from typing import Any
 import numpy as np
 
 from kuamo.benchmarks.bench_catalog import bench_catalog
-from kuamo.benchmarks.common import latency_stats, machine_info, markdown_table, write_json, write_markdown
-from kuamo.benchmarks.server import server_process
+from kuamo.benchmarks.common import latency_stats, machine_info, markdown_table, target_rows, targets_met, write_results
+from kuamo.benchmarks.serving import server_process
 from kuamo.engine.config import DEFAULT_MODEL_DIR
 from kuamo.engine.personal import Event
 from kuamo.engine.types import Query, RecommendQuery
@@ -141,22 +141,23 @@ def run(quick: bool = False, *, models: Path = DEFAULT_MODEL_DIR, data: Path | N
                "recommend_p50_ms": res["recommend_latency"]["p50_ms"]}
     out = {"machine": info, "quick": quick, "shoppers": n_shoppers, "events_per_shopper": events_per,
            "profile_weight": weight, "catalog_products": len(products), **res,
-           "targets": {k: {"target": TARGETS[k], "measured": v,
-                           "met": v <= TARGETS[k] if k.endswith("_ms") else v >= TARGETS[k]}
-                       for k, v in figures.items()}}
+           "targets": targets_met(figures, TARGETS, lower_is_better={k for k in figures if k.endswith("_ms")})}
     name = "personal" + ("_quick" if quick else "")
-    write_json(name, out)
-    rows = [{"method": k, **v} for k, v in m.items()]
-    trows = [{"figure": k, "target": t["target"], "measured": t["measured"], "met": "yes" if t["met"] else "NO"}
-             for k, t in out["targets"].items()]
-    write_markdown(name, "Personalisation on simulated shoppers (fashion catalog, through gRPC)",
-                   f"{n_shoppers} simulated shoppers, {events_per} events each (80% from their hidden preferences), "
-                   f"profile weight {weight} in personalised search; relevant = same article type, colour and gender "
-                   "as the held-out next purchase; `exact_hit@10` = the very product.\n\n"
-                   + markdown_table(rows, floatfmt=".3f") + "\n## Targets\n\n" + markdown_table(trows, floatfmt=".3f")
-                   + f"\nRecommend latency through gRPC: p50 {res['recommend_latency']['p50_ms']:.2f} ms, "
-                   f"p99 {res['recommend_latency']['p99_ms']:.2f} ms.\n\nReproduce: `kuamo bench personal`.\n", info)
+    write_results(name, out, "Personalisation on simulated shoppers (fashion catalog, through gRPC)",
+                  lambda: _body(out), info)
     return out
+
+
+def _body(out: dict[str, Any]) -> str:
+    n_shoppers, events_per, weight = out["shoppers"], out["events_per_shopper"], out["profile_weight"]
+    rows = [{"method": k, **v} for k, v in out["methods"].items()]
+    trows = target_rows(out["targets"])
+    return (f"{n_shoppers} simulated shoppers, {events_per} events each (80% from their hidden preferences), "
+            f"profile weight {weight} in personalised search; relevant = same article type, colour and gender "
+            "as the held-out next purchase; `exact_hit@10` = the very product.\n\n"
+            + markdown_table(rows, floatfmt=".3f") + "\n## Targets\n\n" + markdown_table(trows, floatfmt=".3f")
+            + f"\nRecommend latency through gRPC: p50 {out['recommend_latency']['p50_ms']:.2f} ms, "
+            f"p99 {out['recommend_latency']['p99_ms']:.2f} ms.\n\nReproduce: `kuamo bench personal`.\n")
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from kuamo.benchmarks.common import machine_info, markdown_table, write_json, write_markdown
+from kuamo.benchmarks.common import machine_info, markdown_table, write_results
 from kuamo.engine.category_prior import (
     DEFAULT_CANDIDATES,
     DEFAULT_TEMPERATURE,
@@ -118,11 +118,12 @@ def run(quick: bool = False, model_dir: Path | str = "models/default", catalog: 
     res["targets"]["zh vs en P@5 gap"] = {"target": "<= 5", "fp32": res["fp32"]["zh_vs_en_P@5_gap"],
                                           "served": res["served"]["zh_vs_en_P@5_gap"],
                                           "met": res["served"]["zh_vs_en_P@5_gap"] <= 5}
-    _write(res)
+    name = "quality" + ("_quick" if quick else "")
+    write_results(name, res, "Retrieval quality (held-out fashion)", lambda: _body(res), res["machine"])
     return res
 
 
-def _write(res: dict) -> None:
+def _body(res: dict) -> str:
     rows = []
     for variant in ("fp32", "served"):
         r = res[variant]
@@ -133,15 +134,12 @@ def _write(res: dict) -> None:
                          ("queries", "R@1", "R@5", "R@10", "MRR", "nDCG@10", "P@5", "P@10", "Rfrac@10", "F1@10")}})
     trows = [{"metric": k, **v} for k, v in res["targets"].items()]
     blend = res["served"].get("image_blend", {})
-    body = (f"Held-out pool: {res['params']['pool']} photos. Image embedding output: "
+    return (f"Held-out pool: {res['params']['pool']} photos. Image embedding output: "
             f"`{res['image_tower']['embedding_output']}`. Image blend with the zero-shot map, chosen as `kuamo "
             f"index` does on {blend.get('photos', 0)} catalog photos outside the pool: beta {blend.get('beta')} "
             f"(1 = the exported vector; engine/zero_shot_blend.py).\n\n" + markdown_table(rows, floatfmt=".1f")
             + "\n## Targets\n\n" + markdown_table(trows, floatfmt=".1f")
             + "\nReproduce: `kuamo eval` (or `kuamo bench quality`).\n")
-    suffix = "_quick" if res["quick"] else ""
-    write_json("quality" + suffix, res)
-    write_markdown("quality" + suffix, "Retrieval quality (held-out fashion)", body, res["machine"])
 
 
 def main() -> None:

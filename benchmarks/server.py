@@ -14,51 +14,34 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
-import random
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 from kuamo.benchmarks.bench_catalog import bench_catalog
-from kuamo.benchmarks.common import RESULTS_DIR, latency_stats, machine_info, markdown_table, write_json, write_markdown
-from kuamo.benchmarks.loadgen import LoadResult, closed_loop, open_loop, sequential, stream_closed_loop
-from kuamo.benchmarks.serving import serving
+from kuamo.benchmarks.common import (
+    RESULTS_DIR,
+    latency_stats,
+    machine_info,
+    markdown_table,
+    target_rows,
+    targets_met,
+    write_results,
+)
+from kuamo.benchmarks.loadgen import LoadResult, closed_loop, open_loop, search_requests, sequential, stream_closed_loop
+from kuamo.benchmarks.plots import figure, latency_cdf
+from kuamo.benchmarks.serving import server_process
 from kuamo.engine.config import DEFAULT_MODEL_DIR
-from kuamo.evaluation.tasks import load_zh_queries
 from kuamo.proto.kuamo.v1 import kuamo_pb2 as pb
 
 TARGETS = {"text_p50_ms": 10.0, "text_p99_ms": 25.0, "image_p50_ms": 20.0, "batching_speedup": 1.5,
            "p99_vs_one_client_p50": 4.0, "grpc_overhead_p50_ms": 1.0}
 
 
-@contextmanager
-def server_process(models: Path, data: Path, *, batching: bool = True, max_inflight: int = 64,
-                   timeout_s: float = 600, event_loop: str | None = None) -> Iterator[str]:
-    """`kuamo serve` on a free loopback port; yields the target once it is SERVING; SIGINT on exit."""
-    extra = ([] if batching else ["--no-batching"]) + (["--event-loop", event_loop] if event_loop else [])
-    with serving(models, data, max_inflight=max_inflight, timeout_s=timeout_s, extra_args=extra) as s:
-        yield s.target
-
-
 def _uvloop_installed() -> bool:
     return importlib.util.find_spec("uvloop") is not None
-
-
-def _requests(catalog: Path, n_text: int, n_image: int, seed: int = 0) -> tuple[list, list, list[str]]:
-    from kuamo.export.samples import load_fashion
-
-    items = load_fashion(catalog)
-    rng = random.Random(seed)
-    titles = [it.title for it in rng.sample(items, n_text)]
-    zh = [q["zh"] for q in load_zh_queries()]
-    texts = [t if i % 4 else zh[(i // 4) % len(zh)] for i, t in enumerate(titles)]  # 1 in 4 Chinese
-    text_reqs = [pb.SearchRequest(request_id=str(i), query=pb.Query(text=t, k=10)) for i, t in enumerate(texts)]
-    photos = [it.image_path.read_bytes() for it in rng.sample(items, n_image)]
-    image_reqs = [pb.SearchRequest(request_id=f"i{i}", query=pb.Query(image=b, k=10)) for i, b in enumerate(photos)]
-    return text_reqs, image_reqs, texts
 
 
 async def _interleaved(targets: dict[str, str], models: Path, data: Path, texts: list[str]) -> dict[str, Any]:
@@ -134,7 +117,7 @@ def run(quick: bool = False, *, models: Path = DEFAULT_MODEL_DIR, data: Path | N
     catalog, data = bench_catalog(quick, models, catalog, data)
     n_text, n_image = (120, 40) if quick else (400, 120)
     phase_s = 4.0 if quick else 15.0
-    text_reqs, image_reqs, texts = _requests(catalog, n_text, n_image)
+    text_reqs, image_reqs, texts = search_requests(catalog, n_text, n_image)
     info = machine_info()
     out: dict[str, Any] = {"machine": info, "quick": quick, "catalog": str(catalog), "queries": {
         "text": f"{n_text} (3 in 4 real fashion titles, 1 in 4 Chinese queries from evaluation/data/zh_queries.tsv)",
@@ -171,10 +154,8 @@ def run(quick: bool = False, *, models: Path = DEFAULT_MODEL_DIR, data: Path | N
         "p99_vs_one_client_p50": c32_on["latency"]["p99_ms"] / one_text["latency"]["p50_ms"],
         "grpc_overhead_p50_ms": overhead_inproc_view,
     }
-    lower_is_better = {"text_p50_ms", "text_p99_ms", "image_p50_ms", "p99_vs_one_client_p50", "grpc_overhead_p50_ms"}
-    out["targets"] = {k: {"target": TARGETS[k], "measured": v,
-                          "met": v <= TARGETS[k] if k in lower_is_better else v >= TARGETS[k]}
-                      for k, v in figures.items()}
+    out["targets"] = targets_met(figures, TARGETS, lower_is_better={
+        "text_p50_ms", "text_p99_ms", "image_p50_ms", "p99_vs_one_client_p50", "grpc_overhead_p50_ms"})
     out["one_client_text"] = one_text
     out["one_client_image"] = one_image
     out["clients32_batching_on"] = c32_on
@@ -196,9 +177,10 @@ def run(quick: bool = False, *, models: Path = DEFAULT_MODEL_DIR, data: Path | N
                                 "uvloop_server_empty_health_rtt_p50_ms": inter["health:uvloop"]["p50_ms"]}
                                if "grpc:uvloop" in inter else {})}
     name = "server" + ("_quick" if quick else "")
-    out["plots"] = _plots(out, raw, name)
-    write_json(name, out)
-    write_markdown("server" + ("_quick" if quick else ""), "Server benchmark (gRPC, loopback)", _markdown(out), info)
+    out["plots"] = {"throughput_vs_concurrency": f"{name}_throughput.png", "latency_cdf": f"{name}_latency_cdf.png"}
+    write_results(name, out, "Server benchmark (gRPC, loopback)", lambda: _markdown(out), info, plots={
+        out["plots"]["throughput_vs_concurrency"]: lambda path: _plot_throughput(out, path),
+        out["plots"]["latency_cdf"]: lambda path: _plot_latency_cdf(raw, path)})
     return out
 
 
@@ -237,54 +219,37 @@ def _load_sweep(target: str, text_reqs: list, image_reqs: list, capacity_qps: fl
             "mixed_8_clients": {"mix": "3 text queries : 1 photo", **raw["8 clients, mixed text + photo"].summary()}}
 
 
-def _plots(o: dict[str, Any], raw: dict[str, LoadResult], name: str) -> dict[str, str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    files = {}
+def _plot_throughput(o: dict[str, Any], path: Path) -> None:
     sweep = o["load"]["closed_loop_text"]
     cs = sorted(sweep, key=int)
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    ax.plot(cs, [sweep[c]["throughput_qps"] for c in cs], "o-", color="C0", label="throughput")
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("closed-loop clients (text search over gRPC)")
-    ax.set_ylabel("queries / s", color="C0")
-    ax2 = ax.twinx()
-    for p, style in (("p50", "s--"), ("p99", "^:")):
-        ax2.plot(cs, [sweep[c]["latency"].get(f"{p}_ms") for c in cs], style, color="C3", label=f"{p} latency")
-    ax2.set_ylabel("latency, ms", color="C3")
-    ax2.set_yscale("log")
-    fig.legend(loc="upper left", fontsize=8)
-    ax.set_title("kuamo server: throughput and latency vs concurrency")
-    fig.tight_layout()
-    files["throughput_vs_concurrency"] = f"{name}_throughput.png"
-    fig.savefig(RESULTS_DIR / files["throughput_vs_concurrency"], dpi=110)
-    plt.close(fig)
+    with figure(path, figsize=(7, 4.5)) as (fig, ax):
+        ax.plot(cs, [sweep[c]["throughput_qps"] for c in cs], "o-", color="C0", label="throughput")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("closed-loop clients (text search over gRPC)")
+        ax.set_ylabel("queries / s", color="C0")
+        ax2 = ax.twinx()
+        for p, style in (("p50", "s--"), ("p99", "^:")):
+            ax2.plot(cs, [sweep[c]["latency"].get(f"{p}_ms") for c in cs], style, color="C3", label=f"{p} latency")
+        ax2.set_ylabel("latency, ms", color="C3")
+        ax2.set_yscale("log")
+        fig.legend(loc="upper left", fontsize=8)
+        ax.set_title("kuamo server: throughput and latency vs concurrency")
 
-    fig, ax = plt.subplots(figsize=(8, 5))
-    for label, r in raw.items():
-        ms = np.sort(np.asarray(r.latencies)) * 1e3
-        if len(ms):
-            ax.plot(ms, np.arange(1, len(ms) + 1) / len(ms), label=f"{label} (p50 {np.median(ms):.1f} ms)")
-    ax.set_xscale("log")
-    ax.set_xlabel("client-side latency, ms")
-    ax.set_ylabel("fraction of queries")
-    ax.set_title("kuamo server: latency CDF per configuration (loopback gRPC)")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    files["latency_cdf"] = f"{name}_latency_cdf.png"
-    fig.savefig(RESULTS_DIR / files["latency_cdf"], dpi=110)
-    plt.close(fig)
-    return files
+
+def _plot_latency_cdf(raw: dict[str, LoadResult], path: Path) -> None:
+    with figure(path, figsize=(8, 5)) as (_, ax):
+        for label, r in raw.items():
+            latency_cdf(ax, label, r.latencies)
+        ax.set_xscale("log")
+        ax.set_xlabel("client-side latency, ms")
+        ax.set_ylabel("fraction of queries")
+        ax.set_title("kuamo server: latency CDF per configuration (loopback gRPC)")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7, loc="lower right")
 
 
 def _markdown(o: dict[str, Any]) -> str:
-    rows = [{"figure": k, "target": t["target"], "measured": t["measured"], "met": "yes" if t["met"] else "NO"}
-            for k, t in o["targets"].items()]
+    rows = target_rows(o["targets"])
     phases = []
     for name in ("one_client_text", "one_client_image", "clients32_batching_on", "clients32_batching_off",
                  "overload_256_clients_admission_64"):

@@ -1,10 +1,13 @@
-"""`kuamo serve` as a child process on a free loopback port, for the benchmarks that measure it from outside."""
+"""`kuamo serve` as a child process on a free loopback port, for the benchmarks that measure it from outside,
+and consistent copies of a data directory for the runs that write to it."""
 
 from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -13,6 +16,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+DEADLINE_S = 10.0  # per call, where a slower answer counts as a hang
 
 
 @dataclass
@@ -79,3 +84,25 @@ def serving(models: Path, data: Path, log: Path | None = None, **kw: Any) -> Ite
         yield s
     finally:
         stop_server(s)
+
+
+@contextmanager
+def server_process(models: Path, data: Path, *, batching: bool = True, max_inflight: int = 64,
+                   timeout_s: float = 600, event_loop: str | None = None) -> Iterator[str]:
+    """`kuamo serve` (batching on or off, asyncio or uvloop) with stderr discarded; yields its target."""
+    extra = ([] if batching else ["--no-batching"]) + (["--event-loop", event_loop] if event_loop else [])
+    with serving(models, data, max_inflight=max_inflight, timeout_s=timeout_s, extra_args=extra) as s:
+        yield s.target
+
+
+def copy_data(src: Path, dst: Path) -> Path:
+    """A consistent copy of an engine data directory (SQLite online backup, then the index snapshot)."""
+    dst.mkdir(parents=True)
+    with sqlite3.connect(f"file:{src / 'catalog.sqlite'}?mode=ro", uri=True) as a, \
+            sqlite3.connect(dst / "catalog.sqlite") as b:
+        a.backup(b)
+    if (src / "index").is_dir():
+        shutil.copytree(src / "index", dst / "index")
+    if (src / "user.key").is_file():
+        shutil.copy2(src / "user.key", dst / "user.key")
+    return dst

@@ -30,14 +30,13 @@ import numpy as np
 from grpc import aio
 
 from kuamo.benchmarks.bench_catalog import bench_catalog
-from kuamo.benchmarks.common import RESULTS_DIR, latency_stats, machine_info, markdown_table, write_json, write_markdown
-from kuamo.benchmarks.reliability import copy_data, rss_mib
-from kuamo.benchmarks.serving import serving
+from kuamo.benchmarks.common import RESULTS_DIR, latency_stats, machine_info, markdown_table, write_results
+from kuamo.benchmarks.serving import DEADLINE_S, copy_data, serving
+from kuamo.benchmarks.watch import rss_mib
 from kuamo.engine.config import DEFAULT_MODEL_DIR
 from kuamo.proto.kuamo.v1 import kuamo_pb2 as pb
 from kuamo.proto.kuamo.v1 import kuamo_pb2_grpc as pb_grpc
 
-DEADLINE_S = 10.0
 SEARCHERS = 8
 SOAK_IDS = 300_000_000
 
@@ -181,8 +180,7 @@ def run(minutes: float = 20.0, *, window_s: float | None = None, models: Path = 
            "final": soak.final, "server_alive": alive, "rss_mib_at_start": rss0, "rss_mib_at_end": rss_end,
            "deleted": soak.deleted, "server_log_internal_errors": log.count("internal error (ref"),
            "summary": _summary(wins)}
-    write_json("soak", out)
-    write_markdown("soak", f"Soak test ({minutes:g} minutes of mixed traffic)", _markdown(out), info)
+    write_results("soak", out, f"Soak test ({minutes:g} minutes of mixed traffic)", lambda: _markdown(out), info)
     return out
 
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from kuamo.benchmarks.common import latency_stats, machine_info, markdown_table, write_json, write_markdown
+from kuamo.benchmarks.common import latency_stats, machine_info, markdown_table, write_results
 from kuamo.engine.engine import Engine, EngineConfig
 from kuamo.engine.types import Product, Query
 
@@ -116,16 +116,19 @@ def run(quick: bool = False) -> dict[str, Any]:
             "measured": res["delete_one"]["p50_ms"], "target": None, "met": None}}
     out = {"machine": info, "quick": quick, **res}
     name = "upsert_block" + ("_quick" if quick else "")
-    write_json(name, out)
+    write_results(name, out, "Writes vs reads: a 10k upsert while searching (Engine facade)",
+                  lambda: _body(res, base, extra), info)
+    return out
+
+
+def _body(res: dict[str, Any], base: int, extra: int) -> str:
     rows = [{"phase": k, **{m: res[k].get(m) for m in ("n", "p50_ms", "p99_ms", "mean_ms")}}
             for k in ("search_before", "search_during", "chunk_commit", "delete_one")]
     trows = [{"figure": k, **t} for k, t in res["targets"].items()]
-    write_markdown(name, "Writes vs reads: a 10k upsert while searching (Engine facade)",
-                   f"Catalog {base:,} products ({res['index']['kind']} {res['index']['params']}), upsert of {extra:,} "
-                   f"more in chunks of {res['chunk_rows']} ({res['upsert_s']:.1f} s); hash-seeded stand-in encoders, "
-                   "real store and index.\n\n" + markdown_table(rows) + "\n" + markdown_table(trows)
-                   + "\nReproduce: `kuamo bench upsert_block`.\n", info)
-    return out
+    return (f"Catalog {base:,} products ({res['index']['kind']} {res['index']['params']}), upsert of {extra:,} "
+            f"more in chunks of {res['chunk_rows']} ({res['upsert_s']:.1f} s); hash-seeded stand-in encoders, "
+            "real store and index.\n\n" + markdown_table(rows) + "\n" + markdown_table(trows)
+            + "\nReproduce: `kuamo bench upsert_block`.\n")
 
 
 if __name__ == "__main__":

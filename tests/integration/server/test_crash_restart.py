@@ -1,7 +1,7 @@
 """One crash/restart cycle of the real server (fake encoders, so it fits in `make test`): stream Upserts
 of products with photos, kill -9 the server process at a random point, restart it on the same data
 directory and check that nothing acknowledged was lost and nothing half-written is served.
-benchmarks/reliability.py runs 20 such cycles over the real models and the fashion catalog."""
+benchmarks/reliability_crash.py runs 20 such cycles over the real models and the fashion catalog."""
 
 from __future__ import annotations
 
