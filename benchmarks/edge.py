@@ -15,6 +15,7 @@ Results: benchmarks/results/edge.json + .md (edge_quick.* with --quick).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import statistics
 import subprocess
@@ -25,10 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from kuamo.benchmarks.bench_catalog import bench_catalog
-from kuamo.benchmarks.common import machine_info, markdown_table, write_json, write_markdown
-from kuamo.benchmarks.loadgen import closed_loop, run_async, sequential
-from kuamo.benchmarks.reliability import rss_mib
+from kuamo.benchmarks.common import machine_info, markdown_table, write_results
+from kuamo.benchmarks.loadgen import closed_loop, search_requests, sequential
 from kuamo.benchmarks.serving import start_server, stop_server
+from kuamo.benchmarks.watch import rss_mib
 from kuamo.engine.config import DEFAULT_MODEL_DIR
 
 REPO = Path(__file__).resolve().parents[1]
@@ -80,8 +81,8 @@ def cold_start(models: Path, data: Path, runs: int, text_reqs: list, image_reqs:
         try:
             time.sleep(2.0)
             idle.append(rss_mib(s.pid))
-            run_async(sequential, s.target, text_reqs)
-            run_async(sequential, s.target, image_reqs)
+            asyncio.run(sequential(s.target, text_reqs))
+            asyncio.run(sequential(s.target, image_reqs))
             loaded.append(rss_mib(s.pid))
         finally:
             stop_server(s)
@@ -99,9 +100,9 @@ def pinned(models: Path, data: Path, cpus: tuple[int, ...], text_reqs: list, ima
     try:
         if rest:
             os.sched_setaffinity(0, {rest[0]})
-        text = run_async(sequential, s.target, text_reqs).summary()
-        photo = run_async(sequential, s.target, image_reqs).summary()
-        load = run_async(closed_loop, s.target, text_reqs, concurrency=8, duration_s=seconds).summary()
+        text = asyncio.run(sequential(s.target, text_reqs)).summary()
+        photo = asyncio.run(sequential(s.target, image_reqs)).summary()
+        load = asyncio.run(closed_loop(s.target, text_reqs, concurrency=8, duration_s=seconds)).summary()
     finally:
         os.sched_setaffinity(0, here)
         stop_server(s)
@@ -114,12 +115,11 @@ def pinned(models: Path, data: Path, cpus: tuple[int, ...], text_reqs: list, ima
 
 
 def run(quick: bool = False, *, models: Path = DEFAULT_MODEL_DIR) -> dict[str, Any]:
-    from kuamo.benchmarks.server import _requests
     from kuamo.export.bundle import write_bundle
 
     catalog, data = bench_catalog(quick, models)
     n_text, n_image = (60, 20) if quick else (300, 80)
-    text_reqs, image_reqs, _ = _requests(catalog, n_text, n_image)
+    text_reqs, image_reqs, _ = search_requests(catalog, n_text, n_image)
     res: dict[str, Any] = {"suite": "edge", "quick": quick, "machine": machine_info(), "catalog": str(catalog),
                            "data": str(data)}
     with tempfile.TemporaryDirectory(prefix="kuamo-edge-") as tmp:
@@ -149,8 +149,11 @@ def run(quick: bool = False, *, models: Path = DEFAULT_MODEL_DIR) -> dict[str, A
 
 
 def _write(res: dict[str, Any]) -> None:
-    name = "edge" + ("_quick" if res["quick"] else "")
-    write_json(name, res)
+    write_results("edge" + ("_quick" if res["quick"] else ""), res, "Edge and CPU deployment",
+                  lambda: _markdown(res), res["machine"])
+
+
+def _markdown(res: dict[str, Any]) -> str:
     rows = [{"cores": k, "ORT threads": p["ort_threads"], "client": p["client_cpu"],
              "text p50 ms": p["text"].get("p50_ms"), "text p99 ms": p["text"].get("p99_ms"),
              "photo p50 ms": p["photo"].get("p50_ms"), "photo p99 ms": p["photo"].get("p99_ms"),
@@ -158,7 +161,7 @@ def _write(res: dict[str, Any]) -> None:
     venvs = [{"install": f"kuamo[{e}]", **{k: v for k, v in d.items() if k != "largest"}, "largest (MB)": d.get(
         "largest")} for e, d in res["venvs"].items()] if "skipped" not in res["venvs"] else []
     cs = res["cold_start"]
-    body = ("## Targets\n\n" + markdown_table([{"metric": k, **v} for k, v in res["targets"].items()], floatfmt=".1f")
+    return ("## Targets\n\n" + markdown_table([{"metric": k, **v} for k, v in res["targets"].items()], floatfmt=".1f")
             + f"\n## Bundle\n\n`kuamo bundle`: {res['bundle']['mb']} MB (the export it came from: "
             f"{res['bundle']['export_mb']} MB); served {res['bundle']['served']}.\n"
             + "\n## Serve-only installs\n\n" + (markdown_table(venvs, floatfmt=".1f") if venvs else
@@ -168,7 +171,6 @@ def _write(res: dict[str, Any]) -> None:
             f"{cs['load']} {cs['loaded_rss_mib']:.0f} MiB.\n"
             + "\n## Pinned cores\n\n" + markdown_table(rows, floatfmt=".1f")
             + "\nReproduce: `kuamo bench edge` (or `python -m kuamo.benchmarks.edge`).\n")
-    write_markdown(name, "Edge and CPU deployment", body, res["machine"])
 
 
 def main() -> None:

@@ -22,7 +22,8 @@ import aiohttp
 from grpc import aio
 
 from kuamo.benchmarks.bench_catalog import bench_catalog
-from kuamo.benchmarks.common import latency_stats, machine_info, markdown_table, write_json, write_markdown
+from kuamo.benchmarks.common import latency_stats, machine_info, markdown_table, write_results
+from kuamo.benchmarks.loadgen import search_requests
 from kuamo.benchmarks.serving import start_server, stop_server
 from kuamo.engine.config import DEFAULT_MODEL_DIR
 from kuamo.proto.kuamo.v1 import kuamo_pb2 as pb
@@ -100,10 +101,8 @@ async def _embeddings(target: str, http: str, texts: list[str], batch: int, seco
 
 
 def run(quick: bool = False, *, models: Path = DEFAULT_MODEL_DIR) -> dict[str, Any]:
-    from kuamo.benchmarks.server import _requests
-
     catalog, data = bench_catalog(quick, models)
-    _, _, texts = _requests(catalog, 60 if quick else 400, 1)
+    _, _, texts = search_requests(catalog, 60 if quick else 400, 1)
     seconds = 2.0 if quick else 8.0
     res: dict[str, Any] = {"suite": "http", "quick": quick, "machine": machine_info(), "catalog": str(catalog),
                            "queries": f"{len(texts)} text queries (3 in 4 fashion titles, 1 in 4 Chinese), k = 10"}
@@ -125,8 +124,12 @@ def run(quick: bool = False, *, models: Path = DEFAULT_MODEL_DIR) -> dict[str, A
 
 
 def _write(res: dict[str, Any]) -> None:
-    name = "http" + ("_quick" if res["quick"] else "")
-    write_json(name, res)
+    write_results("http" + ("_quick" if res["quick"] else ""), res, "HTTP/JSON vs gRPC (one server, same queries)",
+                  lambda: _markdown(res), res["machine"])
+    print(json.dumps(res["targets"]))
+
+
+def _markdown(res: dict[str, Any]) -> str:
     one = res["one_client"]
     rows = [{"surface": k, "p50 ms": one[k]["p50_ms"], "p99 ms": one[k]["p99_ms"],
              "8 clients qps": res["eight_clients"][k]["qps"],
@@ -134,12 +137,10 @@ def _write(res: dict[str, Any]) -> None:
     emb = [{"batch": b, "gRPC Embed texts/s": e["grpc"]["texts_per_s"],
             "/v1/embeddings texts/s": e["openai_http"]["texts_per_s"], "ratio": e["openai_vs_grpc"]}
            for b, e in res["embeddings"].items()]
-    body = (f"{res['queries']}; catalog {res['catalog']}.\n\n## Text search\n\n" + markdown_table(rows)
+    return (f"{res['queries']}; catalog {res['catalog']}.\n\n## Text search\n\n" + markdown_table(rows)
             + f"\nHTTP adds **{one['added_p50_ms']:.2f} ms** p50 over gRPC (target <= {TARGET_ADDED_P50_MS}; one "
             "client, calls interleaved).\n\n## Embeddings\n\n" + markdown_table(emb)
             + "\nReproduce: `kuamo bench http` (or `python -m kuamo.benchmarks.http`).\n")
-    write_markdown(name, "HTTP/JSON vs gRPC (one server, same queries)", body, res["machine"])
-    print(json.dumps(res["targets"]))
 
 
 def main() -> None:
