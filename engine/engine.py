@@ -899,13 +899,15 @@ class Engine:
                     if not isinstance(p, Product):
                         raise InvalidInput(f"expected a Product, got {type(p).__name__}", field="product")
                     check_product(p)
-                    # the text tower's limits (length, ...) apply per row: one long description must not fail the chunk
-                    self._validate_text(document_text(p), "description" if p.description.strip() else "title")
-                    if p.id in seen:
-                        raise InvalidInput(f"id {p.id} appears twice in one upsert", field="id")
                     img = imgs[i]
                     if img is not None and not isinstance(img, bytes | bytearray):
                         raise InvalidInput(f"image must be bytes, got {type(img).__name__}", field="image")
+                    text = document_text(p)
+                    if text or not img:  # a photo-only product has no text to check; nothing at all is refused
+                        # the text tower's limits apply per row: one long description must not fail the chunk
+                        self._validate_text(text, "description" if p.description.strip() else "title")
+                    if p.id in seen:
+                        raise InvalidInput(f"id {p.id} appears twice in one upsert", field="id")
                 except InvalidInput as exc:
                     rejected.append(Rejection(row=i, id=getattr(p, "id", None), field=exc.field or "product",
                                               reason=exc.message))
@@ -930,7 +932,9 @@ class Engine:
     def _encode_rows(self, todo: list[tuple[int, Product, bytes | None, str]]
                      ) -> tuple[list[StoredRow], list[Rejection]]:
         texts = [document_text(p) for _, p, _, _ in todo]
-        text_vecs = self.text_encoder.encode(texts, kind="document")
+        with_text = [k for k, t in enumerate(texts) if t]  # photo-only products keep an empty text block
+        encoded = self.text_encoder.encode([texts[k] for k in with_text], kind="document") if with_text else []
+        text_vecs: dict[int, np.ndarray] = dict(zip(with_text, encoded, strict=True))
         image_vecs: dict[int, np.ndarray] = {}
         bad: list[Rejection] = []
         with_img = [(k, t) for k, t in enumerate(todo) if t[2] is not None]
@@ -950,7 +954,11 @@ class Engine:
         for k, (row, p, _, h) in enumerate(todo):
             if p.id in bad_ids:
                 continue
-            blocks = {"text": text_vecs[k], "image": image_vecs.get(k), **scalar_blocks(p, self.numeric_names)}
+            if k not in text_vecs and k not in image_vecs:  # photo-only, and this engine has no image tower
+                bad.append(Rejection(row=row, id=p.id, field="title", reason="no title or description, and no "
+                                     "image tower to encode its photo with"))
+                continue
+            blocks = {"text": text_vecs.get(k), "image": image_vecs.get(k), **scalar_blocks(p, self.numeric_names)}
             try:
                 vec = self.layout.product_vector(blocks)
             except InvalidInput as exc:  # e.g. a price of 0 has no place on the log scale
