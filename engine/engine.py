@@ -8,6 +8,7 @@ changes after the snapshot's seq, or rebuild from the store when there is no usa
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import math
@@ -32,11 +33,12 @@ from kuamo.engine.category_prior import (
 from kuamo.engine.config import DEFAULT_MODEL_DIR, EncoderConfig
 from kuamo.engine.errors import ArtifactError, InvalidInput, KuamoError, NotFound, NotReady
 from kuamo.engine.fusion import FusionLayout
+from kuamo.engine.ids import ProductId, canonical_id, key_of, row_key
 from kuamo.engine.index import IndexConfig, VectorIndex
 from kuamo.engine.personal import Event, PersonalConfig, PersonalStore, Pseudonymiser, check_user_id, validate_event
 from kuamo.engine.rows import content_hash, document_text, scalar_blocks
 from kuamo.engine.rules import apply_modifiers, check_attr_name, validate_filters, validate_modifiers
-from kuamo.engine.store import CatalogStore, StoredRow, check_product
+from kuamo.engine.store import CatalogStore, StoredRow, check_owner, check_product
 from kuamo.engine.types import (
     EngineStats,
     Explanation,
@@ -581,8 +583,15 @@ class Engine:
             if taste is not None:  # a shopper without events gets the plain search
                 profile_vec = (beta * taste).astype(np.float32)
                 qvec = ((1 - beta) * qvec + profile_vec).astype(np.float32)
-        return await self._run_search(_SearchJob(query, qvec, encode_ms, t0, profile_vec=profile_vec,
-                                                 queue_ms=queue_ms))
+        return self._external_ids(await self._run_search(_SearchJob(query, qvec, encode_ms, t0,
+                                                                    profile_vec=profile_vec, queue_ms=queue_ms)))
+
+    def _external_ids(self, res: SearchResult) -> SearchResult:
+        """Hits name products by the catalog's own ids (the index and the store work in row keys)."""
+        if not self.store.has_string_ids or not res.hits:
+            return res
+        owners = self.store.owners([h.id for h in res.hits])
+        return dataclasses.replace(res, hits=[dataclasses.replace(h, id=owners.get(h.id, h.id)) for h in res.hits])
 
     async def _run_search(self, job: _SearchJob) -> SearchResult:
         if self._search_batcher is not None:
@@ -617,21 +626,23 @@ class Engine:
         """Store valid events (pseudonymised) and update the profiles; returns (recorded, rejections)."""
         self._require_ready()
         now = time.time()
-        rows, rejected = [], []
+        rows, at, rejected = [], [], []  # at: each valid event's position in `events`
         for i, e in enumerate(events):
             try:
                 rows.append(validate_event(e, self.config.personal, now, i))
+                at.append(i)
             except InvalidInput as exc:
                 rejected.append(Rejection(row=i, id=None, field=(exc.field or "").split(".")[-1], reason=exc.message))
 
         def write() -> int:
             vecs = self._vectors_of(sorted({p for _, p, _, _ in rows}))
             keep = []
-            for i, (u, p, k, ts) in enumerate(rows):
+            for i, (u, p, k, ts) in zip(at, rows, strict=True):
                 if p in vecs:
                     keep.append((self.pseudonym(u), p, k, ts))
                 else:
-                    rejected.append(Rejection(row=i, id=p, field="product_id", reason=f"no product with id {p}"))
+                    pid = events[i].product_id
+                    rejected.append(Rejection(row=i, id=pid, field="product_id", reason=f"no product with id {pid!r}"))
             self.personal.purge(now, self._vectors_of)
             return self.personal.add(keep, vecs) if keep else 0
 
@@ -656,14 +667,19 @@ class Engine:
                 if not isinstance(w, int | float) or not np.isfinite(w) or w <= 0:
                     raise InvalidInput(f"weight of product {pid} must be a finite number > 0, got {w!r}", field=name)
         pseudo = self.pseudonym(check_user_id(rq.user_id)) if rq.user_id is not None else None
-        return await asyncio.to_thread(self._recommend, rq, pseudo, t0)
+        keyed = dataclasses.replace(rq, positives={key_of(i, "positives"): w for i, w in rq.positives.items()},
+                                    negatives={key_of(i, "negatives"): w for i, w in rq.negatives.items()})
+        shown = {key_of(i): i for i in (*rq.positives, *rq.negatives)}
+        return self._external_ids(await asyncio.to_thread(self._recommend, keyed, pseudo, t0, shown))
 
-    def _recommend(self, rq: RecommendQuery, pseudo: str | None, t0: float) -> SearchResult:
+    def _recommend(self, rq: RecommendQuery, pseudo: str | None, t0: float,
+                   shown: dict[int, ProductId] | None = None) -> SearchResult:
+        """`rq` names its examples by row key; `shown` maps them back to the ids the caller wrote."""
         examples = self._vectors_of(sorted({*rq.positives, *rq.negatives}))
         missing = sorted((set(rq.positives) | set(rq.negatives)) - set(examples))
         if missing:
-            raise NotFound(f"no product with id {missing[0]}", field="positives" if missing[0] in rq.positives
-                           else "negatives")
+            raise NotFound(f"no product with id {(shown or {}).get(missing[0], missing[0])!r}",
+                           field="positives" if missing[0] in rq.positives else "negatives")
         qvec = np.zeros(self.layout.dim, dtype=np.float32)
         taste = self._taste(pseudo) if pseudo is not None else None
         if taste is not None:
@@ -885,11 +901,11 @@ class Engine:
         if images is not None and len(images) != len(products):
             raise InvalidInput(f"{len(images)} images for {len(products)} products", field="images")
         imgs: list[bytes | None] = list(images) if images is not None else [None] * len(products)
-        accepted: list[int] = []
-        unchanged: list[int] = []
+        accepted: list[ProductId] = []
+        unchanged: list[ProductId] = []
         rejected: list[Rejection] = []
         chunk = max(1, self.config.upsert_chunk)
-        seen: set[int] = set()
+        seen: dict[int, ProductId] = {}  # row key -> id, within this upsert
         for start in range(0, len(products), chunk):
             part = list(range(start, min(start + chunk, len(products))))
             todo: list[tuple[int, Product, bytes | None, str]] = []
@@ -898,6 +914,9 @@ class Engine:
                 try:
                     if not isinstance(p, Product):
                         raise InvalidInput(f"expected a Product, got {type(p).__name__}", field="product")
+                    pid = canonical_id(p.id)
+                    if pid != p.id or isinstance(pid, str) != isinstance(p.id, str):
+                        p = dataclasses.replace(p, id=pid)  # "123" is the integer id 123
                     check_product(p)
                     img = imgs[i]
                     if img is not None and not isinstance(img, bytes | bytearray):
@@ -906,19 +925,22 @@ class Engine:
                     if text or not img:  # a photo-only product has no text to check; nothing at all is refused
                         # the text tower's limits apply per row: one long description must not fail the chunk
                         self._validate_text(text, "description" if p.description.strip() else "title")
-                    if p.id in seen:
+                    key = row_key(p.id)
+                    if key in seen:
+                        check_owner(p.id, seen[key])  # two ids with one row key: a hash collision
                         raise InvalidInput(f"id {p.id} appears twice in one upsert", field="id")
                 except InvalidInput as exc:
                     rejected.append(Rejection(row=i, id=getattr(p, "id", None), field=exc.field or "product",
                                               reason=exc.message))
                     continue
-                seen.add(p.id)
+                seen[key] = p.id
                 todo.append((i, p, bytes(img) if img else None, content_hash(p, img, self.fingerprint)))
-            old = await asyncio.to_thread(self.store.hashes, [t[1].id for t in todo])
+            todo = await asyncio.to_thread(self._drop_collisions, todo, rejected)
+            old = await asyncio.to_thread(self.store.hashes, [row_key(t[1].id) for t in todo])
             if self.stale_vectors is not None:  # a same hash does not prove the vector came from these models
                 old = {i: h for i, h in old.items() if i in self._rewritten}
-            fresh = [t for t in todo if old.get(t[1].id) != t[3]]
-            unchanged += [t[1].id for t in todo if old.get(t[1].id) == t[3]]
+            fresh = [t for t in todo if old.get(row_key(t[1].id)) != t[3]]
+            unchanged += [t[1].id for t in todo if old.get(row_key(t[1].id)) == t[3]]
             if not fresh:
                 continue
             rows, bad = await asyncio.to_thread(self._encode_rows, fresh)
@@ -928,6 +950,20 @@ class Engine:
                     await asyncio.to_thread(self._commit, rows)
                 accepted += [r.product.id for r in rows]
         return UpsertResult(accepted=accepted, rejected=rejected, unchanged=unchanged)
+
+    def _drop_collisions(self, todo: list[tuple[int, Product, bytes | None, str]], rejected: list[Rejection]
+                         ) -> list[tuple[int, Product, bytes | None, str]]:
+        """Rows whose row key another stored id holds are rejected here, before any encoding."""
+        owners = self.store.owners([row_key(t[1].id) for t in todo])
+        keep = []
+        for t in todo:
+            try:
+                check_owner(t[1].id, owners.get(row_key(t[1].id), t[1].id))
+            except InvalidInput as exc:
+                rejected.append(Rejection(row=t[0], id=t[1].id, field="id", reason=exc.message))
+                continue
+            keep.append(t)
+        return keep
 
     def _encode_rows(self, todo: list[tuple[int, Product, bytes | None, str]]
                      ) -> tuple[list[StoredRow], list[Rejection]]:
@@ -970,7 +1006,7 @@ class Engine:
     def _commit(self, rows: list[StoredRow]) -> None:
         self._record_blend()
         seq = self.store.upsert(rows)  # durable first: the index is a cache of the store
-        ids = np.asarray([r.product.id for r in rows], dtype=np.int64)
+        ids = np.asarray([row_key(r.product.id) for r in rows], dtype=np.int64)
         if self.stale_vectors is not None:
             self._rewritten.update(ids.tolist())
         vecs = np.stack([r.vector for r in rows]).astype(np.float32)
@@ -1034,13 +1070,9 @@ class Engine:
         log.info("index re-planned as %s %s for %d vectors in %.2fs", fresh.kind, fresh.params, len(fresh),
                  time.perf_counter() - t0)
 
-    async def delete(self, ids: Sequence[int]) -> int:
+    async def delete(self, ids: Sequence[ProductId]) -> int:
         self._require_open()
-        clean = []
-        for i in ids:
-            if isinstance(i, bool) or not isinstance(i, int | np.integer) or int(i) < 0:
-                raise InvalidInput(f"id {i!r} is not a non-negative integer", field="ids")
-            clean.append(int(i))
+        clean = [key_of(i, "ids") for i in ids]
         async with self._write_lock:
             return await asyncio.to_thread(self._delete, clean)
 
@@ -1061,11 +1093,10 @@ class Engine:
         if self._closed:
             raise NotReady("engine is closed")
 
-    async def get(self, id: int) -> Product:
+    async def get(self, id: ProductId) -> Product:
         self._require_open()
-        if isinstance(id, bool) or not isinstance(id, int | np.integer):
-            raise InvalidInput(f"id must be an integer, got {id!r}", field="id")
-        return await asyncio.to_thread(self.store.get, int(id))  # NotFound(field="id") when absent
+        pid = canonical_id(id)
+        return await asyncio.to_thread(self.store.get, row_key(pid), pid)  # NotFound(field="id") when absent
 
     async def stats(self) -> EngineStats:
         self._require_open()

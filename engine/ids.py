@@ -13,9 +13,9 @@ import hashlib
 import numpy as np
 
 from kuamo.engine.errors import InvalidInput
-from kuamo.engine.types import MAX_ID
+from kuamo.engine.types import MAX_ID, ProductId
 
-ProductId = int | str
+__all__ = ["MAX_ID_CHARS", "ProductId", "canonical_id", "key_of", "row_key"]
 MAX_ID_CHARS = 256
 _PERSON = b"kuamo-product-id"  # blake2b personalisation: these keys hash nothing else
 
@@ -41,8 +41,8 @@ def canonical_id(raw: object, field: str = "id") -> ProductId:
 
 def row_key(pid: ProductId) -> int:
     """The int64 key of a canonical id (see canonical_id)."""
-    if isinstance(pid, int):
-        return pid
+    if not isinstance(pid, str):
+        return int(pid)
     digest = hashlib.blake2b(pid.encode("utf-8"), digest_size=8, person=_PERSON).digest()
     return int.from_bytes(digest, "big") & MAX_ID
 
