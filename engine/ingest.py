@@ -180,6 +180,9 @@ def index_catalog(path: Path | str, *, engine: Engine | None = None, config: Eng
     engine is given, ingests, snapshots the index and closes what it opened."""
     if (engine is None) == (config is None):
         raise InvalidInput("give exactly one of engine or config", field="engine")
+    catalog = kwargs.get("catalog")
+    if catalog is not None and Path(path).is_file():  # a bad column map fails before the models load
+        mapping_for(check_config(catalog), header_of(Path(path)))
 
     async def run() -> IngestReport:
         from kuamo.engine.engine import Engine
