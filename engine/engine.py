@@ -296,12 +296,14 @@ class Engine:
 
     def calibrate_image_blend(self, products: Sequence[Product], images: Sequence[bytes | None]) -> BlendChoice:
         """Choose the image blend on a sample of the catalog about to be indexed (before its first product)
-        and fix it for this catalog. Photos that do not decode are left out of the sample."""
+        and fix it for this catalog. Photos that do not decode, and products without a title, are left out of
+        the sample."""
         if not self.image_blend_pending:
             raise InvalidInput("the image blend is chosen once, on an empty catalog whose image tower has a "
                                "zero-shot map; this one is fixed or cannot blend", field="image_blend")
         enc = self.image_encoder
-        pairs = [(p, bytes(img)) for p, img in zip(products, images, strict=True) if img]
+        # the blend is judged by how well photos find their titles: photo-only products cannot take part
+        pairs = [(p, bytes(img)) for p, img in zip(products, images, strict=True) if img and p.title.strip()]
         choice = choose_for_photos(enc, lambda texts: self.text_encoder.encode(texts, "query"),
                                    [b for _, b in pairs], [p.title for p, _ in pairs],
                                    [p.category_parts[-1] if p.category_parts else "" for p, _ in pairs])
