@@ -138,15 +138,22 @@ class RowError(Exception):
         self.field, self.reason, self.id = field, reason, id
 
 
-def _first(row: dict[str, Any], cols: tuple[str, ...]) -> Any:
+def _first_of(row: dict[str, Any], cols: tuple[str, ...]) -> tuple[str, Any]:
+    """(column, value) of the first column holding a value, or ("", None)."""
     for c in cols:
         v = row.get(c)
         if v is not None and not (isinstance(v, str) and not v.strip()):
-            return v
-    return None
+            return c, v
+    return "", None
 
 
-def _number(v: Any, field: str, *, lo: float = 0.0, hi: float = math.inf) -> float | None:
+def _first(row: dict[str, Any], cols: tuple[str, ...]) -> Any:
+    return _first_of(row, cols)[1]
+
+
+def _number(row: dict[str, Any], cols: tuple[str, ...], field: str, *, lo: float = 0.0,
+            hi: float = math.inf) -> float | None:
+    col, v = _first_of(row, cols)
     if v is None:
         return None
     if isinstance(v, str):
@@ -154,9 +161,9 @@ def _number(v: Any, field: str, *, lo: float = 0.0, hi: float = math.inf) -> flo
     try:
         f = float(v)
     except (TypeError, ValueError):
-        raise RowError(field, f"bad {field}: {v!r} is not a number") from None
+        raise RowError(field, f"bad {field} in column {col}: {v!r} is not a number") from None
     if not math.isfinite(f) or not lo <= f <= hi:
-        raise RowError(field, f"bad {field}: {f} is outside {lo}..{hi}")
+        raise RowError(field, f"bad {field} in column {col}: {f} is outside {lo}..{hi}")
     return f
 
 
@@ -195,13 +202,13 @@ def _tried(cols: tuple[str, ...]) -> str:
 
 
 def _row_id(row: dict[str, Any], m: ColumnMapping) -> ProductId:
-    raw = _first(row, m.id)
+    col, raw = _first_of(row, m.id)
     if raw is None:
         raise RowError("id", f"no id: tried columns {_tried(m.id)} (map one with --map id=COLUMN)")
     try:
-        return canonical_id(raw.strip() if isinstance(raw, str) else raw)
+        return canonical_id(raw.strip() if isinstance(raw, str) else raw, f"id in column {col}")
     except InvalidInput as exc:
-        raise RowError("id", f"bad id: {exc.message}") from None
+        raise RowError("id", f"bad {exc.message}") from None
 
 
 def _category(row: dict[str, Any], m: ColumnMapping, title: str) -> str:
@@ -219,8 +226,8 @@ def to_product(row: dict[str, Any], m: ColumnMapping, root: Path) -> tuple[Produ
     raw_title = _first(row, m.title)
     title = "" if raw_title is None else str(raw_title).strip()
     try:
-        price = _number(_first(row, m.price), "price")
-        rating = _number(_first(row, m.rating), "rating", hi=5.0)
+        price = _number(row, m.price, "price")
+        rating = _number(row, m.rating, "rating", hi=5.0)
     except RowError as exc:
         exc.id = pid
         raise

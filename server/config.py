@@ -138,8 +138,9 @@ def validate(cfg: ServerConfig) -> None:
         raise InvalidInput("TLS needs both tls_cert and tls_key", field="tls_key")
     if cfg.tls_client_ca is not None and cfg.tls_cert is None:
         raise InvalidInput("client certificates need server TLS (tls_cert, tls_key)", field="tls_client_ca")
-    if cfg.max_inflight < 1 or cfg.max_message_mb < 1 or cfg.stream_window < 1:
-        raise InvalidInput("max_inflight, max_message_mb and stream_window must be >= 1", field="config")
+    if cfg.max_inflight < 1 or cfg.max_message_mb < 1 or cfg.stream_window < 1 or cfg.max_image_pixels < 1:
+        raise InvalidInput("max_inflight, max_message_mb, stream_window and max_image_pixels must be >= 1",
+                           field="config")
     if cfg.event_loop not in EVENT_LOOPS:
         raise InvalidInput(f"event_loop must be one of {', '.join(EVENT_LOOPS)}, got {cfg.event_loop!r}",
                            field="event_loop")

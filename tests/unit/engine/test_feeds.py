@@ -204,3 +204,15 @@ def test_hex_ids_searchable_gettable_filterable_deletable(tmp_path) -> None:
     assert asyncio.run(eng.delete([MUG["uniq_id"]])) == 1
     assert MUG["uniq_id"] not in {h.id for h in asyncio.run(eng.search(Query(text="mug", k=3))).hits}
     asyncio.run(eng.close(snapshot=False))
+
+
+def test_bad_values_name_their_column() -> None:
+    m = mapping_for(check_config(CatalogConfig(map=parse_map(FEED_MAP))), HEADER)
+    with pytest.raises(RowError) as exc:
+        to_product({"uniq_id": "x" * 300, "product_name": "t"}, m, Path("."))
+    assert exc.value.field == "id" and exc.value.reason == (
+        "bad id in column uniq_id has 300 characters, above the limit of 256")
+    with pytest.raises(RowError) as exc:
+        to_product({"uniq_id": "a1", "product_name": "t", "retail_price": "cheap"}, m, Path("."))
+    assert (exc.value.field, exc.value.id) == ("price", "a1")
+    assert exc.value.reason == "bad price in column retail_price: 'cheap' is not a number"
