@@ -102,13 +102,24 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 def _cmd_index(args: argparse.Namespace) -> int:
     import json
 
+    from kuamo.engine.config import EncoderConfig
     from kuamo.engine.engine import EngineConfig
-    from kuamo.engine.ingest import index_catalog
+    from kuamo.engine.ingest import index_catalog, say
+    from kuamo.server.config import load_catalog_config
 
+    catalog = load_catalog_config(args.config, overrides={
+        "mapping": args.mapping, "map": args.map, "category_path": args.category_path,
+        "category_depth": args.category_depth, "max_rejected_share": args.max_rejected_share,
+        "max_image_pixels": args.max_image_pixels})
     # a catalog other models made opens here (and only here) so that indexing it again re-embeds it
-    cfg = EngineConfig(model_dir=args.models, data_dir=args.data, allow_stale_vectors=True)
-    report = index_catalog(args.catalog, config=cfg, mapping=args.mapping, limit=args.limit)
-    print(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
+    cfg = EngineConfig(model_dir=args.models, data_dir=args.data, allow_stale_vectors=True,
+                       encoder=EncoderConfig(model_dir=args.models, max_image_pixels=catalog.max_image_pixels))
+    report = index_catalog(args.catalog, config=cfg, catalog=catalog, limit=args.limit)
+    print(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))  # stdout: the report and nothing else
+    if report.failed(catalog.max_rejected_share):
+        say(f"kuamo index: {len(report.rejected)} of {report.rows_read} rows rejected, above the allowed share "
+            f"{catalog.max_rejected_share:g} (--max-rejected-share); see \"rejections\" in the report")
+        return 2
     return 0
 
 
@@ -285,7 +296,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     ix = sub.add_parser("index", help="ingest a catalog (CSV / JSONL) into the store and index; resumable")
     ix.add_argument("catalog", type=Path, help="products.csv or a .jsonl file")
-    ix.add_argument("--mapping", choices=("auto", "fashion", "generic"), default="auto")
+    ix.add_argument("--mapping", choices=("auto", "fashion", "generic"), default=None, help="column names to "
+                    "expect (default auto: fashion when its columns are there, else generic)")
+    ix.add_argument("--map", default=None, metavar="FIELD=COLUMN,...",
+                    help="feed columns for kuamo's fields, e.g. id=uniq_id,title=product_name,category="
+                         "product_category_tree,price=retail_price (fields: id title description category brand "
+                         "price rating image)")
+    ix.add_argument("--category-path", default=None, metavar="SEP",
+                    help='separator of the levels inside the category column, e.g. ">>" (default: guessed)')
+    ix.add_argument("--category-depth", type=int, default=None, metavar="N",
+                    help="keep the first N levels of a category path (a trailing product name is always dropped)")
+    ix.add_argument("--max-rejected-share", type=float, default=None, metavar="F",
+                    help="exit 2 when more than this share of rows is rejected (default 1.0: only when all are)")
+    ix.add_argument("--max-image-pixels", type=int, default=None, metavar="N",
+                    help="refuse photos above N pixels (default 40000000); bigger photos below it are scaled down")
+    ix.add_argument("--config", type=Path, default=None, help="TOML file ([catalog] section)")
     ix.add_argument("--models", type=Path, default=DEFAULT_MODEL_DIR)
     ix.add_argument("--data", type=Path, default=Path("data/kuamo"), help="store + index directory")
     ix.add_argument("--limit", type=int, default=None)

@@ -7,6 +7,7 @@ products.csv) and "generic" (obvious e-commerce column names; unknown columns be
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 from collections.abc import Iterator
@@ -14,8 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kuamo.engine.catalog_map import CatalogConfig, category_of, check_columns
 from kuamo.engine.errors import InvalidInput
-from kuamo.engine.types import CATEGORY_SEP, MAX_ID, AttrValue, Product
+from kuamo.engine.ids import ProductId, canonical_id
+from kuamo.engine.types import CATEGORY_SEP, AttrValue, Product
 
 MAPPINGS = ("auto", "fashion", "generic")
 
@@ -68,7 +71,8 @@ class ColumnMapping:
     description: tuple[str, ...] = ()
     category: tuple[str, ...] = ()  # aliases: the first present column holds the whole path
     category_levels: tuple[str, ...] = ()  # or: one column per level, joined into one path (fashion)
-    category_sep: str = CATEGORY_SEP  # separator used inside a single category column ("A > B" catalogs)
+    category_sep: str | None = None  # separator inside a single category column; None = guess (catalog_map)
+    category_depth: int | None = None  # keep the first N levels of the path
     brand: tuple[str, ...] = ()
     price: tuple[str, ...] = ()
     rating: tuple[str, ...] = ()
@@ -113,21 +117,43 @@ def pick_mapping(name: str, columns: list[str]) -> ColumnMapping:
     return GENERIC
 
 
+def mapping_for(cfg: CatalogConfig, columns: list[str]) -> ColumnMapping:
+    """The named (or detected) mapping with the configured columns and category-path settings on top."""
+    m = pick_mapping(cfg.mapping, columns)
+    check_columns(cfg.map, columns)
+    changes: dict[str, Any] = {target: (col,) for target, col in cfg.map.items()}
+    if "category" in cfg.map:
+        changes["category_levels"] = ()
+    if "image" in cfg.map:
+        changes["image_template"] = None
+    if changes:
+        changes["name"] = f"{m.name}+map"
+    m = dataclasses.replace(m, **changes, category_depth=cfg.category_depth)
+    return dataclasses.replace(m, category_sep=cfg.category_path) if cfg.category_path else m
+
+
 class RowError(Exception):
-    def __init__(self, field: str, reason: str, id: int | None = None) -> None:
+    def __init__(self, field: str, reason: str, id: ProductId | None = None) -> None:
         super().__init__(reason)
         self.field, self.reason, self.id = field, reason, id
 
 
-def _first(row: dict[str, Any], cols: tuple[str, ...]) -> Any:
+def _first_of(row: dict[str, Any], cols: tuple[str, ...]) -> tuple[str, Any]:
+    """(column, value) of the first column holding a value, or ("", None)."""
     for c in cols:
         v = row.get(c)
         if v is not None and not (isinstance(v, str) and not v.strip()):
-            return v
-    return None
+            return c, v
+    return "", None
 
 
-def _number(v: Any, field: str, *, lo: float = 0.0, hi: float = math.inf) -> float | None:
+def _first(row: dict[str, Any], cols: tuple[str, ...]) -> Any:
+    return _first_of(row, cols)[1]
+
+
+def _number(row: dict[str, Any], cols: tuple[str, ...], field: str, *, lo: float = 0.0,
+            hi: float = math.inf) -> float | None:
+    col, v = _first_of(row, cols)
     if v is None:
         return None
     if isinstance(v, str):
@@ -135,9 +161,9 @@ def _number(v: Any, field: str, *, lo: float = 0.0, hi: float = math.inf) -> flo
     try:
         f = float(v)
     except (TypeError, ValueError):
-        raise RowError(field, f"bad {field}: {v!r} is not a number") from None
+        raise RowError(field, f"bad {field} in column {col}: {v!r} is not a number") from None
     if not math.isfinite(f) or not lo <= f <= hi:
-        raise RowError(field, f"bad {field}: {f} is outside {lo}..{hi}")
+        raise RowError(field, f"bad {field} in column {col}: {f} is outside {lo}..{hi}")
     return f
 
 
@@ -155,7 +181,7 @@ def _attr(v: Any, numeric: bool) -> AttrValue | None:
     return str(v).strip()
 
 
-def _inside(root: Path, ref: str, pid: int) -> Path:
+def _inside(root: Path, ref: str, pid: ProductId) -> Path:
     """The image file a row names, which must lie inside the catalog directory: a catalog is data, and must
     not make the indexer read (and serve the likeness of) /etc/passwd or another tenant's files."""
     rel = Path(ref)
@@ -171,35 +197,37 @@ def _inside(root: Path, ref: str, pid: int) -> Path:
     return path
 
 
+def _tried(cols: tuple[str, ...]) -> str:
+    return ", ".join(cols) if cols else "(none)"
+
+
+def _row_id(row: dict[str, Any], m: ColumnMapping) -> ProductId:
+    col, raw = _first_of(row, m.id)
+    if raw is None:
+        raise RowError("id", f"no id: tried columns {_tried(m.id)} (map one with --map id=COLUMN)")
+    try:
+        return canonical_id(raw.strip() if isinstance(raw, str) else raw, f"id in column {col}")
+    except InvalidInput as exc:
+        raise RowError("id", f"bad {exc.message}") from None
+
+
+def _category(row: dict[str, Any], m: ColumnMapping, title: str) -> str:
+    if m.category_levels:
+        return CATEGORY_SEP.join(str(row[c]).strip().replace(CATEGORY_SEP, "-") for c in m.category_levels
+                                 if _first(row, (c,)) is not None)
+    return category_of(_first(row, m.category), sep=m.category_sep, depth=m.category_depth, title=title)
+
+
 def to_product(row: dict[str, Any], m: ColumnMapping, root: Path) -> tuple[Product, Path | None]:
     """One raw row -> Product and the image file to read (or RowError naming the field)."""
     if "__error__" in row:
         raise RowError("row", row["__error__"])
-    raw_id = _first(row, m.id)
+    pid = _row_id(row, m)
+    raw_title = _first(row, m.title)
+    title = "" if raw_title is None else str(raw_title).strip()
     try:
-        pid = int(str(raw_id).strip())
-    except (TypeError, ValueError):
-        raise RowError("id", f"bad id: {raw_id!r} is not an integer") from None
-    if not 0 <= pid <= MAX_ID:
-        raise RowError("id", f"bad id: {pid} is not a non-negative int64")
-    title = _first(row, m.title)
-    if title is None:
-        raise RowError("title", "missing title", pid)
-    if m.category_levels:
-        category = CATEGORY_SEP.join(str(row[c]).strip().replace(CATEGORY_SEP, "-") for c in m.category_levels
-                                     if _first(row, (c,)) is not None)
-    else:
-        raw = _first(row, m.category)
-        if isinstance(raw, list):
-            parts = [str(x) for x in raw]
-        else:
-            text = str(raw or "")
-            sep = next((s for s in (" > ", ">", "|", m.category_sep) if s in text), m.category_sep)
-            parts = text.split(sep)
-        category = CATEGORY_SEP.join(p.strip().replace(CATEGORY_SEP, "-") for p in parts if p.strip())
-    try:
-        price = _number(_first(row, m.price), "price")
-        rating = _number(_first(row, m.rating), "rating", hi=5.0)
+        price = _number(row, m.price, "price")
+        rating = _number(row, m.rating, "rating", hi=5.0)
     except RowError as exc:
         exc.id = pid
         raise
@@ -214,15 +242,18 @@ def to_product(row: dict[str, Any], m: ColumnMapping, root: Path) -> tuple[Produ
     ref = _first(row, m.image)
     if ref is None and m.image_template:
         ref = m.image_template.format(id=pid)
+    if ref is None and not title:  # a photo-only product is fine, a text-only one too; neither is nothing
+        raise RowError("title", f"no title and no photo: tried title columns {_tried(m.title)} and image columns "
+                       f"{_tried(m.image)} (map them with --map title=COLUMN,image=COLUMN)", pid)
     if ref is not None:
         image_path = _inside(root, str(ref), pid)
         if not image_path.is_file():
             raise RowError("image", f"missing image: {image_path} does not exist", pid)
     elif m.image_required:
-        raise RowError("image", "missing image: the row names no image", pid)
+        raise RowError("image", f"missing image: the row names no image (tried columns {_tried(m.image)})", pid)
     desc = _first(row, m.description)
     brand = _first(row, m.brand)
-    product = Product(id=pid, title=str(title).strip(), description=str(desc or "").strip(), category=category,
+    product = Product(id=pid, title=title, description=str(desc or "").strip(), category=_category(row, m, title),
                       brand=None if brand is None else str(brand).strip(), price=price, rating=rating,
                       attributes=attributes, image_ref=None if ref is None else str(ref))
     return product, image_path

@@ -8,6 +8,7 @@ changes after the snapshot's seq, or rebuild from the store when there is no usa
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import math
@@ -32,11 +33,12 @@ from kuamo.engine.category_prior import (
 from kuamo.engine.config import DEFAULT_MODEL_DIR, EncoderConfig
 from kuamo.engine.errors import ArtifactError, InvalidInput, KuamoError, NotFound, NotReady
 from kuamo.engine.fusion import FusionLayout
+from kuamo.engine.ids import ProductId, canonical_id, key_of, row_key
 from kuamo.engine.index import IndexConfig, VectorIndex
 from kuamo.engine.personal import Event, PersonalConfig, PersonalStore, Pseudonymiser, check_user_id, validate_event
 from kuamo.engine.rows import content_hash, document_text, scalar_blocks
 from kuamo.engine.rules import apply_modifiers, check_attr_name, validate_filters, validate_modifiers
-from kuamo.engine.store import CatalogStore, StoredRow, check_product
+from kuamo.engine.store import CatalogStore, StoredRow, check_owner, check_product
 from kuamo.engine.types import (
     EngineStats,
     Explanation,
@@ -294,12 +296,14 @@ class Engine:
 
     def calibrate_image_blend(self, products: Sequence[Product], images: Sequence[bytes | None]) -> BlendChoice:
         """Choose the image blend on a sample of the catalog about to be indexed (before its first product)
-        and fix it for this catalog. Photos that do not decode are left out of the sample."""
+        and fix it for this catalog. Photos that do not decode, and products without a title, are left out of
+        the sample."""
         if not self.image_blend_pending:
             raise InvalidInput("the image blend is chosen once, on an empty catalog whose image tower has a "
                                "zero-shot map; this one is fixed or cannot blend", field="image_blend")
         enc = self.image_encoder
-        pairs = [(p, bytes(img)) for p, img in zip(products, images, strict=True) if img]
+        # the blend is judged by how well photos find their titles: photo-only products cannot take part
+        pairs = [(p, bytes(img)) for p, img in zip(products, images, strict=True) if img and p.title.strip()]
         choice = choose_for_photos(enc, lambda texts: self.text_encoder.encode(texts, "query"),
                                    [b for _, b in pairs], [p.title for p, _ in pairs],
                                    [p.category_parts[-1] if p.category_parts else "" for p, _ in pairs])
@@ -599,8 +603,15 @@ class Engine:
             if taste is not None:  # a shopper without events gets the plain search
                 profile_vec = (beta * taste).astype(np.float32)
                 qvec = ((1 - beta) * qvec + profile_vec).astype(np.float32)
-        return await self._run_search(_SearchJob(query, qvec, encode_ms, t0, profile_vec=profile_vec,
-                                                 queue_ms=queue_ms))
+        return self._external_ids(await self._run_search(_SearchJob(query, qvec, encode_ms, t0,
+                                                                    profile_vec=profile_vec, queue_ms=queue_ms)))
+
+    def _external_ids(self, res: SearchResult) -> SearchResult:
+        """Hits name products by the catalog's own ids (the index and the store work in row keys)."""
+        if not self.store.has_string_ids or not res.hits:
+            return res
+        owners = self.store.owners([h.id for h in res.hits])
+        return dataclasses.replace(res, hits=[dataclasses.replace(h, id=owners.get(h.id, h.id)) for h in res.hits])
 
     async def _run_search(self, job: _SearchJob) -> SearchResult:
         if self._search_batcher is not None:
@@ -635,21 +646,23 @@ class Engine:
         """Store valid events (pseudonymised) and update the profiles; returns (recorded, rejections)."""
         self._require_ready()
         now = time.time()
-        rows, rejected = [], []
+        rows, at, rejected = [], [], []  # at: each valid event's position in `events`
         for i, e in enumerate(events):
             try:
                 rows.append(validate_event(e, self.config.personal, now, i))
+                at.append(i)
             except InvalidInput as exc:
                 rejected.append(Rejection(row=i, id=None, field=(exc.field or "").split(".")[-1], reason=exc.message))
 
         def write() -> int:
             vecs = self._vectors_of(sorted({p for _, p, _, _ in rows}))
             keep = []
-            for i, (u, p, k, ts) in enumerate(rows):
+            for i, (u, p, k, ts) in zip(at, rows, strict=True):
                 if p in vecs:
                     keep.append((self.pseudonym(u), p, k, ts))
                 else:
-                    rejected.append(Rejection(row=i, id=p, field="product_id", reason=f"no product with id {p}"))
+                    pid = events[i].product_id
+                    rejected.append(Rejection(row=i, id=pid, field="product_id", reason=f"no product with id {pid!r}"))
             self.personal.purge(now, self._vectors_of)
             return self.personal.add(keep, vecs) if keep else 0
 
@@ -674,14 +687,19 @@ class Engine:
                 if not isinstance(w, int | float) or not np.isfinite(w) or w <= 0:
                     raise InvalidInput(f"weight of product {pid} must be a finite number > 0, got {w!r}", field=name)
         pseudo = self.pseudonym(check_user_id(rq.user_id)) if rq.user_id is not None else None
-        return await asyncio.to_thread(self._recommend, rq, pseudo, t0)
+        keyed = dataclasses.replace(rq, positives={key_of(i, "positives"): w for i, w in rq.positives.items()},
+                                    negatives={key_of(i, "negatives"): w for i, w in rq.negatives.items()})
+        shown = {key_of(i): i for i in (*rq.positives, *rq.negatives)}
+        return self._external_ids(await asyncio.to_thread(self._recommend, keyed, pseudo, t0, shown))
 
-    def _recommend(self, rq: RecommendQuery, pseudo: str | None, t0: float) -> SearchResult:
+    def _recommend(self, rq: RecommendQuery, pseudo: str | None, t0: float,
+                   shown: dict[int, ProductId] | None = None) -> SearchResult:
+        """`rq` names its examples by row key; `shown` maps them back to the ids the caller wrote."""
         examples = self._vectors_of(sorted({*rq.positives, *rq.negatives}))
         missing = sorted((set(rq.positives) | set(rq.negatives)) - set(examples))
         if missing:
-            raise NotFound(f"no product with id {missing[0]}", field="positives" if missing[0] in rq.positives
-                           else "negatives")
+            raise NotFound(f"no product with id {(shown or {}).get(missing[0], missing[0])!r}",
+                           field="positives" if missing[0] in rq.positives else "negatives")
         qvec = np.zeros(self.layout.dim, dtype=np.float32)
         taste = self._taste(pseudo) if pseudo is not None else None
         if taste is not None:
@@ -903,11 +921,11 @@ class Engine:
         if images is not None and len(images) != len(products):
             raise InvalidInput(f"{len(images)} images for {len(products)} products", field="images")
         imgs: list[bytes | None] = list(images) if images is not None else [None] * len(products)
-        accepted: list[int] = []
-        unchanged: list[int] = []
+        accepted: list[ProductId] = []
+        unchanged: list[ProductId] = []
         rejected: list[Rejection] = []
         chunk = max(1, self.config.upsert_chunk)
-        seen: set[int] = set()
+        seen: dict[int, ProductId] = {}  # row key -> id, within this upsert
         for start in range(0, len(products), chunk):
             part = list(range(start, min(start + chunk, len(products))))
             todo: list[tuple[int, Product, bytes | None, str]] = []
@@ -916,25 +934,33 @@ class Engine:
                 try:
                     if not isinstance(p, Product):
                         raise InvalidInput(f"expected a Product, got {type(p).__name__}", field="product")
+                    pid = canonical_id(p.id)
+                    if pid != p.id or isinstance(pid, str) != isinstance(p.id, str):
+                        p = dataclasses.replace(p, id=pid)  # "123" is the integer id 123
                     check_product(p)
-                    # the text tower's limits (length, ...) apply per row: one long description must not fail the chunk
-                    self._validate_text(document_text(p), "description" if p.description.strip() else "title")
-                    if p.id in seen:
-                        raise InvalidInput(f"id {p.id} appears twice in one upsert", field="id")
                     img = imgs[i]
                     if img is not None and not isinstance(img, bytes | bytearray):
                         raise InvalidInput(f"image must be bytes, got {type(img).__name__}", field="image")
+                    text = document_text(p)
+                    if text or not img:  # a photo-only product has no text to check; nothing at all is refused
+                        # the text tower's limits apply per row: one long description must not fail the chunk
+                        self._validate_text(text, "description" if p.description.strip() else "title")
+                    key = row_key(p.id)
+                    if key in seen:
+                        check_owner(p.id, seen[key])  # two ids with one row key: a hash collision
+                        raise InvalidInput(f"id {p.id} appears twice in one upsert", field="id")
                 except InvalidInput as exc:
                     rejected.append(Rejection(row=i, id=getattr(p, "id", None), field=exc.field or "product",
                                               reason=exc.message))
                     continue
-                seen.add(p.id)
+                seen[key] = p.id
                 todo.append((i, p, bytes(img) if img else None, content_hash(p, img, self.fingerprint)))
-            old = await asyncio.to_thread(self.store.hashes, [t[1].id for t in todo])
+            todo = await asyncio.to_thread(self._drop_collisions, todo, rejected)
+            old = await asyncio.to_thread(self.store.hashes, [row_key(t[1].id) for t in todo])
             if self.stale_vectors is not None:  # a same hash does not prove the vector came from these models
                 old = {i: h for i, h in old.items() if i in self._rewritten}
-            fresh = [t for t in todo if old.get(t[1].id) != t[3]]
-            unchanged += [t[1].id for t in todo if old.get(t[1].id) == t[3]]
+            fresh = [t for t in todo if old.get(row_key(t[1].id)) != t[3]]
+            unchanged += [t[1].id for t in todo if old.get(row_key(t[1].id)) == t[3]]
             if not fresh:
                 continue
             rows, bad = await asyncio.to_thread(self._encode_rows, fresh)
@@ -945,10 +971,26 @@ class Engine:
                 accepted += [r.product.id for r in rows]
         return UpsertResult(accepted=accepted, rejected=rejected, unchanged=unchanged)
 
+    def _drop_collisions(self, todo: list[tuple[int, Product, bytes | None, str]], rejected: list[Rejection]
+                         ) -> list[tuple[int, Product, bytes | None, str]]:
+        """Rows whose row key another stored id holds are rejected here, before any encoding."""
+        owners = self.store.owners([row_key(t[1].id) for t in todo])
+        keep = []
+        for t in todo:
+            try:
+                check_owner(t[1].id, owners.get(row_key(t[1].id), t[1].id))
+            except InvalidInput as exc:
+                rejected.append(Rejection(row=t[0], id=t[1].id, field="id", reason=exc.message))
+                continue
+            keep.append(t)
+        return keep
+
     def _encode_rows(self, todo: list[tuple[int, Product, bytes | None, str]]
                      ) -> tuple[list[StoredRow], list[Rejection]]:
         texts = [document_text(p) for _, p, _, _ in todo]
-        text_vecs = self.text_encoder.encode(texts, kind="document")
+        with_text = [k for k, t in enumerate(texts) if t]  # photo-only products keep an empty text block
+        encoded = self.text_encoder.encode([texts[k] for k in with_text], kind="document") if with_text else []
+        text_vecs: dict[int, np.ndarray] = dict(zip(with_text, encoded, strict=True))
         image_vecs: dict[int, np.ndarray] = {}
         bad: list[Rejection] = []
         with_img = [(k, t) for k, t in enumerate(todo) if t[2] is not None]
@@ -968,7 +1010,11 @@ class Engine:
         for k, (row, p, _, h) in enumerate(todo):
             if p.id in bad_ids:
                 continue
-            blocks = {"text": text_vecs[k], "image": image_vecs.get(k), **scalar_blocks(p, self.numeric_names)}
+            if k not in text_vecs and k not in image_vecs:  # photo-only, and this engine has no image tower
+                bad.append(Rejection(row=row, id=p.id, field="title", reason="no title or description, and no "
+                                     "image tower to encode its photo with"))
+                continue
+            blocks = {"text": text_vecs.get(k), "image": image_vecs.get(k), **scalar_blocks(p, self.numeric_names)}
             try:
                 vec = self.layout.product_vector(blocks)
             except InvalidInput as exc:  # e.g. a price of 0 has no place on the log scale
@@ -980,7 +1026,7 @@ class Engine:
     def _commit(self, rows: list[StoredRow]) -> None:
         self._record_blend()
         seq = self.store.upsert(rows)  # durable first: the index is a cache of the store
-        ids = np.asarray([r.product.id for r in rows], dtype=np.int64)
+        ids = np.asarray([row_key(r.product.id) for r in rows], dtype=np.int64)
         if self.stale_vectors is not None:
             self._rewritten.update(ids.tolist())
         vecs = np.stack([r.vector for r in rows]).astype(np.float32)
@@ -1044,13 +1090,9 @@ class Engine:
         log.info("index re-planned as %s %s for %d vectors in %.2fs", fresh.kind, fresh.params, len(fresh),
                  time.perf_counter() - t0)
 
-    async def delete(self, ids: Sequence[int]) -> int:
+    async def delete(self, ids: Sequence[ProductId]) -> int:
         self._require_open()
-        clean = []
-        for i in ids:
-            if isinstance(i, bool) or not isinstance(i, int | np.integer) or int(i) < 0:
-                raise InvalidInput(f"id {i!r} is not a non-negative integer", field="ids")
-            clean.append(int(i))
+        clean = [key_of(i, "ids") for i in ids]
         async with self._write_lock:
             return await asyncio.to_thread(self._delete, clean)
 
@@ -1071,11 +1113,10 @@ class Engine:
         if self._closed:
             raise NotReady("engine is closed")
 
-    async def get(self, id: int) -> Product:
+    async def get(self, id: ProductId) -> Product:
         self._require_open()
-        if isinstance(id, bool) or not isinstance(id, int | np.integer):
-            raise InvalidInput(f"id must be an integer, got {id!r}", field="id")
-        return await asyncio.to_thread(self.store.get, int(id))  # NotFound(field="id") when absent
+        pid = canonical_id(id)
+        return await asyncio.to_thread(self.store.get, row_key(pid), pid)  # NotFound(field="id") when absent
 
     async def stats(self) -> EngineStats:
         self._require_open()

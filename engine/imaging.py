@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import math
+import re
 import warnings
 from dataclasses import dataclass
 
@@ -40,9 +42,45 @@ class ImagePreprocess:
                    pad_colour=tuple(d.get("pad_colour", (255, 255, 255))))
 
 
-def decode_image(data: bytes, *, max_bytes: int = 20 * 1024 * 1024,
-                 max_pixels: int = 40_000_000) -> Image.Image:
-    """Bytes -> upright RGB PIL image, or InvalidInput saying what is wrong with the bytes."""
+def _too_big(pixels: int, max_pixels: int) -> InvalidInput:
+    return InvalidInput(f"photo has {pixels / 1e6:.1f} megapixels, above the limit of {max_pixels}; raise "
+                        "--max-image-pixels (max_image_pixels) to accept it", field="image")
+
+
+def _open(data: bytes, max_pixels: int) -> Image.Image:
+    """Image.open with kuamo's pixel limit instead of Pillow's global one (whose warning and error would
+    otherwise speak first, in Pillow's words, at 89 and 179 megapixels)."""
+    if Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS < max_pixels:
+        Image.MAX_IMAGE_PIXELS = max_pixels  # process-wide, only ever raised to a limit kuamo was given
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # kuamo checks the size itself
+        try:
+            return Image.open(io.BytesIO(data))
+        except Image.DecompressionBombError as exc:  # more than twice Pillow's limit: far above ours too
+            found = re.search(r"\((\d+) pixels\)", str(exc))
+            raise _too_big(int(found.group(1)) if found else 2 * max_pixels + 1, max_pixels) from None
+
+
+def _shrink_on_decode(img: Image.Image, max_side: int) -> Image.Image:
+    """Decode a big photo at a reduced size: JPEG through its DCT scaling (draft: 1/2, 1/4, 1/8, never
+    below max_side), others by an integer reduce after decoding. Photos within max_side are untouched."""
+    w, h = img.size
+    if max(w, h) <= max_side:
+        return img
+    if img.format == "JPEG":
+        scale = max_side / max(w, h)
+        img.draft("RGB", (max(1, math.ceil(w * scale)), max(1, math.ceil(h * scale))))
+        img.load()
+        return img
+    img.load()
+    factor = max(w, h) // max_side
+    return img.reduce(factor) if factor >= 2 and img.mode in ("RGB", "RGBA", "L", "LA", "CMYK") else img
+
+
+def decode_image(data: bytes, *, max_bytes: int = 20 * 1024 * 1024, max_pixels: int = 40_000_000,
+                 max_side: int = MAX_SIDE) -> Image.Image:
+    """Bytes -> upright RGB PIL image, or InvalidInput saying what is wrong with the bytes. Photos up to
+    `max_pixels` are accepted, big ones decoded straight to about `max_side` (what preprocess works on)."""
     if not isinstance(data, bytes | bytearray | memoryview):
         raise InvalidInput(f"image must be bytes, got {type(data).__name__}", field="image")
     if len(data) == 0:
@@ -50,23 +88,20 @@ def decode_image(data: bytes, *, max_bytes: int = 20 * 1024 * 1024,
     if len(data) > max_bytes:
         raise InvalidInput(f"image is {len(data)} bytes, above the limit of {max_bytes}", field="image")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
-            w, h = img.size
-            if w <= 0 or h <= 0:
-                raise InvalidInput(f"image has no pixels ({w}x{h})", field="image")
-            if w * h > max_pixels:
-                raise InvalidInput(
-                    f"image is {w}x{h} = {w * h} pixels, above the limit of {max_pixels} "
-                    "(decompression-bomb guard)", field="image")
-            img.seek(0)  # animated images: first frame
-            img.load()
-            img = ImageOps.exif_transpose(img)
-            return to_rgb(img)
+        img = _open(bytes(data), max_pixels)
+        w, h = img.size
+        if w <= 0 or h <= 0:
+            raise InvalidInput(f"image has no pixels ({w}x{h})", field="image")
+        if w * h > max_pixels:
+            raise _too_big(w * h, max_pixels)
+        img.seek(0)  # animated images: first frame
+        img = _shrink_on_decode(img, max_side)
+        img.load()
+        img = ImageOps.exif_transpose(img)
+        return to_rgb(img)
     except InvalidInput:
         raise
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+    except (UnidentifiedImageError, Image.DecompressionBombError) as exc:
         raise InvalidInput(f"not a decodable image: {exc}", field="image") from exc
     except Exception as exc:  # Pillow's plugins raise many types on hostile bytes (TypeError from a bad TIFF...)
         raise InvalidInput(f"corrupt or truncated image: {type(exc).__name__}: {exc}", field="image") from exc

@@ -8,12 +8,14 @@ only re-reads files. Bad rows never stop the run; they are listed with the field
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kuamo.engine.catalog_io import RowBatch, RowError, header_of, pick_mapping, read_rows, to_product
+from kuamo.engine.catalog_io import RowBatch, RowError, header_of, mapping_for, read_rows, to_product
+from kuamo.engine.catalog_map import CatalogConfig, check_config
 from kuamo.engine.errors import InvalidInput
 from kuamo.engine.types import Product, Rejection
 from kuamo.engine.zero_shot_blend import SAMPLE, spread
@@ -36,6 +38,16 @@ class IngestReport:
     stale_left: int = 0  # products still holding vectors from other models (not in this file)
 
     @property
+    def rejected_share(self) -> float:
+        """Rejected rows / rows read; 1.0 when no row was read (an empty or unreadable feed indexed nothing)."""
+        return len(self.rejected) / self.rows_read if self.rows_read else 1.0
+
+    def failed(self, max_rejected_share: float = 1.0) -> bool:
+        """Too many rows rejected: above the share, or all of them (also none read) at the default 1.0."""
+        share = self.rejected_share
+        return share > max_rejected_share or (max_rejected_share >= 1.0 and share >= 1.0)
+
+    @property
     def rows_per_s(self) -> float:
         return self.rows_read / self.seconds if self.seconds else 0.0
 
@@ -45,7 +57,8 @@ class IngestReport:
             reasons[r.field] = reasons.get(r.field, 0) + 1
         return {"path": self.path, "mapping": self.mapping, "rows_read": self.rows_read,
                 "accepted": self.accepted, "unchanged": self.unchanged, "rejected": len(self.rejected),
-                "rejected_by_field": reasons, "seconds": round(self.seconds, 2),
+                "rejected_by_field": reasons,
+                "rejected_share": round(self.rejected_share, 4), "seconds": round(self.seconds, 2),
                 "rows_per_s": round(self.rows_per_s, 1), "image_blend": self.image_blend,
                 "re_embedded_because": self.stale, "stale_left": self.stale_left,
                 "rejections": [{"row": r.row, "id": r.id, "field": r.field, "reason": r.reason}
@@ -54,8 +67,9 @@ class IngestReport:
 
 async def aindex_catalog(path: Path | str, engine: Engine, *, mapping: str = "auto", limit: int | None = None,
                          batch_size: int = 256, progress: bool = True, image_root: Path | str | None = None,
-                         snapshot: bool = True) -> IngestReport:
-    """Ingest into an open engine. Rejection.row is the 1-based data row (CSV) or line (JSONL)."""
+                         snapshot: bool = True, catalog: CatalogConfig | None = None) -> IngestReport:
+    """Ingest into an open engine. Rejection.row is the 1-based data row (CSV) or line (JSONL). `catalog`
+    (column map, category paths) wins over `mapping`. Progress lines go to stderr: stdout is the report's."""
     path = Path(path)
     if not path.is_file():
         raise InvalidInput(f"catalog file {path} does not exist", field="path")
@@ -63,24 +77,25 @@ async def aindex_catalog(path: Path | str, engine: Engine, *, mapping: str = "au
         raise InvalidInput(f"limit must be >= 0, got {limit}", field="limit")
     if batch_size < 1:
         raise InvalidInput(f"batch_size must be >= 1, got {batch_size}", field="batch_size")
-    m = pick_mapping(mapping, header_of(path))
+    cfg = check_config(catalog if catalog is not None else CatalogConfig(mapping=mapping))
+    m = mapping_for(cfg, header_of(path))
     root = Path(image_root) if image_root is not None else path.parent
     report = IngestReport(path=str(path), mapping=m.name, stale=engine.stale_vectors)
     t0 = time.perf_counter()
     if report.stale and progress:
-        print(f"re-embedding every product of this catalog: {report.stale}", flush=True)
+        say(f"re-embedding every product of this catalog: {report.stale}")
 
     if engine.image_blend_pending:
         products, images = await asyncio.to_thread(blend_sample, path, m, root, limit)
         choice = await asyncio.to_thread(engine.calibrate_image_blend, products, images)
         report.image_blend = choice.to_dict()
         if progress:
-            print(f"image blend for this catalog: {choice.beta} x tuned vector + {1 - choice.beta:g} x zero-shot map "
-                  f"(chosen on {choice.photos} of its photos: {choice.reason})", flush=True)
+            say(f"image blend for this catalog: {choice.beta} x tuned vector + {1 - choice.beta:g} x zero-shot map "
+                f"(chosen on {choice.photos} of its photos: {choice.reason})")
 
     from tqdm import tqdm
 
-    bar = tqdm(total=limit, unit="rows", desc=f"index {path.name}", disable=not progress)
+    bar = tqdm(total=limit, unit="rows", desc=f"index {path.name}", disable=not progress, file=sys.stderr)
     batch = RowBatch()
 
     async def flush() -> None:
@@ -122,12 +137,17 @@ async def aindex_catalog(path: Path | str, engine: Engine, *, mapping: str = "au
     if report.stale:
         report.stale_left = await engine.settle_stale_vectors()
         if report.stale_left and progress:
-            print(f"{report.stale_left} products are not in {path.name} and keep vectors from other models: "
-                  "upsert them again (with their photos) or delete them", flush=True)
+            say(f"{report.stale_left} products are not in {path.name} and keep vectors from other models: "
+                "upsert them again (with their photos) or delete them")
     if snapshot and report.accepted:
         await engine.snapshot()
     report.seconds = time.perf_counter() - t0
     return report
+
+
+def say(line: str) -> None:
+    """A line for the person at the terminal: stderr, so stdout carries only the JSON report."""
+    print(line, file=sys.stderr, flush=True)
 
 
 def blend_sample(path: Path, m: Any, root: Path, limit: int | None, n: int = SAMPLE
@@ -160,6 +180,9 @@ def index_catalog(path: Path | str, *, engine: Engine | None = None, config: Eng
     engine is given, ingests, snapshots the index and closes what it opened."""
     if (engine is None) == (config is None):
         raise InvalidInput("give exactly one of engine or config", field="engine")
+    catalog = kwargs.get("catalog")
+    if catalog is not None and Path(path).is_file():  # a bad column map fails before the models load
+        mapping_for(check_config(catalog), header_of(Path(path)))
 
     async def run() -> IngestReport:
         from kuamo.engine.engine import Engine

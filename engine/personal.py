@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from kuamo.engine.errors import InvalidInput
+from kuamo.engine.ids import ProductId, key_of
 from kuamo.engine.sqlite_util import connect_wal, immediate_tx
 
 SCHEMA = """
@@ -60,7 +61,7 @@ class PersonalConfig:
 @dataclass(frozen=True, kw_only=True)
 class Event:
     user_id: str
-    product_id: int
+    product_id: ProductId  # the catalog's id: an int or a string (engine/ids.py)
     kind: str
     ts: float | None = None  # seconds since the epoch; None = now
 
@@ -228,18 +229,16 @@ class PersonalStore:
 
 
 def validate_event(e: Event, cfg: PersonalConfig, now: float, row: int) -> tuple[str, int, str, float]:
-    """(user id, product id, kind, ts) or InvalidInput naming events[row].<field>."""
+    """(user id, product row key, kind, ts) or InvalidInput naming events[row].<field>."""
     check_user_id(e.user_id, f"events[{row}].user_id")
-    if isinstance(e.product_id, bool) or not isinstance(e.product_id, int) or e.product_id < 0:
-        raise InvalidInput(f"product id must be a non-negative integer, got {e.product_id!r}",
-                           field=f"events[{row}].product_id")
+    key = key_of(e.product_id, f"events[{row}].product_id")
     if e.kind not in cfg.event_weights:
         raise InvalidInput(f"kind {e.kind!r} is not one of {sorted(cfg.event_weights)}", field=f"events[{row}].kind")
     ts = now if e.ts is None else e.ts
     if not isinstance(ts, int | float) or not math.isfinite(ts) or ts < 0 or ts > now + FUTURE_SLACK_S:
         raise InvalidInput(f"timestamp {ts!r} is not a time in the past (seconds since the epoch)",
                            field=f"events[{row}].ts")
-    return e.user_id, int(e.product_id), e.kind, float(ts)
+    return e.user_id, key, e.kind, float(ts)
 
 
 def now() -> float:

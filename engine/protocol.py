@@ -12,6 +12,7 @@ from kuamo.engine.types import (
     EngineStats,
     Health,
     Product,
+    ProductId,
     Query,
     RecommendQuery,
     Rejection,
@@ -58,11 +59,11 @@ class EngineProtocol(Protocol):
         rejected with reasons, the rest committed."""
         ...
 
-    async def delete(self, ids: Sequence[int]) -> int:
+    async def delete(self, ids: Sequence[ProductId]) -> int:
         """Number of products that existed and were deleted."""
         ...
 
-    async def get(self, id: int) -> Product:
+    async def get(self, id: ProductId) -> Product:
         """The stored product, or NotFound(field="id")."""
         ...
 

@@ -11,9 +11,10 @@ from kuamo.engine.types import Product
 
 
 def document_text(p: Product) -> str:
-    """The text the text tower sees for a product: title, then description when there is one."""
+    """The text the text tower sees for a product: title, then description when there is one, else its
+    category; "" for a photo-only product (its text block stays empty: never a placeholder such as its id)."""
     parts = [p.title.strip(), p.description.strip()]
-    return "\n".join(x for x in parts if x) or p.category.replace("/", " ") or str(p.id)
+    return "\n".join(x for x in parts if x) or p.category.replace("/", " ").strip()
 
 
 def numeric_attribute(p: Product, name: str) -> float | None:

@@ -8,7 +8,8 @@ import re
 from typing import Any
 
 from kuamo.engine.errors import InvalidInput
-from kuamo.engine.types import CATEGORY_SEP, MAX_ID, Filters, Modifiers, Product
+from kuamo.engine.ids import canonical_id, key_of
+from kuamo.engine.types import CATEGORY_SEP, Filters, Modifiers, Product
 
 # Attribute names end up inside a JSON path; keep them to a safe alphabet rather than escape them.
 ATTR_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]{0,63}$")
@@ -55,8 +56,7 @@ def validate_filters(f: Filters) -> None:
     if len(f.ids) > MAX_FILTER_IDS:
         raise InvalidInput(f"at most {MAX_FILTER_IDS} ids, got {len(f.ids)}", field="filters.ids")
     for i in f.ids:
-        if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i <= MAX_ID:
-            raise InvalidInput(f"id {i!r} is not a non-negative int64", field="filters.ids")
+        canonical_id(i, "filters.ids")
 
 
 def validate_modifiers(m: Modifiers) -> None:
@@ -108,7 +108,7 @@ def filter_sql(f: Filters) -> tuple[str, list[Any]]:
     if f.ids:
         # Caller-supplied ids go through a temp table in the store when large; inline here when small.
         where.append(f"id IN ({','.join('?' * len(f.ids))})")
-        params += [int(i) for i in f.ids]
+        params += [key_of(i, "filters.ids") for i in f.ids]
     return " AND ".join(where) or "1", params
 
 

@@ -19,11 +19,12 @@ from pathlib import Path
 import numpy as np
 
 from kuamo.engine.errors import ArtifactError, InvalidInput, NotFound
+from kuamo.engine.ids import ProductId, canonical_id, row_key
 from kuamo.engine.rules import filter_sql, validate_filters
 from kuamo.engine.sqlite_util import connect_wal, immediate_tx
-from kuamo.engine.types import MAX_ID, Filters, Product
+from kuamo.engine.types import Filters, Product
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: products.ext_id (string ids); a version-1 store is migrated on open
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -37,7 +38,8 @@ CREATE TABLE IF NOT EXISTS products (
     rating REAL,
     attributes TEXT NOT NULL DEFAULT '{}',
     image_ref TEXT,
-    content_hash TEXT NOT NULL
+    content_hash TEXT NOT NULL,
+    ext_id TEXT  -- the catalog's id when it is a string (id is then its hash, engine/ids.py); NULL = str(id)
 );
 CREATE INDEX IF NOT EXISTS products_category ON products(category);
 CREATE INDEX IF NOT EXISTS products_brand ON products(brand);
@@ -51,7 +53,7 @@ CREATE TABLE IF NOT EXISTS changes (
 );
 """
 
-_COLS = "id, title, description, category, brand, price, rating, attributes, image_ref"
+_COLS = "id, title, description, category, brand, price, rating, attributes, image_ref, ext_id"
 
 
 @dataclass(frozen=True)
@@ -64,14 +66,15 @@ class StoredRow:
 
 
 def _row_to_product(r: tuple) -> Product:
-    return Product(id=r[0], title=r[1], description=r[2], category=r[3], brand=r[4], price=r[5], rating=r[6],
-                   attributes=json.loads(r[7]), image_ref=r[8])
+    return Product(id=r[0] if r[9] is None else r[9], title=r[1], description=r[2], category=r[3], brand=r[4],
+                   price=r[5], rating=r[6], attributes=json.loads(r[7]), image_ref=r[8])
 
 
 def check_product(p: Product) -> None:
     """Raise InvalidInput naming the field when a product cannot be stored."""
-    if isinstance(p.id, bool) or not isinstance(p.id, int | np.integer) or not 0 <= int(p.id) <= MAX_ID:
-        raise InvalidInput(f"id must be a non-negative int64, got {p.id!r}", field="id")
+    pid = canonical_id(p.id)
+    if pid != p.id or isinstance(pid, str) != isinstance(p.id, str):
+        raise InvalidInput(f"id {p.id!r} is not in canonical form (engine/ids.py canonical_id: {pid!r})", field="id")
     if not isinstance(p.title, str):
         raise InvalidInput("title must be a string", field="title")
     for name in ("price", "rating"):
@@ -89,6 +92,13 @@ def check_product(p: Product) -> None:
             raise InvalidInput(f"attribute {k!r} is not finite", field="attributes")
 
 
+def check_owner(pid: ProductId, owner: ProductId) -> None:
+    """InvalidInput when `pid`'s row key is held by another id (a 63-bit hash collision)."""
+    if owner != pid or isinstance(owner, str) != isinstance(pid, str):
+        raise InvalidInput(f"id {pid!r} has the same row key ({row_key(pid)}) as the stored id {owner!r}; "
+                           "give one of them another id", field="id")
+
+
 class CatalogStore:
     """Thread-safe (one connection behind a lock; SQLite work here is short)."""
 
@@ -100,6 +110,9 @@ class CatalogStore:
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(SCHEMA)
         version = self.get_meta("schema_version")
+        if version == "1":
+            self._migrate_v1()
+            version = str(SCHEMA_VERSION)
         if version is None:
             self.set_meta("schema_version", str(SCHEMA_VERSION))
         elif int(version) != SCHEMA_VERSION:
@@ -114,6 +127,16 @@ class CatalogStore:
                                     "re-index into a new data directory")
         elif stored_dim is not None:
             self.dim = int(stored_dim)
+
+        self.has_string_ids = self._db.execute(
+            "SELECT 1 FROM products WHERE ext_id IS NOT NULL LIMIT 1").fetchone() is not None
+
+    def _migrate_v1(self) -> None:
+        """Version 1 kept integer ids only: add the external-id column (NULL = the integer id itself)."""
+        with self._tx() as db:
+            if "ext_id" not in {r[1] for r in db.execute("PRAGMA table_info(products)")}:
+                db.execute("ALTER TABLE products ADD COLUMN ext_id TEXT")
+            db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
 
     def close(self) -> None:
         with self._lock:
@@ -134,26 +157,49 @@ class CatalogStore:
 
     # -- writes -----------------------------------------------------------------------------------
     def upsert(self, rows: Sequence[StoredRow]) -> int:
-        """Commit all rows (product, vector, change) in ONE transaction; returns the last change seq."""
+        """Commit all rows (product, vector, change) in ONE transaction; returns the last change seq. A row
+        whose id hashes to the key another stored id holds is refused (InvalidInput), never overwritten."""
         if not rows:
             return self.last_seq()
+        keys = []
         for r in rows:
             check_product(r.product)
+            keys.append(row_key(r.product.id))
             if self.dim is not None and r.vector.shape != (self.dim,):
                 raise InvalidInput(f"vector of product {r.product.id} has shape {r.vector.shape}, "
                                    f"expected ({self.dim},)", field="vector")
         with self._tx() as db:
+            owners = self._owners(db, keys)
+            for key, r in zip(keys, rows, strict=True):
+                check_owner(r.product.id, owners.get(key, r.product.id))
             db.executemany(
-                f"INSERT OR REPLACE INTO products({_COLS}, content_hash) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                [(int(p.id), p.title, p.description, p.category, p.brand,
+                f"INSERT OR REPLACE INTO products({_COLS}, content_hash) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                [(key, p.title, p.description, p.category, p.brand,
                   None if p.price is None else float(p.price), None if p.rating is None else float(p.rating),
-                  json.dumps(p.attributes, ensure_ascii=False, sort_keys=True), p.image_ref, r.content_hash)
-                 for r in rows for p in [r.product]])
+                  json.dumps(p.attributes, ensure_ascii=False, sort_keys=True), p.image_ref,
+                  p.id if isinstance(p.id, str) else None, r.content_hash)
+                 for key, r in zip(keys, rows, strict=True) for p in [r.product]])
             db.executemany("INSERT OR REPLACE INTO vectors(id, vec) VALUES (?, ?)",
-                           [(int(r.product.id), np.ascontiguousarray(r.vector, dtype=np.float32).tobytes())
-                            for r in rows])
-            db.executemany("INSERT INTO changes(id, op) VALUES (?, 'upsert')", [(int(r.product.id),) for r in rows])
-            return db.execute("SELECT max(seq) FROM changes").fetchone()[0]
+                           [(key, np.ascontiguousarray(r.vector, dtype=np.float32).tobytes())
+                            for key, r in zip(keys, rows, strict=True)])
+            db.executemany("INSERT INTO changes(id, op) VALUES (?, 'upsert')", [(key,) for key in keys])
+            seq = db.execute("SELECT max(seq) FROM changes").fetchone()[0]
+        self.has_string_ids = self.has_string_ids or any(isinstance(r.product.id, str) for r in rows)
+        return seq
+
+    @staticmethod
+    def _owners(db: sqlite3.Connection, keys: Sequence[int]) -> dict[int, ProductId]:
+        out: dict[int, ProductId] = {}
+        for start in range(0, len(keys), 500):
+            chunk = [int(k) for k in keys[start: start + 500]]
+            q = f"SELECT id, ext_id FROM products WHERE id IN ({','.join('?' * len(chunk))})"
+            out.update((k, k if e is None else e) for k, e in db.execute(q, chunk))
+        return out
+
+    def owners(self, keys: Sequence[int]) -> dict[int, ProductId]:
+        """The stored external id of each row key that exists."""
+        with self._lock:
+            return self._owners(self._db, keys)
 
     def delete(self, ids: Sequence[int]) -> tuple[list[int], int]:
         """Delete the products that exist; returns (deleted ids, last change seq)."""
@@ -189,10 +235,11 @@ class CatalogStore:
         with self._lock:
             return [r[0] for r in self._db.execute("SELECT DISTINCT category FROM products")]
 
-    def get(self, id: int) -> Product:
+    def get(self, id: int, shown: ProductId | None = None) -> Product:
+        """The product at row key `id` (`shown`: the id as the caller wrote it, for the error)."""
         got = self.get_many([id])
         if id not in got:
-            raise NotFound(f"no product with id {id}", field="id")
+            raise NotFound(f"no product with id {id if shown is None else shown!r}", field="id")
         return got[id]
 
     def get_many(self, ids: Sequence[int]) -> dict[int, Product]:

@@ -1,7 +1,8 @@
 """Plain data types the engine, the server and the CLI exchange. No behaviour beyond cheap checks.
 
 Conventions:
-- product ids are stable int64 (the catalog's own id, never re-assigned);
+- product ids are the catalog's own ids, never re-assigned: an int (a non-negative int64) or a string
+  (hex ids, SKUs); engine/ids.py maps each to the int64 row key the store and the index use;
 - a category path is ONE string of segments joined by "/" ("Apparel/Topwear/Shirts"); a category
   filter is a segment prefix ("Apparel/Topwear" matches ".../Shirts" but not "Apparel/TopwearX");
 - price is in the catalog's currency, rating on 0..5; None means unknown (not zero);
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 AttrValue = str | int | float | bool
+ProductId = int | str  # canonical form: engine/ids.py canonical_id
 
 CATEGORY_SEP = "/"
 MAX_ID = (1 << 63) - 1
@@ -21,7 +23,7 @@ MAX_ID = (1 << 63) - 1
 
 @dataclass(frozen=True, kw_only=True)
 class Product:
-    id: int
+    id: ProductId
     title: str
     description: str = ""
     category: str = ""  # "A/B/C", see module docstring
@@ -42,7 +44,9 @@ class Product:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Product:
-        return cls(id=int(d["id"]), title=d.get("title") or "", description=d.get("description") or "",
+        from kuamo.engine.ids import canonical_id
+
+        return cls(id=canonical_id(d["id"]), title=d.get("title") or "", description=d.get("description") or "",
                    category=d.get("category") or "", brand=d.get("brand"), price=d.get("price"),
                    rating=d.get("rating"), attributes=dict(d.get("attributes") or {}),
                    image_ref=d.get("image_ref"))
@@ -58,7 +62,7 @@ class Filters:
     price_max: float | None = None  # inclusive
     min_rating: float | None = None  # inclusive
     attributes: dict[str, AttrValue] = field(default_factory=dict)  # equality on each, all must hold
-    ids: tuple[int, ...] = ()  # restrict to these product ids (e.g. "more like this among my cart")
+    ids: tuple[ProductId, ...] = ()  # restrict to these product ids (e.g. "more like this among my cart")
 
     def is_empty(self) -> bool:
         return (not self.category_prefix and not self.brands and self.price_min is None
@@ -116,8 +120,8 @@ class RecommendQuery:
     With neither a profile nor examples (cold start) the answer is popularity within the filters."""
 
     user_id: str | None = None
-    positives: dict[int, float] = field(default_factory=dict)  # product id -> weight (> 0)
-    negatives: dict[int, float] = field(default_factory=dict)
+    positives: dict[ProductId, float] = field(default_factory=dict)  # product id -> weight (> 0)
+    negatives: dict[ProductId, float] = field(default_factory=dict)
     filters: Filters = field(default_factory=Filters)
     modifiers: Modifiers = field(default_factory=Modifiers)
     k: int = 10
@@ -135,7 +139,7 @@ class Explanation:
 
 @dataclass(frozen=True, kw_only=True)
 class Hit:
-    id: int
+    id: ProductId
     score: float
     product: Product | None = None
     explanation: Explanation | None = None
@@ -161,16 +165,16 @@ class SearchResult:
 @dataclass(frozen=True, kw_only=True)
 class Rejection:
     row: int  # position in the request (or line/row number of the catalog file, 1-based for files)
-    id: int | None
+    id: ProductId | None
     field: str  # the field at fault: "image", "price", "id", ...
     reason: str
 
 
 @dataclass(frozen=True, kw_only=True)
 class UpsertResult:
-    accepted: list[int]
+    accepted: list[ProductId]
     rejected: list[Rejection] = field(default_factory=list)
-    unchanged: list[int] = field(default_factory=list)  # content hash matched: nothing re-encoded
+    unchanged: list[ProductId] = field(default_factory=list)  # content hash matched: nothing re-encoded
 
 
 @dataclass(frozen=True, kw_only=True)

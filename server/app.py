@@ -45,7 +45,7 @@ def engine_config(cfg: ServerConfig) -> EngineConfig:
                           max_wait_ms=cfg.max_wait_ms if cfg.batching else 0.0, max_queue=cfg.max_queue,
                           workers=cfg.text_workers)
     session = SessionConfig(intra_op_threads=cfg.ort_threads, allow_spinning=cfg.ort_spinning)
-    encoder = EncoderConfig(model_dir=cfg.model_dir, session=session)
+    encoder = EncoderConfig(model_dir=cfg.model_dir, session=session, max_image_pixels=cfg.max_image_pixels)
     return EngineConfig(model_dir=cfg.model_dir, data_dir=cfg.data_dir, encoder=encoder, text_batcher=batch,
                         image_batcher=dataclasses.replace(batch, workers=1, max_batch_size=cfg.image_max_batch_size
                                                           if cfg.batching else 1))

@@ -17,7 +17,7 @@ from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from kuamo.engine.personal import Event
-from kuamo.engine.types import Product, Query, RecommendQuery, SearchResult, UpsertResult
+from kuamo.engine.types import Product, ProductId, Query, RecommendQuery, SearchResult, UpsertResult
 from kuamo.proto.kuamo.v1 import kuamo_pb2 as pb
 from kuamo.proto.kuamo.v1 import kuamo_pb2_grpc as pb_grpc
 from kuamo.server import convert
@@ -148,11 +148,15 @@ class AsyncClient:
         r = await self.stub.Upsert(requests(), timeout=timeout, metadata=self.metadata)
         return convert.upsert_result_from_pb(r)
 
-    async def delete(self, ids: Sequence[int], *, timeout: float | None = None) -> int:
-        return int((await self._call(self.stub.Delete, pb.DeleteRequest(ids=ids), timeout)).deleted)
+    async def delete(self, ids: Sequence[ProductId], *, timeout: float | None = None) -> int:
+        """Delete by the catalog's ids: integers, strings, or both."""
+        req = pb.DeleteRequest(ids=[i for i in ids if not isinstance(i, str)],
+                               keys=[i for i in ids if isinstance(i, str)])
+        return int((await self._call(self.stub.Delete, req, timeout)).deleted)
 
-    async def get(self, product_id: int, *, timeout: float | None = None) -> Product:
-        return convert.product_from_pb(await self._call(self.stub.GetProduct, pb.GetProductRequest(id=product_id),
+    async def get(self, product_id: ProductId, *, timeout: float | None = None) -> Product:
+        id, key = convert.id_to_pb(product_id)
+        return convert.product_from_pb(await self._call(self.stub.GetProduct, pb.GetProductRequest(id=id, key=key),
                                                         timeout))
 
     async def recommend(self, query: RecommendQuery, *, timeout: float | None = None) -> SearchResult:
@@ -162,7 +166,7 @@ class AsyncClient:
     async def record_events(self, events: Iterable[Event], *, timeout: float | None = None) -> pb.RecordEventsResponse:
         async def requests() -> AsyncIterator[pb.Event]:
             for e in events:
-                yield pb.Event(user_id=e.user_id, product_id=e.product_id, kind=e.kind, timestamp=e.ts or 0.0)
+                yield convert.event_to_pb(e)
 
         return await self.stub.RecordEvents(requests(), timeout=timeout or self.timeout, metadata=self.metadata)
 

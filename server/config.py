@@ -9,11 +9,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kuamo.engine.catalog_map import CatalogConfig, check_config
 from kuamo.engine.config import DEFAULT_MODEL_DIR, with_env_overrides
 from kuamo.engine.errors import InvalidInput
 
 LOOPBACK_NAMES = {"localhost", "ip6-localhost"}
 EVENT_LOOPS = ("asyncio", "uvloop")
+SECTIONS = ("server", "catalog")  # the TOML file's sections: `kuamo serve` reads one, `kuamo index` the other
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -40,6 +42,7 @@ class ServerConfig:
     # capacity; 8 gave 2.4x; benchmarks/results/reliability.md). KUAMO_SERVER_MAX_INFLIGHT or the TOML file.
     max_inflight: int = 256
     max_message_mb: int = 16  # largest request message (an upsert message carries one photo)
+    max_image_pixels: int = 40_000_000  # photos (queries, upserts) above it are refused; big ones scaled down
     batching: bool = True  # False = encoder batches of one (the baseline the benchmark compares against)
     max_batch_size: int = 32  # text
     # INT8 EfficientNet on 2 cores runs fastest per photo at batch 1 (431/s vs 311/s at b8, 190/s at b32:
@@ -83,16 +86,9 @@ def _coerce_field(cfg: ServerConfig, name: str, value: Any) -> Any:
 def load_config(path: Path | None = None, *, overrides: dict[str, Any] | None = None,
                 environ: dict[str, str] | None = None) -> ServerConfig:
     cfg = ServerConfig()
-    names = {f.name for f in dataclasses.fields(cfg)}
     if path is not None:
-        try:
-            data = tomllib.loads(Path(path).read_text())
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise InvalidInput(f"cannot read config {path}: {exc}", field="config") from exc
-        section = data.get("server", data)
-        unknown = sorted(set(section) - names)
-        if unknown:
-            raise InvalidInput(f"unknown settings in {path}: {', '.join(unknown)}", field="config")
+        section = _section(path, "server")
+        _check_names(cfg, section, path)
         cfg = dataclasses.replace(cfg, **{k: _coerce_field(cfg, k, v) for k, v in section.items()})
     cfg = with_env_overrides(cfg, "server", environ)
     # settings whose default is None arrive from the environment as strings
@@ -104,6 +100,42 @@ def load_config(path: Path | None = None, *, overrides: dict[str, Any] | None = 
     return cfg
 
 
+def _section(path: Path, name: str) -> dict[str, Any]:
+    """One section of the TOML file; a file without sections is the [server] section (older files)."""
+    try:
+        data = tomllib.loads(Path(path).read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise InvalidInput(f"cannot read config {path}: {exc}", field="config") from exc
+    if any(isinstance(data.get(s), dict) for s in SECTIONS):
+        section = data.get(name, {})
+        unknown = sorted(k for k in data if k not in SECTIONS)
+        if unknown:
+            raise InvalidInput(f"unknown sections or settings in {path}: {', '.join(unknown)} "
+                               f"(sections are {', '.join(SECTIONS)})", field="config")
+        return section if isinstance(section, dict) else {}
+    return data if name == "server" else {}
+
+
+def _check_names(cfg: Any, section: dict[str, Any], path: Path) -> None:
+    unknown = sorted(set(section) - {f.name for f in dataclasses.fields(cfg)})
+    if unknown:
+        raise InvalidInput(f"unknown settings in {path}: {', '.join(unknown)}", field="config")
+
+
+def load_catalog_config(path: Path | None = None, *, overrides: dict[str, Any] | None = None,
+                        environ: dict[str, str] | None = None) -> CatalogConfig:
+    """`kuamo index` settings: defaults < [catalog] of the TOML file < KUAMO_CATALOG_* < flags."""
+    cfg = CatalogConfig()
+    if path is not None:
+        section = _section(path, "catalog")
+        _check_names(cfg, section, path)
+        cfg = dataclasses.replace(cfg, **section)
+    cfg = with_env_overrides(cfg, "catalog", environ)
+    if overrides:
+        cfg = dataclasses.replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
+    return check_config(cfg)
+
+
 def validate(cfg: ServerConfig) -> None:
     if not is_loopback(cfg.host) and not cfg.tokens and cfg.tls_client_ca is None and not cfg.insecure:
         raise InvalidInput(f"refusing to listen on non-loopback address {cfg.host} without auth: set tokens "
@@ -112,8 +144,9 @@ def validate(cfg: ServerConfig) -> None:
         raise InvalidInput("TLS needs both tls_cert and tls_key", field="tls_key")
     if cfg.tls_client_ca is not None and cfg.tls_cert is None:
         raise InvalidInput("client certificates need server TLS (tls_cert, tls_key)", field="tls_client_ca")
-    if cfg.max_inflight < 1 or cfg.max_message_mb < 1 or cfg.stream_window < 1:
-        raise InvalidInput("max_inflight, max_message_mb and stream_window must be >= 1", field="config")
+    if cfg.max_inflight < 1 or cfg.max_message_mb < 1 or cfg.stream_window < 1 or cfg.max_image_pixels < 1:
+        raise InvalidInput("max_inflight, max_message_mb, stream_window and max_image_pixels must be >= 1",
+                           field="config")
     if cfg.event_loop not in EVENT_LOOPS:
         raise InvalidInput(f"event_loop must be one of {', '.join(EVENT_LOOPS)}, got {cfg.event_loop!r}",
                            field="event_loop")

@@ -9,6 +9,7 @@ from typing import Any
 import grpc
 
 from kuamo.engine.errors import InvalidInput, KuamoError
+from kuamo.engine.ids import ProductId, canonical_id, row_key
 from kuamo.engine.personal import Event
 from kuamo.engine.types import (
     AttrValue,
@@ -57,17 +58,35 @@ def _opt(msg: Any, name: str) -> Any:
     return getattr(msg, name) if msg.HasField(name) else None
 
 
+def id_from_pb(id: int, key: str, field: str = "id") -> ProductId:
+    """A product named on the wire: `key` (the catalog's id as text) when set, else the int64 `id`."""
+    return canonical_id(key, field) if key else id
+
+
+def id_to_pb(pid: ProductId) -> tuple[int, str]:
+    """(int64 id, key) for a product id: the row key and the id as text. An empty or negative id goes out
+    as id -1 and key "" so that the other side refuses it instead of reading an unset field."""
+    if isinstance(pid, str):
+        return (row_key(pid) if pid else -1), pid
+    return int(pid), str(int(pid)) if int(pid) >= 0 else ""
+
+
+def _ids_from_pb(ids: Any, keys: Any, field: str) -> tuple[ProductId, ...]:
+    return (*ids, *(canonical_id(k, field) for k in keys))
+
+
 def filters_from_pb(f: pb.Filters) -> Filters:
     return Filters(category_prefix=f.category_prefix or None, brands=tuple(f.brands),
                    price_min=_opt(f, "price_min"), price_max=_opt(f, "price_max"), min_rating=_opt(f, "min_rating"),
                    attributes={k: attr_from_pb(v, f"filters.attributes.{k}") for k, v in f.attributes.items()},
-                   ids=tuple(f.ids))
+                   ids=_ids_from_pb(f.ids, f.keys, "filters.keys"))
 
 
 def filters_to_pb(f: Filters) -> pb.Filters:
     return pb.Filters(category_prefix=f.category_prefix or "", brands=list(f.brands), price_min=f.price_min,
                       price_max=f.price_max, min_rating=f.min_rating,
-                      attributes={k: attr_to_pb(v) for k, v in f.attributes.items()}, ids=list(f.ids))
+                      attributes={k: attr_to_pb(v) for k, v in f.attributes.items()},
+                      ids=[i for i in f.ids if not isinstance(i, str)], keys=[i for i in f.ids if isinstance(i, str)])
 
 
 def modifiers_from_pb(m: pb.Modifiers) -> Modifiers:
@@ -96,13 +115,19 @@ def query_to_pb(q: Query) -> pb.Query:
                     omit_products=not q.include_products, user_id=q.user_id or "", user_weight=q.user_weight)
 
 
-def _examples(items: Any, field: str) -> dict[int, float]:
-    out: dict[int, float] = {}
+def _examples(items: Any, field: str) -> dict[ProductId, float]:
+    out: dict[ProductId, float] = {}
     for e in items:
-        if e.id in out:
-            raise InvalidInput(f"product {e.id} is listed twice", field=field)
-        out[e.id] = e.weight if e.weight != 0 else 1.0
+        pid = id_from_pb(e.id, e.key, field)
+        if pid in out:
+            raise InvalidInput(f"product {pid!r} is listed twice", field=field)
+        out[pid] = e.weight if e.weight != 0 else 1.0
     return out
+
+
+def example_to_pb(pid: ProductId, weight: float) -> pb.Example:
+    id, key = id_to_pb(pid)
+    return pb.Example(id=id, key=key, weight=weight)
 
 
 def recommend_from_pb(r: pb.RecommendRequest) -> RecommendQuery:
@@ -114,20 +139,27 @@ def recommend_from_pb(r: pb.RecommendRequest) -> RecommendQuery:
 
 
 def recommend_to_pb(q: RecommendQuery) -> pb.RecommendRequest:
-    return pb.RecommendRequest(user_id=q.user_id or "", positives=[pb.Example(id=i, weight=w) for i, w in
+    return pb.RecommendRequest(user_id=q.user_id or "", positives=[example_to_pb(i, w) for i, w in
                                                                    q.positives.items()],
-                               negatives=[pb.Example(id=i, weight=w) for i, w in q.negatives.items()],
+                               negatives=[example_to_pb(i, w) for i, w in q.negatives.items()],
                                filters=filters_to_pb(q.filters), modifiers=modifiers_to_pb(q.modifiers), k=q.k,
                                explain=q.explain, omit_products=not q.include_products,
                                include_purchased=q.include_purchased)
 
 
 def event_from_pb(e: pb.Event) -> Event:
-    return Event(user_id=e.user_id, product_id=e.product_id, kind=e.kind, ts=e.timestamp or None)
+    return Event(user_id=e.user_id, product_id=id_from_pb(e.product_id, e.product_key, "product_key"), kind=e.kind,
+                 ts=e.timestamp or None)
+
+
+def event_to_pb(e: Event) -> pb.Event:
+    id, key = id_to_pb(e.product_id)
+    return pb.Event(user_id=e.user_id, product_id=id, product_key=key, kind=e.kind, timestamp=e.ts or 0.0)
 
 
 def product_from_pb(p: pb.Product, field: str = "product") -> Product:
-    return Product(id=p.id, title=p.title, description=p.description, category=p.category, brand=_opt(p, "brand"),
+    return Product(id=id_from_pb(p.id, p.key, f"{field}.key"), title=p.title, description=p.description,
+                   category=p.category, brand=_opt(p, "brand"),
                    price=_opt(p, "price"), rating=_opt(p, "rating"),
                    attributes={k: attr_from_pb(v, f"{field}.attributes.{k}") for k, v in p.attributes.items()},
                    image_ref=p.image_ref or None)
@@ -136,7 +168,8 @@ def product_from_pb(p: pb.Product, field: str = "product") -> Product:
 def _fill_product(m: pb.Product, p: Product) -> pb.Product:
     """Write `p` into the message in place. Every hit of every search carries a product: setting the map
     entries' fields directly costs about half of building an AttrValue message per attribute and copying it."""
-    m.id, m.title, m.description, m.category, m.image_ref = p.id, p.title, p.description, p.category, p.image_ref or ""
+    m.id, m.key = id_to_pb(p.id)
+    m.title, m.description, m.category, m.image_ref = p.title, p.description, p.category, p.image_ref or ""
     if p.brand is not None:
         m.brand = p.brand
     if p.price is not None:
@@ -153,7 +186,7 @@ def product_to_pb(p: Product) -> pb.Product:
 
 
 def _fill_hit(out: pb.Hit, h: Hit) -> pb.Hit:
-    out.id, out.score = h.id, h.score
+    (out.id, out.key), out.score = id_to_pb(h.id), h.score
     if h.product is not None:
         _fill_product(out.product, h.product)
     if h.explanation is not None:
@@ -182,16 +215,34 @@ def error_to_pb(exc: KuamoError, code: grpc.StatusCode, request_id: str = "") ->
                              error=pb.Error(code=code.value[0], message=str(exc), field=exc.field or ""))
 
 
+def rejection_to_pb(x: Rejection) -> pb.Rejection:
+    """A rejected row; its id as given when it was a valid id, else id -1 and key ""."""
+    try:
+        pid = None if x.id is None else canonical_id(x.id)
+    except InvalidInput:
+        pid = None
+    id, key = (-1, "") if pid is None else id_to_pb(pid)
+    return pb.Rejection(row=x.row, id=id, key=key, field=x.field, reason=x.reason)
+
+
+def rejection_from_pb(x: pb.Rejection) -> Rejection:
+    pid = canonical_id(x.key) if x.key else (None if x.id < 0 else x.id)
+    return Rejection(row=x.row, id=pid, field=x.field, reason=x.reason)
+
+
 def upsert_result_to_pb(r: UpsertResult) -> pb.UpsertResponse:
-    return pb.UpsertResponse(accepted=r.accepted, unchanged=r.unchanged,
-                             rejected=[pb.Rejection(row=x.row, id=x.id if x.id is not None else -1, field=x.field,
-                                                    reason=x.reason) for x in r.rejected])
+    return pb.UpsertResponse(accepted=[row_key(i) for i in r.accepted], unchanged=[row_key(i) for i in r.unchanged],
+                             accepted_keys=[str(i) for i in r.accepted], unchanged_keys=[str(i) for i in r.unchanged],
+                             rejected=[rejection_to_pb(x) for x in r.rejected])
+
+
+def _ids_of(ids: Any, keys: Any) -> list[ProductId]:
+    return [canonical_id(k) for k in keys] if len(keys) == len(ids) else list(ids)
 
 
 def upsert_result_from_pb(r: pb.UpsertResponse) -> UpsertResult:
-    return UpsertResult(accepted=list(r.accepted), unchanged=list(r.unchanged),
-                        rejected=[Rejection(row=x.row, id=None if x.id < 0 else x.id, field=x.field, reason=x.reason)
-                                  for x in r.rejected])
+    return UpsertResult(accepted=_ids_of(r.accepted, r.accepted_keys), unchanged=_ids_of(r.unchanged, r.unchanged_keys),
+                        rejected=[rejection_from_pb(x) for x in r.rejected])
 
 
 def stats_to_pb(s: EngineStats) -> pb.StatsResponse:
@@ -204,7 +255,7 @@ def result_from_pb(r: pb.SearchResponse) -> SearchResult:
     hits = []
     for h in r.hits:
         e = h.explanation if h.HasField("explanation") else None
-        hits.append(Hit(id=h.id, score=h.score,
+        hits.append(Hit(id=id_from_pb(h.id, h.key), score=h.score,
                         product=product_from_pb(h.product) if h.HasField("product") else None,
                         explanation=None if e is None else Explanation(
                             contributions=dict(e.contributions), base_score=e.base_score, modifiers=dict(e.modifiers))))

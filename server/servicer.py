@@ -9,7 +9,7 @@ from typing import Any
 
 from kuamo.engine.errors import InvalidInput, KuamoError, NotReady
 from kuamo.engine.protocol import EngineProtocol
-from kuamo.engine.types import Product, Rejection, UpsertResult
+from kuamo.engine.types import Product, ProductId, Rejection, UpsertResult
 from kuamo.proto.kuamo.v1 import kuamo_pb2 as pb
 from kuamo.proto.kuamo.v1 import kuamo_pb2_grpc as pb_grpc
 from kuamo.server import convert
@@ -164,22 +164,20 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
                 await flush()
         if batch:
             await flush()
-        return pb.RecordEventsResponse(recorded=recorded, rejected=[
-            pb.Rejection(row=r.row, id=r.id if r.id is not None else -1, field=r.field, reason=r.reason)
-            for r in rejected])
+        return pb.RecordEventsResponse(recorded=recorded, rejected=[convert.rejection_to_pb(r) for r in rejected])
 
     async def ForgetUser(self, request: pb.ForgetUserRequest, context: Any) -> pb.ForgetUserResponse:
         return pb.ForgetUserResponse(events_deleted=await self.engine.forget_user(request.user_id))
 
     async def Upsert(self, request_iterator: AsyncIterator[pb.UpsertRequest], context: Any) -> pb.UpsertResponse:
         engine = self.engine
-        accepted: list[int] = []
-        unchanged: list[int] = []
+        accepted: list[ProductId] = []
+        unchanged: list[ProductId] = []
         rejected: list[Rejection] = []
         products: list[Product] = []
         images: list[bytearray | None] = []
         rows: list[int] = []  # stream position of each buffered product
-        seen: set[int] = set()
+        seen: set[ProductId] = set()
         n = 0
 
         async def flush() -> None:
@@ -212,7 +210,8 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
             try:
                 product = convert.product_from_pb(msg.product)
             except KuamoError as exc:
-                rejected.append(Rejection(row=row, id=msg.product.id, field=exc.field or "product", reason=exc.message))
+                rejected.append(Rejection(row=row, id=msg.product.key or msg.product.id, field=exc.field or "product",
+                                          reason=exc.message))
                 continue
             if product.id in seen:
                 rejected.append(Rejection(row=row, id=product.id, field="id",
@@ -235,12 +234,12 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
         return convert.upsert_result_to_pb(UpsertResult(accepted=accepted, rejected=rejected, unchanged=unchanged))
 
     async def Delete(self, request: pb.DeleteRequest, context: Any) -> pb.DeleteResponse:
-        if not request.ids:
-            raise InvalidInput("give at least one id", field="ids")
-        return pb.DeleteResponse(deleted=await self.engine.delete(list(request.ids)))
+        if not request.ids and not request.keys:
+            raise InvalidInput("give at least one id (ids or keys)", field="ids")
+        return pb.DeleteResponse(deleted=await self.engine.delete([*request.ids, *request.keys]))
 
     async def GetProduct(self, request: pb.GetProductRequest, context: Any) -> pb.Product:
-        return convert.product_to_pb(await self.engine.get(request.id))
+        return convert.product_to_pb(await self.engine.get(convert.id_from_pb(request.id, request.key, "key")))
 
     async def Stats(self, request: pb.StatsRequest, context: Any) -> pb.StatsResponse:
         return convert.stats_to_pb(await self.engine.stats())

@@ -22,7 +22,8 @@ def _fit(s: str, n: int) -> str:
 
 
 def format_result(result: SearchResult, *, explain: bool = False, title_width: int = 48) -> str:
-    head = (f"{'#':>3}  {'id':>8}  {'score':>7}  {_fit('title', title_width)}  {'category':<28} "
+    idw = max([8, *(len(str(h.id)) for h in result.hits)])  # string ids (hex, SKUs) are shown whole
+    head = (f"{'#':>3}  {'id':>{idw}}  {'score':>7}  {_fit('title', title_width)}  {'category':<28} "
             f"{'price':>8} {'rating':>6}")
     lines = [head, "-" * _width(head)]
     for rank, h in enumerate(result.hits, 1):
@@ -31,7 +32,7 @@ def format_result(result: SearchResult, *, explain: bool = False, title_width: i
         cat = p.category if p else ""
         price = f"{p.price:.0f}" if p and p.price is not None else "-"
         rating = f"{p.rating:.1f}" if p and p.rating is not None else "-"
-        lines.append(f"{rank:>3}  {h.id:>8}  {h.score:7.4f}  {_fit(title, title_width)}  {_fit(cat, 28)} "
+        lines.append(f"{rank:>3}  {h.id!s:>{idw}}  {h.score:7.4f}  {_fit(title, title_width)}  {_fit(cat, 28)} "
                      f"{price:>8} {rating:>6}")
         if explain and h.explanation is not None:
             parts = ", ".join(f"{k} {v:+.4f}" for k, v in h.explanation.contributions.items())

@@ -19,7 +19,7 @@ class AttrValue(_message.Message):
     def __init__(self, string_value: _Optional[str] = ..., int_value: _Optional[int] = ..., double_value: _Optional[float] = ..., bool_value: _Optional[bool] = ...) -> None: ...
 
 class Product(_message.Message):
-    __slots__ = ("id", "title", "description", "category", "brand", "price", "rating", "attributes", "image_ref")
+    __slots__ = ("id", "title", "description", "category", "brand", "price", "rating", "attributes", "image_ref", "key")
     class AttributesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -36,6 +36,7 @@ class Product(_message.Message):
     RATING_FIELD_NUMBER: _ClassVar[int]
     ATTRIBUTES_FIELD_NUMBER: _ClassVar[int]
     IMAGE_REF_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
     id: int
     title: str
     description: str
@@ -45,10 +46,11 @@ class Product(_message.Message):
     rating: float
     attributes: _containers.MessageMap[str, AttrValue]
     image_ref: str
-    def __init__(self, id: _Optional[int] = ..., title: _Optional[str] = ..., description: _Optional[str] = ..., category: _Optional[str] = ..., brand: _Optional[str] = ..., price: _Optional[float] = ..., rating: _Optional[float] = ..., attributes: _Optional[_Mapping[str, AttrValue]] = ..., image_ref: _Optional[str] = ...) -> None: ...
+    key: str
+    def __init__(self, id: _Optional[int] = ..., title: _Optional[str] = ..., description: _Optional[str] = ..., category: _Optional[str] = ..., brand: _Optional[str] = ..., price: _Optional[float] = ..., rating: _Optional[float] = ..., attributes: _Optional[_Mapping[str, AttrValue]] = ..., image_ref: _Optional[str] = ..., key: _Optional[str] = ...) -> None: ...
 
 class Filters(_message.Message):
-    __slots__ = ("category_prefix", "brands", "price_min", "price_max", "min_rating", "attributes", "ids")
+    __slots__ = ("category_prefix", "brands", "price_min", "price_max", "min_rating", "attributes", "ids", "keys")
     class AttributesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -63,6 +65,7 @@ class Filters(_message.Message):
     MIN_RATING_FIELD_NUMBER: _ClassVar[int]
     ATTRIBUTES_FIELD_NUMBER: _ClassVar[int]
     IDS_FIELD_NUMBER: _ClassVar[int]
+    KEYS_FIELD_NUMBER: _ClassVar[int]
     category_prefix: str
     brands: _containers.RepeatedScalarFieldContainer[str]
     price_min: float
@@ -70,7 +73,8 @@ class Filters(_message.Message):
     min_rating: float
     attributes: _containers.MessageMap[str, AttrValue]
     ids: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, category_prefix: _Optional[str] = ..., brands: _Optional[_Iterable[str]] = ..., price_min: _Optional[float] = ..., price_max: _Optional[float] = ..., min_rating: _Optional[float] = ..., attributes: _Optional[_Mapping[str, AttrValue]] = ..., ids: _Optional[_Iterable[int]] = ...) -> None: ...
+    keys: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, category_prefix: _Optional[str] = ..., brands: _Optional[_Iterable[str]] = ..., price_min: _Optional[float] = ..., price_max: _Optional[float] = ..., min_rating: _Optional[float] = ..., attributes: _Optional[_Mapping[str, AttrValue]] = ..., ids: _Optional[_Iterable[int]] = ..., keys: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Modifiers(_message.Message):
     __slots__ = ("rating_factor", "popularity_weight", "popularity_field", "brand_boosts")
@@ -172,16 +176,18 @@ class Explanation(_message.Message):
     def __init__(self, contributions: _Optional[_Mapping[str, float]] = ..., base_score: _Optional[float] = ..., modifiers: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class Hit(_message.Message):
-    __slots__ = ("id", "score", "product", "explanation")
+    __slots__ = ("id", "score", "product", "explanation", "key")
     ID_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
     PRODUCT_FIELD_NUMBER: _ClassVar[int]
     EXPLANATION_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
     id: int
     score: float
     product: Product
     explanation: Explanation
-    def __init__(self, id: _Optional[int] = ..., score: _Optional[float] = ..., product: _Optional[_Union[Product, _Mapping]] = ..., explanation: _Optional[_Union[Explanation, _Mapping]] = ...) -> None: ...
+    key: str
+    def __init__(self, id: _Optional[int] = ..., score: _Optional[float] = ..., product: _Optional[_Union[Product, _Mapping]] = ..., explanation: _Optional[_Union[Explanation, _Mapping]] = ..., key: _Optional[str] = ...) -> None: ...
 
 class Timings(_message.Message):
     __slots__ = ("queue_ms", "encode_ms", "filter_ms", "search_ms", "rerank_ms", "total_ms")
@@ -248,12 +254,14 @@ class EmbedResponse(_message.Message):
     def __init__(self, dim: _Optional[int] = ..., vectors: _Optional[_Iterable[_Union[Vector, _Mapping]]] = ...) -> None: ...
 
 class Example(_message.Message):
-    __slots__ = ("id", "weight")
+    __slots__ = ("id", "weight", "key")
     ID_FIELD_NUMBER: _ClassVar[int]
     WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
     id: int
     weight: float
-    def __init__(self, id: _Optional[int] = ..., weight: _Optional[float] = ...) -> None: ...
+    key: str
+    def __init__(self, id: _Optional[int] = ..., weight: _Optional[float] = ..., key: _Optional[str] = ...) -> None: ...
 
 class RecommendRequest(_message.Message):
     __slots__ = ("request_id", "user_id", "positives", "negatives", "filters", "modifiers", "k", "explain", "omit_products", "include_purchased")
@@ -280,16 +288,18 @@ class RecommendRequest(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., user_id: _Optional[str] = ..., positives: _Optional[_Iterable[_Union[Example, _Mapping]]] = ..., negatives: _Optional[_Iterable[_Union[Example, _Mapping]]] = ..., filters: _Optional[_Union[Filters, _Mapping]] = ..., modifiers: _Optional[_Union[Modifiers, _Mapping]] = ..., k: _Optional[int] = ..., explain: _Optional[bool] = ..., omit_products: _Optional[bool] = ..., include_purchased: _Optional[bool] = ...) -> None: ...
 
 class Event(_message.Message):
-    __slots__ = ("user_id", "product_id", "kind", "timestamp")
+    __slots__ = ("user_id", "product_id", "kind", "timestamp", "product_key")
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     PRODUCT_ID_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
+    PRODUCT_KEY_FIELD_NUMBER: _ClassVar[int]
     user_id: str
     product_id: int
     kind: str
     timestamp: float
-    def __init__(self, user_id: _Optional[str] = ..., product_id: _Optional[int] = ..., kind: _Optional[str] = ..., timestamp: _Optional[float] = ...) -> None: ...
+    product_key: str
+    def __init__(self, user_id: _Optional[str] = ..., product_id: _Optional[int] = ..., kind: _Optional[str] = ..., timestamp: _Optional[float] = ..., product_key: _Optional[str] = ...) -> None: ...
 
 class RecordEventsResponse(_message.Message):
     __slots__ = ("recorded", "rejected")
@@ -322,32 +332,40 @@ class UpsertRequest(_message.Message):
     def __init__(self, product: _Optional[_Union[Product, _Mapping]] = ..., image: _Optional[bytes] = ..., image_chunk: _Optional[bytes] = ...) -> None: ...
 
 class Rejection(_message.Message):
-    __slots__ = ("row", "id", "field", "reason")
+    __slots__ = ("row", "id", "field", "reason", "key")
     ROW_FIELD_NUMBER: _ClassVar[int]
     ID_FIELD_NUMBER: _ClassVar[int]
     FIELD_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
     row: int
     id: int
     field: str
     reason: str
-    def __init__(self, row: _Optional[int] = ..., id: _Optional[int] = ..., field: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+    key: str
+    def __init__(self, row: _Optional[int] = ..., id: _Optional[int] = ..., field: _Optional[str] = ..., reason: _Optional[str] = ..., key: _Optional[str] = ...) -> None: ...
 
 class UpsertResponse(_message.Message):
-    __slots__ = ("accepted", "rejected", "unchanged")
+    __slots__ = ("accepted", "rejected", "unchanged", "accepted_keys", "unchanged_keys")
     ACCEPTED_FIELD_NUMBER: _ClassVar[int]
     REJECTED_FIELD_NUMBER: _ClassVar[int]
     UNCHANGED_FIELD_NUMBER: _ClassVar[int]
+    ACCEPTED_KEYS_FIELD_NUMBER: _ClassVar[int]
+    UNCHANGED_KEYS_FIELD_NUMBER: _ClassVar[int]
     accepted: _containers.RepeatedScalarFieldContainer[int]
     rejected: _containers.RepeatedCompositeFieldContainer[Rejection]
     unchanged: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, accepted: _Optional[_Iterable[int]] = ..., rejected: _Optional[_Iterable[_Union[Rejection, _Mapping]]] = ..., unchanged: _Optional[_Iterable[int]] = ...) -> None: ...
+    accepted_keys: _containers.RepeatedScalarFieldContainer[str]
+    unchanged_keys: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, accepted: _Optional[_Iterable[int]] = ..., rejected: _Optional[_Iterable[_Union[Rejection, _Mapping]]] = ..., unchanged: _Optional[_Iterable[int]] = ..., accepted_keys: _Optional[_Iterable[str]] = ..., unchanged_keys: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class DeleteRequest(_message.Message):
-    __slots__ = ("ids",)
+    __slots__ = ("ids", "keys")
     IDS_FIELD_NUMBER: _ClassVar[int]
+    KEYS_FIELD_NUMBER: _ClassVar[int]
     ids: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, ids: _Optional[_Iterable[int]] = ...) -> None: ...
+    keys: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, ids: _Optional[_Iterable[int]] = ..., keys: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class DeleteResponse(_message.Message):
     __slots__ = ("deleted",)
@@ -356,10 +374,12 @@ class DeleteResponse(_message.Message):
     def __init__(self, deleted: _Optional[int] = ...) -> None: ...
 
 class GetProductRequest(_message.Message):
-    __slots__ = ("id",)
+    __slots__ = ("id", "key")
     ID_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
     id: int
-    def __init__(self, id: _Optional[int] = ...) -> None: ...
+    key: str
+    def __init__(self, id: _Optional[int] = ..., key: _Optional[str] = ...) -> None: ...
 
 class StatsRequest(_message.Message):
     __slots__ = ()

@@ -119,3 +119,32 @@ def test_pad_keeps_whole_product_visible() -> None:
     x = preprocess(img, ImagePreprocess(fit="pad"))
     assert x[:, 112, 5].max() > 0.9  # white padding at the left edge
     assert x[:, 112, 112].max() < -0.9  # product in the middle
+
+
+def _flat_jpeg(w: int, h: int) -> bytes:
+    return _encode(Image.new("L", (w, h), 180), "JPEG", quality=80)  # a flat colour: megapixels, few bytes
+
+
+def test_big_photo_above_the_limit_gets_kuamos_message_not_pillows() -> None:
+    data = _flat_jpeg(11_880, 7_920)  # 94.1 megapixels: above Pillow's own warning limit (89.5)
+    with pytest.raises(InvalidInput) as exc:
+        decode_image(data, max_pixels=40_000_000)
+    assert exc.value.message == ("photo has 94.1 megapixels, above the limit of 40000000; raise "
+                                 "--max-image-pixels (max_image_pixels) to accept it")
+    assert exc.value.field == "image"
+    with pytest.raises(InvalidInput) as exc:  # past twice Pillow's limit, where Pillow raises instead of warning
+        decode_image(_png_header_only(20_000, 10_000), max_pixels=40_000_000)
+    assert exc.value.message.startswith("photo has 200.0 megapixels") and "bomb" not in exc.value.message
+
+
+def test_big_jpeg_below_the_limit_is_decoded_small() -> None:
+    img = decode_image(_flat_jpeg(11_880, 7_920), max_pixels=100_000_000)
+    assert img.mode == "RGB" and img.size == (5_940, 3_960)  # DCT-scaled 1/2: longest side >= MAX_SIDE (4096)
+    assert img.getpixel((10, 10)) == (180, 180, 180)
+    small = decode_image(_flat_jpeg(640, 480))
+    assert small.size == (640, 480)  # ordinary photos are untouched
+
+
+def test_big_png_is_reduced_after_decoding() -> None:
+    img = decode_image(_encode(Image.new("RGB", (9_000, 300), (10, 200, 30)), "PNG"))
+    assert img.size == (4_500, 150) and img.getpixel((0, 0)) == (10, 200, 30)

@@ -39,7 +39,7 @@ def write_generic_csv(root: Path) -> Path:
          "image": "img/bad.png", "colour": ""},
         {"id": "5", "title": "odd price", "category": "", "brand": "", "price": "cheap", "rating": "",
          "image": "", "colour": ""},
-        {"id": "x6", "title": "bad id", "category": "", "brand": "", "price": "", "rating": "", "image": "",
+        {"id": "", "title": "no id", "category": "", "brand": "", "price": "", "rating": "", "image": "",
          "colour": ""},
         {"id": "7", "title": "text only", "category": "Home", "brand": "", "price": "", "rating": "", "image": "",
          "colour": "Green"},
@@ -61,7 +61,7 @@ def test_generic_csv_rejections_and_idempotent_rerun(tmp_path) -> None:
     assert by_row[3][:2] == (3, "image") and "missing image" in by_row[3][2]
     assert by_row[4][:2] == (4, "image")  # undecodable, found by the encoder
     assert by_row[5][:2] == (5, "price") and "bad price" in by_row[5][2]
-    assert by_row[6][1] == "id"
+    assert by_row[6][1] == "id" and "tried columns id, product_id, sku_id, item_id" in by_row[6][2]
     p1 = asyncio.run(eng.get(1))
     assert p1.price == 299.0 and p1.rating == 4.5 and p1.category == "Apparel/Topwear"
     assert p1.attributes == {"colour": "Red"} and p1.image_ref == "img/1.png"
