@@ -13,7 +13,7 @@ the same bearer tokens, admission limit, TLS and metrics, and an OpenAI-compatib
     GET  /healthz (the process answers), /readyz (models loaded and warm: 200, else 503)
     GET  / and /static/*                   the search page (server/web/), no build step, no CDN
     GET  /v1/categories                    the catalog's category paths (the page's filter)
-    GET  /photos/<id>                      a product's photo, read from `catalog_dir` only (no traversal,
+    GET  /photos/<key>                     a product's photo, read from `catalog_dir` only (no traversal,
                                            at most max_photo_bytes)
 
 Errors: {"error": {"code": <HTTP status>, "status": <gRPC code name>, "message", "field"}} with the HTTP status
@@ -41,6 +41,7 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from kuamo.engine.errors import InvalidInput, KuamoError, NotFound, NotReady
+from kuamo.engine.ids import canonical_id
 from kuamo.proto.kuamo.v1 import kuamo_pb2 as pb
 from kuamo.server.status import status_of
 
@@ -278,12 +279,10 @@ class HttpGateway:
                                   "photos": self.catalog_dir is not None})
 
     async def _photo(self, request: web.Request) -> web.Response:
-        raw = request.match_info["id"]
-        if not raw.isdigit():
-            raise InvalidInput(f"product id must be a non-negative integer, got {raw!r}", field="id")
+        raw = request.match_info["id"]  # the catalog's id as text (Hit.key)
         if self.catalog_dir is None:
             raise NotFound("this server shows no photos (start it with --catalog-dir)", field="id")
-        product = await self.srv.servicer.engine.get(int(raw))
+        product = await self.srv.servicer.engine.get(canonical_id(raw))
         path = self._inside_catalog(product.image_ref or "")
         kind = PHOTO_TYPES.get(path.suffix.lower())
         if kind is None:

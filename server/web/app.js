@@ -52,25 +52,25 @@ async function search() {
   } catch (e) { status(e.message, true); }
 }
 
-async function moreLike(id) {
+async function moreLike(key) {
   try {
-    const res = await call("/v1/Recommend", { positives: [{ id }], k: 24, explain: true, filters: filters() });
-    draw(res, `more like product ${id}`);
+    const res = await call("/v1/Recommend", { positives: [{ key }], k: 24, explain: true, filters: filters() });
+    draw(res, `more like product ${key}`);
   } catch (e) { status(e.message, true); }
 }
 
-async function recordClick(id, card) {
+async function recordClick(key, card) {
   const user = $("user").value.trim();
   if (!user) return;
   try {
-    await call("/v1/RecordEvents", JSON.stringify({ userId: user, productId: id, kind: "click" }), true);
+    await call("/v1/RecordEvents", JSON.stringify({ userId: user, productKey: key, kind: "click" }), true);
     card.classList.add("clicked");
     if (lastQuery) { lastQuery.userId = user; draw(await call("/v1/Search", { query: lastQuery }), `re-ranked for ${user}`); }
   } catch (e) { status(e.message, true); }
 }
 
-async function photoUrl(id) {
-  const r = await fetch(`/photos/${id}`, { headers: headers() });
+async function photoUrl(key) {
+  const r = await fetch(`/photos/${encodeURIComponent(key)}`, { headers: headers() });
   return r.ok ? URL.createObjectURL(await r.blob()) : "";
 }
 
@@ -97,17 +97,17 @@ function draw(res, what) {
   for (const hit of res.hits) {
     const p = hit.product || {};
     const card = $("card").content.firstElementChild.cloneNode(true);
-    const id = Number(hit.id);
-    card.dataset.id = hit.id;
-    card.querySelector(".title").textContent = p.title || `product ${hit.id}`;
+    const key = hit.key || String(hit.id);  // the catalog's id (string ids are not numbers)
+    card.dataset.id = key;
+    card.querySelector(".title").textContent = p.title || `product ${key}`;
     const meta = [p.category, p.price !== undefined ? `¥${p.price}` : null,
                   p.rating !== undefined ? `★ ${p.rating}` : null, `score ${hit.score.toFixed(3)}`];
     card.querySelector(".meta").textContent = meta.filter(Boolean).join(" · ");
     card.querySelector(".why").appendChild(bars(hit.explanation));
-    photoUrl(hit.id).then((url) => { if (url) card.querySelector(".thumb").src = url; });
+    photoUrl(key).then((url) => { if (url) card.querySelector(".thumb").src = url; });
     card.querySelector(".thumb").alt = p.title || "";
-    card.querySelector(".more").addEventListener("click", (e) => { e.stopPropagation(); moreLike(id); });
-    card.addEventListener("click", () => recordClick(id, card));
+    card.querySelector(".more").addEventListener("click", (e) => { e.stopPropagation(); moreLike(key); });
+    card.addEventListener("click", () => recordClick(key, card));
     main.appendChild(card);
   }
   const server = res.timings ? `server ${res.timings.totalMs.toFixed(1)} ms` : "";
