@@ -15,6 +15,8 @@ from kuamo.engine.config import DEFAULT_MODEL_DIR
 from kuamo.engine.errors import InvalidInput
 from kuamo.server.config import EVENT_LOOPS
 
+MODELS_HELP = "exported model directory (default: %(default)s, written by `make models` / `kuamo export`)"
+FASHION_HELP = "fashion catalog directory (default ../shared/data/fashion or KUAMO_FASHION_DIR)"
 BENCH_SUITES = ("encoders", "index", "batching", "upsert_block", "quality", "server", "personal", "baselines",
                 "reliability", "edge", "http")
 
@@ -230,14 +232,15 @@ def _add_server_flags(p: argparse.ArgumentParser, *, listen: bool = True) -> Non
                    "/v1/embeddings, on the same host, tokens and TLS as gRPC (default -1 = off, 0 = a free port)")
     p.add_argument("--catalog-dir", type=Path, default=None, help="catalog directory whose photos the search page "
                    "shows (only files inside it)")
-    p.add_argument("--models", type=Path, default=None)
+    p.add_argument("--models", type=Path, default=None,
+                   help="exported model directory (default models/default, or [server] model_dir)")
     p.add_argument("--data", type=Path, default=None, help="store + index directory (default data/kuamo)")
     p.add_argument("--token-file", type=Path, default=None, help="file with the bearer tokens clients must send, "
                    "one per line (not visible in ps, unlike --token)")
     p.add_argument("--token", action="append", help="bearer token clients must send (repeatable; or "
                    "KUAMO_SERVER_TOKENS=a,b)")
-    p.add_argument("--tls-cert", type=Path, default=None)
-    p.add_argument("--tls-key", type=Path, default=None)
+    p.add_argument("--tls-cert", type=Path, default=None, help="PEM certificate chain: serve TLS (with --tls-key)")
+    p.add_argument("--tls-key", type=Path, default=None, help="PEM private key of --tls-cert")
     p.add_argument("--tls-client-ca", type=Path, default=None, help="require client certificates signed by this CA")
     p.add_argument("--no-batching", action="store_true", help="encoder batches of one (for comparison)")
     p.add_argument("--access-log", action="store_true", help="one JSON line per RPC on stderr")
@@ -270,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     bu.set_defaults(func=_cmd_bundle)
 
     b = sub.add_parser("bench", help="run benchmarks; results go to benchmarks/results/")
-    b.add_argument("suite", choices=(*BENCH_SUITES, "all"))
+    b.add_argument("suite", choices=(*BENCH_SUITES, "all"), help="one suite, or all of them")
     b.add_argument("--quick", action="store_true", help="small sizes, a few minutes (CI smoke run)")
     b.set_defaults(func=_cmd_bench)
 
@@ -279,9 +282,9 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--models", type=Path, default=DEFAULT_MODEL_DIR, help="exported towers to extract features with")
     a.add_argument("--out", type=Path, default=None,
                    help="head file (default: the shipped head for the fashion catalog, else models/align_head.npz)")
-    a.add_argument("--epochs", type=int, default=None)
+    a.add_argument("--epochs", type=int, default=None, help="training epochs (default: the recipe's)")
     a.add_argument("--alpha", type=float, default=None, help="weight of the trained head vs the zero-shot map")
-    a.add_argument("--seed", type=int, default=None)
+    a.add_argument("--seed", type=int, default=None, help="random seed (default: the recipe's)")
     a.add_argument("--limit", type=int, default=None, help="use only the first N products (smoke runs)")
     a.add_argument("--finetune", action="store_true",
                    help="fine-tune the image backbone with the head (the shipped recipe; made for a GPU)")
@@ -289,9 +292,9 @@ def build_parser() -> argparse.ArgumentParser:
     a.set_defaults(func=_cmd_align)
 
     ev = sub.add_parser("eval", help="retrieval quality on the held-out 10%% (writes benchmarks/results/quality.*)")
-    ev.add_argument("--models", type=Path, default=DEFAULT_MODEL_DIR)
-    ev.add_argument("--catalog", type=Path, default=None)
-    ev.add_argument("--quick", action="store_true")
+    ev.add_argument("--models", type=Path, default=DEFAULT_MODEL_DIR, help=MODELS_HELP)
+    ev.add_argument("--catalog", type=Path, default=None, help=FASHION_HELP)
+    ev.add_argument("--quick", action="store_true", help="400 held-out photos instead of all (a smoke run)")
     ev.set_defaults(func=_cmd_eval)
 
     ix = sub.add_parser("index", help="ingest a catalog (CSV / JSONL) into the store and index; resumable")
@@ -311,9 +314,9 @@ def build_parser() -> argparse.ArgumentParser:
     ix.add_argument("--max-image-pixels", type=int, default=None, metavar="N",
                     help="refuse photos above N pixels (default 40000000); bigger photos below it are scaled down")
     ix.add_argument("--config", type=Path, default=None, help="TOML file ([catalog] section)")
-    ix.add_argument("--models", type=Path, default=DEFAULT_MODEL_DIR)
+    ix.add_argument("--models", type=Path, default=DEFAULT_MODEL_DIR, help=MODELS_HELP)
     ix.add_argument("--data", type=Path, default=Path("data/kuamo"), help="store + index directory")
-    ix.add_argument("--limit", type=int, default=None)
+    ix.add_argument("--limit", type=int, default=None, help="index only the first N rows (a trial)")
     ix.set_defaults(func=_cmd_index)
 
     sv = sub.add_parser("serve", help="run the gRPC server (config file < KUAMO_SERVER_* env < flags)")
@@ -322,33 +325,34 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="index the fashion catalog if needed, serve on loopback, run sample queries")
     _add_server_flags(d, listen=False)
-    d.add_argument("--catalog", type=Path, default=None)
+    d.add_argument("--catalog", type=Path, default=None,
+                   help="catalog directory with products.csv and images/ (default: the fashion catalog)")
     d.add_argument("--once", action="store_true", help="exit after the sample queries")
     d.set_defaults(func=_cmd_demo)
 
     s = sub.add_parser("search", help="query a running server")
-    s.add_argument("text", nargs="?", default=None)
+    s.add_argument("text", nargs="?", default=None, help="what to search for, in any language")
     s.add_argument("--image", type=_photo, default=None, metavar="PHOTO", help="photo file to search with")
-    s.add_argument("--k", type=int, default=10)
+    s.add_argument("--k", type=int, default=10, help="number of results (default %(default)s)")
     s.add_argument("--filter", action="append", help='e.g. "price<2000", "category=Apparel", "gender=Women"')
     s.add_argument("--weight", action="append", type=_weight, metavar="NAME=VALUE",
                    help='block weight >= 0, e.g. "image=0.7" (names: text, image, rating, price); repeatable')
     s.add_argument("--rating", type=float, default=None, help="rated about this (0..5)")
     s.add_argument("--price", type=float, default=None, help="priced around this")
     s.add_argument("--rating-boost", type=float, default=0.0, help="multiply scores by (1 + f * rating/5)")
-    s.add_argument("--nprobe", type=int, default=None)
-    s.add_argument("--explain", action="store_true")
-    s.add_argument("--target", default="127.0.0.1:50051")
+    s.add_argument("--nprobe", type=int, default=None, help="IVF lists to visit (default: the index's)")
+    s.add_argument("--explain", action="store_true", help="show what each block and rule added to every score")
+    s.add_argument("--target", default="127.0.0.1:50051", help="server address (default %(default)s)")
     s.add_argument("--token", default=None, help="bearer token (or --token-file, or KUAMO_TOKEN)")
     s.add_argument("--token-file", type=Path, default=None, help="file whose first line is the bearer token")
     s.add_argument("--tls-ca", type=Path, default=None, help="CA certificate to verify the server with")
-    s.add_argument("--timeout", type=float, default=10.0)
+    s.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the answer (default %(default)s)")
     s.set_defaults(func=_cmd_search)
 
     n = sub.add_parser("neighbours", help="show nearest neighbours on a sample of the fashion catalog")
-    n.add_argument("--models", type=Path, default=DEFAULT_MODEL_DIR)
-    n.add_argument("--catalog", type=Path, default=None)
-    n.add_argument("--sample", type=int, default=2000)
+    n.add_argument("--models", type=Path, default=DEFAULT_MODEL_DIR, help=MODELS_HELP)
+    n.add_argument("--catalog", type=Path, default=None, help=FASHION_HELP)
+    n.add_argument("--sample", type=int, default=2000, help="products to sample (default %(default)s)")
     n.set_defaults(func=_cmd_neighbours)
     return p
 

@@ -85,3 +85,25 @@ def test_the_boundary_check_sees_a_lazy_import(tmp_path: Path) -> None:
     tree = ast.parse("def f():\n    from kuamo.benchmarks.quality import run\n")
     found = [n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
     assert [_folder_of(m) for m in found] == ["benchmarks"]
+
+
+def test_every_cli_option_and_subcommand_has_help() -> None:
+    import argparse
+
+    from kuamo.cli import build_parser
+
+    missing = []
+
+    def walk(parser: argparse.ArgumentParser, name: str) -> None:
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                helps = {a.dest: a.help for a in action._choices_actions}
+                for sub, sub_parser in action.choices.items():
+                    if not helps.get(sub):
+                        missing.append(f"kuamo {sub}")
+                    walk(sub_parser, f"kuamo {sub}")
+            elif not action.help and action.dest != "help":
+                missing.append(f"{name} {'/'.join(action.option_strings) or action.dest}")
+
+    walk(build_parser(), "kuamo")
+    assert not missing, f"no help text: {missing}"
