@@ -56,7 +56,9 @@ class ModelArtifacts:
         path = self.model_dir / MANIFEST_NAME
         if not path.is_file():
             raise ArtifactError(
-                f"no {MANIFEST_NAME} in {self.model_dir}; run `kuamo export` (or `make models`) first"
+                f"no {MANIFEST_NAME} in {self.model_dir.resolve()}: point --models (or [server] model_dir) at an "
+                f"exported model directory, or make one with `kuamo export --out {self.model_dir}` (`make models` "
+                "in the repository)"
             )
         try:
             self.manifest: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
