@@ -52,6 +52,7 @@ from kuamo.engine.types import (
     Timings,
     UpsertResult,
 )
+from kuamo.engine.vocabulary import CatalogVocabulary
 from kuamo.engine.zero_shot_blend import BlendChoice, choose_for_photos
 
 log = logging.getLogger(__name__)
@@ -228,6 +229,9 @@ class Engine:
         self.index_seq = 0
         self._changes_since_snapshot = 0
         self.recovery: dict[str, Any] = {}
+        self.vocabulary = CatalogVocabulary()
+        self.vocabulary.add_attributes(self.store.attribute_names())
+        self.vocabulary.set_categories(self.store.categories())
         self.index = self._recover()
         self._category_prior: CategoryPrior | None = None
         self._category_name_vecs: dict[str, np.ndarray] = {}
@@ -546,6 +550,7 @@ class Engine:
                 raise InvalidInput(f"{name!r} is not a declared numeric attribute {list(self.numeric_names)}",
                                    field="targets")
         validate_filters(q.filters)
+        self.vocabulary.check(q.filters)
         validate_modifiers(q.modifiers)
         if q.user_id is not None:
             check_user_id(q.user_id)
@@ -681,6 +686,7 @@ class Engine:
         if not isinstance(rq.k, int) or isinstance(rq.k, bool) or not 1 <= rq.k <= self.config.max_k:
             raise InvalidInput(f"k must be an integer in 1..{self.config.max_k}, got {rq.k!r}", field="k")
         validate_filters(rq.filters)
+        self.vocabulary.check(rq.filters)
         validate_modifiers(rq.modifiers)
         for name, ex in (("positives", rq.positives), ("negatives", rq.negatives)):
             for pid, w in ex.items():
@@ -1026,6 +1032,7 @@ class Engine:
     def _commit(self, rows: list[StoredRow]) -> None:
         self._record_blend()
         seq = self.store.upsert(rows)  # durable first: the index is a cache of the store
+        self.vocabulary.add_attributes(name for r in rows for name in r.product.attributes)
         ids = np.asarray([row_key(r.product.id) for r in rows], dtype=np.int64)
         if self.stale_vectors is not None:
             self._rewritten.update(ids.tolist())
@@ -1043,6 +1050,7 @@ class Engine:
         snapshot every `snapshot_every` changes."""
         self._changes_since_snapshot += n
         self._refresh_category_prior()
+        self.vocabulary.set_categories(self.store.categories())
         if self._index_outgrown():
             self._rebuild_index()
         if self._changes_since_snapshot >= self.config.snapshot_every:

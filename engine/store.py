@@ -235,6 +235,12 @@ class CatalogStore:
         with self._lock:
             return [r[0] for r in self._db.execute("SELECT DISTINCT category FROM products")]
 
+    def attribute_names(self) -> set[str]:
+        """Every attribute name any stored product has (one scan; the engine then adds what it writes)."""
+        with self._lock:
+            return {r[0] for r in self._db.execute(
+                "SELECT DISTINCT j.key FROM products, json_each(products.attributes) AS j")}
+
     def get(self, id: int, shown: ProductId | None = None) -> Product:
         """The product at row key `id` (`shown`: the id as the caller wrote it, for the error)."""
         got = self.get_many([id])

@@ -464,8 +464,13 @@ CASES: list[Case] = [
     err("search-user-id-overlong", "Search", search(text="red", user_id="u" * 257), "user_id"),
     err("search-user-id-whitespace", "Search", search(text="red", user_id="   "), "user_id"),
     # ---- Search: filters and modifiers
-    ok("search-filter-unknown-attribute-name", "Search",
-       search(text="red", filters=F(attributes={"material": AV(string_value="silk")})), no_hits),
+    # an attribute or category the catalog never had is an error naming the nearest ones, not OK with 0 hits
+    err("search-filter-unknown-attribute-name", "Search",
+        search(text="red", filters=F(attributes={"material": AV(string_value="silk")})), "filters.attributes"),
+    err("search-filter-misspelled-attribute-name", "Search",
+        search(text="red", filters=F(attributes={"colur": AV(string_value="red")})), "filters.attributes"),
+    err("search-filter-unknown-category", "Search",
+        search(text="red", filters=F(category_prefix="Apparel/shirtz")), "filters.category_prefix"),
     err("search-filter-attribute-name-injection", "Search",
         search(text="red", filters=F(attributes={'colour") OR 1=1 --': AV(string_value="x")})), "filters.attributes"),
     err("search-filter-attribute-name-65-chars", "Search",
@@ -487,8 +492,9 @@ CASES: list[Case] = [
     err("search-filter-ids-too-many", "Search", search(text="red", filters=F(ids=many_ids(100_001))), "filters.ids"),
     err("search-filter-brand-empty-string", "Search", search(text="red", filters=F(brands=["acme", ""])),
         "filters.brands"),
-    ok("search-filter-category-wildcards-are-literal", "Search",
-       search(text="red", filters=F(category_prefix="%_/")), no_hits),
+    # SQL wildcards are no category of the catalog: refused by name (the store matches them literally too)
+    err("search-filter-category-wildcards-are-literal", "Search",
+        search(text="red", filters=F(category_prefix="%_/")), "filters.category_prefix"),
     err("search-modifier-rating-factor-nan", "Search", search(text="red", modifiers=M(rating_factor=math.nan)),
         "modifiers.rating_factor"),
     err("search-modifier-rating-factor-below-minus-1", "Search", search(text="red", modifiers=M(rating_factor=-2)),

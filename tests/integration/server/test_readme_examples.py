@@ -12,6 +12,9 @@ import pytest
 from conftest import TOKEN, start_server
 from fake_encoders import png
 
+from kuamo.engine.types import Product
+from kuamo.server.client import Client
+
 README = Path(__file__).resolve().parents[3] / "README.md"
 
 
@@ -23,6 +26,10 @@ def _using_it() -> str:
 @pytest.fixture(scope="module")
 def target(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     srv = start_server(tmp_path_factory.mktemp("readme"), tokens=(TOKEN,)).load()
+    with Client(srv.target, token=TOKEN) as c:  # the fields the README's examples filter on (the demo catalog's)
+        c.upsert([Product(id=7000 + i, title=f"red running shoes {i}", category="Footwear/Shoes/Sports Shoes",
+                          attributes={"gender": "Women" if i % 2 else "Men"}) for i in range(6)],
+                 [png("red")] * 6)
     yield srv.target
     srv.stop()
 
