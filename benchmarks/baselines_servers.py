@@ -22,7 +22,7 @@ def bench_servers(texts: list[str], *, quick: bool, duration_s: float, models: P
                   log: Log = default_log) -> dict[str, Any]:
     """Each server alone on the machine (started, measured, stopped in turn), 8 client threads."""
     from kuamo.benchmarks import peers
-    from kuamo.benchmarks.serving import server_process
+    from kuamo.benchmarks.serving import serving
 
     ref_enc = TextEncoder(ModelArtifacts(models), EncoderConfig(precision="fp32",
                                                                 session=SessionConfig(intra_op_threads=threads)))
@@ -53,11 +53,16 @@ def bench_servers(texts: list[str], *, quick: bool, duration_s: float, models: P
     data_dir = Path(tempfile.mkdtemp(prefix="kuamo-baselines-data-"))
     try:
         t0 = time.perf_counter()
-        with server_process(models, data_dir, batching=True) as target:
-            measure("kuamo_grpc", lambda: peers.GrpcEmbedClient(target), time.perf_counter() - t0,
+        with serving(models, data_dir, max_inflight=64, extra_args=["--http-port", "0"]) as srv:
+            ready_s = time.perf_counter() - t0
+            measure("kuamo_grpc", lambda: peers.GrpcEmbedClient(srv.target), ready_s,
                     "`kuamo serve` (served INT8 text tower, dynamic batching on, empty catalog), gRPC Embed kind=query")
+            port = int(srv.banner.split("HTTP on :", 1)[1].split()[0])
+            measure("kuamo_http", lambda: peers.OpenAIEmbedClient(port, "intfloat/multilingual-e5-small"), ready_s,
+                    "the same `kuamo serve`, OpenAI-compatible POST /v1/embeddings (query kind), base64")
     except Exception as exc:
-        out["kuamo_grpc"] = {"error": f"{type(exc).__name__}: {exc}"}
+        out.setdefault("kuamo_grpc", {"error": f"{type(exc).__name__}: {exc}"})
+        out.setdefault("kuamo_http", {"error": f"{type(exc).__name__}: {exc}"})
         log(f"kuamo server failed: {exc}")
     finally:
         shutil.rmtree(data_dir, ignore_errors=True)
