@@ -16,7 +16,7 @@ included (ORT only fuses a bias that is the Add's second input; this export's bi
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -163,3 +163,26 @@ def fuse_matmul_integer_to_float(model: onnx.ModelProto) -> int:
     if not any(o.domain == "com.microsoft" for o in model.opset_import):
         model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
     return len(replacement)
+
+
+def quantize_batch_invariant(fp32: Path | str, out: Path | str, op_types: Sequence[str],
+                             calibration: Iterable[Feeds]) -> dict:
+    """INT8 weights (per channel) from quantize_dynamic, then every activation scale fixed from the
+    `calibration` feeds. Returns the manifest's `quantization` record."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with tempfile.TemporaryDirectory(prefix="kuamo-int8-") as tmp:
+        dynamic = Path(tmp) / "dynamic.onnx"
+        quantize_dynamic(str(fp32), str(dynamic), weight_type=QuantType.QInt8, per_channel=True,
+                         op_types_to_quantize=list(op_types))
+        feeds = list(calibration)
+        rewrite = freeze_activation_scales(dynamic, out, activation_ranges(dynamic, feeds))
+    tokens = sum(int(f["attention_mask"].sum()) for f in feeds if "attention_mask" in f)
+    return {"method": "onnxruntime.quantization.quantize_dynamic, then DynamicQuantizeLinear -> QuantizeLinear "
+                      "with calibrated scales (export/static_activations.py)",
+            "weight_type": "QInt8", "per_channel": True, "reduce_range": False, "op_types": list(op_types),
+            "activations": "static per-tensor uint8: min/max over the calibration inputs (padding masked out), "
+                           "fixed in the graph, so an item's vector does not depend on its batch",
+            "calibration": {"batches": len(feeds), "items": sum(len(next(iter(f.values()))) for f in feeds),
+                            **({"tokens": tokens} if tokens else {})},
+            **rewrite}

