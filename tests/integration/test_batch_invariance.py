@@ -42,11 +42,13 @@ def _zh_en_pairs() -> list[tuple[str, str]]:
 @pytest.fixture(scope="module")
 def queries(fashion_dir: Path) -> list[str]:
     """200 real queries: the Chinese queries of tests/data/zh_queries.tsv and their English twins, 10 one-word
-    queries, 20 long texts (several titles run together, up to past the 512-token limit), catalog titles."""
+    queries, 20 long texts (several titles run together, one past the 512-token limit), catalog titles."""
     pairs = _zh_en_pairs()
     assert len(pairs) >= 40
     pool = [it.title for it in random.Random(11).sample(load_fashion(fashion_dir), 300)]
-    long = [" ".join(pool[6 * i: 6 * i + 6]) for i in range(17)] + [" ".join(pool[:100]) * k for k in (1, 2, 3)]
+    # 17 of ~80 tokens, 2 of ~250, 1 truncated at 512 (every batch it joins is padded to 512: kept to one)
+    long = [" ".join(pool[6 * i: 6 * i + 6]) for i in range(17)] + [" ".join(pool[k: k + 20]) for k in (0, 20)]
+    long.append(" ".join(pool[:100]))
     n_titles = 200 - 2 * len(pairs) - len(SHORT) - len(long)
     texts = [zh for zh, _ in pairs] + [en for _, en in pairs] + pool[-n_titles:] + SHORT + long
     assert len(texts) == 200
