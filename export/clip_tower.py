@@ -20,11 +20,15 @@ from kuamo.engine.config import EncoderConfig
 from kuamo.engine.encoders import ImageEncoder, TextEncoder
 from kuamo.engine.imaging import ImagePreprocess
 from kuamo.export.gate import compare_models, parity_stats
+from kuamo.export.image_tower import gate_and_calibration_photos, image_invariance
 from kuamo.export.onnx_info import cap_ir_version, describe
+from kuamo.export.static_activations import quantize_batch_invariant
+from kuamo.export.text_tower import calibration_feeds, calibration_texts, gate_texts, text_invariance
 
 Progress = Callable[[str], None]
 OPSET = 17
 GATE_SAMPLES = 256
+CALIBRATION_PHOTOS, INVARIANCE_PHOTOS = 64, 200
 
 
 class _TextTower(nn.Module):
@@ -101,16 +105,6 @@ def _preprocess(checkpoint: Path, image_size: int, kind: str) -> ImagePreprocess
     return ImagePreprocess(size=image_size, mean=mean, std=std, interpolation="bicubic", fit="crop")
 
 
-def _quantize(src: Path, dst: Path) -> dict:
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True,
-                     op_types_to_quantize=["MatMul"])
-    cap_ir_version(dst)
-    return {"method": "onnxruntime.quantization.quantize_dynamic", "weight_type": "QInt8", "per_channel": True,
-            "op_types": ["MatMul"]}
-
-
 def export_clip_towers(checkpoint: Path, out_dir: Path, *, progress: Progress = print) -> dict:
     checkpoint, out_dir = Path(checkpoint), Path(out_dir)
     t0 = time.perf_counter()
@@ -165,8 +159,12 @@ def export_clip_towers(checkpoint: Path, out_dir: Path, *, progress: Progress = 
         vref = vision(torch.from_numpy(pixels)).numpy()
     image_parity = {"fp32_vs_torch": parity_stats(vref, img_enc.run({"pixel_values": pixels})["embedding"])}
 
-    # INT8 for both towers, gated on inputs shaped like real use (token sequences / image tensors)
+    # INT8 for both towers (activation scales calibrated on real texts and photos, so vectors do not depend
+    # on the batch), gated on inputs shaped like real use (token sequences / image tensors)
     vocab = int(tcfg.vocab_size)
+    photos, calib_photos = gate_and_calibration_photos(INVARIANCE_PHOTOS, CALIBRATION_PHOTOS, pre)
+    calibration = {"text": calibration_feeds(enc, calibration_texts()),
+                   "image": [{"pixel_values": calib_photos[i: i + 16]} for i in range(0, len(calib_photos), 16)]}
     for name, spec, parity, batches in (
         ("text", text_spec, text_parity,
          [enc.feeds([[int(t) for t in rng.integers(3, vocab, size=int(rng.integers(3, 16)))]
@@ -177,7 +175,7 @@ def export_clip_towers(checkpoint: Path, out_dir: Path, *, progress: Progress = 
     ):
         progress(f"clip: INT8 {name} tower and its gate")
         int8_path = out_dir / f"{name}.int8.onnx"
-        quant = _quantize(out_dir / f"{name}.onnx", int8_path)
+        quant = quantize_batch_invariant(out_dir / f"{name}.onnx", int8_path, ["MatMul"], calibration[name])
         gate = compare_models(str(out_dir / f"{name}.onnx"), str(int8_path), batches, "embedding")
         parity["int8_vs_fp32"] = {"samples": "random token sequences / random image tensors", **gate.to_dict()}
         spec["files"]["int8"] = int8_path.name
@@ -186,5 +184,10 @@ def export_clip_towers(checkpoint: Path, out_dir: Path, *, progress: Progress = 
                      else f"INT8 failed the gate: {gate.reason}",
                      "quantization": quant, "parity": parity,
                      "onnx": {"fp32": describe(out_dir / f"{name}.onnx"), "int8": describe(int8_path)}})
+    served = TowerArtifact("text", out_dir / text_spec["files"][text_spec["serve"]], text_spec["serve"], text_spec)
+    text_spec["batch_invariance"] = {text_spec["serve"]: text_invariance(
+        TextEncoder.from_tower(served, tok_path), gate_texts())}
+    image_spec["batch_invariance"] = {image_spec["serve"]: image_invariance(
+        out_dir / image_spec["files"][image_spec["serve"]], photos, "embedding")}
     text_spec["export_seconds"] = image_spec["export_seconds"] = round(time.perf_counter() - t0, 1)
     return {"text": text_spec, "image": image_spec}

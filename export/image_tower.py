@@ -14,10 +14,12 @@ import torch
 from torch import nn
 
 from kuamo.engine.imaging import ImagePreprocess, decode_image, preprocess
+from kuamo.engine.session import create_session
 from kuamo.engine.zero_shot_blend import ZERO_SHOT_FILE
 from kuamo.export.effnet_lite import load_pretrained
 from kuamo.export.gate import parity_stats
 from kuamo.export.image_int8 import choose_int8
+from kuamo.export.invariance import batch_invariance
 from kuamo.export.onnx_info import cap_ir_version, describe
 from kuamo.export.samples import FashionItem, sample_fashion
 from kuamo.export.tuned_backbone import apply_delta, delta_digest
@@ -107,12 +109,20 @@ def run_torch(tower: ImageTower, x: np.ndarray, batch: int = 32) -> dict[str, np
 
 
 def run_onnx(path: Path, x: np.ndarray, batch: int = 32) -> dict[str, np.ndarray]:
-    from kuamo.engine.session import create_session
-
     sess = create_session(path)
     names = [o.name for o in sess.get_outputs()]
     parts = [sess.run(names, {"pixel_values": x[i: i + batch]}) for i in range(0, len(x), batch)]
     return {n: np.concatenate([p[j] for p in parts]) for j, n in enumerate(names)}
+
+
+def image_invariance(path: Path, x: np.ndarray, output: str) -> dict:
+    """Each photo's `output` alone vs inside mixed batches of 2..64 (export/invariance.py)."""
+    sess = create_session(path)
+
+    def run(xs: list[np.ndarray]) -> np.ndarray:
+        return sess.run([output], {"pixel_values": np.stack(xs)})[0]
+
+    return {"photos": "the gate photos", **batch_invariance(run, list(x), rounds=1)}
 
 
 def export_image_tower(out_dir: Path, *, progress: Progress = print, head: nn.Module | None = None,
@@ -176,6 +186,8 @@ def export_image_tower(out_dir: Path, *, progress: Progress = print, head: nn.Mo
         else:
             reason = quant["reason"]
             parity["int8_vs_fp32"] = quant.get("gate", {"passed": False, "reason": reason})
+    progress(f"image: batch invariance of the served {serve} graph (each photo alone vs inside mixed batches)")
+    spec["batch_invariance"] = {serve: image_invariance(out_dir / spec["files"][serve], x, embedding_output)}
     spec.update({"serve": serve, "serve_reason": reason, "quantization": quant, "parity": parity,
                  "onnx": {"fp32": describe(fp32_path),
                           **({"int8": describe(int8_path)} if "int8" in spec["files"] else {})},

