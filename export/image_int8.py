@@ -134,13 +134,14 @@ def float_convs_fed_by_dq(model_path: Path) -> list[str]:
 def pads_feeding(model_path: Path, convs: Iterable[str]) -> list[str]:
     """The Pad nodes (TF SAME padding) whose output feeds one of `convs`. A conv kept in FP32 must keep its
     Pad in FP32 too: a quantised Pad puts a DequantizeLinear in front of the conv, and ORT's
-    WeightBiasQuantization then quantises the "FP32" conv's weights to 8 bits per tensor, which saturate in
-    AVX2's u8s8 kernels (the stem, "kept in FP32", ran as such an 8-bit conv before this)."""
+    WeightBiasQuantization then quantises the "FP32" conv's weights to 8 bits per tensor, which can saturate
+    in AVX2's u8s8 kernels (the stem, "kept in FP32", ran as such an 8-bit conv before this)."""
     nodes = list(onnx.load(str(model_path), load_external_data=False).graph.node)
     producer = {o: n for n in nodes for o in n.output}
+    wanted = set(convs)
     found: list[str] = []
     for n in nodes:
-        if n.name in set(convs) and n.input:
+        if n.name in wanted and n.input:
             p = producer.get(n.input[0])
             while p is not None and p.op_type == "Pad":
                 found.append(p.name)
@@ -313,7 +314,7 @@ def choose_int8(fp32_path: Path, int8_path: Path, *, calibration: np.ndarray, ga
                               reason=f"{scheme.name} passed the gate and ran {ev.speedup}x FP32 at batch 8 on "
                                      f"this CPU ({cpu['model']}, VNNI: {cpu['vnni']}); "
                                      + ("7-bit weights: the same sums on CPUs with or without VNNI" if portable
-                                        else "8-bit weights: served only on CPUs with VNNI if made on one"))
+                                        else "8-bit weights: gated for this kind of CPU only"))
                 return result
     passed = [t for t in result["tried"] if t["passed"]]
     result["reason"] = (
