@@ -65,14 +65,16 @@ class Scheme:
 # that passes the gate and the speed margin is served; the next ones are fallbacks.
 TRUNK = ("stem", "first_depthwise", "tail")
 EXPORT_SCHEMES = (
-    # Everything from the first pointwise conv to the head conv in INT8 with 7-bit weights; stem + first
-    # depthwise (the most sensitive layers, with their Pads) and pooling/FC/alignment head in FP32. 7-bit
-    # weights cannot saturate, so one export serves CPUs with and without VNNI alike (bit-identical outputs
-    # under qemu's AVX2-only Haswell model). AMD EPYC (VNNI), 2 threads: cosine 0.9946 mean / 0.985 min over
-    # 256 photos; as fast as the 8-bit scheme (same VNNI kernels; 1.6-1.8x FP32 at batch 1 and 8).
-    Scheme("conv_trunk_keep_stem_first_depthwise_reduce_range", reduce_range=True, keep_fp32=TRUNK),
-    # 8-bit weights: more accurate (0.9986 / 0.997) but they saturate without VNNI (0.981 / 0.954 under qemu
-    # Haswell), so served only on VNNI CPUs (engine.cpu_features.int8_mismatch)
+    # 7-bit weights, so one export serves CPUs with and without VNNI alike: they cannot saturate AVX2's int16
+    # pair sums (outputs bit-identical to native under qemu's AVX2-only Haswell model, 24 photos). The stem
+    # and the first two MBConv blocks (with their Pads: fed by float tensors) and pooling/FC/alignment head
+    # in FP32, the rest INT8. AMD EPYC (VNNI), 2 threads, 256 gate / 128 calibration photos: cosine 0.9934
+    # mean / 0.978 min on `embedding` (0.9967 / 0.993 on `features`); 1.4-1.8x FP32 at batch 1 and 8, about
+    # 10% behind the 8-bit trunk on VNNI. The 7-bit trunk alone (stem + first depthwise in FP32) fails on
+    # `embedding` (0.990 / 0.969).
+    Scheme("conv_trunk_keep_first_blocks_reduce_range", reduce_range=True, keep_fp32=("first_blocks", "tail")),
+    # 8-bit weights: more accurate (0.9973 / 0.990 on `embedding`) but they saturate without VNNI (0.981 / 0.954
+    # on `features` under qemu Haswell), so served only on VNNI CPUs (engine.cpu_features.int8_mismatch)
     Scheme("conv_trunk_keep_stem_first_depthwise", keep_fp32=TRUNK),
 )
 

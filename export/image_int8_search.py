@@ -29,17 +29,27 @@ Earlier model (before the fine-tuned backbone), the stem's Pad still quantised (
 Current model (fine-tuned backbone + alignment head), 2026-12-04; "Haswell" = cosine on the first 24 gate
 photos under `qemu-x86_64 -cpu Haswell` (AVX2, no AVX-512, no VNNI: ORT's saturating u8s8 kernels), native
 on the same 24 in brackets. The machine was loaded (load average ~15 on 2 cores): only ratios from one
-round-robin run mean anything, and within one run they moved by +-0.2.
+round-robin run mean anything, and within one run they moved by +-0.2. Cosines below are on `features`.
 
     scheme (keep_fp32 / calibration)           cos mean  cos min  top-1  b1 x  b8 x  Haswell (native) n=24
     trunk, 8-bit, stem Pad quantised (shipped)   0.9970   0.9842   -      1.7   1.6   0.944 / 0.738 (n=16)
     trunk_reduce_range, stem Pad quantised       0.9942   0.9807   0.945  1.9   1.8   0.99421 / 0.98570 (same)
     trunk, 8-bit                                 0.9986   0.9971   0.961  1.9   1.7   0.981 / 0.954 (0.9986 / 0.9978)
-    trunk_reduce_range  <- export                0.9946   0.9845   0.934  1.4-1.7 1.7 0.99459 / 0.98778 (same)
+    trunk_reduce_range                           0.9946   0.9845   0.934  1.4-1.7 1.7 0.99459 / 0.98778 (same)
     trunk_reduce_range, 384 calibration photos   0.9946   0.9850   0.930  1.6   1.7   -
     trunk_reduce_range_percentile                0.9947   0.9865   0.945  1.4   1.5   -
     first 3 convs FP32, reduce_range             0.9953   0.9896   0.934  1.5   1.7   -
-    first_blocks (6 convs) FP32, reduce_range    0.9967   0.9929   0.938  1.4-1.6 1.4-1.5 0.99702 / 0.99499 (same)
+    first_blocks (6 convs) FP32, reduce_range    0.9967   0.9929   0.938  1.4-1.8 1.4-1.6 0.99702 / 0.99499 (same)
+      <- export (first_blocks + tail in FP32)
+
+`kuamo export` gates `embedding` (the alignment head's output, 384-d), which moves more than `features`:
+on `embedding`, same 256 photos: 8-bit trunk 0.9973 / 0.9898; 7-bit trunk 0.9900 / 0.9690 (fails: a full
+export on this machine chose the 8-bit trunk after it); 7-bit with 384 calibration photos 0.9899 / 0.9675,
+percentile 0.9902 / 0.9693; 7-bit with the first 3 / 6 / 9 / 12 convs in FP32 0.9913 / 0.9781, 0.9934 /
+0.9783, 0.9940 / 0.9692, 0.9943 / 0.9770 (9 and 12 leave convs in FP32 behind a DequantizeLinear). So
+the export tries first_blocks with 7-bit weights first: about 10% behind the 8-bit trunk on VNNI (b1 1.71
+vs 1.85, b8 1.48 vs 1.84, b16 1.50 vs 1.54, b32 1.67 vs 1.79 x FP32 in one side-by-side run), and it
+serves INT8 on AVX2-only CPUs, which otherwise fall back to FP32 (1.5-1.8x slower on VNNI).
 
 (trunk = stem + first depthwise + tail in FP32, everything from the first pointwise conv to the head conv
 in INT8, minmax calibration.) With 7-bit weights a pair of u8 x s8 products sums to at most 2 x 255 x 63 =
@@ -49,8 +59,7 @@ machine). 8-bit weights saturate there. (The stem that ORT quantised to 8 bits p
 did not visibly saturate on these 24 photos; `cpu_features.saturation_free` still refuses such a model.)
 On VNNI both use the same kernels, so the 7-bit trunk is as fast as the 8-bit one: side by side (7-bit vs
 8-bit, x FP32) b1 1.68 vs 1.69, b8 1.81 vs 1.72, b16 1.57 vs 1.66, b32 1.75 vs 1.64 in one run, the other
-way round in an earlier run (b8 1.59 vs 1.84, b16 1.87 vs 1.54), i.e. noise. The export tries it first and
-keeps the 8-bit trunk as the fallback for VNNI CPUs.
+way round in an earlier run (b8 1.59 vs 1.84, b16 1.87 vs 1.54), i.e. noise.
 
 Batch size (same run, 2 threads, photos/s FP32 / 7-bit / 8-bit): b1 7.0 / 11.8 / 11.9, b8 12.1 / 21.9 / 20.8,
 b16 15.8 / 24.8 / 26.2, b32 19.0 / 33.2 / 31.2. Absolute rates are ~5x below an idle run (load ~15 on the
