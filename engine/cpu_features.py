@@ -4,7 +4,10 @@ With VNNI (AVX-512 VNNI or AVX-VNNI) u8 x s8 dot products accumulate in int32; w
 AVX2 / AVX-512 kernels sum pairs of products in int16 (vpmaddubsw) and saturate. A QDQ image tower with
 8-bit weights gated on a VNNI CPU is therefore wrong elsewhere: the shipped scheme, gated at cosine 0.997 mean /
 0.984 min on an AMD EPYC with VNNI, gave 0.944 / 0.738 against FP32 on 16 real photos under an AVX2-only
-(Haswell) CPU model in qemu. 7-bit weights (reduce_range) cannot saturate and are safe everywhere."""
+(Haswell) CPU model in qemu. 7-bit weights (reduce_range) cannot saturate (a pair sum is at most
+2 x 255 x 63 = 32,130), so such a tower computes the same int32 sums with and without VNNI, provided no conv
+left in FP32 is fed by a DequantizeLinear: ORT quantises those convs' weights to 8 bits when it loads the model.
+An export records that count per scheme (`float_convs_fed_by_dq`)."""
 
 from __future__ import annotations
 
@@ -28,16 +31,23 @@ def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> dict[str, Any]:
             "vnni": bool({"avx512_vnni", "avx_vnni"} & flags), "amx_int8": "amx_int8" in flags}
 
 
+def saturation_free(entry: dict[str, Any]) -> bool:
+    """Whether the INT8 scheme recorded as `entry` (one of the manifest's `quantization.tried`) computes the same
+    on every x86 CPU: 7-bit weights, and no FP32 conv that ORT would quantise to 8 bits at load time."""
+    return bool(entry.get("settings", {}).get("reduce_range")) and entry.get("float_convs_fed_by_dq") == 0
+
+
 def int8_mismatch(quantization: dict[str, Any], here: dict[str, Any]) -> str | None:
     """Why an INT8 tower quantised as `quantization` (its manifest entry) must not be served on a CPU with the
-    features `here`, or None when it may. Only static QDQ with 8-bit weights chosen on a VNNI CPU is at risk."""
+    features `here`, or None when it may. Only static QDQ chosen on a VNNI CPU that is not saturation-free is at
+    risk (8-bit weights, or an export from before the float-conv count was recorded)."""
     chosen = quantization.get("chosen")
     made_on = quantization.get("cpu") or {}
     if not chosen or not made_on.get("vnni") or here.get("vnni"):
         return None
-    settings = next((t.get("settings", {}) for t in quantization.get("tried", []) if t.get("scheme") == chosen), {})
-    if settings.get("reduce_range"):
+    entry = next((t for t in quantization.get("tried", []) if t.get("scheme") == chosen), {})
+    if saturation_free(entry):
         return None
     return (f"the INT8 scheme {chosen!r} was gated on a CPU with VNNI ({made_on.get('model', '?')}); this CPU "
-            f"({here.get('model', '?')}) has none, where its 8-bit weights saturate (cosine to FP32 0.94 mean / 0.74 "
-            "min measured without VNNI); serving FP32. Run `kuamo export` on this kind of CPU to choose for it")
+            f"({here.get('model', '?')}) has none, where its 8-bit weights can saturate (cosine to FP32 0.94 mean / "
+            "0.74 min measured without VNNI); serving FP32. Run `kuamo export` on this kind of CPU to choose for it")

@@ -1,10 +1,11 @@
 """INT8 for the image tower: static QDQ schemes, each gated for accuracy and timed against FP32 here.
 
 Whether INT8 helps depends on the CPU. With VNNI, u8s8 dot products accumulate without saturation and
-are fast; without it, ORT's u8s8 kernels can saturate (models.md measured cosine 0.48) and reduce_range
-costs accuracy. So a scheme is served only when it passes the gate AND beats FP32 on the exporting CPU;
-otherwise FP32 is served and the reason recorded. `image_int8_search` tries many schemes; export runs
-only the chosen one plus a fallback (EXPORT_SCHEMES).
+are fast; without it, ORT's u8s8 kernels sum pairs of products in int16 and 8-bit weights saturate. 7-bit
+weights (reduce_range) cannot, so a reduce_range scheme computes the same on both and its gate result here
+holds on AVX2-only CPUs too; the export prefers one. A scheme is served only when it passes the gate AND
+beats FP32 on the exporting CPU; otherwise FP32 is served and the reason recorded. `image_int8_search`
+tries many schemes; export runs only the chosen one plus a fallback (EXPORT_SCHEMES).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import numpy as np
 import onnx
 
 from kuamo.engine.config import SessionConfig
-from kuamo.engine.cpu_features import cpu_flags
+from kuamo.engine.cpu_features import cpu_flags, saturation_free
 from kuamo.engine.session import create_session
 from kuamo.export.gate import int8_gate, parity_stats
 from kuamo.export.onnx_info import cap_ir_version
@@ -28,7 +29,7 @@ Progress = Callable[[str], None]
 MIN_SPEEDUP = 1.10  # INT8 must beat FP32 by 10% items/s at batch 8 to be worth its accuracy cost
 BENCH_THREADS = 2
 # Node groups that can be kept in FP32 (see conv_groups).
-GROUPS = ("stem", "first_depthwise", "depthwise", "pointwise", "head", "fc", "tail")
+GROUPS = ("stem", "first_depthwise", "first_blocks", "depthwise", "pointwise", "head", "fc", "tail")
 
 
 @dataclass(frozen=True)
@@ -61,20 +62,26 @@ class Scheme:
 
 
 # Chosen from `python -m kuamo.export.image_int8_search` (findings in its docstring): the first scheme
-# that passes the gate and the speed margin is served; the second is the safer fallback.
+# that passes the gate and the speed margin is served; the next ones are fallbacks.
+TRUNK = ("stem", "first_depthwise", "tail")
 EXPORT_SCHEMES = (
-    # everything from the first pointwise conv to the head conv in INT8; stem + first depthwise (by far the
-    # most sensitive layers) and pooling/FC/alignment head in FP32. AMD EPYC (VNNI), 2 threads: cosine
-    # 0.9955 mean / 0.978 min over 256 photos, 1.4-2.0x FP32 at batch 1, ~1.6x at batch 8.
-    Scheme("conv_trunk_keep_stem_first_depthwise", keep_fp32=("stem", "first_depthwise", "tail")),
-    # same with percentile ranges: a little less accurate here (min ~0.974) but robust to outlier photos
-    Scheme("conv_trunk_keep_stem_first_depthwise_percentile", calibrate="percentile",
-           keep_fp32=("stem", "first_depthwise", "tail")),
+    # 7-bit weights, so one export serves CPUs with and without VNNI alike: they cannot saturate AVX2's int16
+    # pair sums (outputs bit-identical to native under qemu's AVX2-only Haswell model, 24 photos). The stem
+    # and the first two MBConv blocks (with their Pads: fed by float tensors) and pooling/FC/alignment head
+    # in FP32, the rest INT8. AMD EPYC (VNNI), 2 threads, 256 gate / 128 calibration photos: cosine 0.9934
+    # mean / 0.978 min on `embedding` (0.9967 / 0.993 on `features`); 1.4-1.8x FP32 at batch 1 and 8, about
+    # 10% behind the 8-bit trunk on VNNI. The 7-bit trunk alone (stem + first depthwise in FP32) fails on
+    # `embedding` (0.990 / 0.969).
+    Scheme("conv_trunk_keep_first_blocks_reduce_range", reduce_range=True, keep_fp32=("first_blocks", "tail")),
+    # 8-bit weights: more accurate (0.9973 / 0.990 on `embedding`) but they saturate without VNNI (0.981 / 0.954
+    # on `features` under qemu Haswell), so served only on VNNI CPUs (engine.cpu_features.int8_mismatch)
+    Scheme("conv_trunk_keep_stem_first_depthwise", keep_fp32=TRUNK),
 )
 
 
 def for_cpu(scheme: Scheme, cpu: dict) -> Scheme:
-    """Without VNNI use 7-bit weights, ORT's advice against u8s8 saturation on AVX2/AVX-512 without VNNI."""
+    """Without VNNI use 7-bit weights, ORT's advice against u8s8 saturation on AVX2/AVX-512 without VNNI.
+    The name gets `_reduce_range` so that an export listing both forms runs it once."""
     if cpu.get("vnni") or scheme.reduce_range:
         return scheme
     return replace(scheme, name=scheme.name + "_reduce_range", reduce_range=True)
@@ -104,6 +111,8 @@ def conv_groups(model_path: Path) -> dict[str, list[str]]:
     ends = {convs[0].name, convs[-1].name}
     last = max(i for i, n in enumerate(nodes) if n.op_type == "Conv")
     return {"stem": [convs[0].name], "first_depthwise": depthwise[:1], "head": [convs[-1].name],
+            # stem + the first two MBConv blocks of Lite0 (1 + 2 + 3 convs), all fed by float tensors
+            "first_blocks": [n.name for n in convs[:6]],
             "depthwise": depthwise,
             "pointwise": [n.name for n in convs if n.name not in ends and n.name not in depthwise],
             "fc": [n.name for n in nodes if n.op_type in ("Gemm", "MatMul")],
@@ -122,6 +131,24 @@ def float_convs_fed_by_dq(model_path: Path) -> list[str]:
     inits = {i.name for i in graph.initializer}
     return [n.name for n in graph.node
             if n.op_type == "Conv" and n.input[0] in dq_out and len(n.input) > 1 and n.input[1] in inits]
+
+
+def pads_feeding(model_path: Path, convs: Iterable[str]) -> list[str]:
+    """The Pad nodes (TF SAME padding) whose output feeds one of `convs`. A conv kept in FP32 must keep its
+    Pad in FP32 too: a quantised Pad puts a DequantizeLinear in front of the conv, and ORT's
+    WeightBiasQuantization then quantises the "FP32" conv's weights to 8 bits per tensor, which can saturate
+    in AVX2's u8s8 kernels (the stem, "kept in FP32", ran as such an 8-bit conv before this)."""
+    nodes = list(onnx.load(str(model_path), load_external_data=False).graph.node)
+    producer = {o: n for n in nodes for o in n.output}
+    wanted = set(convs)
+    found: list[str] = []
+    for n in nodes:
+        if n.name in wanted and n.input:
+            p = producer.get(n.input[0])
+            while p is not None and p.op_type == "Pad":
+                found.append(p.name)
+                p = producer.get(p.input[0]) if p.input else None
+    return found
 
 
 def preprocess_for_quantization(fp32_path: Path, out: Path) -> Path:
@@ -159,7 +186,8 @@ def quantize(pre_path: Path, out: Path, scheme: Scheme, cache: Path, groups: dic
 
     methods = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
                "entropy": CalibrationMethod.Entropy}
-    exclude = sorted({n for g in scheme.keep_fp32 for n in groups[g]} | set(scheme.keep_nodes))
+    kept = {n for g in scheme.keep_fp32 for n in groups[g]} | set(scheme.keep_nodes)
+    exclude = sorted(kept | set(pads_feeding(pre_path, kept)))
     act = {"u8": QuantType.QUInt8, "s8": QuantType.QInt8}[scheme.activation_type]
     quantize_static(str(pre_path), str(out), None, quant_format=QuantFormat.QDQ,
                     op_types_to_quantize=list(scheme.op_types) if scheme.op_types else None,
@@ -258,8 +286,8 @@ def choose_int8(fp32_path: Path, int8_path: Path, *, calibration: np.ndarray, ga
     result: dict = {"cpu": cpu, "tried": [], "chosen": None, "min_speedup": MIN_SPEEDUP,
                     "bench_threads": BENCH_THREADS,
                     "method": f"onnxruntime.quantization.quantize_static (QDQ, u8 activations, s8 per-channel "
-                              f"weights), calibration on {len(calibration)} real photos disjoint from the "
-                              f"{len(gate_inputs)} gate photos"}
+                              f"weights, 7-bit where reduce_range), calibration on {len(calibration)} real photos "
+                              f"disjoint from the {len(gate_inputs)} gate photos"}
     with tempfile.TemporaryDirectory(prefix="kuamo-int8-") as tmp:
         pre = preprocess_for_quantization(fp32_path, Path(tmp) / "pre.onnx")
         groups = conv_groups(pre)
@@ -268,6 +296,7 @@ def choose_int8(fp32_path: Path, int8_path: Path, *, calibration: np.ndarray, ga
         schemes = list(schemes)
         # without VNNI try 7-bit weights first, then the plain schemes: measurement decides, not folklore
         candidates = [for_cpu(s, cpu) for s in schemes] + ([] if cpu["vnni"] else schemes)
+        candidates = list(dict.fromkeys(candidates))  # a 7-bit scheme listed twice (for_cpu) runs once
         for scheme in candidates:
             if scheme.calibrate not in caches:
                 caches[scheme.calibrate] = calibrate(pre, calibration, scheme.calibrate,
@@ -282,9 +311,12 @@ def choose_int8(fp32_path: Path, int8_path: Path, *, calibration: np.ndarray, ga
             result["gate"] = ev.gate.to_dict()
             if ev.passed and ev.speedup >= MIN_SPEEDUP:
                 path.replace(int8_path)
-                result.update(chosen=scheme.name,
+                portable = saturation_free(entry)
+                result.update(chosen=scheme.name, saturation_free=portable,
                               reason=f"{scheme.name} passed the gate and ran {ev.speedup}x FP32 at batch 8 on "
-                                     f"this CPU ({cpu['model']}, VNNI: {cpu['vnni']})")
+                                     f"this CPU ({cpu['model']}, VNNI: {cpu['vnni']}); "
+                                     + ("7-bit weights: the same sums on CPUs with or without VNNI" if portable
+                                        else "8-bit weights: gated for this kind of CPU only"))
                 return result
     passed = [t for t in result["tried"] if t["passed"]]
     result["reason"] = (

@@ -1,6 +1,6 @@
 """Search INT8 schemes for the image tower and report accuracy and speed of each (offline, minutes).
 
-    python -m kuamo.export.image_int8_search [--fp32 models/default/image.onnx] [--sensitivity] \
+    python -m kuamo.export.image_int8_search [--fp32 models/default/image.onnx] [--sensitivity [--reduce-range]] \
         [--json benchmarks/results/image_int8_search.json]
 
 Every scheme is calibrated on real fashion photos disjoint from the gate photos, gated with
@@ -9,7 +9,8 @@ export.gate.int8_gate on the pooled `features` and timed against FP32 at batch 1
 picked from this search; re-run it on a new CPU family before changing them.
 
 Findings (AMD EPYC with AVX-512 VNNI, 2 shared cores, ORT 1.31.1, 256 gate / 128 calibration photos,
-gate on `features`; speed = INT8 items/s / FP32 items/s, noisy to about +-0.3 on the shared machine):
+gate on `features`; speed = INT8 items/s / FP32 items/s, noisy to about +-0.3 on the shared machine).
+Earlier model (before the fine-tuned backbone), the stem's Pad still quantised (see below):
 
     scheme                                     cos mean  cos min  top-1 agree  b1 x  b8 x  gate
     conv_only_all                                0.852    0.643     0.48       1.4   1.4   fail
@@ -21,15 +22,61 @@ gate on `features`; speed = INT8 items/s / FP32 items/s, noisy to about +-0.3 on
     all_ops_reduce_range (7-bit weights)         0.960    0.850     0.72       1.9   1.7   fail
     all_ops_keep_depthwise (FP32 dw)             0.769    0.568     0.36       1.4   1.5   fail (ORT bug, below)
     conv_only_keep_depthwise_stem_head           0.993    0.973     0.89       1.4   0.8-1.2 pass, slow
-    conv_trunk_keep_stem_first_depthwise         0.9955   0.978     0.92       1.4-2.3 1.6  pass  <- export
-    ..._percentile                               0.995    0.974     0.92       1.7   1.7   pass  <- fallback
+    conv_trunk_keep_stem_first_depthwise         0.9955   0.978     0.92       1.4-2.3 1.6  pass
+    ..._percentile                               0.995    0.974     0.92       1.7   1.7   pass
     ..._reduce_range                             0.985    0.967     0.84       2.0   1.7   fail
+
+Current model (fine-tuned backbone + alignment head), 2026-12-04; "Haswell" = cosine on the first 24 gate
+photos under `qemu-x86_64 -cpu Haswell` (AVX2, no AVX-512, no VNNI: ORT's saturating u8s8 kernels), native
+on the same 24 in brackets. The machine was loaded (load average ~15 on 2 cores): only ratios from one
+round-robin run mean anything, and within one run they moved by +-0.2. Cosines below are on `features`.
+
+    scheme (keep_fp32 / calibration)           cos mean  cos min  top-1  b1 x  b8 x  Haswell (native) n=24
+    trunk, 8-bit, stem Pad quantised (shipped)   0.9970   0.9842   -      1.7   1.6   0.944 / 0.738 (n=16)
+    trunk_reduce_range, stem Pad quantised       0.9942   0.9807   0.945  1.9   1.8   0.99421 / 0.98570 (same)
+    trunk, 8-bit                                 0.9986   0.9971   0.961  1.9   1.7   0.981 / 0.954 (0.9986 / 0.9978)
+    trunk_reduce_range                           0.9946   0.9845   0.934  1.4-1.7 1.7 0.99459 / 0.98778 (same)
+    trunk_reduce_range, 384 calibration photos   0.9946   0.9850   0.930  1.6   1.7   -
+    trunk_reduce_range_percentile                0.9947   0.9865   0.945  1.4   1.5   -
+    first 3 convs FP32, reduce_range             0.9953   0.9896   0.934  1.5   1.7   -
+    first_blocks (6 convs) FP32, reduce_range    0.9967   0.9929   0.938  1.4-1.8 1.4-1.6 0.99702 / 0.99499 (same)
+      <- export (first_blocks + tail in FP32)
+
+`kuamo export` gates `embedding` (the alignment head's output, 384-d), which moves more than `features`:
+on `embedding`, same 256 photos: 8-bit trunk 0.9973 / 0.9898; 7-bit trunk 0.9900 / 0.9690 (fails: a full
+export on this machine chose the 8-bit trunk after it); 7-bit with 384 calibration photos 0.9899 / 0.9675,
+percentile 0.9902 / 0.9693; 7-bit with the first 3 / 6 / 9 / 12 convs in FP32 0.9913 / 0.9781, 0.9934 /
+0.9783, 0.9940 / 0.9692, 0.9943 / 0.9770 (9 and 12 leave convs in FP32 behind a DequantizeLinear). So
+the export tries first_blocks with 7-bit weights first: about 10% behind the 8-bit trunk on VNNI (b1 1.71
+vs 1.85, b8 1.48 vs 1.84, b16 1.50 vs 1.54, b32 1.67 vs 1.79 x FP32 in one side-by-side run), and it
+serves INT8 on AVX2-only CPUs, which otherwise fall back to FP32 (1.5-1.8x slower on VNNI). A full
+`kuamo export` here chose it (0.99343 / 0.9783 on `embedding`, 1.51x / 1.50x FP32 at batch 1 / 8, manifest
+`saturation_free: true`, served as INT8 for an AVX2-only CPU's flags); its image.int8.onnx gives the same
+`embedding` under qemu Haswell as natively on 16 photos (max |diff| 1.5e-8, FP32 rounding in the head).
+
+(trunk = stem + first depthwise + tail in FP32, everything from the first pointwise conv to the head conv
+in INT8, minmax calibration.) With 7-bit weights a pair of u8 x s8 products sums to at most 2 x 255 x 63 =
+32,130, so AVX2's int16 pair sums cannot saturate: the reduce_range rows checked are bit-identical under
+Haswell, so a native gate result is what an AVX2-only CPU gets (the speed there cannot be measured on this
+machine). 8-bit weights saturate there. (The stem that ORT quantised to 8 bits per tensor in the second row
+did not visibly saturate on these 24 photos; `cpu_features.saturation_free` still refuses such a model.)
+On VNNI both use the same kernels, so the 7-bit trunk is as fast as the 8-bit one: side by side (7-bit vs
+8-bit, x FP32) b1 1.68 vs 1.69, b8 1.81 vs 1.72, b16 1.57 vs 1.66, b32 1.75 vs 1.64 in one run, the other
+way round in an earlier run (b8 1.59 vs 1.84, b16 1.87 vs 1.54), i.e. noise.
+
+Batch size (same run, 2 threads, photos/s FP32 / 7-bit / 8-bit): b1 7.0 / 11.8 / 11.9, b8 12.1 / 21.9 / 20.8,
+b16 15.8 / 24.8 / 26.2, b32 19.0 / 33.2 / 31.2. Absolute rates are ~5x below an idle run (load ~15 on the
+2 cores), but no larger batch was slower here, so the batch-32 slowdown seen on a Xeon (131 photos/s at
+b32 vs 229 at b8) is not reproduced and the tower's max_batch stays 32 (serving already batches photos one
+at a time: server.config.image_max_batch_size = 1).
 
 Per-layer sensitivity (one conv quantised at a time): the stem conv (1 - cos 0.099) and the first
 depthwise conv (0.050) dominate; every other layer is <= 0.003. ORT trap: a conv left in FP32 whose
 input comes from a DequantizeLinear gets its float weights quantised per tensor by ORT's level-1
 `WeightBiasQuantization` transformer, so "keep depthwise in FP32" is worse than quantising it (0.994 with
-optimisations off, 0.757 with them on); only keep layers in FP32 that are fed by float tensors.
+optimisations off, 0.757 with them on); only keep layers in FP32 that are fed by float tensors. The same
+trap hit the stem "kept in FP32": its TF-SAME Pad was quantised, so a DequantizeLinear fed it. `quantize`
+now keeps the Pads in front of kept convs in FP32 too (image_int8.pads_feeding).
 """
 
 from __future__ import annotations
@@ -84,13 +131,17 @@ SEARCH_SCHEMES = (
            keep_fp32=("stem", "first_depthwise", "tail")),
     Scheme("conv_trunk_keep_stem_first_depthwise_percentile", calibrate="percentile",
            keep_fp32=("stem", "first_depthwise", "tail")),
+    # 7-bit weights: the same sums with and without VNNI (see the findings above)
+    Scheme("conv_trunk_keep_stem_first_depthwise_reduce_range_percentile", calibrate="percentile",
+           reduce_range=True, keep_fp32=("stem", "first_depthwise", "tail")),
+    Scheme("conv_trunk_keep_first_blocks_reduce_range", reduce_range=True, keep_fp32=("first_blocks", "tail")),
     Scheme("conv_only_keep_depthwise_stem_head_tail", op_types=("Conv",),
            keep_fp32=("stem", "depthwise", "head", "tail")),
 )
 
 
 def sensitivity(pre: Path, cache: Path, groups: dict[str, list[str]], *, fp32: Path, x, output: str,
-                work: Path, progress) -> list[dict]:
+                work: Path, progress, reduce_range: bool = False) -> list[dict]:
     """Per-layer sensitivity: quantise one conv (or the FC) at a time, everything else FP32, and measure
     how far `output` moves (1 - mean cosine) on a few photos. Sorted most sensitive first."""
     ref = run_outputs(fp32, x, [output])
@@ -98,7 +149,8 @@ def sensitivity(pre: Path, cache: Path, groups: dict[str, list[str]], *, fp32: P
     names = [n for g in ("stem", "depthwise", "pointwise", "head", "fc") for n in groups[g]]
     kind = {n: g for g in ("stem", "depthwise", "pointwise", "head", "fc") for n in groups[g]}
     for i, node in enumerate(names):
-        path = quantize(pre, work / "probe.onnx", Scheme(f"only_{node}", only_nodes=(node,)), cache, groups)
+        probe = Scheme(f"only_{node}", only_nodes=(node,), reduce_range=reduce_range)
+        path = quantize(pre, work / "probe.onnx", probe, cache, groups)
         got = run_outputs(path, x, [output])[output]
         a, b = ref[output], got
         cos = (a * b).sum(1) / (((a * a).sum(1) * (b * b).sum(1)) ** 0.5 + 1e-12)
@@ -109,10 +161,11 @@ def sensitivity(pre: Path, cache: Path, groups: dict[str, list[str]], *, fp32: P
     return sorted(rows, key=lambda r: -r["loss"])
 
 
-def greedy_schemes(ranked: list[dict], counts=(2, 4, 8, 12, 16)) -> list[Scheme]:
+def greedy_schemes(ranked: list[dict], counts=(2, 4, 8, 12, 16), reduce_range: bool = False) -> list[Scheme]:
     """Keep the k most sensitive layers in FP32, everything else INT8."""
-    return [Scheme(f"all_ops_keep_top{k}_sensitive", keep_nodes=tuple(r["node"] for r in ranked[:k]))
-            for k in counts]
+    suffix = "_reduce_range" if reduce_range else ""
+    return [Scheme(f"all_ops_keep_top{k}_sensitive{suffix}", keep_nodes=tuple(r["node"] for r in ranked[:k]),
+                   reduce_range=reduce_range) for k in counts]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -122,6 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--calibration", type=int, default=128, help="calibration photos")
     ap.add_argument("--schemes", help="comma-separated subset of scheme names")
     ap.add_argument("--sensitivity", action="store_true", help="also run per-layer sensitivity + greedy")
+    ap.add_argument("--reduce-range", action="store_true",
+                    help="sensitivity and greedy schemes with 7-bit weights (what CPUs without VNNI can run)")
     ap.add_argument("--json", type=Path, help="write the findings here")
     args = ap.parse_args(argv)
 
@@ -175,11 +230,11 @@ def main(argv: list[str] | None = None) -> int:
             run(scheme)
         if args.sensitivity:
             ranked = sensitivity(pre, cache_for("minmax"), groups, fp32=fp32, x=gate_x[:64], output=output,
-                                 work=tmp, progress=progress)
+                                 work=tmp, progress=progress, reduce_range=args.reduce_range)
             report["sensitivity"] = ranked
             progress("most sensitive: " + ", ".join(f"{r['node']}({r['group']}) {r['loss']:.4f}"
                                                     for r in ranked[:8]))
-            for scheme in greedy_schemes(ranked):
+            for scheme in greedy_schemes(ranked, reduce_range=args.reduce_range):
                 run(scheme)
         report["tried"] = [ev.entry() for ev in results]
     progress.done()

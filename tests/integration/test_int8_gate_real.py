@@ -64,3 +64,39 @@ def test_manifest_records_the_gate_and_serve_decision(model_dir: Path) -> None:
             assert "gate" in spec["serve_reason"]
     assert towers["text"]["parity"]["fp32_vs_reference"]["cosine_mean"] >= 0.999
     assert towers["image"]["parity"]["fp32_vs_torch"]["cosine_min"] >= 0.9999
+
+
+def test_export_scheme_is_portable_and_passes_the_gate_on_real_photos(model_dir: Path, tmp_path: Path) -> None:
+    """The image scheme an export tries first has 7-bit weights and no FP32 conv behind a DequantizeLinear, so
+    its INT8 sums cannot saturate without VNNI (bit-identical outputs under qemu's AVX2-only Haswell model):
+    the gate passed here holds on AVX2-only CPUs too. Calibration photos are disjoint from the gate photos."""
+    from kuamo.engine.imaging import ImagePreprocess
+    from kuamo.export.image_int8 import (
+        EXPORT_SCHEMES,
+        calibrate,
+        conv_groups,
+        float_convs_fed_by_dq,
+        for_cpu,
+        preprocess_for_quantization,
+        quantize,
+        run_outputs,
+    )
+    from kuamo.export.image_tower import gate_and_calibration_photos
+
+    spec = ModelArtifacts(model_dir).towers.get("image")
+    if spec is None:
+        pytest.skip(f"{model_dir} has no image tower")
+    scheme = EXPORT_SCHEMES[0]
+    assert for_cpu(scheme, {"vnni": False}) == scheme
+    gate_x, calib_x = gate_and_calibration_photos(200, 96, ImagePreprocess.from_dict(spec["preprocess"]))
+    fp32 = model_dir / spec["files"]["fp32"]
+    pre = preprocess_for_quantization(fp32, tmp_path / "pre.onnx")
+    groups = conv_groups(pre)
+    cache = calibrate(pre, calib_x, scheme.calibrate, tmp_path / "calibration.json")
+    int8 = quantize(pre, tmp_path / "image.int8.onnx", scheme, cache, groups)
+    assert float_convs_fed_by_dq(int8) == []
+    names = [spec["embedding_output"], "features"]  # the export gates the embedding; features for the record
+    ref, got = run_outputs(fp32, gate_x, names), run_outputs(int8, gate_x, names)
+    for name in names:
+        result = int8_gate(ref[name], got[name])
+        assert result.passed, f"{name}: {result.reason}"

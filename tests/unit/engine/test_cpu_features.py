@@ -17,16 +17,21 @@ VNNI = {"model": "Xeon", "avx2": True, "avx512": True, "vnni": True}
 AVX2 = {"model": "EPYC 7B12", "avx2": True, "avx512": False, "vnni": False}
 
 
-def _quant(reduce_range: bool = False, cpu: dict | None = None) -> dict:
+def _quant(reduce_range: bool = False, cpu: dict | None = None, float_convs_fed_by_dq: int | None = 0) -> dict:
+    trunk = {"scheme": "trunk", "settings": {"reduce_range": reduce_range}}
+    if float_convs_fed_by_dq is not None:
+        trunk["float_convs_fed_by_dq"] = float_convs_fed_by_dq
     return {"chosen": "trunk", "cpu": VNNI if cpu is None else cpu,
-            "tried": [{"scheme": "other", "settings": {"reduce_range": True}},
-                      {"scheme": "trunk", "settings": {"reduce_range": reduce_range}}]}
+            "tried": [{"scheme": "other", "settings": {"reduce_range": True}, "float_convs_fed_by_dq": 0}, trunk]}
 
 
 def test_only_8_bit_weights_from_a_vnni_cpu_on_a_cpu_without_are_refused() -> None:
     assert "saturate" in int8_mismatch(_quant(), AVX2)
     assert int8_mismatch(_quant(), VNNI) is None  # same kind of CPU
     assert int8_mismatch(_quant(reduce_range=True), AVX2) is None  # 7-bit weights cannot saturate
+    # ... unless ORT quantises an "FP32" conv to 8 bits at load time, or the export did not count them
+    assert "saturate" in int8_mismatch(_quant(reduce_range=True, float_convs_fed_by_dq=1), AVX2)
+    assert "saturate" in int8_mismatch(_quant(reduce_range=True, float_convs_fed_by_dq=None), AVX2)
     assert int8_mismatch(_quant(cpu=AVX2), AVX2) is None  # chosen on a CPU like this one
     assert int8_mismatch({}, AVX2) is None  # dynamic quantisation (the text tower) records no scheme
 

@@ -10,13 +10,16 @@ import pytest
 import torch
 from torch import nn
 
+from kuamo.engine.cpu_features import saturation_free
 from kuamo.export.image_int8 import (
+    EXPORT_SCHEMES,
     Scheme,
     calibrate,
     conv_groups,
     cpu_flags,
     float_convs_fed_by_dq,
     for_cpu,
+    pads_feeding,
     preprocess_for_quantization,
     quantize,
     run_outputs,
@@ -81,6 +84,48 @@ def test_quantised_model_tracks_fp32_and_exclusions_are_reported(tiny: tuple[Pat
     # a middle conv kept in FP32 sits behind a DequantizeLinear: the hazard the search reports
     risky = quantize(pre, tmp_path / "dw.onnx", Scheme("keep_dw", keep_fp32=("depthwise",)), cache, groups)
     assert float_convs_fed_by_dq(risky) == groups["depthwise"]
+
+
+class PaddedStem(nn.Module):
+    """TF SAME padding as Lite0 exports it: an explicit Pad node in front of the stem conv."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, stride=2)
+        self.pw = nn.Conv2d(8, 16, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = nn.functional.relu6(self.stem(nn.functional.pad(x, (0, 1, 0, 1))))
+        return nn.functional.relu6(self.pw(x)).mean(dim=(2, 3))
+
+
+def test_a_conv_kept_in_fp32_keeps_its_pad_in_fp32(tmp_path: Path) -> None:
+    """A quantised Pad would put a DequantizeLinear in front of the "FP32" stem, whose weights ORT then
+    quantises to 8 bits at load time: not FP32, and not saturation-free without VNNI."""
+    torch.manual_seed(0)
+    fp32 = tmp_path / "padded.onnx"
+    torch.onnx.export(PaddedStem().eval(), (torch.zeros(1, 3, 32, 32),), str(fp32), input_names=["pixel_values"],
+                      output_names=["features"], opset_version=17, dynamo=False,
+                      dynamic_axes={"pixel_values": {0: "batch"}})
+    pre = preprocess_for_quantization(fp32, tmp_path / "pre.onnx")
+    groups = conv_groups(pre)
+    pads = pads_feeding(pre, groups["stem"])
+    assert len(pads) == 1
+    x = np.random.default_rng(0).uniform(-1, 1, (16, 3, 32, 32)).astype(np.float32)
+    cache = calibrate(pre, x, "minmax", tmp_path / "minmax.json")
+    scheme = Scheme("keep_stem", reduce_range=True, keep_fp32=("stem",))
+    model = quantize(pre, tmp_path / "int8.onnx", scheme, cache, groups)
+    assert float_convs_fed_by_dq(model) == []
+    assert saturation_free({"settings": scheme.settings(), "float_convs_fed_by_dq": 0})
+
+
+def test_export_prefers_a_scheme_that_is_the_same_with_or_without_vnni() -> None:
+    first = EXPORT_SCHEMES[0]
+    assert first.reduce_range and first.per_channel
+    assert for_cpu(first, {"vnni": False}) == first == for_cpu(first, {"vnni": True})
+    # the 8-bit fallback, narrowed for a CPU without VNNI, is named so that a duplicate would run once
+    narrowed = for_cpu(EXPORT_SCHEMES[1], {"vnni": False})
+    assert narrowed.reduce_range and narrowed.name == EXPORT_SCHEMES[1].name + "_reduce_range"
 
 
 def test_cpu_without_vnni_gets_reduce_range() -> None:
