@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Container, Sequence
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -142,3 +143,16 @@ def write_results(name: str, payload: dict, title: str, body: Callable[[], str],
             print(f"{name}: plot {file} failed ({type(exc).__name__}: {exc}); {path} is written", file=sys.stderr)
     write_markdown(name, title, body(), info, out_dir)
     return path
+
+
+def quick_models_main(run: Callable[..., Any], doc: str | None) -> None:
+    """`python -m kuamo.benchmarks.<suite> [--quick] [--models DIR]`, for the suites that take only those."""
+    import argparse
+
+    from kuamo.engine.config import DEFAULT_MODEL_DIR
+
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="a short smoke run (the CI's)")
+    ap.add_argument("--models", type=Path, default=DEFAULT_MODEL_DIR, help="exported model directory")
+    a = ap.parse_args()
+    run(quick=a.quick, models=a.models)

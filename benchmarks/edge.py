@@ -14,7 +14,6 @@ Results: benchmarks/results/edge.json + .md (edge_quick.* with --quick).
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
 import statistics
@@ -26,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from kuamo.benchmarks.bench_catalog import bench_catalog
-from kuamo.benchmarks.common import machine_info, markdown_table, write_results
+from kuamo.benchmarks.common import machine_info, markdown_table, quick_models_main, write_results
 from kuamo.benchmarks.loadgen import closed_loop, search_requests, sequential
 from kuamo.benchmarks.serving import start_server, stop_server
 from kuamo.benchmarks.watch import rss_mib
@@ -174,11 +173,7 @@ def _markdown(res: dict[str, Any]) -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--models", type=Path, default=DEFAULT_MODEL_DIR)
-    a = ap.parse_args()
-    run(quick=a.quick, models=a.models)
+    quick_models_main(run, __doc__)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ HTTP clients keep their connections alive (aiohttp sessions), as gRPC channels d
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import re
@@ -22,7 +21,7 @@ import aiohttp
 from grpc import aio
 
 from kuamo.benchmarks.bench_catalog import bench_catalog
-from kuamo.benchmarks.common import latency_stats, machine_info, markdown_table, write_results
+from kuamo.benchmarks.common import latency_stats, machine_info, markdown_table, quick_models_main, write_results
 from kuamo.benchmarks.loadgen import search_requests
 from kuamo.benchmarks.serving import start_server, stop_server
 from kuamo.engine.config import DEFAULT_MODEL_DIR
@@ -144,11 +143,7 @@ def _markdown(res: dict[str, Any]) -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--models", type=Path, default=DEFAULT_MODEL_DIR)
-    a = ap.parse_args()
-    run(quick=a.quick, models=a.models)
+    quick_models_main(run, __doc__)
 
 
 if __name__ == "__main__":
