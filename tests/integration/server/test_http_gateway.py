@@ -20,26 +20,20 @@ from google.protobuf import json_format
 from server_thread import ServerThread
 
 from kuamo.proto.kuamo.v1 import kuamo_pb2 as pb
-from kuamo.proto.kuamo.v1 import kuamo_pb2_grpc as pb_grpc
 
 
 @pytest.fixture(scope="module")
-def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
+    """conftest's server with HTTP on (its `stub` fixture then talks to this one)."""
     s = start_server(tmp_path_factory.mktemp("http"), http_port=0, max_message_mb=1).load()
     yield s
     s.stop()
 
 
-@pytest.fixture(scope="module")
-def stub(srv: ServerThread) -> Iterator[pb_grpc.SearchServiceStub]:
-    with grpc.insecure_channel(srv.target) as ch:
-        yield pb_grpc.SearchServiceStub(ch)
-
-
-def post(srv: ServerThread, path: str, body: Any, *, raw: bytes | None = None, token: str | None = None,
+def post(server: ServerThread, path: str, body: Any, *, raw: bytes | None = None, token: str | None = None,
          ctype: str = "application/json") -> tuple[int, Any]:
     data = raw if raw is not None else json.dumps(body).encode()
-    req = urllib.request.Request(f"http://127.0.0.1:{srv.server.http_port}{path}", data=data, method="POST",
+    req = urllib.request.Request(f"http://127.0.0.1:{server.server.http_port}{path}", data=data, method="POST",
                                  headers={"Content-Type": ctype, **({"Authorization": f"Bearer {token}"}
                                                                     if token else {})})
     try:
@@ -50,9 +44,9 @@ def post(srv: ServerThread, path: str, body: Any, *, raw: bytes | None = None, t
         return e.code, json.loads(e.read().decode())
 
 
-def get(srv: ServerThread, path: str) -> tuple[int, Any]:
+def get(server: ServerThread, path: str) -> tuple[int, Any]:
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{srv.server.http_port}{path}", timeout=30) as r:
+        with urllib.request.urlopen(f"http://127.0.0.1:{server.server.http_port}{path}", timeout=30) as r:
             return r.status, json.loads(r.read())
     except urllib.error.HTTPError as e:
         return e.code, json.loads(e.read())
@@ -64,7 +58,7 @@ def as_json(msg: Any) -> dict:
     return d
 
 
-def test_every_unary_rpc_answers_the_same_over_http_and_grpc(srv: ServerThread, stub) -> None:
+def test_every_unary_rpc_answers_the_same_over_http_and_grpc(server: ServerThread, stub) -> None:
     calls = [("Search", pb.SearchRequest(request_id="a", query=pb.Query(text="red dress", k=5, explain=True))),
              ("Search", pb.SearchRequest(query=pb.Query(text="shoes", k=3,
                                                         filters=pb.Filters(category_prefix="Apparel")))),
@@ -75,7 +69,7 @@ def test_every_unary_rpc_answers_the_same_over_http_and_grpc(srv: ServerThread, 
              ("Stats", pb.StatsRequest())]
     for name, request in calls:
         want = as_json(getattr(stub, name)(request))
-        status, got = post(srv, f"/v1/{name}", json_format.MessageToDict(request))
+        status, got = post(server, f"/v1/{name}", json_format.MessageToDict(request))
         got.pop("timings", None)
         if name == "Stats":  # counters move between the two calls
             want = {k: want[k] for k in ("products", "indexed")}
@@ -83,24 +77,24 @@ def test_every_unary_rpc_answers_the_same_over_http_and_grpc(srv: ServerThread, 
         assert status == 200 and got == want, name
 
 
-def test_client_streams_and_search_stream_over_http(srv: ServerThread, stub) -> None:
+def test_client_streams_and_search_stream_over_http(server: ServerThread, stub) -> None:
     photo = base64.b64encode(png("green")).decode()
     lines = [json.dumps({"product": {"id": 9001, "title": "green lamp", "category": "Home/lamp"}, "image": photo}),
              json.dumps({"product": {"id": 9002, "title": "green mug", "category": "Home/mug"}})]
-    status, text = post(srv, "/v1/Upsert", None, raw="\n".join(lines).encode(), ctype="application/x-ndjson")
+    status, text = post(server, "/v1/Upsert", None, raw="\n".join(lines).encode(), ctype="application/x-ndjson")
     assert status == 200 and sorted(json.loads(text)["accepted"]) == ["9001", "9002"]  # int64 as JSON strings
     assert stub.GetProduct(pb.GetProductRequest(id=9001)).title == "green lamp"
     events = "\n".join(json.dumps({"userId": "ann", "productId": 9001, "kind": "click"}) for _ in range(3))
-    status, text = post(srv, "/v1/RecordEvents", None, raw=events.encode(), ctype="application/x-ndjson")
+    status, text = post(server, "/v1/RecordEvents", None, raw=events.encode(), ctype="application/x-ndjson")
     assert status == 200 and json.loads(text)["recorded"] == "3"
     queries = "\n".join(json.dumps({"requestId": str(i), "query": {"text": t, "k": 2}})
                         for i, t in enumerate(["green lamp", "red dress", "blue bag"]))
-    status, text = post(srv, "/v1/SearchStream", None, raw=queries.encode(), ctype="application/x-ndjson")
+    status, text = post(server, "/v1/SearchStream", None, raw=queries.encode(), ctype="application/x-ndjson")
     answers = [json.loads(line) for line in text.splitlines()]
     assert status == 200 and [a["requestId"] for a in answers] == ["0", "1", "2"]
     assert answers[0]["hits"][0]["id"] == "9001"
-    post(srv, "/v1/Delete", {"ids": [9001, 9002]})
-    assert post(srv, "/v1/GetProduct", {"id": 9001})[0] == 404
+    post(server, "/v1/Delete", {"ids": [9001, 9002]})
+    assert post(server, "/v1/GetProduct", {"id": 9001})[0] == 404
 
 
 @pytest.mark.parametrize(("path", "body", "status", "field"), [
@@ -115,35 +109,35 @@ def test_client_streams_and_search_stream_over_http(srv: ServerThread, stub) -> 
     ("/v1/embeddings", {"input": "red", "model": "gpt-4"}, 400, "model"),
     ("/v1/embeddings", {"input": [[1, 2, 3]]}, 400, "input"),
 ])
-def test_bad_input_is_a_4xx_naming_the_field(srv: ServerThread, path: str, body: Any, status: int,
+def test_bad_input_is_a_4xx_naming_the_field(server: ServerThread, path: str, body: Any, status: int,
                                              field: str | None) -> None:
-    got, answer = post(srv, path, body)
+    got, answer = post(server, path, body)
     assert got == status, answer
     err = answer["error"]
     assert err["code"] == status and err["message"] and "Traceback" not in err["message"]
     if field:
         assert err.get("field", "").endswith(field) or field in err["message"], err
-    assert post(srv, "/v1/Search", {"query": {"text": "red dress", "k": 1}})[0] == 200  # the next good one
+    assert post(server, "/v1/Search", {"query": {"text": "red dress", "k": 1}})[0] == 200  # the next good one
 
 
-def test_malformed_bodies_and_oversized_bodies(srv: ServerThread) -> None:
-    assert post(srv, "/v1/Search", None, raw=b"{not json")[1]["error"]["field"] == "body"
-    status, answer = post(srv, "/v1/Upsert", None, raw=b'{"product": {"id": 1}}\n{broken',
+def test_malformed_bodies_and_oversized_bodies(server: ServerThread) -> None:
+    assert post(server, "/v1/Search", None, raw=b"{not json")[1]["error"]["field"] == "body"
+    status, answer = post(server, "/v1/Upsert", None, raw=b'{"product": {"id": 1}}\n{broken',
                           ctype="application/x-ndjson")
     assert status == 400 and "line 2" in answer["error"]["message"]
     big = json.dumps({"query": {"text": "x" * (2 << 20)}}).encode()  # over max_message_mb = 1
-    status, answer = post(srv, "/v1/Search", None, raw=big)
+    status, answer = post(server, "/v1/Search", None, raw=big)
     assert status == 413 and answer["error"]["status"] == "RESOURCE_EXHAUSTED"
 
 
-def test_probes(srv: ServerThread) -> None:
-    assert get(srv, "/healthz") == (200, {"status": "ok"})
-    assert get(srv, "/readyz")[0] == 200
+def test_probes(server: ServerThread) -> None:
+    assert get(server, "/healthz") == (200, {"status": "ok"})
+    assert get(server, "/readyz")[0] == 200
 
 
-def test_openai_client_gets_the_vectors_grpc_embed_gives(srv: ServerThread, stub) -> None:
+def test_openai_client_gets_the_vectors_grpc_embed_gives(server: ServerThread, stub) -> None:
     openai = pytest.importorskip("openai")
-    client = openai.OpenAI(base_url=f"http://127.0.0.1:{srv.server.http_port}/v1", api_key="unused")
+    client = openai.OpenAI(base_url=f"http://127.0.0.1:{server.server.http_port}/v1", api_key="unused")
     texts = ["red running shoes", "红色连衣裙"]
     want = np.asarray([v.values for v in stub.Embed(pb.EmbedRequest(texts=texts)).vectors])
     for fmt in ("float", "base64"):  # asked for explicitly, base64 comes back as sent: little-endian float32
@@ -170,15 +164,15 @@ def test_http_takes_the_grpc_tokens(tmp_path) -> None:
         s.stop()
 
 
-def test_http_admission_shares_the_grpc_limit(srv: ServerThread) -> None:
-    icpt = srv.server.interceptor
+def test_http_admission_shares_the_grpc_limit(server: ServerThread) -> None:
+    icpt = server.server.interceptor
     before, icpt.inflight = icpt.inflight, icpt.max_inflight  # as if the server were full
     try:
-        status, answer = post(srv, "/v1/Search", {"query": {"text": "red", "k": 1}})
+        status, answer = post(server, "/v1/Search", {"query": {"text": "red", "k": 1}})
         assert status == 429 and "admission limit" in answer["error"]["message"]
     finally:
         icpt.inflight = before
-    assert post(srv, "/v1/Search", {"query": {"text": "red", "k": 1}})[0] == 200
+    assert post(server, "/v1/Search", {"query": {"text": "red", "k": 1}})[0] == 200
 
 
 def _fuzz_bodies(rng: np.random.Generator, n: int) -> Iterator[tuple[str, bytes]]:
@@ -208,12 +202,12 @@ def _fuzz_bodies(rng: np.random.Generator, n: int) -> Iterator[tuple[str, bytes]
         yield paths[int(rng.integers(len(paths)))], body
 
 
-def test_http_fuzz_2000_requests_no_5xx_and_the_next_good_request_is_answered(srv: ServerThread) -> None:
+def test_http_fuzz_2000_requests_no_5xx_and_the_next_good_request_is_answered(server: ServerThread) -> None:
     import http.client
 
     rng = np.random.default_rng(0)
     statuses: dict[int, int] = {}
-    conn = http.client.HTTPConnection("127.0.0.1", srv.server.http_port, timeout=30)
+    conn = http.client.HTTPConnection("127.0.0.1", server.server.http_port, timeout=30)
     try:
         for path, body in _fuzz_bodies(rng, 2000):
             ctype = "application/x-ndjson" if rng.random() < 0.2 else "application/json"
@@ -227,10 +221,10 @@ def test_http_fuzz_2000_requests_no_5xx_and_the_next_good_request_is_answered(sr
     finally:
         conn.close()
     assert sum(statuses.values()) == 2000 and statuses.get(400, 0) > 500, statuses
-    assert post(srv, "/v1/Search", {"query": {"text": "red dress", "k": 2}})[0] == 200
+    assert post(server, "/v1/Search", {"query": {"text": "red dress", "k": 2}})[0] == 200
 
 
-def test_search_stream_by_completion_over_grpc_metadata_and_http(srv: ServerThread, stub) -> None:
+def test_search_stream_by_completion_over_grpc_metadata_and_http(server: ServerThread, stub) -> None:
     reqs = [pb.SearchRequest(request_id=str(i), query=pb.Query(text=t, k=2))
             for i, t in enumerate(["red dress", "blue bag", "green shoes", "black watch"])]
     got = list(stub.SearchStream(iter(reqs), metadata=(("kuamo-stream-order", "completion"),)))
@@ -239,6 +233,6 @@ def test_search_stream_by_completion_over_grpc_metadata_and_http(srv: ServerThre
         list(stub.SearchStream(iter(reqs), metadata=(("kuamo-stream-order", "sideways"),)))
     assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     body = "\n".join(json_format.MessageToJson(r, indent=None) for r in reqs).encode()
-    status, text = post(srv, "/v1/SearchStream?order=completion", None, raw=body, ctype="application/x-ndjson")
+    status, text = post(server, "/v1/SearchStream?order=completion", None, raw=body, ctype="application/x-ndjson")
     assert status == 200 and sorted(json.loads(line)["requestId"] for line in text.splitlines()) == ["0", "1", "2", "3"]
-    assert post(srv, "/v1/SearchStream?order=sideways", None, raw=body, ctype="application/x-ndjson")[0] == 400
+    assert post(server, "/v1/SearchStream?order=sideways", None, raw=body, ctype="application/x-ndjson")[0] == 400
