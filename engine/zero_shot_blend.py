@@ -44,8 +44,10 @@ AUTO = "auto"
 MIN_SAMPLE = 50  # fewer photos than this: too few to choose by; keep beta = 1, provisionally
 REGROW = 4  # a provisional choice is made again once a run offers this many times the photos it was made on
 # label-free: (lowest mean max-cosine to the training centroids, beta), nearest first; below all of them: 0.
-# Placeholder values until benchmarks/blend_choice.py chooses them on its validation half.
-LABEL_FREE_STEPS: tuple[tuple[float, float], ...] = ((0.80, 1.0), (0.70, 0.5))
+# Chosen by benchmarks/blend_choice.py on its validation half (head-only export, pretrained backbone): fashion
+# photos score 0.84-0.88, unlike goods 0.50-0.63; below 0.54 the validation catalogs lost least at 0.5 (beta 0
+# cost Personal Care 4 points), so no score maps to 0 yet. Measured for that backbone only.
+LABEL_FREE_STEPS: tuple[tuple[float, float], ...] = ((0.54, 1.0), (-math.inf, 0.5))
 MIN_CATEGORY_PHOTOS = 5
 MARGIN = 2.0  # points of (category P@10 + title R@10) a blend must gain over the exported vector
 SAMPLE = 800  # photos read for the choice (about 12 s of image encoding on 2 cores)
@@ -141,11 +143,12 @@ def choose_beta(zero_shot: ZeroShotMap, embedding: np.ndarray, logits: np.ndarra
                 leaves: Sequence[str], encode_names: Callable[[list[str]], np.ndarray],
                 betas: Sequence[float] = BETAS, *, has_title: Sequence[bool] | None = None,
                 titles: Sequence[str] | None = None, features: np.ndarray | None = None,
-                centroids: np.ndarray | None = None) -> BlendChoice:
+                centroids: np.ndarray | None = None,
+                steps: Sequence[tuple[float, float]] | None = None) -> BlendChoice:
     """Pick beta for one catalog sample. `title_vecs` = the products' titles as queries (n, d; rows where
     `has_title` is False are ignored); `leaves` = each product's leaf category ("" when it has none);
     `encode_names(list[str])` = text tower, query mode. With no labels to measure, `features` (pooled backbone
-    features) and `centroids` decide label-free."""
+    features) and `centroids` decide label-free, through `steps` (default LABEL_FREE_STEPS)."""
     n = len(embedding)
     if n < MIN_SAMPLE:
         return BlendChoice(1.0, n, reason=f"{n} photos < {MIN_SAMPLE}: kept the tuned vector for now")
@@ -156,7 +159,7 @@ def choose_beta(zero_shot: ZeroShotMap, embedding: np.ndarray, logits: np.ndarra
     distinct = (len({t.strip() for t, h in zip(titles, with_title, strict=True) if h and t.strip()})
                 if titles is not None else int(with_title.sum()))
     if len(names) < 2 and distinct < MIN_SAMPLE:
-        return _label_free(n, features, centroids)
+        return _label_free(n, features, centroids, steps)
     name_vecs = encode_names(names) if len(names) >= 2 else None
     queries = l2_normalize(np.asarray(title_vecs, dtype=np.float32)[with_title])
     own = np.flatnonzero(with_title)
@@ -179,15 +182,17 @@ def choose_beta(zero_shot: ZeroShotMap, embedding: np.ndarray, logits: np.ndarra
     return choice
 
 
-def _label_free(n: int, features: np.ndarray | None, centroids: np.ndarray | None) -> BlendChoice:
+def _label_free(n: int, features: np.ndarray | None, centroids: np.ndarray | None,
+                steps: Sequence[tuple[float, float]] | None) -> BlendChoice:
     if features is None or centroids is None:
         return BlendChoice(1.0, n, reason="no category names or distinct titles to measure, and the models carry "
                                           f"no {CENTROIDS_FILE} to judge the photos by: kept the tuned vector")
     score = label_free_score(features, centroids)
-    beta = label_free_beta(score)
+    steps = LABEL_FREE_STEPS if steps is None else steps
+    beta = label_free_beta(score, steps)
     return BlendChoice(beta, n, scores={beta: {"label_free": round(score, 4)}},
                        reason=f"no labels to measure: the photos' mean max-cosine to the training centroids is "
-                              f"{score:.3f} (steps {LABEL_FREE_STEPS})")
+                              f"{score:.3f} (steps {tuple(steps)})")
 
 
 def spread(total: int, n: int = SAMPLE) -> list[int]:
