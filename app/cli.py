@@ -112,9 +112,10 @@ def _cmd_index(args: argparse.Namespace) -> int:
     catalog = load_catalog_config(args.config, overrides={
         "mapping": args.mapping, "map": args.map, "category_path": args.category_path,
         "category_depth": args.category_depth, "max_rejected_share": args.max_rejected_share,
-        "max_image_pixels": args.max_image_pixels})
+        "max_image_pixels": args.max_image_pixels, "image_blend": args.image_blend})
     # a catalog other models made opens here (and only here) so that indexing it again re-embeds it
     cfg = EngineConfig(model_dir=args.models, data_dir=args.data, allow_stale_vectors=True,
+                       image_blend=catalog.image_blend,
                        encoder=EncoderConfig(model_dir=args.models, max_image_pixels=catalog.max_image_pixels))
     report = index_catalog(args.catalog, config=cfg, catalog=catalog, limit=args.limit)
     print(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))  # stdout: the report and nothing else
@@ -313,6 +314,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="exit 2 when more than this share of rows is rejected (default 1.0: only when all are)")
     ix.add_argument("--max-image-pixels", type=int, default=None, metavar="N",
                     help="refuse photos above N pixels (default 40000000); bigger photos below it are scaled down")
+    ix.add_argument("--image-blend", default=None, metavar="auto|BETA",
+                    help="image vector = BETA x tuned vector + (1-BETA) x zero-shot map: a number in 0..1 sets it, "
+                         "auto chooses it again on this catalog now (default: chosen when the catalog is new or "
+                         "its choice was provisional); a changed blend re-embeds the catalog")
     ix.add_argument("--config", type=Path, default=None, help="TOML file ([catalog] section)")
     ix.add_argument("--models", type=Path, default=DEFAULT_MODEL_DIR, help=MODELS_HELP)
     ix.add_argument("--data", type=Path, default=Path("data/kuamo"), help="store + index directory")

@@ -10,6 +10,7 @@ from typing import Any
 
 from kuamo.engine.errors import InvalidInput
 from kuamo.engine.types import CATEGORY_SEP
+from kuamo.engine.zero_shot_blend import parse_image_blend
 
 # kuamo fields a feed column can be mapped onto (--map FIELD=COLUMN)
 TARGETS = ("id", "title", "description", "category", "brand", "price", "rating", "image")
@@ -27,6 +28,8 @@ class CatalogConfig:
     category_depth: int | None = None  # keep the first N levels (None = all but a trailing product name)
     max_rejected_share: float = 1.0  # exit 2 above this share of rejected rows (1.0: only when all are)
     max_image_pixels: int = 40_000_000  # photos above it are refused; below it big ones are scaled down
+    # the image blend (zero_shot_blend): None = chosen when due, "auto" = chosen again now, or a beta in 0..1
+    image_blend: float | str | None = None
 
 
 def parse_map(text: str | dict[str, str]) -> dict[str, str]:
@@ -53,7 +56,8 @@ def check_config(cfg: CatalogConfig) -> CatalogConfig:
     depth = cfg.category_depth
     if isinstance(depth, str):  # from the environment
         depth = int(depth) if depth.strip().isdigit() else depth
-    cfg = dataclasses.replace(cfg, map=parse_map(cfg.map), category_depth=depth)
+    cfg = dataclasses.replace(cfg, map=parse_map(cfg.map), category_depth=depth,
+                              image_blend=parse_image_blend(cfg.image_blend))
     if cfg.category_path is not None and not cfg.category_path.strip():
         raise InvalidInput("category_path must be a non-empty separator such as '>>'", field="category_path")
     if depth is not None and (isinstance(depth, bool) or not isinstance(depth, int) or depth < 1):

@@ -165,6 +165,9 @@ class ImageEncoder(OnnxEncoder):
         zs = artifacts.towers["image"].get("zero_shot")
         if zs and zs.get("from_output") in self.output_names:
             self.zero_shot = ZeroShotMap(np.load(artifacts.file(zs["file"])))
+        cen = artifacts.towers["image"].get("centroids")  # the label-free blend criterion (zero_shot_blend)
+        if cen and cen.get("from_output") in self.output_names:
+            self.centroids = np.load(artifacts.file(cen["file"])).astype(np.float32)
 
     @classmethod
     def from_tower(cls, tower: TowerArtifact, cfg: EncoderConfig | None = None) -> ImageEncoder:
@@ -179,6 +182,7 @@ class ImageEncoder(OnnxEncoder):
         self.input_name = self.input_names[0]
         self.max_batch = int(self.tower.spec.get("max_batch", 32))
         self.zero_shot: ZeroShotMap | None = None
+        self.centroids: np.ndarray | None = None
         self.beta = 1.0  # weight of the embedding against the zero-shot map (engine/zero_shot_blend.py)
 
     def set_blend(self, beta: float) -> None:

@@ -53,7 +53,7 @@ from kuamo.engine.types import (
     UpsertResult,
 )
 from kuamo.engine.vocabulary import CatalogVocabulary
-from kuamo.engine.zero_shot_blend import BlendChoice, choose_for_photos
+from kuamo.engine.zero_shot_blend import BlendChoice, choose_for_photos, grown_enough, is_provisional
 
 log = logging.getLogger(__name__)
 BLEND_META = "image_blend"  # store meta: the catalog's image blend (zero_shot_blend), JSON
@@ -97,9 +97,12 @@ class EngineConfig:
     photo_category_weight: float = DEFAULT_WEIGHT
     category_temperature: float = DEFAULT_TEMPERATURE
     photo_candidates: int = DEFAULT_CANDIDATES
-    # Choose the image blend with the zero-shot map on the catalog's first indexing (zero_shot_blend); off =
+    # Choose the image blend with the zero-shot map when `kuamo index` finds it pending (zero_shot_blend); off =
     # the exported vector as it is.
     calibrate_image_blend: bool = True
+    # `kuamo index`: None = choose when pending; "auto" = choose again now; a beta in 0..1 = use it (both bind
+    # the catalog and re-embed it when beta changes). Checked by zero_shot_blend.parse_image_blend.
+    image_blend: float | str | None = None
     # Open a catalog whose vectors other models made (or an older kuamo that kept no record), so `kuamo index`
     # can re-embed it; off, opening it is an error: its vectors and new queries would not be comparable.
     allow_stale_vectors: bool = False
@@ -293,29 +296,73 @@ class Engine:
 
     # -- per-catalog image blend (zero_shot_blend) ---------------------------------------------------
     @property
-    def image_blend_pending(self) -> bool:
-        """True until the catalog's image blend is fixed: an empty catalog whose image tower can blend."""
-        return (self.config.calibrate_image_blend and getattr(self.image_encoder, "zero_shot", None) is not None
-                and self.store.get_meta(BLEND_META) is None and self.store.count() == 0)
+    def can_blend(self) -> bool:
+        return getattr(self.image_encoder, "zero_shot", None) is not None
 
-    def calibrate_image_blend(self, products: Sequence[Product], images: Sequence[bytes | None]) -> BlendChoice:
-        """Choose the image blend on a sample of the catalog about to be indexed (before its first product)
-        and fix it for this catalog. Photos that do not decode, and products without a title, are left out of
-        the sample."""
+    def stored_blend(self) -> dict | None:
+        raw = self.store.get_meta(BLEND_META)
+        return None if raw is None else json.loads(raw)
+
+    @property
+    def image_blend_pending(self) -> bool:
+        """True while no choice binds the catalog: none made, or made on a catalog that stored nothing, or
+        provisional (too few photos; zero_shot_blend.is_provisional)."""
+        if not (self.config.calibrate_image_blend and self.can_blend):
+            return False
+        stored = self.stored_blend()
+        return (stored is None or is_provisional(stored)
+                or (self.store.count() == 0 and stored.get("source") != "set"))
+
+    def image_blend_due(self, photos: int) -> bool:
+        """Choose now, on a run that offers `photos` photos? A pending choice on an empty catalog, yes; a
+        provisional one only once the run offers REGROW times the photos it was made on."""
         if not self.image_blend_pending:
-            raise InvalidInput("the image blend is chosen once, on an empty catalog whose image tower has a "
-                               "zero-shot map; this one is fixed or cannot blend", field="image_blend")
-        enc = self.image_encoder
-        # the blend is judged by how well photos find their titles: photo-only products cannot take part
-        pairs = [(p, bytes(img)) for p, img in zip(products, images, strict=True) if img and p.title.strip()]
-        choice = choose_for_photos(enc, lambda texts: self.text_encoder.encode(texts, "query"),
+            return False
+        stored = self.stored_blend()
+        return stored is None or self.store.count() == 0 or grown_enough(stored, photos)
+
+    def calibrate_image_blend(self, products: Sequence[Product], images: Sequence[bytes | None], *,
+                              force: bool = False) -> BlendChoice:
+        """Choose the image blend on a sample of the catalog about to be indexed, while it is pending (or
+        `force`: --image-blend auto). Photos that do not decode are left out of the sample; products without a
+        title take part in the category and label-free measures only. A changed beta marks every stored
+        vector stale: the run re-embeds them (the model-change path, settle_stale_vectors)."""
+        if not self.can_blend or not (force or self.image_blend_pending):
+            raise InvalidInput("the image blend is chosen while it is pending (or with --image-blend auto), on a "
+                               "catalog whose image tower has a zero-shot map; this one is fixed or cannot blend",
+                               field="image_blend")
+        pairs = [(p, bytes(img)) for p, img in zip(products, images, strict=True) if img]
+        choice = choose_for_photos(self.image_encoder, lambda texts: self.text_encoder.encode(texts, "query"),
                                    [b for _, b in pairs], [p.title for p, _ in pairs],
                                    [p.category_parts[-1] if p.category_parts else "" for p, _ in pairs])
-        enc.set_blend(choice.beta)  # type: ignore[union-attr]
-        self.store.set_meta(BLEND_META, json.dumps(choice.to_dict()))
-        self._set_fingerprint()
-        self.store.set_meta(ENCODERS_META, self.fingerprint)  # the catalog is still empty
+        self._apply_blend(choice)
         return choice
+
+    def set_image_blend(self, beta: float) -> BlendChoice:
+        """The operator's beta (--image-blend BETA): binds the catalog; re-embeds it when beta changes."""
+        if beta < 1 and not self.can_blend:
+            raise InvalidInput("this image tower has no zero-shot map to blend with; re-run `kuamo export`",
+                               field="image_blend")
+        choice = BlendChoice(float(beta), 0, reason="set by the operator (--image-blend)", source="set")
+        self._apply_blend(choice)
+        return choice
+
+    def _apply_blend(self, choice: BlendChoice) -> None:
+        enc = self.image_encoder
+        if enc is not None and hasattr(enc, "set_blend"):
+            enc.set_blend(choice.beta)
+        self.store.set_meta(BLEND_META, json.dumps(choice.to_dict()))
+        before = self.fingerprint
+        self._set_fingerprint()
+        if self.store.count() == 0:
+            self.store.set_meta(ENCODERS_META, self.fingerprint)
+            self.stale_vectors = None
+        elif self.store.get_meta(ENCODERS_META) == self.fingerprint:
+            self.stale_vectors = None  # back to the beta the stored vectors were made with
+        elif self.fingerprint != before:
+            self.stale_vectors = (f"the image blend changed to beta {choice.beta:g}; the stored vectors were made "
+                                  "with another")
+            self._rewritten.clear()  # anything re-embedded in this session used the old beta
 
     # -- which encoders made the catalog's vectors ---------------------------------------------------
     def _check_encoders(self) -> str | None:
@@ -353,10 +400,12 @@ class Engine:
         return left
 
     def _record_blend(self) -> None:
-        # the first commit fixes the blend the catalog's vectors are made with (the shipped one unless chosen)
-        if self.store.get_meta(BLEND_META) is None and getattr(self.image_encoder, "zero_shot", None) is not None:
-            self.store.set_meta(BLEND_META, json.dumps({"beta": self.image_encoder.beta,  # type: ignore[union-attr]
-                                                        "reason": "not chosen: products arrived before any choice"}))
+        # the first commit records the blend the catalog's vectors are made with; provisional (0 photos), so
+        # a later `kuamo index` with enough photos chooses (and re-embeds) instead of keeping it for good
+        if self.store.get_meta(BLEND_META) is None and self.can_blend:
+            beta = self.image_encoder.beta  # type: ignore[union-attr]
+            self.store.set_meta(BLEND_META, json.dumps(BlendChoice(
+                beta, 0, reason="not chosen: products arrived before any choice", source="default").to_dict()))
 
     def _check_layout(self) -> None:
         stored = self.store.get_meta("layout")

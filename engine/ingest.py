@@ -18,7 +18,7 @@ from kuamo.engine.catalog_io import RowBatch, RowError, header_of, mapping_for, 
 from kuamo.engine.catalog_map import CatalogConfig, check_config
 from kuamo.engine.errors import InvalidInput
 from kuamo.engine.types import Product, Rejection
-from kuamo.engine.zero_shot_blend import SAMPLE, spread
+from kuamo.engine.zero_shot_blend import AUTO, SAMPLE, BlendChoice, parse_image_blend, spread
 
 if TYPE_CHECKING:
     from kuamo.engine.engine import Engine, EngineConfig
@@ -33,7 +33,7 @@ class IngestReport:
     unchanged: int = 0  # skipped: same content hash as the stored product
     rejected: list[Rejection] = field(default_factory=list)
     seconds: float = 0.0
-    image_blend: dict | None = None  # chosen on this run (the catalog's first indexing), else None
+    image_blend: dict | None = None  # set or chosen on this run, else None
     stale: str | None = None  # why the catalog's vectors were re-embedded (other models made them), else None
     stale_left: int = 0  # products still holding vectors from other models (not in this file)
 
@@ -80,18 +80,18 @@ async def aindex_catalog(path: Path | str, engine: Engine, *, mapping: str = "au
     cfg = check_config(catalog if catalog is not None else CatalogConfig(mapping=mapping))
     m = mapping_for(cfg, header_of(path))
     root = Path(image_root) if image_root is not None else path.parent
-    report = IngestReport(path=str(path), mapping=m.name, stale=engine.stale_vectors)
+    report = IngestReport(path=str(path), mapping=m.name)
     t0 = time.perf_counter()
-    if report.stale and progress:
-        say(f"re-embedding every product of this catalog: {report.stale}")
-
-    if engine.image_blend_pending:
-        products, images = await asyncio.to_thread(blend_sample, path, m, root, limit)
-        choice = await asyncio.to_thread(engine.calibrate_image_blend, products, images)
+    choice = await _blend_for_run(engine, path, m, root, limit)
+    if choice is not None:
         report.image_blend = choice.to_dict()
         if progress:
-            say(f"image blend for this catalog: {choice.beta} x tuned vector + {1 - choice.beta:g} x zero-shot map "
-                f"(chosen on {choice.photos} of its photos: {choice.reason})")
+            how = "set" if choice.source == "set" else f"chosen on {choice.photos} of its photos"
+            say(f"image blend for this catalog: {choice.beta:g} x tuned vector + {1 - choice.beta:g} x zero-shot map "
+                f"({how}: {choice.reason}){'; provisional' if choice.provisional else ''}")
+    report.stale = engine.stale_vectors  # after the blend: a changed beta re-embeds like a model change
+    if report.stale and progress:
+        say(f"re-embedding every product of this catalog: {report.stale}")
 
     from tqdm import tqdm
 
@@ -143,6 +143,20 @@ async def aindex_catalog(path: Path | str, engine: Engine, *, mapping: str = "au
         await engine.snapshot()
     report.seconds = time.perf_counter() - t0
     return report
+
+
+async def _blend_for_run(engine: Engine, path: Path, m: Any, root: Path, limit: int | None) -> BlendChoice | None:
+    """Set, re-choose or choose the image blend before the rows are encoded (engine.config.image_blend:
+    a beta, "auto", or None = only when it is due); None when this run leaves it as it is."""
+    want = parse_image_blend(engine.config.image_blend)
+    if isinstance(want, float):
+        return engine.set_image_blend(want)
+    if not engine.can_blend or (want is None and not engine.image_blend_pending):
+        return None
+    products, images = await asyncio.to_thread(blend_sample, path, m, root, limit)
+    if want is None and not engine.image_blend_due(sum(1 for img in images if img)):
+        return None
+    return await asyncio.to_thread(engine.calibrate_image_blend, products, images, force=want == AUTO)
 
 
 def say(line: str) -> None:

@@ -13,23 +13,41 @@ photos of that category, categories with >= MIN_CATEGORY_PHOTOS photos) plus eac
 query (recall@10 of its own photo). The best beta wins only when it beats the exported vector (beta 1) by
 MARGIN points: on the fashion catalog the betas near 1 differ by under a point, and that is noise (the
 served and FP32 towers chose differently on the same sample before the margin), while on goods unlike
-fashion the zero-shot side wins by 20 points. The choice is stored with the catalog and fixed for it:
-every vector in one index must share one beta.
+fashion the zero-shot side wins by 20 points. The choice is stored with the catalog; every vector in one
+index shares one beta, so a changed beta re-embeds the catalog (its encoder fingerprint names beta).
+
+When the choice is made again (engine.Engine.image_blend_due): a choice made on fewer than MIN_SAMPLE photos is
+provisional and is made again once a run offers REGROW times as many photos (and at least MIN_SAMPLE); a
+catalog that stored nothing has no choice that binds; `kuamo index --image-blend auto|BETA` re-chooses or
+sets it. A catalog with no labels to measure (no category with MIN_CATEGORY_PHOTOS photos, fewer than
+MIN_SAMPLE distinct titles: a photo collection) is judged label-free (label_free_beta): how close its
+photos' pooled backbone features lie to k-means centroids of the training photos' features, shipped beside
+the head (CENTROIDS_FILE); near = the training catalog's kind of goods, keep the tuned vector.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
-from kuamo.engine.errors import KuamoError
+from kuamo.engine.errors import InvalidInput, KuamoError
 from kuamo.engine.vectors import l2_normalize, softmax_rows
 
 ZERO_SHOT_FILE = "image_zero_shot.npy"
+CENTROIDS_FILE = "image_centroids.npy"  # k-means centroids of the training photos' pooled features
 BETAS = (1.0, 0.75, 0.5, 0.25, 0.0)
-MIN_SAMPLE = 50  # fewer photos than this: too few to choose by; keep beta = 1
+AUTO = "auto"
+MIN_SAMPLE = 50  # fewer photos than this: too few to choose by; keep beta = 1, provisionally
+REGROW = 4  # a provisional choice is made again once a run offers this many times the photos it was made on
+# label-free: (lowest mean max-cosine to the training centroids, beta), nearest first; below all of them: 0.
+# Chosen by benchmarks/blend_choice.py on its validation half (head-only export, pretrained backbone): fashion
+# photos score 0.84-0.88, unlike goods 0.50-0.63; below 0.54 the validation catalogs lost least at 0.5 (beta 0
+# cost Personal Care 4 points), so no score maps to 0 yet. Measured for that backbone only.
+LABEL_FREE_STEPS: tuple[tuple[float, float], ...] = ((0.54, 1.0), (-math.inf, 0.5))
 MIN_CATEGORY_PHOTOS = 5
 MARGIN = 2.0  # points of (category P@10 + title R@10) a blend must gain over the exported vector
 SAMPLE = 800  # photos read for the choice (about 12 s of image encoding on 2 cores)
@@ -49,16 +67,65 @@ class ZeroShotMap:
         return emb if beta >= 1.0 else l2_normalize(beta * emb + (1 - beta) * self.vectors(logits))
 
 
+def parse_image_blend(value: object) -> float | str | None:
+    """--image-blend / [catalog] image_blend: None (choose when due), "auto" (choose now) or a beta in 0..1."""
+    if value is None or (isinstance(value, str) and value.strip().lower() == AUTO):
+        return None if value is None else AUTO
+    beta: float | None = None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        beta = float(value)
+    elif isinstance(value, str):
+        try:
+            beta = float(value)
+        except ValueError:
+            beta = None
+    if beta is None or not math.isfinite(beta) or not 0 <= beta <= 1:
+        raise InvalidInput(f"image_blend must be 'auto' or a number within 0..1 (1 = the tuned vector, 0 = the "
+                           f"zero-shot map), got {value!r}", field="image_blend")
+    return beta
+
+
 @dataclass
 class BlendChoice:
     beta: float
     photos: int
     scores: dict[float, dict[str, float]] = field(default_factory=dict)  # beta -> task -> score
     reason: str = ""
+    source: str = "auto"  # auto: measured here; set: given by the operator; default: products came first
+
+    @property
+    def provisional(self) -> bool:
+        """Made on too few photos to bind the catalog: made again when enough arrive (see is_provisional)."""
+        return is_provisional(self.to_dict())
 
     def to_dict(self) -> dict:
-        return {"beta": self.beta, "photos": self.photos, "reason": self.reason,
+        return {"beta": self.beta, "photos": self.photos, "reason": self.reason, "source": self.source,
+                "provisional": self.source != "set" and self.photos < MIN_SAMPLE,
                 "scores": {str(b): s for b, s in self.scores.items()}}
+
+
+def is_provisional(stored: dict) -> bool:
+    """A stored choice binds once made on >= MIN_SAMPLE photos or set by the operator. Choices stored before
+    this rule carry no source and are judged by their photo count (a blend fixed on a 30-photo trial is not)."""
+    return stored.get("source") != "set" and int(stored.get("photos", 0)) < MIN_SAMPLE
+
+
+def grown_enough(stored: dict, photos: int) -> bool:
+    """A provisional choice is made again on a run that offers `photos` photos to measure."""
+    return photos >= max(MIN_SAMPLE, REGROW * int(stored.get("photos", 0)))
+
+
+def label_free_score(features: np.ndarray, centroids: np.ndarray) -> float:
+    """Mean over photos of the best cosine to a training centroid: near 1 = the training catalog's goods."""
+    f, c = l2_normalize(np.asarray(features, np.float32)), l2_normalize(np.asarray(centroids, np.float32))
+    return float((f @ c.T).max(axis=1).mean()) if len(f) else 0.0
+
+
+def label_free_beta(score: float, steps: Sequence[tuple[float, float]] | None = None) -> float:
+    for lowest, beta in LABEL_FREE_STEPS if steps is None else steps:
+        if score >= lowest:
+            return float(beta)
+    return 0.0
 
 
 def _precision_at_10(scores: np.ndarray, relevant: np.ndarray) -> float:
@@ -66,29 +133,44 @@ def _precision_at_10(scores: np.ndarray, relevant: np.ndarray) -> float:
     return float(np.take_along_axis(relevant, top, 1).mean() * 100)
 
 
-def _recall_at_10_own(scores: np.ndarray) -> float:
-    own = np.diag(scores)[:, None]
-    return float(((scores > own).sum(axis=1) < 10).mean() * 100)
+def _recall_at_10_own(scores: np.ndarray, own: np.ndarray) -> float:
+    """scores (queries, gallery); own[q] = the gallery index of query q's own photo."""
+    mine = scores[np.arange(len(own)), own][:, None]
+    return float(((scores > mine).sum(axis=1) < 10).mean() * 100)
 
 
 def choose_beta(zero_shot: ZeroShotMap, embedding: np.ndarray, logits: np.ndarray, title_vecs: np.ndarray,
-                leaves: Sequence[str], encode_names, betas: Sequence[float] = BETAS) -> BlendChoice:
-    """Pick beta for one catalog sample. `title_vecs` = the products' titles as queries (n, d); `leaves` =
-    each product's leaf category ("" when it has none); `encode_names(list[str])` = text tower, query mode."""
+                leaves: Sequence[str], encode_names: Callable[[list[str]], np.ndarray],
+                betas: Sequence[float] = BETAS, *, has_title: Sequence[bool] | None = None,
+                titles: Sequence[str] | None = None, features: np.ndarray | None = None,
+                centroids: np.ndarray | None = None,
+                steps: Sequence[tuple[float, float]] | None = None) -> BlendChoice:
+    """Pick beta for one catalog sample. `title_vecs` = the products' titles as queries (n, d; rows where
+    `has_title` is False are ignored); `leaves` = each product's leaf category ("" when it has none);
+    `encode_names(list[str])` = text tower, query mode. With no labels to measure, `features` (pooled backbone
+    features) and `centroids` decide label-free, through `steps` (default LABEL_FREE_STEPS)."""
     n = len(embedding)
     if n < MIN_SAMPLE:
-        return BlendChoice(1.0, n, reason=f"{n} photos < {MIN_SAMPLE}: kept the shipped vector")
+        return BlendChoice(1.0, n, reason=f"{n} photos < {MIN_SAMPLE}: kept the tuned vector for now")
+    with_title = np.ones(n, bool) if has_title is None else np.asarray(has_title, bool)
     labels = np.asarray(list(leaves), dtype=object)
     names, counts = np.unique(labels[labels != ""], return_counts=True)
     names = [str(x) for x, c in zip(names, counts, strict=True) if c >= MIN_CATEGORY_PHOTOS]
+    distinct = (len({t.strip() for t, h in zip(titles, with_title, strict=True) if h and t.strip()})
+                if titles is not None else int(with_title.sum()))
+    if len(names) < 2 and distinct < MIN_SAMPLE:
+        return _label_free(n, features, centroids, steps)
     name_vecs = encode_names(names) if len(names) >= 2 else None
-    titles = l2_normalize(np.asarray(title_vecs, dtype=np.float32))
+    queries = l2_normalize(np.asarray(title_vecs, dtype=np.float32)[with_title])
+    own = np.flatnonzero(with_title)
     choice = BlendChoice(1.0, n, reason=f"category P@10 + title R@10 on the catalog's own products; "
                                         f"beta < 1 only when {MARGIN:g} points better than 1")
     totals = {}
     for beta in sorted({1.0, *betas}, reverse=True):
         v = zero_shot.blend(embedding, logits, beta)
-        task = {"title_R@10": _recall_at_10_own(titles @ v.T)}
+        task = {}
+        if distinct >= MIN_SAMPLE:
+            task["title_R@10"] = _recall_at_10_own(queries @ v.T, own)
         if name_vecs is not None:
             relevant = labels[None, :] == np.asarray(names, dtype=object)[:, None]
             task["category_P@10"] = _precision_at_10(l2_normalize(name_vecs) @ v.T, relevant)
@@ -100,17 +182,36 @@ def choose_beta(zero_shot: ZeroShotMap, embedding: np.ndarray, logits: np.ndarra
     return choice
 
 
-def spread(total: int, n: int = SAMPLE) -> range:
-    """Indices of up to `n` of `total` rows spread evenly over them (catalog files are often sorted by
-    category, so the first rows would be one kind of product)."""
-    return range(0, total, max(1, total // n))[:n]
+def _label_free(n: int, features: np.ndarray | None, centroids: np.ndarray | None,
+                steps: Sequence[tuple[float, float]] | None) -> BlendChoice:
+    if features is None or centroids is None:
+        return BlendChoice(1.0, n, reason="no category names or distinct titles to measure, and the models carry "
+                                          f"no {CENTROIDS_FILE} to judge the photos by: kept the tuned vector")
+    score = label_free_score(features, centroids)
+    steps = LABEL_FREE_STEPS if steps is None else steps
+    beta = label_free_beta(score, steps)
+    return BlendChoice(beta, n, scores={beta: {"label_free": round(score, 4)}},
+                       reason=f"no labels to measure: the photos' mean max-cosine to the training centroids is "
+                              f"{score:.3f} (steps {tuple(steps)})")
 
 
-def choose_for_photos(image_encoder, encode_query: Callable[[list[str]], np.ndarray], photos: Sequence[bytes],
-                      titles: Sequence[str], leaves: Sequence[str]) -> BlendChoice:
+def spread(total: int, n: int = SAMPLE) -> list[int]:
+    """Indices of up to `n` of `total` rows spread evenly over all of them (catalog files are often sorted by
+    category, so the first rows would be one kind of product). i * total // n, not a step of total // n: that
+    step is 1 for 800-1,599 rows and took the first 800."""
+    if total <= n:
+        return list(range(total))
+    return [i * total // n for i in range(n)]
+
+
+def choose_for_photos(image_encoder: Any, encode_query: Callable[[list[str]], np.ndarray],
+                      photos: Sequence[bytes], titles: Sequence[str], leaves: Sequence[str]) -> BlendChoice:
     """choose_beta for a catalog sample straight from its photos (an ImageEncoder with a zero-shot map);
-    photos that do not decode are left out of the sample."""
-    names = [image_encoder.embedding_output, "logits"]
+    photos that do not decode are left out of the sample; empty titles never reach the text tower."""
+    if not photos:
+        return BlendChoice(1.0, 0, reason="no photos to choose by: kept the tuned vector for now")
+    centroids = getattr(image_encoder, "centroids", None)
+    names = [image_encoder.embedding_output, "logits"] + (["features"] if centroids is not None else [])
     try:
         outs, keep = image_encoder.encode_outputs(list(photos), names), list(range(len(photos)))
     except KuamoError:  # one bad photo fails the batch: encode one by one and leave the bad ones out
@@ -122,6 +223,13 @@ def choose_for_photos(image_encoder, encode_query: Callable[[list[str]], np.ndar
                 continue
             keep.append(i)
         outs = {n: np.concatenate([x[n] for x in parts]) if parts else np.zeros((0, 1), np.float32) for n in names}
-    title_vecs = encode_query([titles[i] for i in keep]) if keep else np.zeros((0, 1), np.float32)
+    kept_titles = [titles[i].strip() for i in keep]
+    has_title = np.asarray([bool(t) for t in kept_titles], bool)
+    title_vecs = np.zeros((len(keep), 1), np.float32)
+    if has_title.any():
+        enc = encode_query([t for t in kept_titles if t])
+        title_vecs = np.zeros((len(keep), enc.shape[1]), np.float32)
+        title_vecs[has_title] = enc
     return choose_beta(image_encoder.zero_shot, outs[names[0]], outs["logits"], title_vecs,
-                       [leaves[i] for i in keep], encode_query)
+                       [leaves[i] for i in keep], encode_query, has_title=has_title, titles=kept_titles,
+                       features=outs.get("features"), centroids=centroids)

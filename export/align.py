@@ -26,6 +26,7 @@ from kuamo.engine.config import EncoderConfig
 from kuamo.engine.encoders import ImageEncoder, TextEncoder
 from kuamo.evaluation.split import SPLIT_RULE, is_held_out
 from kuamo.export.align_head import AlignHead, HeadShape
+from kuamo.export.centroids import training_centroids
 from kuamo.export.contrastive import multi_positive_infonce
 from kuamo.export.samples import FashionItem, load_fashion, packaged_lines
 
@@ -220,7 +221,8 @@ def run_align(*, catalog: Path, model_dir: Path, out: Path, cache_dir: Path = Pa
                  "backbone": {"delta_sha256": delta_digest(base), **_backbone_provenance()}}
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    head.save(out, extra=base)
+    # the training photos' feature centroids travel with the head: the engine's label-free blend criterion
+    head.save(out, extra={**(base or {}), "centroids": training_centroids(data["features"][tr])})
     model_card = card(recipe, catalog=catalog, n_train=int(tr.sum()), n_test=int(test.sum()), metrics=metrics,
                       extra={"weights": out.name, "bytes": out.stat().st_size, **extra})
     out.with_name("align.json").write_text(json.dumps(model_card, indent=2, ensure_ascii=False), encoding="utf-8")

@@ -73,17 +73,19 @@ class AlignHead(nn.Module):
     @classmethod
     def load(cls, path: Path | str) -> AlignHead:
         with np.load(path) as data:
+            centroids = data["centroids"].astype(np.float32) if "centroids" in data.files else None
             f, lg, h, o = (int(x) for x in data["shape"])
             head = cls(HeadShape(features=f, logits=lg, hidden=h, out=o))
             state = {}
             for k in data.files:
-                if k == "shape" or k.startswith("backbone.") or k.endswith(".scale"):
+                if k in ("shape", "centroids") or k.startswith("backbone.") or k.endswith(".scale"):
                     continue
                 if k.endswith(".q"):
                     state[k[:-2]] = torch.from_numpy(dequantise_rows(data[k], data[f"{k[:-2]}.scale"]))
                 else:
                     state[k] = torch.from_numpy(data[k].astype(np.float32))
         head.load_state_dict(state, strict=True)
+        head.centroids = centroids  # training photos' feature centroids (export/centroids.py), when the file has them
         return head.eval()
 
 

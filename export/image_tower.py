@@ -15,7 +15,7 @@ from torch import nn
 
 from kuamo.engine.imaging import ImagePreprocess, decode_image, preprocess
 from kuamo.engine.session import create_session
-from kuamo.engine.zero_shot_blend import ZERO_SHOT_FILE
+from kuamo.engine.zero_shot_blend import CENTROIDS_FILE, ZERO_SHOT_FILE
 from kuamo.export.effnet_lite import load_pretrained
 from kuamo.export.gate import parity_stats
 from kuamo.export.image_int8 import choose_int8
@@ -177,6 +177,12 @@ def export_image_tower(out_dir: Path, *, progress: Progress = print, head: nn.Mo
         np.save(zero_shot, head.class_text.detach().cpu().numpy().astype(np.float16))
         spec["zero_shot"] = {"file": ZERO_SHOT_FILE, "from_output": "logits",
                              "head_alpha": round(float(head.alpha), 4)}
+    centroids_path = out_dir / CENTROIDS_FILE
+    centroids_path.unlink(missing_ok=True)
+    centroids = getattr(head, "centroids", None)
+    if centroids is not None:  # written by `kuamo align` (export/centroids.py); older head files carry none
+        np.save(centroids_path, np.asarray(centroids).astype(np.float16))
+        spec["centroids"] = {"file": CENTROIDS_FILE, "from_output": "features", "k": len(centroids)}
 
     serve, reason, quant = "fp32", "INT8 not attempted (--no-int8)", {}
     if int8:

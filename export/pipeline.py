@@ -25,8 +25,9 @@ def _referenced_files(towers: dict) -> list[str]:
         for key in ("tokenizer",):
             if spec.get(key):
                 names.add(spec[key])
-        if spec.get("zero_shot"):
-            names.add(spec["zero_shot"]["file"])
+        for key in ("zero_shot", "centroids"):  # files beside the image graph (engine/zero_shot_blend.py)
+            if spec.get(key):
+                names.add(spec[key]["file"])
     return sorted(names)
 
 

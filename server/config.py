@@ -129,6 +129,8 @@ def load_catalog_config(path: Path | None = None, *, overrides: dict[str, Any] |
     if path is not None:
         section = _section(path, "catalog")
         _check_names(cfg, section, path)
+        if "image_blend" in section:  # number or "auto": kept as text until check_config, so the environment may
+            section = {**section, "image_blend": str(section["image_blend"])}  # override it with either
         cfg = dataclasses.replace(cfg, **section)
     cfg = with_env_overrides(cfg, "catalog", environ)
     if overrides:

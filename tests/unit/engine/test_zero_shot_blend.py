@@ -13,7 +13,14 @@ from fake_encoders import DIM, FakeImageEncoder, FakeTextEncoder, png, word_vec
 from kuamo.engine.engine import BLEND_META, Engine, EngineConfig
 from kuamo.engine.errors import InvalidInput
 from kuamo.engine.types import Product
-from kuamo.engine.zero_shot_blend import MIN_SAMPLE, ZeroShotMap, choose_beta
+from kuamo.engine.zero_shot_blend import (
+    LABEL_FREE_STEPS,
+    MIN_SAMPLE,
+    ZeroShotMap,
+    choose_beta,
+    label_free_beta,
+    label_free_score,
+)
 
 KINDS = ["lamp", "kettle", "pillow", "towel", "candle", "mirror"]
 
@@ -73,10 +80,68 @@ def test_a_gain_below_the_margin_keeps_the_exported_vector(monkeypatch) -> None:
     assert choose_beta(zs, emb, logits, titles, kinds, encode_names).beta == 1.0
 
 
-def test_too_small_a_sample_keeps_the_exported_vector() -> None:
+def test_too_small_a_sample_keeps_the_exported_vector_provisionally() -> None:
     zs, emb, logits, titles, kinds = _catalog(MIN_SAMPLE - 1, "zero_shot")
     choice = choose_beta(zs, emb, logits, titles, kinds, encode_names)
-    assert choice.beta == 1.0 and not choice.scores and str(MIN_SAMPLE) in choice.reason
+    assert choice.beta == 1.0 and not choice.scores and str(MIN_SAMPLE) in choice.reason and choice.provisional
+
+
+def _features(n: int, near: bool, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Training centroids and a catalog's pooled features: `near` = each photo a small step from one
+    centroid (the training goods again); far = directions the centroids do not cover."""
+    rng = np.random.default_rng(seed)
+    centroids = np.abs(rng.standard_normal((16, 64))).astype(np.float32)  # pooled features are >= 0
+    if near:
+        return centroids, centroids[rng.integers(0, 16, n)] + 0.1 * np.abs(rng.standard_normal((n, 64)))
+    far = np.zeros((n, 64), np.float32)
+    far[np.arange(n), rng.integers(0, 64, n)] = 1.0  # one-hot: cosine to any dense centroid is low
+    return centroids, far + 0.05 * np.abs(rng.standard_normal((n, 64)))
+
+
+DESIGNED_STEPS = ((0.8, 1.0), (0.6, 0.5))  # near >= 0.8 -> 1, far < 0.6 -> 0
+
+
+@pytest.mark.parametrize("steps", [DESIGNED_STEPS, None])
+@pytest.mark.parametrize("near", [True, False])
+def test_a_catalog_without_labels_is_judged_by_its_distance_from_the_training_photos(near, steps) -> None:
+    """Near features keep the tuned vector; far-off ones get the steps' lowest beta: 0 with designed steps,
+    0.5 with the shipped (measured) ones, whose floor is 0.5."""
+    zs, emb, logits, titles, _ = _catalog(120, "embedding")
+    centroids, feats = _features(120, near)
+    no_labels = [""] * 120
+    choice = choose_beta(zs, emb, logits, titles, no_labels, encode_names, has_title=[False] * 120,
+                         titles=[""] * 120, features=feats, centroids=centroids, steps=steps)
+    floor = 0.0 if steps else LABEL_FREE_STEPS[-1][1]
+    expected = 1.0 if near else floor
+    assert choice.beta == expected and "label_free" in choice.scores[expected]
+    score = label_free_score(feats, centroids)
+    assert score >= 0.8 if near else score < LABEL_FREE_STEPS[0][0]
+
+
+def test_the_same_photos_with_labels_are_measured_not_judged_label_free() -> None:
+    zs, emb, logits, titles, kinds = _catalog(120, "embedding")
+    centroids, far = _features(120, near=False)
+    choice = choose_beta(zs, emb, logits, titles, kinds, encode_names, features=far, centroids=centroids)
+    assert choice.beta == 1.0 and "category_P@10" in choice.scores[1.0]  # labels win over the distance
+
+
+def test_one_repeated_title_is_no_label() -> None:
+    zs, emb, logits, titles, _ = _catalog(120, "embedding")
+    centroids, far = _features(120, near=False)
+    choice = choose_beta(zs, emb, logits, titles, [""] * 120, encode_names, titles=["IMG"] * 120,
+                         features=far, centroids=centroids, steps=DESIGNED_STEPS)
+    assert choice.beta == 0.0 and "label_free" in choice.scores[0.0]
+
+
+def test_without_centroids_a_label_free_catalog_keeps_the_tuned_vector() -> None:
+    zs, emb, logits, titles, _ = _catalog(120, "zero_shot")
+    choice = choose_beta(zs, emb, logits, titles, [""] * 120, encode_names, has_title=[False] * 120)
+    assert choice.beta == 1.0 and "image_centroids" in choice.reason
+
+
+def test_label_free_steps() -> None:
+    steps = ((0.8, 1.0), (0.6, 0.5))
+    assert [label_free_beta(x, steps) for x in (0.9, 0.8, 0.7, 0.59)] == [1.0, 1.0, 0.5, 0.0]
 
 
 class BlendableImageEncoder(FakeImageEncoder):
@@ -123,7 +188,9 @@ def test_engine_fixes_the_blend_once_and_reopens_with_it(tmp_path) -> None:
     choice = eng.calibrate_image_blend(products, images)
     assert choice.photos == 59 and enc.beta == choice.beta
     assert json.loads(eng.store.get_meta(BLEND_META))["beta"] == choice.beta
-    assert not eng.image_blend_pending
+    assert eng.image_blend_pending  # nothing stored yet: the choice binds only a catalog that holds products
+    asyncio.run(eng.upsert(products[:5], images[:5]))
+    assert not eng.image_blend_pending and not choice.provisional
     assert eng.fingerprint == before  # colours: the embedding already knows them, so beta stays 1
     with pytest.raises(InvalidInput) as e:
         eng.calibrate_image_blend(products, images)
@@ -139,12 +206,14 @@ def test_engine_fixes_the_blend_once_and_reopens_with_it(tmp_path) -> None:
     asyncio.run(eng2.close(snapshot=False))
 
 
-def test_first_upsert_without_a_choice_fixes_the_exported_vector(tmp_path) -> None:
+def test_first_upsert_without_a_choice_records_the_exported_vector_provisionally(tmp_path) -> None:
     eng = Engine(EngineConfig(data_dir=tmp_path / "d"), text_encoder=FakeTextEncoder(),
                  image_encoder=BlendableImageEncoder())
     products, images = _products(3)
     asyncio.run(eng.upsert(products, images))
-    assert json.loads(eng.store.get_meta(BLEND_META))["beta"] == 1.0 and not eng.image_blend_pending
+    meta = json.loads(eng.store.get_meta(BLEND_META))
+    assert meta["beta"] == 1.0 and meta["provisional"] and meta["source"] == "default"
+    assert eng.image_blend_pending and eng.image_blend_due(MIN_SAMPLE) and not eng.image_blend_due(MIN_SAMPLE - 1)
     asyncio.run(eng.close(snapshot=False))
 
 

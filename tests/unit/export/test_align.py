@@ -39,6 +39,24 @@ def test_head_roundtrip_keeps_outputs(tmp_path: Path) -> None:
     assert a.shape == (5, 384) and np.allclose(np.linalg.norm(a, axis=1), 1, atol=1e-5)
     assert (a * b).sum(1).min() > 0.999  # int8 weight rows, fp16 buffers
     assert float(again.alpha) == pytest.approx(0.7, abs=1e-3)
+    assert again.centroids is None  # head files written before centroids still load
+
+
+def test_head_file_carries_the_training_centroids(tmp_path: Path) -> None:
+    """The label-free blend criterion's centroids travel in the head file (strict state-dict load still
+    passes) and are unit rows of the pooled features' space."""
+    from kuamo.export.centroids import training_centroids
+
+    rng = np.random.default_rng(0)
+    blobs = np.abs(rng.standard_normal((4, 1280))).astype(np.float32)
+    feats = blobs[rng.integers(0, 4, 400)] + 0.01 * rng.random((400, 1280)).astype(np.float32)
+    cen = training_centroids(feats, k=8)  # more centroids than blobs: k-means cannot merge two of them
+    assert cen.shape == (8, 1280) and np.allclose(np.linalg.norm(cen.astype(np.float32), axis=1), 1, atol=1e-2)
+    unit = blobs / np.linalg.norm(blobs, axis=1, keepdims=True)
+    assert (unit @ cen.astype(np.float32).T).max(axis=1).min() > 0.99  # every blob found
+    head = AlignHead(HeadShape(hidden=32)).eval()
+    head.save(tmp_path / "h.npz", extra={"centroids": cen})
+    assert np.allclose(AlignHead.load(tmp_path / "h.npz").centroids, cen.astype(np.float32))
 
 
 def test_training_separates_pairs_on_synthetic_data() -> None:
