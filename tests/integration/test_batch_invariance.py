@@ -8,7 +8,6 @@ batch tensor, failed this: cosine down to 0.9955 and a re-ordered top 10 for mos
 from __future__ import annotations
 
 import asyncio
-import csv
 import random
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -21,6 +20,7 @@ from kuamo.engine.encoders import ImageEncoder, TextEncoder
 from kuamo.engine.engine import Engine, EngineConfig
 from kuamo.engine.ingest import aindex_catalog
 from kuamo.engine.types import Query
+from kuamo.evaluation.tasks import load_zh_queries
 from kuamo.export.gate import cosine_rows
 from kuamo.export.samples import load_fashion
 
@@ -29,19 +29,16 @@ pytestmark = pytest.mark.models
 MIN_COSINE = 0.99999
 BATCH_SIZES = (2, 3, 5, 8, 13, 21, 32, 64)
 CATALOG_SLICE = 300
-ZH_QUERIES = Path(__file__).resolve().parents[1] / "data" / "zh_queries.tsv"
 SHORT = ["watch", "bag", "red", "jeans", "sale", "鞋", "红色", "手表", "T恤", "包"]
 
 
 def _zh_en_pairs() -> list[tuple[str, str]]:
-    with open(ZH_QUERIES, encoding="utf-8") as f:
-        rows = list(csv.DictReader((line for line in f if not line.startswith("#")), delimiter="\t"))
-    return [(r["zh"], r["en"]) for r in rows]
+    return [(q["zh"], q["en"]) for q in load_zh_queries()]
 
 
 @pytest.fixture(scope="module")
 def queries(fashion_dir: Path) -> list[str]:
-    """200 real queries: the Chinese queries of tests/data/zh_queries.tsv and their English twins, 10 one-word
+    """200 real queries: the Chinese queries of evaluation/data/zh_queries.tsv and their English twins, 10 one-word
     queries, 20 long texts (several titles run together, one past the 512-token limit), catalog titles."""
     pairs = _zh_en_pairs()
     assert len(pairs) >= 40
