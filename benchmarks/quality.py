@@ -114,7 +114,8 @@ def run(quick: bool = False, model_dir: Path | str = "models/default", catalog: 
     res["served"] = evaluate_model_dir(model_dir, "auto", items, limit, vocabulary, sample)
     res["served_minus_fp32_R@10"] = res["served"]["known_item"]["R@10"] - res["fp32"]["known_item"]["R@10"]
     res["targets"] = {f"{t} {m}": {"target": v, "fp32": res["fp32"][t][m], "served": res["served"][t][m],
-                                   "met": res["served"][t][m] >= v} for (t, m), v in TARGETS.items()}
+                                   # 288 of 320 is 89.99999999999999 in floating point: compare rounded
+                                   "met": round(res["served"][t][m], 9) >= v} for (t, m), v in TARGETS.items()}
     res["targets"]["zh vs en P@5 gap"] = {"target": "<= 5", "fp32": res["fp32"]["zh_vs_en_P@5_gap"],
                                           "served": res["served"]["zh_vs_en_P@5_gap"],
                                           "met": res["served"]["zh_vs_en_P@5_gap"] <= 5}
