@@ -33,13 +33,13 @@ def _head_only(quick: bool, model_dir: Path | str, recipe: object | None = None)
     from kuamo.engine.artifacts import ModelArtifacts
     from kuamo.engine.config import EncoderConfig
     from kuamo.engine.encoders import TextEncoder
+    from kuamo.evaluation.split import is_held_out
     from kuamo.export.align import (
         Recipe,
         class_text_matrix,
         encode_unique,
         extract_features,
         head_embeddings,
-        is_held_out,
         template,
         train_head,
         zh_template,
@@ -118,7 +118,7 @@ def _tuned(path: Path, model_dir: Path | str) -> dict:
     from kuamo.engine.config import EncoderConfig
     from kuamo.engine.encoders import TextEncoder
     from kuamo.engine.imaging import ImagePreprocess
-    from kuamo.export.align import is_held_out
+    from kuamo.evaluation.split import is_held_out
     from kuamo.export.image_tower import load_photos
     from kuamo.export.samples import DEFAULT_FASHION_DIR, load_fashion
     from kuamo.export.tuned_backbone import load_tuned, tower_outputs

@@ -120,13 +120,13 @@ def run(quick: bool = False, model_dir: Path | str = "/tmp/blend/generic") -> di
     from kuamo.engine.artifacts import ModelArtifacts
     from kuamo.engine.config import EncoderConfig
     from kuamo.engine.encoders import TextEncoder
+    from kuamo.evaluation.split import is_held_out
     from kuamo.export.align import (
         Recipe,
         class_text_matrix,
         encode_unique,
         extract_features,
         head_embeddings,
-        is_held_out,
         template,
         train_head,
     )
