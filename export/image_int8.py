@@ -79,6 +79,18 @@ EXPORT_SCHEMES = (
 )
 
 
+def export_order(schemes: Iterable[Scheme], cpu: dict, *, portable: bool = False) -> list[Scheme]:
+    """The order an export tries its schemes in. On a CPU with VNNI the 8-bit schemes come first (more
+    accurate: served R@10 82.9 vs 82.4, category P@10 90.6 vs 90.0 on fashion), served only on VNNI CPUs; a
+    CPU without VNNI sees them as 7-bit (for_cpu) after the portable ones. `portable` (kuamo export
+    --portable-int8) keeps the listed order everywhere: one export for boxes with and without VNNI."""
+    schemes = list(schemes)
+    if cpu.get("vnni") and not portable:
+        schemes = [s for s in schemes if not s.reduce_range] + [s for s in schemes if s.reduce_range]
+    candidates = [for_cpu(s, cpu) for s in schemes] + ([] if cpu.get("vnni") else schemes)
+    return list(dict.fromkeys(candidates))  # a 7-bit scheme listed twice (for_cpu) runs once
+
+
 def for_cpu(scheme: Scheme, cpu: dict) -> Scheme:
     """Without VNNI use 7-bit weights, ORT's advice against u8s8 saturation on AVX2/AVX-512 without VNNI.
     The name gets `_reduce_range` so that an export listing both forms runs it once."""
@@ -279,9 +291,10 @@ def evaluate(scheme: Scheme, *, fp32_path: Path, int8_path: Path, reference: dic
 
 def choose_int8(fp32_path: Path, int8_path: Path, *, calibration: np.ndarray, gate_inputs: np.ndarray,
                 output: str, progress: Progress = print,
-                schemes: Iterable[Scheme] = EXPORT_SCHEMES) -> dict:
-    """Try `schemes` in order; write the first that passes the gate and is >= MIN_SPEEDUP x FP32 (batch 8)
-    to `int8_path`. Returns the manifest's `quantization` record (chosen is None when FP32 is served)."""
+                schemes: Iterable[Scheme] = EXPORT_SCHEMES, portable: bool = False) -> dict:
+    """Try `schemes` in export_order; write the first that passes the gate and is >= MIN_SPEEDUP x FP32
+    (batch 8) to `int8_path`. Returns the manifest's `quantization` record (chosen is None when FP32 is
+    served)."""
     cpu = cpu_flags()
     result: dict = {"cpu": cpu, "tried": [], "chosen": None, "min_speedup": MIN_SPEEDUP,
                     "bench_threads": BENCH_THREADS,
@@ -293,11 +306,8 @@ def choose_int8(fp32_path: Path, int8_path: Path, *, calibration: np.ndarray, ga
         groups = conv_groups(pre)
         ref = run_outputs(fp32_path, gate_inputs, sorted({output, "logits"}))
         caches: dict[str, Path] = {}
-        schemes = list(schemes)
-        # without VNNI try 7-bit weights first, then the plain schemes: measurement decides, not folklore
-        candidates = [for_cpu(s, cpu) for s in schemes] + ([] if cpu["vnni"] else schemes)
-        candidates = list(dict.fromkeys(candidates))  # a 7-bit scheme listed twice (for_cpu) runs once
-        for scheme in candidates:
+        result["order"] = "portable first" if portable or not cpu["vnni"] else "8-bit first (VNNI)"
+        for scheme in export_order(schemes, cpu, portable=portable):
             if scheme.calibrate not in caches:
                 caches[scheme.calibrate] = calibrate(pre, calibration, scheme.calibrate,
                                                      Path(tmp) / f"{scheme.calibrate}.json")

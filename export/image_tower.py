@@ -127,7 +127,7 @@ def image_invariance(path: Path, x: np.ndarray, output: str) -> dict:
 
 def export_image_tower(out_dir: Path, *, progress: Progress = print, head: nn.Module | None = None,
                        head_card: dict | None = None, int8: bool = True,
-                       backbone_delta: dict[str, np.ndarray] | None = None) -> dict:
+                       backbone_delta: dict[str, np.ndarray] | None = None, portable_int8: bool = False) -> dict:
     """Write image.onnx (+ image.int8.onnx when a scheme passes the gate and is faster here) into out_dir
     and return the manifest's towers["image"] spec. `head` (an nn.Module taking (features, logits)) adds
     an L2-normalised `embedding` output that becomes the tower's embedding; `backbone_delta` (from a head file
@@ -183,7 +183,7 @@ def export_image_tower(out_dir: Path, *, progress: Progress = print, head: nn.Mo
     serve, reason, quant = "fp32", "INT8 not attempted (--no-int8)", {}
     if int8:
         progress("image: choosing an INT8 scheme (accuracy gate + speed, measured on this CPU)")
-        quant = choose_int8(fp32_path, int8_path, calibration=calibration, gate_inputs=x,
+        quant = choose_int8(fp32_path, int8_path, calibration=calibration, gate_inputs=x, portable=portable_int8,
                             output=embedding_output, progress=progress)
         if quant.get("chosen"):
             spec["files"]["int8"] = int8_path.name

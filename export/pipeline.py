@@ -75,8 +75,9 @@ def _alignment_head(head_path: Path | None) -> tuple[object | None, dict | None,
 
 
 def run_export(out_dir: Path | str, *, text: str = "e5", image: bool = True, clip: Path | None = None,
-               head: Path | None = None, progress: Progress = print) -> Path:
-    """Export the default towers (or a local CLIP/SigLIP checkpoint) into `out_dir`."""
+               head: Path | None = None, progress: Progress = print, portable_int8: bool = False) -> Path:
+    """Export the default towers (or a local CLIP/SigLIP checkpoint) into `out_dir`; `portable_int8` serves the
+    image tower's 7-bit scheme even on a VNNI CPU, so the export serves INT8 on CPUs without VNNI too."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     stale = out_dir / MANIFEST_NAME
@@ -97,6 +98,6 @@ def run_export(out_dir: Path | str, *, text: str = "e5", image: bool = True, cli
             # the default text space is e5's: a head only makes sense with the e5 text tower
             align, card, delta = _alignment_head(head) if text == "e5" else (None, None, None)
             towers["image"] = export_image_tower(out_dir, progress=progress, head=align, head_card=card,
-                                                 backbone_delta=delta)
+                                                 backbone_delta=delta, portable_int8=portable_int8)
     progress("writing manifest.json (sha256 of every file)")
     return write_manifest(out_dir, towers)

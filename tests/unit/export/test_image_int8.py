@@ -147,3 +147,16 @@ def test_scheme_settings_are_json_ready() -> None:
     d = s.settings()
     assert d["op_types"] == ["Conv"] and d["keep_nodes"] == ["a", "b"] and d["percentile"] == 99.999
     assert "percentile" not in Scheme("y").settings()
+
+
+def test_export_order_puts_8_bit_first_only_where_it_cannot_saturate() -> None:
+    from kuamo.export.image_int8 import export_order
+
+    portable, eight_bit = EXPORT_SCHEMES[0], EXPORT_SCHEMES[1]
+    assert portable.reduce_range and not eight_bit.reduce_range
+    vnni = export_order(EXPORT_SCHEMES, {"vnni": True})
+    assert vnni[0] == eight_bit and portable in vnni  # the more accurate scheme first on VNNI
+    assert export_order(EXPORT_SCHEMES, {"vnni": True}, portable=True)[0] == portable  # --portable-int8
+    avx2 = export_order(EXPORT_SCHEMES, {"vnni": False})
+    assert avx2[0] == portable and all(s.reduce_range for s in avx2[: len(EXPORT_SCHEMES)])  # 7-bit first
+    assert len(avx2) == len(set(avx2))
