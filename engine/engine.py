@@ -234,11 +234,10 @@ class Engine:
         self.recovery: dict[str, Any] = {}
         self.vocabulary = CatalogVocabulary()
         self.vocabulary.add_attributes(self.store.attribute_names())
-        self.vocabulary.set_categories(self.store.categories())
         self.index = self._recover()
         self._category_prior: CategoryPrior | None = None
         self._category_name_vecs: dict[str, np.ndarray] = {}
-        self._refresh_category_prior()
+        self._refresh_categories()
         self._text_batcher: DynamicBatcher | None = None
         self._image_batcher: DynamicBatcher | None = None
         self._search_batcher: DynamicBatcher | None = None
@@ -1098,18 +1097,24 @@ class Engine:
         """Runs in the write path (under _write_lock): re-plan the index when the catalog outgrew it,
         snapshot every `snapshot_every` changes."""
         self._changes_since_snapshot += n
-        self._refresh_category_prior()
-        self.vocabulary.set_categories(self.store.categories())
+        self._refresh_categories()
         if self._index_outgrown():
             self._rebuild_index()
         if self._changes_since_snapshot >= self.config.snapshot_every:
             self._save_snapshot()
 
-    def _refresh_category_prior(self) -> None:
-        """Re-read the catalog's leaf categories (at start and after each write); encode only new names."""
+    def _refresh_categories(self) -> None:
+        """Re-read the catalog's category paths (at start and after each write), once for both their readers:
+        the filter vocabulary and the photo queries' category prior."""
+        paths = self.store.categories()
+        self.vocabulary.set_categories(paths)
+        self._refresh_category_prior(paths)
+
+    def _refresh_category_prior(self, paths: list[str]) -> None:
+        """The prior over the catalog's leaf categories; encode only new names."""
         if not (self.config.photo_category_weight > 0 and self.image_aligned and self.image_encoder is not None):
             return
-        names = leaf_names(self.store.categories())
+        names = leaf_names(paths)
         current = self._category_prior
         if current is not None and list(current.names) == names:
             return
