@@ -122,6 +122,12 @@ async def _messages(request: web.Request, cls: type[Message]) -> AsyncIterator[M
         yield parse(item, cls, f"message {i}")
 
 
+async def _replay(messages: list[Message]) -> AsyncIterator[Message]:
+    """Parsed messages as the request stream a servicer method reads."""
+    for m in messages:
+        yield m
+
+
 class HttpGateway:
     """The HTTP surface of one KuamoServer (its servicer, interceptor for auth and admission, metrics)."""
 
@@ -210,29 +216,20 @@ class HttpGateway:
 
         async def handle(request: web.Request) -> web.Response:
             messages = [m async for m in _messages(request, cls)]  # parsed whole: a bad line commits nothing
-
-            async def replay() -> AsyncIterator[Message]:
-                for m in messages:
-                    yield m
-
-            return web.json_response(to_json(await behaviour(replay(), None)))
+            return web.json_response(to_json(await behaviour(_replay(messages), None)))
 
         return handle
 
     async def _search_stream(self, request: web.Request) -> web.StreamResponse:
         messages = [m async for m in _messages(request, pb.SearchRequest)]
-
-        async def replay() -> AsyncIterator[Message]:
-            for m in messages:
-                yield m
-
         _ = self.srv.servicer.engine  # UNAVAILABLE before the 200 header goes out
         order = request.query.get("order", "arrival")
         if order not in ("arrival", "completion"):
             raise InvalidInput(f"order must be 'arrival' or 'completion', got {order!r}", field="order")
         response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
         await response.prepare(request)
-        async for answer in self.srv.servicer.SearchStream(replay(), None, by_completion=order == "completion"):
+        answers = self.srv.servicer.SearchStream(_replay(messages), None, by_completion=order == "completion")
+        async for answer in answers:
             await response.write(json.dumps(to_json(answer), ensure_ascii=False).encode() + b"\n")
         await response.write_eof()
         return response
