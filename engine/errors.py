@@ -37,3 +37,12 @@ class Unauthenticated(KuamoError):
 
 class ArtifactError(KuamoError):
     """A model artifact is missing, corrupt or does not match its manifest (FAILED_PRECONDITION)."""
+
+
+class BackendUnavailable(NotReady):
+    """The catalog backend (e.g. Milvus) cannot be reached; the message names it (UNAVAILABLE)."""
+
+
+class Unsupported(KuamoError):
+    """The request needs something this deployment does not have, e.g. personalisation on the Milvus backend
+    (FAILED_PRECONDITION)."""

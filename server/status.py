@@ -12,6 +12,7 @@ from kuamo.engine.errors import (
     NotReady,
     Overloaded,
     Unauthenticated,
+    Unsupported,
 )
 
 STATUS_OF: dict[type[KuamoError], grpc.StatusCode] = {
@@ -21,6 +22,7 @@ STATUS_OF: dict[type[KuamoError], grpc.StatusCode] = {
     NotReady: grpc.StatusCode.UNAVAILABLE,
     Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
     ArtifactError: grpc.StatusCode.FAILED_PRECONDITION,
+    Unsupported: grpc.StatusCode.FAILED_PRECONDITION,
 }
 
 

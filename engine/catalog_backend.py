@@ -1,0 +1,100 @@
+"""The catalog backend role: product rows, their fused vectors, the vector index, filters, deletes and
+durability, behind one protocol. `Engine` orchestrates encoders, ranking and a backend; it never reaches
+into SQLite, FAISS or Milvus itself.
+
+Two backends implement it: `EmbeddedBackend` (engine/embedded_backend.py: one SQLite file + a FAISS index
+snapshot, the default) and `MilvusBackend` (engine/milvus_backend.py: a Milvus collection shared by
+stateless replicas). All methods are synchronous and thread-safe; the engine calls them from worker threads.
+
+Keys: every product is addressed by its 63-bit row key (engine/ids.py row_key); the catalog's own id (an
+integer, or a string SKU) is stored with the row and given back by `owners` / `get`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from kuamo.engine.ids import ProductId
+from kuamo.engine.store import StoredRow
+from kuamo.engine.types import Filters, Product
+
+
+@runtime_checkable
+class CatalogBackend(Protocol):
+    kind: str  # "embedded" or "milvus": named in stats, health and errors
+    dim: int  # the fused vector's dimension
+
+    # -- metadata the engine keeps with the catalog (layout, encoder fingerprint, image blend) -----------
+    def get_meta(self, key: str) -> str | None: ...
+
+    def set_meta(self, key: str, value: str) -> None: ...
+
+    # -- writes: durable (and, for a shared backend, visible to other replicas) when they return ------------
+    def write(self, rows: Sequence[StoredRow]) -> None:
+        """Insert or replace products with their vectors and content hashes, all or none."""
+        ...
+
+    def delete(self, keys: Sequence[int]) -> int:
+        """Delete by row key; the number that existed."""
+        ...
+
+    # -- reads ------------------------------------------------------------------------------------------
+    @property
+    def has_string_ids(self) -> bool:
+        """True once any stored product has a string id (hits then need `owners` to name them)."""
+        ...
+
+    def get(self, key: int, shown: ProductId | None = None) -> Product:
+        """The product, or NotFound(field="id") naming `shown` (the id the caller wrote)."""
+        ...
+
+    def get_many(self, keys: Sequence[int]) -> dict[int, Product]: ...
+
+    def owners(self, keys: Sequence[int]) -> dict[int, ProductId]:
+        """Row key -> the catalog's own id, for the keys that are stored."""
+        ...
+
+    def hashes(self, keys: Sequence[int]) -> dict[int, str]:
+        """Row key -> content hash (an unchanged product is not re-encoded)."""
+        ...
+
+    def vectors(self, keys: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        """(the keys found, their fused vectors (n, dim) float32), in the order found."""
+        ...
+
+    def keys(self) -> np.ndarray:
+        """Every stored row key (int64)."""
+        ...
+
+    def count(self) -> int: ...
+
+    def categories(self) -> list[str]:
+        """The distinct category paths (unsorted, may include "")."""
+        ...
+
+    def attribute_names(self) -> set[str]: ...
+
+    # -- search -----------------------------------------------------------------------------------------
+    def search(self, queries: np.ndarray, n: int, *, filters: Filters, nprobe: int | None = None,
+               rerank_factor: int | None = None) -> tuple[np.ndarray, np.ndarray, int | None]:
+        """Top `n` by inner product for each row of `queries` (m, dim) among the products passing `filters`,
+        scored exactly (approximate candidates are re-ranked on their stored vectors): (scores (m, n),
+        keys (m, n) with -1 padding, how many products passed the filters or None when unfiltered or
+        unknown)."""
+        ...
+
+    # -- upkeep -----------------------------------------------------------------------------------------
+    def check(self) -> None:
+        """Raise BackendUnavailable (naming the backend and why) when it cannot serve now."""
+        ...
+
+    def stats(self) -> dict: ...
+
+    def snapshot(self) -> None:
+        """Make restart cheap (the embedded index snapshot); a no-op where the backend persists itself."""
+        ...
+
+    def close(self) -> None: ...
