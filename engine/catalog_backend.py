@@ -13,13 +13,22 @@ integer, or a string SKU) is stored with the row and given back by `owners` / `g
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+from typing import NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 
 from kuamo.engine.ids import ProductId
 from kuamo.engine.store import StoredRow
 from kuamo.engine.types import Filters, Product
+
+
+class Candidates(NamedTuple):
+    """What a backend's search returns for a matrix of queries."""
+
+    scores: np.ndarray  # (m, n) float32, exact inner products, best first
+    keys: np.ndarray  # (m, n) int64 row keys, -1 where fewer than n products passed the filters
+    allowed: int | None = None  # how many products passed the filters; None when unfiltered or unknown
+    filter_ms: float = 0.0  # of the search's time, what evaluating the filters took (when it is separate)
 
 
 @runtime_checkable
@@ -79,11 +88,9 @@ class CatalogBackend(Protocol):
 
     # -- search -----------------------------------------------------------------------------------------
     def search(self, queries: np.ndarray, n: int, *, filters: Filters, nprobe: int | None = None,
-               rerank_factor: int | None = None) -> tuple[np.ndarray, np.ndarray, int | None]:
+               rerank_factor: int | None = None) -> Candidates:
         """Top `n` by inner product for each row of `queries` (m, dim) among the products passing `filters`,
-        scored exactly (approximate candidates are re-ranked on their stored vectors): (scores (m, n),
-        keys (m, n) with -1 padding, how many products passed the filters or None when unfiltered or
-        unknown)."""
+        scored exactly (approximate candidates are re-ranked on their stored vectors)."""
         ...
 
     # -- upkeep -----------------------------------------------------------------------------------------
@@ -92,6 +99,10 @@ class CatalogBackend(Protocol):
         ...
 
     def stats(self) -> dict: ...
+
+    def reindex(self) -> None:
+        """Rebuild the vector index from the stored vectors (after the whole catalog was re-embedded)."""
+        ...
 
     def snapshot(self) -> None:
         """Make restart cheap (the embedded index snapshot); a no-op where the backend persists itself."""

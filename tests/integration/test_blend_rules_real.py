@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from kuamo.engine.engine import ENCODERS_META, Engine, EngineConfig
+from kuamo.engine.engine import Engine, EngineConfig
 from kuamo.engine.ingest import aindex_catalog
 from kuamo.engine.types import Query
+from kuamo.engine.vector_provenance import ENCODERS_META
 from kuamo.engine.zero_shot_blend import MIN_SAMPLE, REGROW
 
 pytestmark = pytest.mark.models

@@ -52,7 +52,7 @@ def test_ensure_index_indexes_once(model_dir: Path, fashion_dir: Path, tmp_path:
 
 def test_ensure_index_re_embeds_after_the_models_changed(model_dir: Path, fashion_dir: Path, tmp_path: Path,
                                                          capsys: pytest.CaptureFixture[str]) -> None:
-    from kuamo.engine.engine import ENCODERS_META
+    from kuamo.engine.vector_provenance import ENCODERS_META
 
     catalog = _slice(fashion_dir, tmp_path / "catalog")
     cfg = ServerConfig(model_dir=model_dir, data_dir=tmp_path / "data")
@@ -76,7 +76,8 @@ def test_kuamo_index_re_embeds_what_kuamo_serve_refuses(model_dir: Path, fashion
 
     from kuamo.cli import main
     from kuamo.engine.artifacts import ArtifactError
-    from kuamo.engine.engine import ENCODERS_META, Engine
+    from kuamo.engine.engine import Engine
+    from kuamo.engine.vector_provenance import ENCODERS_META
 
 
     catalog = _slice(fashion_dir, tmp_path / "catalog")

@@ -50,7 +50,7 @@ def test_first_indexing_chooses_the_image_blend_once(tmp_path, model_dir, fashio
     and a reopened engine encodes with it."""
     import json
 
-    from kuamo.engine.engine import BLEND_META
+    from kuamo.engine.vector_provenance import BLEND_META
     from kuamo.engine.zero_shot_blend import BETAS
 
     cfg = EngineConfig(model_dir=model_dir, data_dir=tmp_path / "data")

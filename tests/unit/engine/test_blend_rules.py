@@ -16,9 +16,10 @@ from fake_encoders import DIM, FakeImageEncoder, FakeTextEncoder, png
 from test_zero_shot_blend import BlendableImageEncoder
 
 from kuamo.cli import main
-from kuamo.engine.engine import BLEND_META, ENCODERS_META, Engine, EngineConfig
+from kuamo.engine.engine import Engine, EngineConfig
 from kuamo.engine.errors import InvalidInput
 from kuamo.engine.ingest import index_catalog
+from kuamo.engine.vector_provenance import BLEND_META, ENCODERS_META
 from kuamo.engine.zero_shot_blend import AUTO, MIN_SAMPLE, REGROW, parse_image_blend, spread
 from kuamo.server.config import load_catalog_config
 

@@ -90,7 +90,7 @@ def test_photo_query_reranks_by_predicted_category(tmp_path) -> None:
         assert all("category" not in h.explanation.contributions for h in plain.hits)
         got = asyncio.run(on.search(q))
         assert [h.id for h in got.hits] == [2, 1]
-        prior = on._category_prior
+        prior = on.ranker.category_prior
         assert prior is not None and prior.names == ("alpha", "beta")
         w = 0.5  # default image weight of a photo-only query (renormalised over its one block: 0.5 stays)
         expect = prior.agreement(ALPHA, np.stack([PHOTOS["blue"], PHOTOS["green"]]))
@@ -110,9 +110,9 @@ def test_vocabulary_follows_the_catalog(tmp_path) -> None:
     eng = _engine(tmp_path, 1.0)
     try:
         asyncio.run(eng.upsert([Product(id=3, title="c", category="Shop/gamma")], [png("blue")]))
-        assert eng._category_prior.names == ("alpha", "beta", "gamma")
+        assert eng.ranker.category_prior.names == ("alpha", "beta", "gamma")
         asyncio.run(eng.delete([2, 3]))
-        assert eng._category_prior is None  # one category left: nothing to tell apart
+        assert eng.ranker.category_prior is None  # one category left: nothing to tell apart
         got = asyncio.run(eng.search(Query(image=png("red"), k=1, explain=True)))
         assert got.hits[0].id == 1 and "category" not in got.hits[0].explanation.contributions
     finally:

@@ -14,9 +14,11 @@ from fake_encoders import FakeImageEncoder, FakeTextEncoder
 from test_ingest import write_generic_csv
 
 from kuamo.engine.artifacts import ArtifactError
-from kuamo.engine.engine import ENCODERS_META, Engine, EngineConfig, _encoder_fingerprint
+from kuamo.engine.engine import Engine, EngineConfig
 from kuamo.engine.ingest import index_catalog
+from kuamo.engine.product_encoder import encoder_fingerprint as _encoder_fingerprint
 from kuamo.engine.types import Product, Query
+from kuamo.engine.vector_provenance import ENCODERS_META
 
 
 class RetrainedText(FakeTextEncoder):

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 from fake_encoders import DIM, FakeImageEncoder, FakeTextEncoder, png, word_vec
 
-from kuamo.engine.engine import BLEND_META, Engine, EngineConfig
+from kuamo.engine.engine import Engine, EngineConfig
 from kuamo.engine.errors import InvalidInput
 from kuamo.engine.types import Product
+from kuamo.engine.vector_provenance import BLEND_META
 from kuamo.engine.zero_shot_blend import (
     LABEL_FREE_STEPS,
     MIN_SAMPLE,
@@ -201,7 +202,7 @@ def test_engine_fixes_the_blend_once_and_reopens_with_it(tmp_path) -> None:
     eng2 = Engine(cfg, text_encoder=FakeTextEncoder(), image_encoder=enc2)
     assert enc2.beta == choice.beta and eng2.fingerprint == eng.fingerprint
     enc2.set_blend(0.5)
-    eng2._set_fingerprint()
+    eng2.encoder.refresh_fingerprint()
     assert eng2.fingerprint != before  # vectors made with another blend re-embed
     asyncio.run(eng2.close(snapshot=False))
 

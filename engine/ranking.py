@@ -1,0 +1,210 @@
+"""The ranking role: turns a backend's exact candidates into answers. The photo query's category prior,
+the caller's modifiers (rating, popularity, brand boosts), the products and the explanations; and the
+batching of concurrent searches into one backend call. It reads the catalog only through the backend.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from kuamo.engine.catalog_backend import CatalogBackend
+from kuamo.engine.category_prior import CategoryPrior, leaf_names
+from kuamo.engine.product_encoder import ProductEncoder
+from kuamo.engine.rules import apply_modifiers
+from kuamo.engine.types import Explanation, Hit, Product, Query, SearchResult, Timings
+
+if TYPE_CHECKING:
+    from kuamo.engine.engine import EngineConfig
+
+RECOMMEND_TAU = 0.05  # how much a weaker interest is discounted in the best-match ranking
+
+
+@dataclass
+class SearchJob:
+    query: Query
+    qvec: np.ndarray
+    encode_ms: float
+    t0: float
+    profile_vec: np.ndarray | None = None  # the part of qvec that came from the shopper's profile
+    exclude: frozenset[int] = frozenset()  # recommendations: never return these
+    explain_as: str | None = None  # scores not from qvec alone: explain the base score as this one part
+    queue_ms: float = 0.0  # waiting for an encoder batch
+
+
+def is_photo_query(q: Query) -> bool:
+    return q.image is not None and q.text is None
+
+
+class Ranker:
+    def __init__(self, config: EngineConfig, encoder: ProductEncoder, backend: CatalogBackend) -> None:
+        self.config = config
+        self.encoder = encoder
+        self.layout = encoder.layout
+        self.backend = backend
+        self.category_prior: CategoryPrior | None = None
+        self._category_name_vecs: dict[str, np.ndarray] = {}
+
+    # -- the photo queries' category prior --------------------------------------------------------------
+    def refresh_category_prior(self, paths: list[str]) -> None:
+        """The prior over the catalog's leaf categories; encode only new names."""
+        enc = self.encoder
+        if not (self.config.photo_category_weight > 0 and enc.image_aligned and enc.image_encoder is not None):
+            return
+        names = leaf_names(paths)
+        current = self.category_prior
+        if current is not None and list(current.names) == names:
+            return
+        if len(names) < 2:  # one category or none: nothing to tell apart
+            self.category_prior = None
+            return
+        new = [n for n in names if n not in self._category_name_vecs]
+        if new:
+            self._category_name_vecs.update(zip(new, enc.text_encoder.encode(new, "query"), strict=True))
+        # one assignment: a search in flight keeps the prior it read
+        self.category_prior = CategoryPrior(names, np.stack([self._category_name_vecs[n] for n in names]),
+                                            self.config.category_temperature)
+
+    def category_bonus(self, job: SearchJob, cand_ids: list[int]) -> np.ndarray | None:
+        """Per candidate: the photo query's image weight x photo_category_weight x the agreement of the
+        predicted categories of the query photo and the candidate's photo; None when it does not apply."""
+        prior = self.category_prior
+        if prior is None or not cand_ids or not is_photo_query(job.query):
+            return None
+        img = self.layout.slices()["image"]
+        own = job.qvec if job.profile_vec is None else job.qvec - job.profile_vec
+        qimg = own[img]
+        w = float(np.linalg.norm(qimg))
+        if w == 0:  # the caller weighted the image block to zero
+            return None
+        present, vecs = self.backend.vectors(cand_ids)
+        bonus = np.zeros(len(cand_ids), dtype=np.float32)
+        if len(present):
+            got = dict(zip(present.tolist(), prior.agreement(qimg, vecs[:, img]), strict=True))
+            bonus[:] = [got.get(i, 0.0) for i in cand_ids]
+        return w * self.config.photo_category_weight * bonus
+
+    # -- how many candidates ----------------------------------------------------------------------------
+    def n_candidates(self, q: Query, *, category: bool = True) -> int:
+        # Modifiers re-order the candidates: fetch k x factor of them so a boosted product can climb in.
+        n = q.k
+        max_k = self.config.index.max_k
+        if not q.modifiers.is_empty():
+            n = min(q.k * max(int(self._query_rf(q)), 1), max_k)
+        if category and is_photo_query(q) and self.category_prior is not None:
+            n = max(n, min(self.config.photo_candidates, max_k))
+        return n
+
+    def _query_rf(self, q: Query) -> int:
+        return q.rerank_factor if q.rerank_factor is not None else self.config.index.rerank_factor
+
+    def rerank_factor(self, q: Query, n_cand: int) -> int | None:
+        """The index's exact re-rank factor for `n_cand` results. A photo query widened to its category
+        candidates keeps the approximate-candidate budget of the plain query (k x factor, at least the
+        widened count) instead of multiplying it: the widened list is re-scored exactly anyway."""
+        plain = self.n_candidates(q, category=False)
+        if n_cand <= plain:
+            return q.rerank_factor
+        return max(1, -(-plain * int(self._query_rf(q)) // n_cand))
+
+    # -- searching ----------------------------------------------------------------------------------------
+    def search_jobs(self, jobs: list[SearchJob]) -> list[SearchResult | BaseException]:
+        """Batcher fn: queries that arrived together and share index settings (no filter, same nprobe and
+        re-rank factor) go through the backend as ONE matrix, so 32 concurrent queries read the vectors once
+        instead of 32 times; filtered queries are searched one by one. One bad query fails only itself."""
+        out: list[SearchResult | BaseException] = [None] * len(jobs)  # type: ignore[list-item]
+        groups: dict[tuple, list[int]] = {}
+        for i, job in enumerate(jobs):
+            q = job.query
+            widened = self.n_candidates(q) > self.n_candidates(q, category=False)
+            key = ("all", q.nprobe, q.rerank_factor, widened) if q.filters.is_empty() else ("filtered", i)
+            groups.setdefault(key, []).append(i)
+        for members in groups.values():
+            t_s = time.perf_counter()
+            n_cand = max(self.n_candidates(jobs[i].query) for i in members)
+            q0 = jobs[members[0]].query
+            try:
+                found = self.backend.search(np.stack([jobs[i].qvec for i in members]), n_cand,
+                                            filters=q0.filters, nprobe=q0.nprobe,
+                                            rerank_factor=self.rerank_factor(q0, n_cand))
+            except Exception as exc:
+                for i in members:
+                    out[i] = exc
+                continue
+            search_ms = (time.perf_counter() - t_s) * 1000 - found.filter_ms
+            for row, i in enumerate(members):
+                try:
+                    out[i] = self.finish(jobs[i], found.scores[row], found.keys[row], found.allowed, search_ms,
+                                         filter_ms=found.filter_ms)
+                except Exception as exc:
+                    out[i] = exc
+        return out
+
+    def best_of(self, job: SearchJob, queries: list[np.ndarray], weights: list[float]) -> SearchResult:
+        """Search from several query vectors and rank a candidate by its best match: max over queries of
+        similarity + TAU * ln(weight / first weight) (recommendations for a shopper with several tastes)."""
+        t_s = time.perf_counter()
+        n = self.n_candidates(job.query)
+        found = self.backend.search(np.stack(queries), n, filters=job.query.filters)
+        best: dict[int, float] = {}
+        for row, w in enumerate(weights):
+            bonus = RECOMMEND_TAU * math.log(w / weights[0]) if w > 0 else -math.inf
+            for sc, pid in zip(found.scores[row], found.keys[row], strict=True):
+                if pid >= 0 and pid not in job.exclude:
+                    best[int(pid)] = max(best.get(int(pid), -math.inf), float(sc) + bonus)
+        ranked = sorted(best.items(), key=lambda kv: -kv[1])[:n]
+        job.explain_as = "profile"
+        return self.finish(job, np.asarray([s for _, s in ranked], dtype=np.float32),
+                           np.asarray([p for p, _ in ranked], dtype=np.int64), found.allowed,
+                           (time.perf_counter() - t_s) * 1000)
+
+    def finish(self, job: SearchJob, scores: np.ndarray, ids: np.ndarray, allowed: int | None,
+               search_ms: float, *, filter_ms: float = 0.0) -> SearchResult:
+        """Modifiers, products and explanations for one query's candidates."""
+        q, qvec = job.query, job.qvec
+        n = self.n_candidates(q)
+        t_r = time.perf_counter()
+        keep = ids[:n] >= 0
+        cand_ids = [int(i) for i in ids[:n][keep]]
+        cand_scores = [float(s) for s in scores[:n][keep]]
+        bonus = self.category_bonus(job, cand_ids)
+        if bonus is not None:
+            cand_scores = [s + float(b) for s, b in zip(cand_scores, bonus, strict=True)]
+        category = dict(zip(cand_ids, bonus.tolist(), strict=True)) if bonus is not None else {}
+        products: dict[int, Product] = {}
+        if not q.modifiers.is_empty():  # modifiers read every candidate's product
+            products = self.backend.get_many(cand_ids)
+        ranked = []
+        for pid, base in zip(cand_ids, cand_scores, strict=True):
+            final, applied = apply_modifiers(base, products.get(pid), q.modifiers)
+            ranked.append((final, base, pid, applied))
+        ranked.sort(key=lambda r: (-r[0], r[2]))
+        ranked = ranked[: q.k]
+        if q.include_products and not products:  # only the k answers (a photo query re-ranks 100 candidates)
+            products = self.backend.get_many([r[2] for r in ranked])
+        contributions: dict[int, dict[str, float]] = {}
+        if q.explain and ranked:
+            got_ids, vecs = self.backend.vectors([r[2] for r in ranked])
+            for pid, vec in zip(got_ids.tolist(), vecs, strict=True):
+                if job.explain_as is not None:
+                    contributions[pid] = {job.explain_as: next(b for _, b, p, _ in ranked if p == pid)}
+                elif job.profile_vec is None:
+                    contributions[pid] = self.layout.contributions(qvec, vec)
+                else:  # the query's own blocks, and what the shopper's profile added
+                    contributions[pid] = {**self.layout.contributions(qvec - job.profile_vec, vec),
+                                          "profile": float(job.profile_vec @ vec)}
+                if pid in category:  # the photo query's category agreement (category_prior)
+                    contributions[pid]["category"] = category[pid]
+        hits = [Hit(id=pid, score=final, product=products.get(pid) if q.include_products else None,
+                    explanation=Explanation(contributions=contributions.get(pid, {}), base_score=base,
+                                            modifiers=applied) if q.explain else None)
+                for final, base, pid, applied in ranked]
+        rerank_ms = (time.perf_counter() - t_r) * 1000
+        return SearchResult(hits=hits, allowed=allowed,
+                            timings=Timings(queue_ms=job.queue_ms, encode_ms=job.encode_ms, filter_ms=filter_ms,
+                                            search_ms=search_ms,
+                                            rerank_ms=rerank_ms, total_ms=(time.perf_counter() - job.t0) * 1000))
