@@ -10,6 +10,7 @@ import logging
 import math
 import sys
 from pathlib import Path
+from typing import Any
 
 from kuamo.engine.config import DEFAULT_MODEL_DIR
 from kuamo.engine.errors import InvalidInput
@@ -115,7 +116,7 @@ def _cmd_index(args: argparse.Namespace) -> int:
         "max_image_pixels": args.max_image_pixels, "image_blend": args.image_blend})
     # a catalog other models made opens here (and only here) so that indexing it again re-embeds it
     cfg = EngineConfig(model_dir=args.models, data_dir=args.data, allow_stale_vectors=True,
-                       image_blend=catalog.image_blend,
+                       image_blend=catalog.image_blend, **_index_backend(args),
                        encoder=EncoderConfig(model_dir=args.models, max_image_pixels=catalog.max_image_pixels))
     report = index_catalog(args.catalog, config=cfg, catalog=catalog, limit=args.limit)
     print(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))  # stdout: the report and nothing else
@@ -124,6 +125,22 @@ def _cmd_index(args: argparse.Namespace) -> int:
             f"{catalog.max_rejected_share:g} (--max-rejected-share); see \"rejections\" in the report")
         return 2
     return 0
+
+
+def _index_backend(args: argparse.Namespace) -> dict[str, Any]:
+    """`kuamo index --backend milvus`: the catalog goes into Milvus (the token from --milvus-token-file or
+    KUAMO_SERVER_MILVUS_TOKEN, as for serve)."""
+    import os
+
+    from kuamo.engine.backends import MilvusSettings
+
+    if args.backend in (None, "embedded"):
+        return {}
+    if not args.milvus_uri:
+        raise SystemExit("kuamo index: --backend milvus needs --milvus-uri")
+    token = _milvus_token(args.milvus_token_file) or os.environ.get("KUAMO_SERVER_MILVUS_TOKEN", "")
+    return {"backend": "milvus", "milvus": MilvusSettings(uri=args.milvus_uri, token=token,
+                                                         collection=args.milvus_collection or "kuamo")}
 
 
 def _server_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
@@ -137,7 +154,33 @@ def _server_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         "tls_cert": args.tls_cert, "tls_key": args.tls_key, "tls_client_ca": args.tls_client_ca,
         "insecure": True if getattr(args, "insecure", False) else None,
         "batching": False if args.no_batching else None, "log_access": True if args.access_log else None,
-        "event_loop": args.event_loop})
+        "event_loop": args.event_loop, **_backend_overrides(args)})
+
+
+def _backend_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    return {"backend": args.backend, "milvus_uri": args.milvus_uri, "milvus_collection": args.milvus_collection,
+            "milvus_token": _milvus_token(args.milvus_token_file)}
+
+
+def _milvus_token(path: Path | None) -> str | None:
+    if path is None:
+        return None
+    try:
+        return path.read_text().strip()
+    except OSError as exc:
+        raise SystemExit(f"kuamo: cannot read --milvus-token-file {path}: {exc.strerror or exc}") from exc
+
+
+def _add_backend_flags(p: argparse.ArgumentParser) -> None:
+    from kuamo.engine.backends import BACKENDS
+
+    p.add_argument("--backend", choices=BACKENDS, default=None, help="catalog backend: embedded (SQLite + FAISS in "
+                   "--data, the default) or milvus (a shared Milvus collection; replicas hold no catalog state)")
+    p.add_argument("--milvus-uri", default=None, metavar="URI", help="Milvus address for --backend milvus "
+                   "(http://host:19530, or a Milvus Lite file)")
+    p.add_argument("--milvus-token-file", type=Path, default=None, help="file holding the Milvus token "
+                   "(user:password or an API key; or KUAMO_SERVER_MILVUS_TOKEN)")
+    p.add_argument("--milvus-collection", default=None, help="Milvus collection of the catalog (default kuamo)")
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -247,6 +290,7 @@ def _add_server_flags(p: argparse.ArgumentParser, *, listen: bool = True) -> Non
     p.add_argument("--access-log", action="store_true", help="one JSON line per RPC on stderr")
     p.add_argument("--event-loop", choices=EVENT_LOOPS, default=None,
                    help="event loop of the server (default asyncio)")
+    _add_backend_flags(p)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -325,6 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
     ix.add_argument("--models", type=Path, default=DEFAULT_MODEL_DIR, help=MODELS_HELP)
     ix.add_argument("--data", type=Path, default=Path("data/kuamo"), help="store + index directory")
     ix.add_argument("--limit", type=int, default=None, help="index only the first N rows (a trial)")
+    _add_backend_flags(ix)
     ix.set_defaults(func=_cmd_index)
 
     sv = sub.add_parser("serve", help="run the gRPC server (config file < KUAMO_SERVER_* env < flags)")

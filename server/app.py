@@ -17,6 +17,7 @@ from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 
+from kuamo.engine.backends import MilvusSettings
 from kuamo.engine.batcher import BatcherConfig
 from kuamo.engine.config import EncoderConfig, SessionConfig
 from kuamo.engine.engine import Engine, EngineConfig
@@ -48,7 +49,13 @@ def engine_config(cfg: ServerConfig) -> EngineConfig:
     encoder = EncoderConfig(model_dir=cfg.model_dir, session=session, max_image_pixels=cfg.max_image_pixels)
     return EngineConfig(model_dir=cfg.model_dir, data_dir=cfg.data_dir, encoder=encoder, text_batcher=batch,
                         image_batcher=dataclasses.replace(batch, workers=1, max_batch_size=cfg.image_max_batch_size
-                                                          if cfg.batching else 1))
+                                                          if cfg.batching else 1),
+                        backend=cfg.backend, milvus=milvus_settings(cfg))
+
+
+def milvus_settings(cfg: ServerConfig) -> MilvusSettings:
+    return MilvusSettings(uri=cfg.milvus_uri, token=cfg.milvus_token, collection=cfg.milvus_collection,
+                          index_type=cfg.milvus_index, consistency=cfg.milvus_consistency)
 
 
 def _warmup_image() -> bytes:
@@ -170,8 +177,16 @@ class KuamoServer:
         log.info("serving after %.1f s of loading", time.perf_counter() - t0)
 
     async def _refresh_stats(self) -> None:
+        """Every STATS_REFRESH_S: the metrics' engine figures, and health follows the engine's (a shared backend
+        that stops answering turns the replica NOT_SERVING, and SERVING again once it answers)."""
+        serving = True
         while self.engine is not None:
             try:
+                h = await self.engine.health()
+                if h.ready != serving and self.engine is not None:
+                    serving = h.ready
+                    await self._set_health(SERVING if serving else NOT_SERVING)
+                    log.warning("health %s: %s", "SERVING" if serving else "NOT_SERVING", h.reason)
                 s = await self.engine.stats()
                 self.metrics.engine.snapshot = {"indexed": s.indexed, "products": s.products,
                                                 "index_kind": s.index.get("kind", ""), "batchers": s.batchers}
@@ -181,6 +196,8 @@ class KuamoServer:
 
     async def stop(self, grace: float | None = None) -> None:
         """Drain: NOT_SERVING, stop accepting, let in-flight calls finish, then close the engine."""
+        if self._stats_task is not None:
+            self._stats_task.cancel()  # first: it must not set SERVING again while draining
         await self._set_health(NOT_SERVING)
         if self.http is not None:
             await self.http.stop()

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kuamo.engine.backends import BACKENDS
 from kuamo.engine.catalog_map import CatalogConfig, check_config
 from kuamo.engine.config import DEFAULT_MODEL_DIR, with_env_overrides
 from kuamo.engine.errors import InvalidInput
@@ -63,6 +64,14 @@ class ServerConfig:
     # "asyncio" or "uvloop" (pip install -e ".[uvloop]"). uvloop saved 0.1-0.5 ms per call in two runs (Search
     # gRPC minus in-process 1.38 -> 1.27 and 2.19 -> 1.71 ms; benchmarks/results/server.md): opt-in, not default
     event_loop: str = "asyncio"
+    # The catalog backend: "embedded" (data_dir: SQLite + FAISS) or "milvus" (a shared Milvus collection: this
+    # replica then holds no catalog state; docs/scale.md). The token comes best from KUAMO_SERVER_MILVUS_TOKEN.
+    backend: str = "embedded"
+    milvus_uri: str = ""
+    milvus_token: str = ""
+    milvus_collection: str = "kuamo"
+    milvus_index: str = "FLAT"
+    milvus_consistency: str = "Strong"
 
 
 def is_loopback(host: str) -> bool:
@@ -152,6 +161,10 @@ def validate(cfg: ServerConfig) -> None:
     if cfg.event_loop not in EVENT_LOOPS:
         raise InvalidInput(f"event_loop must be one of {', '.join(EVENT_LOOPS)}, got {cfg.event_loop!r}",
                            field="event_loop")
+    if cfg.backend not in BACKENDS:
+        raise InvalidInput(f"backend must be one of {', '.join(BACKENDS)}, got {cfg.backend!r}", field="backend")
+    if cfg.backend == "milvus" and not cfg.milvus_uri:
+        raise InvalidInput("the milvus backend needs milvus_uri (--milvus-uri)", field="milvus_uri")
     for t in cfg.tokens:
         if len(t) < 16:
             raise InvalidInput("bearer tokens must be at least 16 characters", field="tokens")
