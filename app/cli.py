@@ -19,7 +19,7 @@ from kuamo.server.config import EVENT_LOOPS
 MODELS_HELP = "exported model directory (default: %(default)s, written by `make models` / `kuamo export`)"
 FASHION_HELP = "fashion catalog directory (default ../shared/data/fashion or KUAMO_FASHION_DIR)"
 BENCH_SUITES = ("encoders", "index", "batching", "upsert_block", "quality", "server", "personal", "baselines",
-                "reliability", "edge", "http")
+                "reliability", "edge", "http", "scale")
 
 
 def _cmd_export(args: argparse.Namespace) -> int:

@@ -418,6 +418,14 @@ class Engine:
             blocks[name] = float(v)
         return blocks, (time.perf_counter() - t0) * 1000 - queue_ms, queue_ms
 
+    async def query_vector(self, query: Query) -> np.ndarray:
+        """The fused query vector a search would send to the backend (without the shopper's profile): for
+        exact comparisons across backends (kuamo bench scale)."""
+        self._require_ready()
+        self._validate_query(query)
+        blocks, _, _ = await self._query_blocks(query)
+        return self.layout.query_vector(blocks, self._weights_for(blocks, query.weights)).astype(np.float32)
+
     async def search(self, query: Query) -> SearchResult:
         t0 = time.perf_counter()
         self._require_ready()
