@@ -98,7 +98,10 @@ class CatalogBackend(Protocol):
         """Raise BackendUnavailable (naming the backend and why) when it cannot serve now."""
         ...
 
-    def stats(self) -> dict: ...
+    def stats(self) -> dict:
+        """{"products": n, "indexed": n in the vector index, "index": {kind, parameters, ...}}, and where they
+        apply "store_seq" / "index_seq" (the embedded change log) or "uri" (where the catalog lives)."""
+        ...
 
     def reindex(self) -> None:
         """Rebuild the vector index from the stored vectors (after the whole catalog was re-embedded)."""

@@ -68,6 +68,7 @@ from urllib.parse import urlparse
 
 import numpy as np
 
+from kuamo.engine.catalog_backend import Candidates
 from kuamo.engine.errors import ArtifactError, BackendUnavailable, InvalidInput, KuamoError, NotFound
 from kuamo.engine.ids import ProductId, row_key
 from kuamo.engine.milvus_filters import milvus_expr, milvus_string
@@ -560,7 +561,7 @@ class MilvusBackend:
         return {"metric_type": "IP", "params": params}
 
     def search(self, queries: np.ndarray, n: int, *, filters: Filters, nprobe: int | None = None,
-               rerank_factor: int | None = None) -> tuple[np.ndarray, np.ndarray, int | None]:
+               rerank_factor: int | None = None) -> Candidates:
         if isinstance(n, bool) or not isinstance(n, int | np.integer) or not 1 <= int(n) <= MAX_K:
             raise InvalidInput(f"k must be an integer in 1..{MAX_K}, got {n!r}", field="k")
         n = int(n)
@@ -581,7 +582,7 @@ class MilvusBackend:
         out_k = np.full((len(xq), n), -1, dtype=np.int64)
         allowed = None if filters.is_empty() else self._count(expr)
         if not len(xq) or allowed == 0:
-            return out_s, out_k, allowed
+            return Candidates(out_s, out_k, allowed)
         limit = n if self._index["index_type"] in EXACT_INDEXES else min(n * int(rf), MAX_TOPK)
         params = self._search_params(limit, int(nprobe))
         # The candidates come back with their vectors: keep each reply under MAX_REPLY_BYTES (and Milvus's nq cap).
@@ -598,21 +599,30 @@ class MilvusBackend:
                 scores = vecs @ xq[qi]  # exact, on the stored vectors
                 top = np.argsort(-scores, kind="stable")[:n]
                 out_s[qi, : len(top)], out_k[qi, : len(top)] = scores[top], keys[top]
-        return out_s, out_k, allowed
+        return Candidates(out_s, out_k, allowed)
 
     # -- upkeep -----------------------------------------------------------------------------------------
     def check(self) -> None:
         from pymilvus.client.types import LoadState
 
         state = self._call("check", self._client.get_load_state, self.collection).get("state")
+        if state == LoadState.NotLoad:  # a restarted Milvus (Lite loads nothing on start): load it again
+            for name in (self.collection, self.meta_collection):
+                self._call("load", self._client.load_collection, name)
+            state = self._call("check", self._client.get_load_state, self.collection).get("state")
         if state != LoadState.Loaded:
             raise BackendUnavailable(f"milvus at {self.shown_uri}: collection {self.collection!r} is not loaded "
                                      f"({state})")
 
     def stats(self) -> dict:
         self._index = self._describe_index()  # an index build may have finished since
-        return {"kind": self.kind, "uri": self.shown_uri, "collection": self.collection, "dim": self.dim,
-                "consistency": self.consistency, "count": self.count(), "index": dict(self._index)}
+        n = self.count()
+        return {"products": n, "indexed": n, "uri": self.shown_uri,
+                "index": {"kind": self.kind, "collection": self.collection, "dim": self.dim,
+                          "consistency": self.consistency, **self._index}}
+
+    def reindex(self) -> None:
+        """Milvus maintains its index as rows change: nothing to rebuild after a re-embed."""
 
     def snapshot(self) -> None:
         """Nothing to do: Milvus persists itself."""

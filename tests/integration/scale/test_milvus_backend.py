@@ -103,7 +103,7 @@ def test_round_trip_with_int_and_string_ids_matches_the_sqlite_store(tmp_path: P
     backend.set_meta("layout", '{"dim": 8, "blocks": ["text"]}\n"quoted"')
     backend.set_meta("layout", "v2 ü")
     backend.check()
-    assert backend.stats()["count"] == 38 and backend.stats()["index"]["index_type"] == "FLAT"
+    assert backend.stats()["products"] == 38 and backend.stats()["index"]["index_type"] == "FLAT"
     backend.snapshot()
     backend.close()
     with pytest.raises(BackendUnavailable, match="closed"):
@@ -167,7 +167,7 @@ def test_search_returns_the_exact_top_n(tmp_path: Path, monkeypatch, index_type:
         keys = np.asarray([row_key(r.product.id) for r in rows])
         vecs = np.stack([r.vector for r in rows])
         q = rng.standard_normal((5, DIM)).astype(np.float32)
-        scores, got, allowed = b.search(q, 10, filters=Filters(), nprobe=nprobe, rerank_factor=30)
+        scores, got, allowed = b.search(q, 10, filters=Filters(), nprobe=nprobe, rerank_factor=30)[:3]
         assert scores.shape == got.shape == (5, 10) and scores.dtype == np.float32 and got.dtype == np.int64
         assert allowed is None
         exact = q @ vecs.T
@@ -177,13 +177,13 @@ def test_search_returns_the_exact_top_n(tmp_path: Path, monkeypatch, index_type:
 
         # fewer allowed than n: padded with -1 / -inf, and `allowed` counts them
         f = Filters(category_prefix="A/B")
-        scores, got, allowed = b.search(q[:1], 50, filters=f)
+        scores, got, allowed = b.search(q[:1], 50, filters=f)[:3]
         inside = [i for i, r in enumerate(rows) if r.product.category in ("A/B", "A/B/C")]
         assert allowed == len(inside) < 50
         order = np.argsort(-exact[0, inside])
         assert got[0, : len(inside)].tolist() == keys[inside][order].tolist()
         assert (got[0, len(inside):] == -1).all() and np.isneginf(scores[0, len(inside):]).all()
-        _, got, allowed = b.search(q[:1], 5, filters=Filters(brands=("nobody",)))
+        _, got, allowed = b.search(q[:1], 5, filters=Filters(brands=("nobody",)))[:3]
         assert allowed == 0 and (got == -1).all()
         with pytest.raises(InvalidInput) as e:
             b.search(q, 0, filters=Filters())
@@ -240,7 +240,7 @@ def test_every_filter_kind_selects_what_filter_sql_selects(backend, store) -> No
     q = np.ones((1, DIM), np.float32)
     for f in FILTERS + random_filters(rows, 60, seed=9):
         want = store.allowed_ids(f)
-        _, got, allowed = backend.search(q, 1000, filters=f)
+        _, got, allowed = backend.search(q, 1000, filters=f)[:3]
         if want is None:
             assert allowed is None and set(got[0][got[0] >= 0].tolist()) == set(store.ids().tolist()), f
             continue
@@ -272,7 +272,7 @@ def test_server_subprocess_two_replicas_and_a_dead_server(tmp_path: Path, milvus
         writer.set_meta("fingerprint", "abc")
         assert reader.count() == 20 and reader.get_meta("fingerprint") == "abc"  # Strong: visible at once
         q = np.stack([rows[4].vector])
-        _, got, _ = reader.search(q, 1, filters=Filters())
+        _, got, _ = reader.search(q, 1, filters=Filters())[:3]
         assert got[0, 0] == row_key(rows[4].product.id)
         reader.check()
 
@@ -297,7 +297,7 @@ def test_server_subprocess_two_replicas_and_a_dead_server(tmp_path: Path, milvus
                 except BackendUnavailable:
                     assert time.monotonic() < deadline
                     time.sleep(0.3)
-            _, got, _ = reader.search(q, 1, filters=Filters())
+            _, got, _ = reader.search(q, 1, filters=Filters())[:3]
             assert got[0, 0] == row_key(rows[4].product.id) and reader.get_meta("fingerprint") == "abc"
         finally:
             stop_milvus_lite_server(proc2)
