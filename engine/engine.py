@@ -28,6 +28,8 @@ from kuamo.engine.category_prior import DEFAULT_CANDIDATES, DEFAULT_TEMPERATURE,
 from kuamo.engine.config import DEFAULT_MODEL_DIR, EncoderConfig
 from kuamo.engine.embedded_backend import EmbeddedBackend
 from kuamo.engine.errors import ArtifactError, InvalidInput, KuamoError, NotReady, Unsupported
+from kuamo.engine.errors import names as listed
+from kuamo.engine.errors import shown as plain
 from kuamo.engine.ids import ProductId, canonical_id, key_of, row_key
 from kuamo.engine.index import IndexConfig
 from kuamo.engine.personal import Event, PersonalConfig, check_user_id
@@ -363,14 +365,14 @@ class Engine:
         if q.image is not None and (not isinstance(q.image, bytes | bytearray) or not q.image):
             raise InvalidInput("image must be non-empty bytes", field="image")
         if q.rating is not None and not (isinstance(q.rating, int | float) and 0 <= q.rating <= 5):
-            raise InvalidInput(f"rating target must be within 0..5, got {q.rating!r}", field="rating")
+            raise InvalidInput(f"rating target must be within 0..5, got {plain(q.rating)}", field="rating")
         if q.price is not None and not (isinstance(q.price, int | float) and 0 <= q.price < float("inf")):
-            raise InvalidInput(f"price target must be a finite non-negative number, got {q.price!r}",
+            raise InvalidInput(f"price target must be a finite non-negative number, got {plain(q.price)}",
                                field="price")
         for name in q.targets:
             check_attr_name(name, "targets")
             if name not in self.numeric_names:
-                raise InvalidInput(f"{name!r} is not a declared numeric attribute {list(self.numeric_names)}",
+                raise InvalidInput(f"{name!r} is not a declared numeric attribute ({listed(self.numeric_names)})",
                                    field="targets")
         validate_filters(q.filters)
         self.vocabulary.check(q.filters)
@@ -379,7 +381,7 @@ class Engine:
             check_user_id(q.user_id)
         if q.user_weight is not None and not (isinstance(q.user_weight, int | float)
                                               and 0 <= q.user_weight <= 1):
-            raise InvalidInput(f"user_weight must be within 0..1, got {q.user_weight!r}", field="user_weight")
+            raise InvalidInput(f"user_weight must be within 0..1, got {plain(q.user_weight)}", field="user_weight")
 
     def _weights_for(self, blocks: dict[str, Any], given: dict[str, float]) -> dict[str, float]:
         if given:
@@ -491,7 +493,8 @@ class Engine:
         for name, ex in (("positives", rq.positives), ("negatives", rq.negatives)):
             for pid, w in ex.items():
                 if not isinstance(w, int | float) or not np.isfinite(w) or w <= 0:
-                    raise InvalidInput(f"weight of product {pid} must be a finite number > 0, got {w!r}", field=name)
+                    raise InvalidInput(f"weight of product {pid} must be a finite number > 0, got {plain(w)}",
+                                       field=name)
         pseudo = personaliser.pseudonym(check_user_id(rq.user_id)) if rq.user_id is not None else None
         keyed = dataclasses.replace(rq, positives={key_of(i, "positives"): w for i, w in rq.positives.items()},
                                     negatives={key_of(i, "negatives"): w for i, w in rq.negatives.items()})

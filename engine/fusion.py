@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from kuamo.engine.errors import InvalidInput
+from kuamo.engine.errors import InvalidInput, names, shown
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,7 @@ class Block:
     def encode_scalar(self, value: float) -> np.ndarray:
         v = float(value)
         if not math.isfinite(v):
-            raise InvalidInput(f"{self.name} must be a finite number, got {value!r}", field=self.name)
+            raise InvalidInput(f"{self.name} must be a finite number, got {shown(value)}", field=self.name)
         if self.log:
             if v < 0:
                 raise InvalidInput(f"{self.name} must be >= 0 on its log scale, got {v}", field=self.name)
@@ -127,15 +127,15 @@ class FusionLayout:
         blocks, and not all be zero over the blocks the query has."""
         for name, w in weights.items():
             if name not in self.names:
-                raise InvalidInput(f"unknown weight {name!r}; blocks are {self.names}", field="weights")
+                raise InvalidInput(f"unknown weight {name!r}; the blocks are {names(self.names)}", field="weights")
             if not isinstance(w, int | float) or not math.isfinite(float(w)) or float(w) < 0:
-                raise InvalidInput(f"weight {name!r} must be a finite number >= 0, got {w!r}", field="weights")
+                raise InvalidInput(f"weight {name!r} must be a finite number >= 0, got {shown(w)}", field="weights")
         present = [n for n in self.names if blocks.get(n) is not None]
         if not present:
             raise InvalidInput("the query has nothing to search with (text, image, rating, price or a target)",
                                field="query")
         if sum(float(weights.get(n, 0.0)) for n in present) <= 0:
-            raise InvalidInput(f"all weights are zero for the query's blocks {present}", field="weights")
+            raise InvalidInput(f"all weights are zero for the query's blocks ({names(present)})", field="weights")
         out = np.zeros(self.dim, dtype=np.float32)
         sl = self.slices()
         for b in self.blocks:

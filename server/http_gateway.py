@@ -16,8 +16,13 @@ the same bearer tokens, admission limit, TLS and metrics, and an OpenAI-compatib
     GET  /photos/<key>                     a product's photo, read from `catalog_dir` only (no traversal,
                                            at most max_photo_bytes)
 
-Errors: {"error": {"code": <HTTP status>, "status": <gRPC code name>, "message", "field"}} with the HTTP status
-from HTTP_STATUS (Google's mapping of gRPC codes to HTTP), 413 for a body over max_message_mb.
+Errors: the google.rpc.Status gRPC sends in its trailer, in Google's JSON error style:
+    {"error": {"code": <HTTP status>, "status": <gRPC code name>, "message", "field" (when one is at fault),
+               "details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason", "domain", "metadata"},
+                           {"@type": ".../google.rpc.BadRequest", "fieldViolations": [{"field", "description"}]},
+                           {"@type": ".../google.rpc.RetryInfo", "retryDelay": "0.500s"}]}}
+with the HTTP status from HTTP_STATUS (Google's mapping of gRPC codes to HTTP), 413 for a body over
+max_message_mb, and Retry-After on 429 and 503.
 
 aiohttp was chosen over Starlette + uvicorn: it runs as a site on the event loop grpc.aio already uses (no
 second loop or thread, nothing to reconcile with uvloop) and brings no framework beyond HTTP itself.
@@ -39,11 +44,12 @@ import numpy as np
 from aiohttp import web
 from google.protobuf import json_format
 from google.protobuf.message import Message
+from google.rpc import status_pb2
 
 from kuamo.engine.errors import InvalidInput, KuamoError, NotFound, NotReady
 from kuamo.engine.ids import canonical_id
 from kuamo.proto.kuamo.v1 import kuamo_pb2 as pb
-from kuamo.server.status import status_of
+from kuamo.server.status import field_path, retry_after_s, rich_status, status_for, status_of
 
 log = logging.getLogger("kuamo.server")
 
@@ -76,18 +82,26 @@ def parse(obj: Any, cls: type[Message], where: str) -> Message:
     try:
         return json_format.ParseDict(obj, cls())
     except json_format.ParseError as exc:
-        raise InvalidInput(f"{where}: {exc}", field=where) from None
+        raise InvalidInput(str(exc), field=where) from None  # str(InvalidInput) names `where` first
+
+
+def status_response(code: grpc.StatusCode, st: status_pb2.Status, field: str | None = None, *,
+                    http_status: int | None = None) -> web.Response:
+    """A google.rpc.Status as the JSON error body (see the module doc) with its HTTP status."""
+    status = http_status or HTTP_STATUS.get(code, 500)
+    body = {"error": {"code": status, "status": code.name, "message": st.message,
+                      **({"field": field} if field else {}),
+                      "details": [json_format.MessageToDict(d) for d in st.details]}}  # unset fields left out
+    delay = retry_after_s(st)
+    headers = {"Retry-After": str(max(1, round(delay)))} if delay is not None else None
+    return web.json_response(body, status=status, headers=headers)
 
 
 def error_response(exc: BaseException) -> web.Response:
     if isinstance(exc, KuamoError):
-        code, message, field = status_of(exc), str(exc), exc.field
-    else:
-        code, message, field = grpc.StatusCode.INTERNAL, "internal error; see the server log", None
-    status = HTTP_STATUS.get(code, 500)
-    body = {"error": {"code": status, "status": code.name, "message": message,
-                      **({"field": field} if field else {})}}
-    return web.json_response(body, status=status)
+        return status_response(status_of(exc), status_for(exc), field_path(exc))
+    code = grpc.StatusCode.INTERNAL
+    return status_response(code, rich_status(code, "internal error; see the server log", reason="INTERNAL"))
 
 
 async def _json_body(request: web.Request) -> Any:
@@ -181,17 +195,16 @@ class HttpGateway:
             code = grpc.StatusCode.OK
         except web.HTTPRequestEntityTooLarge as exc:
             code = grpc.StatusCode.RESOURCE_EXHAUSTED
-            response = web.json_response({"error": {"code": 413, "status": "RESOURCE_EXHAUSTED",
-                                                    "message": f"the body is over the limit: {exc.text}",
-                                                    "field": "body"}}, status=413)
+            response = status_response(code, rich_status(code, f"the body is over the limit: {exc.text}",
+                                                         reason="BODY_TOO_LARGE", field="body"), "body",
+                                       http_status=413)
         except web.HTTPException:
             raise  # aiohttp's own 404 / 405 for unknown paths and methods
         except KuamoError as exc:
             code, response = status_of(exc), error_response(exc)
         except TimeoutError:
             code = grpc.StatusCode.DEADLINE_EXCEEDED
-            response = web.json_response({"error": {"code": 504, "status": code.name,
-                                                    "message": "deadline exceeded"}}, status=504)
+            response = status_response(code, rich_status(code, "deadline exceeded", reason="DEADLINE_EXCEEDED"))
         except Exception:
             log.exception("internal error in %s", method)
             code, response = grpc.StatusCode.INTERNAL, error_response(RuntimeError())

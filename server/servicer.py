@@ -13,7 +13,7 @@ from kuamo.engine.types import Product, ProductId, Rejection, UpsertResult
 from kuamo.proto.kuamo.v1 import kuamo_pb2 as pb
 from kuamo.proto.kuamo.v1 import kuamo_pb2_grpc as pb_grpc
 from kuamo.server import convert
-from kuamo.server.status import status_of
+from kuamo.server.status import renamed, status_of, within
 
 MAX_EMBED_ITEMS = 256
 STREAM_ORDER_KEY = "kuamo-stream-order"  # "arrival" (default) or "completion"
@@ -46,7 +46,10 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
         return e
 
     async def Search(self, request: pb.SearchRequest, context: Any) -> pb.SearchResponse:
-        result = await self.engine.search(convert.query_from_pb(request.query))
+        try:
+            result = await self.engine.search(convert.query_from_pb(request.query))
+        except KuamoError as exc:  # the engine names Query's fields; the request's path is query.<field>
+            raise within(exc, "query") from None
         return convert.result_to_pb(result, request.request_id)
 
     async def _one(self, request: pb.SearchRequest) -> pb.SearchResponse:
@@ -136,10 +139,13 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
         if n > MAX_EMBED_ITEMS:
             raise InvalidInput(f"at most {MAX_EMBED_ITEMS} items per call, got {n}",
                                field="texts" if request.texts else "images")
-        if request.texts:
-            vecs = await self.engine.embed_text(list(request.texts), request.kind or "query")
-        else:
-            vecs = await self.engine.embed_image(list(request.images))
+        try:
+            if request.texts:
+                vecs = await self.engine.embed_text(list(request.texts), request.kind or "query")
+            else:
+                vecs = await self.engine.embed_image(list(request.images))
+        except KuamoError as exc:
+            raise renamed(exc, {"image": "images", "text": "texts"}) from None
         return pb.EmbedResponse(dim=int(vecs.shape[1]), vectors=[pb.Vector(values=v.tolist()) for v in vecs])
 
     async def Recommend(self, request: pb.RecommendRequest, context: Any) -> pb.SearchResponse:
