@@ -8,6 +8,8 @@ the same bearer tokens, admission limit, TLS and metrics, and an OpenAI-compatib
     POST /v1/SearchStream[?order=completion]  body: NDJSON of SearchRequest -> NDJSON of SearchResponse,
                                            each line written as soon as it may be: in order, or as each is
                                            ready with ?order=completion (request_id matches them)
+    POST /v2/<Rpc>                         the same for kuamo.v2 (its messages; SearchStream takes
+                                           SearchStreamRequest lines), routes derived from each service
     POST /v1/embeddings                    OpenAI embeddings: {"input": str | [str], "model", "encoding_format":
                                            "float" | "base64"}; extension: "input_type": "query" | "document"
     GET  /healthz (the process answers), /readyz (models loaded and warm: 200, else 503)
@@ -37,6 +39,7 @@ import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import grpc
@@ -49,6 +52,7 @@ from google.rpc import status_pb2
 from kuamo.engine.errors import InvalidInput, KuamoError, NotFound, NotReady
 from kuamo.engine.ids import canonical_id
 from kuamo.proto.kuamo.v1 import kuamo_pb2 as pb
+from kuamo.proto.kuamo.v2 import kuamo_pb2 as pb2
 from kuamo.server.status import field_path, retry_after_s, rich_status, status_for, status_of
 
 log = logging.getLogger("kuamo.server")
@@ -61,10 +65,27 @@ HTTP_STATUS: dict[grpc.StatusCode, int] = {
     grpc.StatusCode.RESOURCE_EXHAUSTED: 429, grpc.StatusCode.CANCELLED: 499, grpc.StatusCode.UNIMPLEMENTED: 501,
     grpc.StatusCode.UNAVAILABLE: 503, grpc.StatusCode.DEADLINE_EXCEEDED: 504,
 }
-UNARY = {"Search": pb.SearchRequest, "Embed": pb.EmbedRequest, "Recommend": pb.RecommendRequest,
-         "Delete": pb.DeleteRequest, "GetProduct": pb.GetProductRequest, "Stats": pb.StatsRequest,
-         "ForgetUser": pb.ForgetUserRequest}
-CLIENT_STREAM = {"Upsert": pb.UpsertRequest, "RecordEvents": pb.Event}
+
+
+
+def rpc_shapes(module: ModuleType) -> tuple[dict[str, type[Message]], dict[str, type[Message]], type[Message]]:
+    """(unary RPCs, client-streaming RPCs, SearchStream's request class) of a version's SearchService,
+    read from its descriptor so that a new RPC gets its route without an edit here."""
+    unary: dict[str, type[Message]] = {}
+    client_stream: dict[str, type[Message]] = {}
+    bidi: type[Message] | None = None
+    for m in module.DESCRIPTOR.services_by_name["SearchService"].methods:
+        cls = getattr(module, m.input_type.name)
+        if m.client_streaming and m.server_streaming:
+            bidi = cls
+        elif m.client_streaming:
+            client_stream[m.name] = cls
+        else:
+            unary[m.name] = cls
+    assert bidi is not None
+    return unary, client_stream, bidi
+
+
 OPENAI_MAX_INPUTS = 256
 WEB_DIR = Path(__file__).resolve().parent / "web"
 UNGUARDED = ("/healthz", "/readyz", "/", "/static/")  # probes and the page's own files: no data in them
@@ -151,11 +172,13 @@ class HttpGateway:
         self.catalog_dir = catalog_dir.resolve() if catalog_dir is not None else None
         self.max_photo_bytes = max_photo_bytes
         self.app = web.Application(client_max_size=max_body_bytes, middlewares=[self._guard])
-        for name in UNARY:
-            self.app.router.add_post(f"/v1/{name}", self._unary(name))
-        for name in CLIENT_STREAM:
-            self.app.router.add_post(f"/v1/{name}", self._client_stream(name))
-        self.app.router.add_post("/v1/SearchStream", self._search_stream)
+        for prefix, module, servicer in (("/v1", pb, server.servicer), ("/v2", pb2, server.servicer_v2)):
+            unary, client_stream, stream_cls = rpc_shapes(module)
+            for name, cls in unary.items():
+                self.app.router.add_post(f"{prefix}/{name}", self._unary(cls, getattr(servicer, name)))
+            for name, cls in client_stream.items():
+                self.app.router.add_post(f"{prefix}/{name}", self._client_stream(cls, getattr(servicer, name)))
+            self.app.router.add_post(f"{prefix}/SearchStream", self._search_stream(stream_cls, servicer))
         self.app.router.add_post("/v1/embeddings", self._openai_embeddings)
         self.app.router.add_get("/healthz", self._healthz)
         self.app.router.add_get("/readyz", self._readyz)
@@ -215,37 +238,39 @@ class HttpGateway:
         return response
 
     # -- one handler per RPC shape ---------------------------------------------------------------------
-    def _unary(self, name: str) -> Callable[[web.Request], Awaitable[web.Response]]:
-        cls, behaviour = UNARY[name], getattr(self.srv.servicer, name)
-
+    @staticmethod
+    def _unary(cls: type[Message], behaviour: Callable) -> Callable[[web.Request], Awaitable[web.Response]]:
         async def handle(request: web.Request) -> web.Response:
             msg = parse(await _json_body(request), cls, "body")
             return web.json_response(to_json(await behaviour(msg, None)))
 
         return handle
 
-    def _client_stream(self, name: str) -> Callable[[web.Request], Awaitable[web.Response]]:
-        cls, behaviour = CLIENT_STREAM[name], getattr(self.srv.servicer, name)
-
+    @staticmethod
+    def _client_stream(cls: type[Message], behaviour: Callable) -> Callable[[web.Request], Awaitable[web.Response]]:
         async def handle(request: web.Request) -> web.Response:
             messages = [m async for m in _messages(request, cls)]  # parsed whole: a bad line commits nothing
             return web.json_response(to_json(await behaviour(_replay(messages), None)))
 
         return handle
 
-    async def _search_stream(self, request: web.Request) -> web.StreamResponse:
-        messages = [m async for m in _messages(request, pb.SearchRequest)]
-        _ = self.srv.servicer.engine  # UNAVAILABLE before the 200 header goes out
-        order = request.query.get("order", "arrival")
-        if order not in ("arrival", "completion"):
-            raise InvalidInput(f"order must be 'arrival' or 'completion', got {order!r}", field="order")
-        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
-        await response.prepare(request)
-        answers = self.srv.servicer.SearchStream(_replay(messages), None, by_completion=order == "completion")
-        async for answer in answers:
-            await response.write(json.dumps(to_json(answer), ensure_ascii=False).encode() + b"\n")
-        await response.write_eof()
-        return response
+    @staticmethod
+    def _search_stream(cls: type[Message], servicer: Any) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        async def handle(request: web.Request) -> web.StreamResponse:
+            messages = [m async for m in _messages(request, cls)]
+            _ = servicer.engine  # UNAVAILABLE before the 200 header goes out
+            order = request.query.get("order", "arrival")
+            if order not in ("arrival", "completion"):
+                raise InvalidInput(f"order must be 'arrival' or 'completion', got {order!r}", field="order")
+            response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+            await response.prepare(request)
+            answers = servicer.SearchStream(_replay(messages), None, by_completion=order == "completion")
+            async for answer in answers:
+                await response.write(json.dumps(to_json(answer), ensure_ascii=False).encode() + b"\n")
+            await response.write_eof()
+            return response
+
+        return handle
 
     async def _openai_embeddings(self, request: web.Request) -> web.Response:
         body = await _json_body(request)
