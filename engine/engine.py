@@ -35,7 +35,7 @@ from kuamo.engine.index import IndexConfig
 from kuamo.engine.personal import Event, PersonalConfig, check_user_id
 from kuamo.engine.personalisation import Personaliser
 from kuamo.engine.product_encoder import ImageEncoderLike, Pending, ProductEncoder, TextEncoderLike
-from kuamo.engine.ranking import Ranker, SearchJob
+from kuamo.engine.ranking import Ranker, SearchJob, block_weights
 from kuamo.engine.rules import check_attr_name, validate_filters, validate_modifiers
 from kuamo.engine.store import StoredRow, check_owner
 from kuamo.engine.types import (
@@ -69,7 +69,7 @@ class EngineConfig:
     index: IndexConfig = field(default_factory=IndexConfig)
     # Declared numeric attributes that get a fused block: "name:lo:hi" or "name:lo:hi:log" (see fusion).
     numeric_attributes: tuple[str, ...] = ()
-    # Weights for the blocks a query fills when the caller gives none (renormalised over present blocks).
+    # Weights for the blocks a query fills that the caller does not weight (score = sum of weight x cosine).
     default_weights: dict[str, float] = field(default_factory=_default_weights)
     # A text query also fills the image block when the image tower is aligned to the text space.
     text_fills_image: bool = True
@@ -384,10 +384,12 @@ class Engine:
             raise InvalidInput(f"user_weight must be within 0..1, got {plain(q.user_weight)}", field="user_weight")
 
     def _weights_for(self, blocks: dict[str, Any], given: dict[str, float]) -> dict[str, float]:
-        if given:
-            return dict(given)
+        # A weight given replaces its block's default; blocks the caller does not name keep theirs (so that
+        # image=0.8 on a photo + rating query shifts the balance instead of dropping the rating). "category"
+        # is the Ranker's (its photo category agreement), not a fused block.
         d = self.config.default_weights
-        return {name: float(d.get(name, d.get("attribute", 0.25))) for name, v in blocks.items() if v is not None}
+        out = {name: float(d.get(name, d.get("attribute", 0.25))) for name, v in blocks.items() if v is not None}
+        return {**out, **block_weights(given)}
 
     async def _query_blocks(self, q: Query) -> tuple[dict[str, Any], float, float]:
         """Blocks, encode ms (without the queue wait) and queue ms (the longest wait of the towers, which run

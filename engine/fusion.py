@@ -3,8 +3,9 @@
 A product stores each block normalised (missing block = zeros). A query builds the same layout from what
 it has and multiplies each normalised block by its weight, so
     <query, product> = sum_b  w_b * cos(query_b, product_b)
-is exactly the weighted sum of per-modality similarities, and one inner-product index serves every
-weighting (text only, image only, text + image, "like this photo but cheaper", rating search).
+is exactly the weighted sum of per-modality similarities (a weight is what its block's cosine counts in the score;
+nothing is renormalised, so only the ratios between weights change an order), and one inner-product index serves
+every weighting (text only, image only, text + image, "like this photo but cheaper", rating search).
 
 Scalars (rating, price, declared numeric attributes) become 2-d unit vectors on an arc:
     t = clip((f(v) - lo) / (hi - lo), 0, 1),  theta = t * pi / 2,  block = (cos theta, sin theta)
