@@ -104,6 +104,10 @@ def parse(obj: Any, cls: type[Message], where: str) -> Message:
         return json_format.ParseDict(obj, cls())
     except json_format.ParseError as exc:
         raise InvalidInput(str(exc), field=where) from None  # str(InvalidInput) names `where` first
+    except (UnicodeError, SystemError):  # a lone surrogate ("\\ud800") where protobuf wants a name or text:
+        # upb's name lookup fails inside C and surfaces as SystemError
+        raise InvalidInput("has text that is not valid Unicode (a lone surrogate such as \\ud800)",
+                           field=where) from None
 
 
 def status_response(code: grpc.StatusCode, st: status_pb2.Status, field: str | None = None, *,

@@ -207,3 +207,22 @@ def test_reflection_and_health_list_both_versions(channel: grpc.Channel) -> None
     for service in ("kuamo.v1.SearchService", "kuamo.v2.SearchService"):
         status = health.Check(health_pb2.HealthCheckRequest(service=service)).status
         assert status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_v2_takes_the_same_tokens(tmp_path) -> None:
+    from conftest import TOKEN
+
+    s = start_server(tmp_path, http_port=0, tokens=(TOKEN,)).load()
+    try:
+        request = pb2.SearchRequest(query=pb2.Query(text="red", k=1))
+        with grpc.insecure_channel(s.target) as ch:
+            stub = pb2_grpc.SearchServiceStub(ch)
+            with pytest.raises(grpc.RpcError) as e:
+                stub.Search(request)
+            assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            assert stub.Search(request, metadata=(("authorization", f"Bearer {TOKEN}"),)).hits
+        with pytest.raises(HttpRpcError) as h:
+            HttpStub(s.server.http_port, pb2, prefix="/v2").call("Search", request)
+        assert h.value.http_status == 401
+    finally:
+        s.stop()
