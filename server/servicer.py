@@ -10,11 +10,24 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from types import ModuleType
+from typing import Any, Protocol
+
+import grpc
 
 from kuamo.engine.errors import InvalidInput, KuamoError, NotReady
+from kuamo.engine.personal import Event
 from kuamo.engine.protocol import EngineProtocol
-from kuamo.engine.types import Product, ProductId, Rejection, UpsertResult
+from kuamo.engine.types import (
+    EngineStats,
+    Product,
+    ProductId,
+    Query,
+    RecommendQuery,
+    Rejection,
+    SearchResult,
+    UpsertResult,
+)
 from kuamo.proto.kuamo.v1 import kuamo_pb2 as pb
 from kuamo.proto.kuamo.v1 import kuamo_pb2_grpc as pb_grpc
 from kuamo.server.convert import V1
@@ -34,9 +47,33 @@ def stream_order(context: Any) -> str:
     return value
 
 
+class Codec(Protocol):
+    """One API version's messages <-> engine types (server/convert.py V1, server/convert_v2.py V2)."""
+
+    pb: ModuleType  # the version's generated messages (EmbedResponse, Vector, DeleteResponse, ...)
+
+    def query(self, q: Any) -> Query: ...
+    def search_response(self, r: SearchResult, request_id: str) -> Any: ...
+    def stream_response(self, r: SearchResult, request_id: str) -> Any: ...
+    def stream_error(self, exc: KuamoError, code: grpc.StatusCode, request_id: str) -> Any: ...
+    def embed_kind(self, request: Any) -> str: ...
+    def recommend(self, request: Any) -> RecommendQuery: ...
+    def recommend_response(self, r: SearchResult, request_id: str) -> Any: ...
+    def event(self, msg: Any) -> Event: ...
+    def events_response(self, recorded: int, rejected: list[Rejection]) -> Any: ...
+    def product(self, p: Any) -> Product: ...
+    def product_id_as_sent(self, p: Any) -> ProductId: ...
+    def upsert_response(self, r: UpsertResult) -> Any: ...
+    def delete_ids(self, request: Any) -> list[ProductId]: ...
+    def get_id(self, request: Any) -> ProductId: ...
+    def get_response(self, p: Product) -> Any: ...
+    def stats_response(self, s: EngineStats) -> Any: ...
+
+
 class SearchServicer(pb_grpc.SearchServiceServicer):
     def __init__(self, engine_ref: Callable[[], EngineProtocol | None], *, stream_window: int = 64,
-                 upsert_chunk: int = 256, max_image_bytes: int = 20 * 1024 * 1024, codec: Any = V1) -> None:
+                 upsert_chunk: int = 256, max_image_bytes: int = 20 * 1024 * 1024, codec: type[Codec] | Codec = V1
+                 ) -> None:
         # engine_ref returns None until the engine is loaded and warm (requests then get UNAVAILABLE)
         self._engine_ref = engine_ref
         self.codec = codec
