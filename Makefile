@@ -32,6 +32,14 @@ $(BROWSER_STAMP): $(STAMP)
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver fonts-noto-cjk >/dev/null)
 	touch $(BROWSER_STAMP)
 
+# buf for tests/unit/server/test_buf_lint.py ships on npm (best effort: without npm or the registry that test
+# skips and says why). Into .cache/buf, which git ignores.
+BUF_STAMP := $(VENV)/.buf-checked
+$(BUF_STAMP): $(STAMP)
+	-test -x .cache/buf/node_modules/.bin/buf || (command -v npm >/dev/null && \
+		npm install --prefix .cache/buf --no-audit --no-fund @bufbuild/buf@1.75.0 >/dev/null 2>&1)
+	touch $(BUF_STAMP)
+
 $(MODELS)/manifest.json: $(STAMP)
 	$(BIN)/kuamo export --out $(MODELS)
 
@@ -42,7 +50,7 @@ lint: $(STAMP)
 
 # The test suite, then every benchmark in --quick mode as a smoke run (no timing assertions; results go
 # to .cache/bench-smoke so the committed full results stay untouched).
-test: models lint $(BROWSER_STAMP)
+test: models lint $(BROWSER_STAMP) $(BUF_STAMP)
 	$(BIN)/python -m pytest -q
 	KUAMO_RESULTS_DIR=.cache/bench-smoke $(BIN)/kuamo bench all --quick
 

@@ -28,12 +28,14 @@ from kuamo.engine.category_prior import DEFAULT_CANDIDATES, DEFAULT_TEMPERATURE,
 from kuamo.engine.config import DEFAULT_MODEL_DIR, EncoderConfig
 from kuamo.engine.embedded_backend import EmbeddedBackend
 from kuamo.engine.errors import ArtifactError, InvalidInput, KuamoError, NotReady, Unsupported
+from kuamo.engine.errors import names as listed
+from kuamo.engine.errors import shown as plain
 from kuamo.engine.ids import ProductId, canonical_id, key_of, row_key
 from kuamo.engine.index import IndexConfig
 from kuamo.engine.personal import Event, PersonalConfig, check_user_id
 from kuamo.engine.personalisation import Personaliser
 from kuamo.engine.product_encoder import ImageEncoderLike, Pending, ProductEncoder, TextEncoderLike
-from kuamo.engine.ranking import Ranker, SearchJob
+from kuamo.engine.ranking import Ranker, SearchJob, block_weights
 from kuamo.engine.rules import check_attr_name, validate_filters, validate_modifiers
 from kuamo.engine.store import StoredRow, check_owner
 from kuamo.engine.types import (
@@ -67,7 +69,7 @@ class EngineConfig:
     index: IndexConfig = field(default_factory=IndexConfig)
     # Declared numeric attributes that get a fused block: "name:lo:hi" or "name:lo:hi:log" (see fusion).
     numeric_attributes: tuple[str, ...] = ()
-    # Weights for the blocks a query fills when the caller gives none (renormalised over present blocks).
+    # Weights for the blocks a query fills that the caller does not weight (score = sum of weight x cosine).
     default_weights: dict[str, float] = field(default_factory=_default_weights)
     # A text query also fills the image block when the image tower is aligned to the text space.
     text_fills_image: bool = True
@@ -363,14 +365,14 @@ class Engine:
         if q.image is not None and (not isinstance(q.image, bytes | bytearray) or not q.image):
             raise InvalidInput("image must be non-empty bytes", field="image")
         if q.rating is not None and not (isinstance(q.rating, int | float) and 0 <= q.rating <= 5):
-            raise InvalidInput(f"rating target must be within 0..5, got {q.rating!r}", field="rating")
+            raise InvalidInput(f"rating target must be within 0..5, got {plain(q.rating)}", field="rating")
         if q.price is not None and not (isinstance(q.price, int | float) and 0 <= q.price < float("inf")):
-            raise InvalidInput(f"price target must be a finite non-negative number, got {q.price!r}",
+            raise InvalidInput(f"price target must be a finite non-negative number, got {plain(q.price)}",
                                field="price")
         for name in q.targets:
             check_attr_name(name, "targets")
             if name not in self.numeric_names:
-                raise InvalidInput(f"{name!r} is not a declared numeric attribute {list(self.numeric_names)}",
+                raise InvalidInput(f"{name!r} is not a declared numeric attribute ({listed(self.numeric_names)})",
                                    field="targets")
         validate_filters(q.filters)
         self.vocabulary.check(q.filters)
@@ -379,13 +381,15 @@ class Engine:
             check_user_id(q.user_id)
         if q.user_weight is not None and not (isinstance(q.user_weight, int | float)
                                               and 0 <= q.user_weight <= 1):
-            raise InvalidInput(f"user_weight must be within 0..1, got {q.user_weight!r}", field="user_weight")
+            raise InvalidInput(f"user_weight must be within 0..1, got {plain(q.user_weight)}", field="user_weight")
 
     def _weights_for(self, blocks: dict[str, Any], given: dict[str, float]) -> dict[str, float]:
-        if given:
-            return dict(given)
+        # A weight given replaces its block's default; blocks the caller does not name keep theirs (so that
+        # image=0.8 on a photo + rating query shifts the balance instead of dropping the rating). "category"
+        # is the Ranker's (its photo category agreement), not a fused block.
         d = self.config.default_weights
-        return {name: float(d.get(name, d.get("attribute", 0.25))) for name, v in blocks.items() if v is not None}
+        out = {name: float(d.get(name, d.get("attribute", 0.25))) for name, v in blocks.items() if v is not None}
+        return {**out, **block_weights(given)}
 
     async def _query_blocks(self, q: Query) -> tuple[dict[str, Any], float, float]:
         """Blocks, encode ms (without the queue wait) and queue ms (the longest wait of the towers, which run
@@ -491,7 +495,8 @@ class Engine:
         for name, ex in (("positives", rq.positives), ("negatives", rq.negatives)):
             for pid, w in ex.items():
                 if not isinstance(w, int | float) or not np.isfinite(w) or w <= 0:
-                    raise InvalidInput(f"weight of product {pid} must be a finite number > 0, got {w!r}", field=name)
+                    raise InvalidInput(f"weight of product {pid} must be a finite number > 0, got {plain(w)}",
+                                       field=name)
         pseudo = personaliser.pseudonym(check_user_id(rq.user_id)) if rq.user_id is not None else None
         keyed = dataclasses.replace(rq, positives={key_of(i, "positives"): w for i, w in rq.positives.items()},
                                     negatives={key_of(i, "negatives"): w for i, w in rq.negatives.items()})

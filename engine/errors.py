@@ -2,6 +2,21 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterable
+
+
+def shown(value: object) -> str:
+    """A value as an error message shows it to a person: NaN and infinities in words, never Python's "nan"."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN (not a number)" if math.isnan(value) else ("infinity" if value > 0 else "minus infinity")
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+def names(items: Iterable[object]) -> str:
+    """Names listed in words ("a, b, c"), never a Python list repr."""
+    return ", ".join(str(i) for i in items) or "none"
+
 
 class KuamoError(Exception):
     """Base class; `field` names the request field at fault when there is one."""

@@ -3,8 +3,9 @@
 A product stores each block normalised (missing block = zeros). A query builds the same layout from what
 it has and multiplies each normalised block by its weight, so
     <query, product> = sum_b  w_b * cos(query_b, product_b)
-is exactly the weighted sum of per-modality similarities, and one inner-product index serves every
-weighting (text only, image only, text + image, "like this photo but cheaper", rating search).
+is exactly the weighted sum of per-modality similarities (a weight is what its block's cosine counts in the score;
+nothing is renormalised, so only the ratios between weights change an order), and one inner-product index serves
+every weighting (text only, image only, text + image, "like this photo but cheaper", rating search).
 
 Scalars (rating, price, declared numeric attributes) become 2-d unit vectors on an arc:
     t = clip((f(v) - lo) / (hi - lo), 0, 1),  theta = t * pi / 2,  block = (cos theta, sin theta)
@@ -22,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from kuamo.engine.errors import InvalidInput
+from kuamo.engine.errors import InvalidInput, names, shown
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,7 @@ class Block:
     def encode_scalar(self, value: float) -> np.ndarray:
         v = float(value)
         if not math.isfinite(v):
-            raise InvalidInput(f"{self.name} must be a finite number, got {value!r}", field=self.name)
+            raise InvalidInput(f"{self.name} must be a finite number, got {shown(value)}", field=self.name)
         if self.log:
             if v < 0:
                 raise InvalidInput(f"{self.name} must be >= 0 on its log scale, got {v}", field=self.name)
@@ -127,15 +128,15 @@ class FusionLayout:
         blocks, and not all be zero over the blocks the query has."""
         for name, w in weights.items():
             if name not in self.names:
-                raise InvalidInput(f"unknown weight {name!r}; blocks are {self.names}", field="weights")
+                raise InvalidInput(f"unknown weight {name!r}; the blocks are {names(self.names)}", field="weights")
             if not isinstance(w, int | float) or not math.isfinite(float(w)) or float(w) < 0:
-                raise InvalidInput(f"weight {name!r} must be a finite number >= 0, got {w!r}", field="weights")
+                raise InvalidInput(f"weight {name!r} must be a finite number >= 0, got {shown(w)}", field="weights")
         present = [n for n in self.names if blocks.get(n) is not None]
         if not present:
             raise InvalidInput("the query has nothing to search with (text, image, rating, price or a target)",
                                field="query")
         if sum(float(weights.get(n, 0.0)) for n in present) <= 0:
-            raise InvalidInput(f"all weights are zero for the query's blocks {present}", field="weights")
+            raise InvalidInput(f"all weights are zero for the query's blocks ({names(present)})", field="weights")
         out = np.zeros(self.dim, dtype=np.float32)
         sl = self.slices()
         for b in self.blocks:

@@ -42,6 +42,12 @@ class ImagePreprocess:
                    pad_colour=tuple(d.get("pad_colour", (255, 255, 255))))
 
 
+def _plain(exc: BaseException) -> str:
+    """A decoder's complaint without Python object reprs ("<_io.BytesIO object at 0x...>")."""
+    text = re.sub(r"\s*<[^<>]* at 0x[0-9a-fA-F]+>", "", str(exc)).strip()
+    return text.lower() if text else "the decoder gave no reason"
+
+
 def _too_big(pixels: int, max_pixels: int) -> InvalidInput:
     return InvalidInput(f"photo has {pixels / 1e6:.1f} megapixels, above the limit of {max_pixels}; raise "
                         "--max-image-pixels (max_image_pixels) to accept it", field="image")
@@ -101,10 +107,13 @@ def decode_image(data: bytes, *, max_bytes: int = 20 * 1024 * 1024, max_pixels: 
         return to_rgb(img)
     except InvalidInput:
         raise
-    except (UnidentifiedImageError, Image.DecompressionBombError) as exc:
+    except UnidentifiedImageError as exc:  # Pillow's message names its BytesIO object: say it in words
+        raise InvalidInput("not a decodable image (kuamo reads JPEG, PNG, WebP, GIF, BMP and TIFF)",
+                           field="image") from exc
+    except Image.DecompressionBombError as exc:
         raise InvalidInput(f"not a decodable image: {exc}", field="image") from exc
     except Exception as exc:  # Pillow's plugins raise many types on hostile bytes (TypeError from a bad TIFF...)
-        raise InvalidInput(f"corrupt or truncated image: {type(exc).__name__}: {exc}", field="image") from exc
+        raise InvalidInput(f"the image is corrupt or truncated ({_plain(exc)})", field="image") from exc
 
 
 def to_rgb(img: Image.Image) -> Image.Image:

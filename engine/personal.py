@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kuamo.engine.errors import InvalidInput
+from kuamo.engine.errors import InvalidInput, names
 from kuamo.engine.ids import ProductId, key_of
 from kuamo.engine.sqlite_util import connect_wal, immediate_tx
 
@@ -233,7 +233,8 @@ def validate_event(e: Event, cfg: PersonalConfig, now: float, row: int) -> tuple
     check_user_id(e.user_id, f"events[{row}].user_id")
     key = key_of(e.product_id, f"events[{row}].product_id")
     if e.kind not in cfg.event_weights:
-        raise InvalidInput(f"kind {e.kind!r} is not one of {sorted(cfg.event_weights)}", field=f"events[{row}].kind")
+        raise InvalidInput(f"kind {e.kind!r} is not one of {names(sorted(cfg.event_weights))}",
+                           field=f"events[{row}].kind")
     ts = now if e.ts is None else e.ts
     if not isinstance(ts, int | float) or not math.isfinite(ts) or ts < 0 or ts > now + FUTURE_SLACK_S:
         raise InvalidInput(f"timestamp {ts!r} is not a time in the past (seconds since the epoch)",

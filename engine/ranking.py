@@ -14,6 +14,7 @@ import numpy as np
 
 from kuamo.engine.catalog_backend import CatalogBackend
 from kuamo.engine.category_prior import CategoryPrior, leaf_names
+from kuamo.engine.errors import InvalidInput, shown
 from kuamo.engine.product_encoder import ProductEncoder
 from kuamo.engine.rules import apply_modifiers
 from kuamo.engine.types import Explanation, Hit, Product, Query, SearchResult, Timings
@@ -22,6 +23,17 @@ if TYPE_CHECKING:
     from kuamo.engine.engine import EngineConfig
 
 RECOMMEND_TAU = 0.05  # how much a weaker interest is discounted in the best-match ranking
+# Query.weights["category"]: the weight of a photo query's category agreement (not a fused block)
+CATEGORY_WEIGHT = "category"
+
+
+def block_weights(given: dict[str, float]) -> dict[str, float]:
+    """The fused blocks' part of a query's weights: "category" checked (finite, >= 0) and left out."""
+    if CATEGORY_WEIGHT in given:
+        w = given[CATEGORY_WEIGHT]
+        if isinstance(w, bool) or not isinstance(w, int | float) or not math.isfinite(w) or w < 0:
+            raise InvalidInput(f"weight 'category' must be a finite number >= 0, got {shown(w)}", field="weights")
+    return {k: v for k, v in given.items() if k != CATEGORY_WEIGHT}
 
 
 @dataclass
@@ -69,24 +81,39 @@ class Ranker:
         self.category_prior = CategoryPrior(names, np.stack([self._category_name_vecs[n] for n in names]),
                                             self.config.category_temperature)
 
+    def category_weight(self, q: Query) -> float:
+        """weights["category"], else the default image weight x photo_category_weight (the bonus a photo query
+        gets with no weights given). A fixed default, not the query's image weight times it: otherwise an image
+        weight would scale both parts of a photo-only query's score alike and change no ranking."""
+        given = q.weights.get(CATEGORY_WEIGHT)
+        if given is not None:
+            return float(given)
+        return float(self.config.default_weights.get("image", 0.5)) * self.config.photo_category_weight
+
     def category_bonus(self, job: SearchJob, cand_ids: list[int]) -> np.ndarray | None:
-        """Per candidate: the photo query's image weight x photo_category_weight x the agreement of the
-        predicted categories of the query photo and the candidate's photo; None when it does not apply."""
+        """Per candidate: the category weight x the agreement of the predicted categories of the query photo
+        and the candidate's photo (scaled, as the blocks are, by the query's share beside a shopper profile);
+        None when it does not apply."""
         prior = self.category_prior
         if prior is None or not cand_ids or not is_photo_query(job.query):
             return None
         img = self.layout.slices()["image"]
         own = job.qvec if job.profile_vec is None else job.qvec - job.profile_vec
         qimg = own[img]
-        w = float(np.linalg.norm(qimg))
-        if w == 0:  # the caller weighted the image block to zero
+        norm = float(np.linalg.norm(qimg))
+        image_w = float(job.query.weights.get("image", self.config.default_weights.get("image", 0.5)))
+        if norm == 0 or image_w <= 0:  # the caller weighted the image block to zero
+            return None
+        # norm = image_w without a profile, (1 - user_weight) x image_w with one: that share scales the bonus too
+        w = self.category_weight(job.query) * norm / image_w
+        if w == 0:
             return None
         present, vecs = self.backend.vectors(cand_ids)
         bonus = np.zeros(len(cand_ids), dtype=np.float32)
         if len(present):
             got = dict(zip(present.tolist(), prior.agreement(qimg, vecs[:, img]), strict=True))
             bonus[:] = [got.get(i, 0.0) for i in cand_ids]
-        return w * self.config.photo_category_weight * bonus
+        return w * bonus
 
     # -- how many candidates ----------------------------------------------------------------------------
     def n_candidates(self, q: Query, *, category: bool = True) -> int:

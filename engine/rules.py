@@ -7,7 +7,7 @@ import math
 import re
 from typing import Any
 
-from kuamo.engine.errors import InvalidInput
+from kuamo.engine.errors import InvalidInput, shown
 from kuamo.engine.ids import canonical_id, key_of
 from kuamo.engine.types import CATEGORY_SEP, Filters, Modifiers, Product
 
@@ -22,7 +22,7 @@ def _finite(value: Any, field: str, *, lo: float | None = None, hi: float | None
         raise InvalidInput(f"must be a number, got {type(value).__name__}", field=field)
     v = float(value)
     if not math.isfinite(v):
-        raise InvalidInput(f"must be finite, got {v}", field=field)
+        raise InvalidInput(f"must be a finite number, got {shown(v)}", field=field)
     if lo is not None and v < lo:
         raise InvalidInput(f"must be >= {lo}, got {v}", field=field)
     if hi is not None and v > hi:

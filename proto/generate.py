@@ -1,10 +1,11 @@
-"""Regenerate the Python code for proto/kuamo/v1/*.proto (the one way it is produced).
+"""Regenerate the Python code for proto/kuamo/v1/*.proto and proto/kuamo/v2/*.proto (the one way it is produced).
 
     python -m kuamo.proto.generate          # write kuamo_pb2.py, kuamo_pb2.pyi, kuamo_pb2_grpc.py
     python -m kuamo.proto.generate --check  # exit 1 when the committed code is stale
 
 protoc names imports after the .proto path ("from kuamo.v1 import ..."), which inside the kuamo package
-must read "from kuamo.proto.kuamo.v1 import ..."; that rewrite is the only post-processing.
+must read "from kuamo.proto.kuamo.v1 import ..."; that rewrite is the only post-processing. The google/protobuf
+imports of v2 (Any, Struct, Timestamp) come from grpc_tools' bundled well-known types.
 """
 
 from __future__ import annotations
@@ -15,33 +16,35 @@ import tempfile
 from pathlib import Path
 
 PROTO_ROOT = Path(__file__).resolve().parent
-PACKAGE_DIR = PROTO_ROOT / "kuamo" / "v1"
+VERSIONS = ("v1", "v2")
 OUTPUTS = ("kuamo_pb2.py", "kuamo_pb2.pyi", "kuamo_pb2_grpc.py")
 
 
 def _rewrite(text: str) -> str:
-    return text.replace("from kuamo.v1 import", "from kuamo.proto.kuamo.v1 import")
+    for v in VERSIONS:
+        text = text.replace(f"from kuamo.{v} import", f"from kuamo.proto.kuamo.{v} import")
+    return text
 
 
 def generate(out_dir: Path) -> dict[str, str]:
-    """Run protoc into out_dir and return {file name: text} after the import rewrite."""
+    """Run protoc into out_dir and return {"v1/kuamo_pb2.py": text, ...} after the import rewrite."""
     from grpc_tools import protoc  # dev extra only; serving never regenerates
 
-    protos = sorted(str(p.relative_to(PROTO_ROOT)) for p in PACKAGE_DIR.glob("*.proto"))
+    protos = sorted(str(p.relative_to(PROTO_ROOT)) for v in VERSIONS
+                    for p in (PROTO_ROOT / "kuamo" / v).glob("*.proto"))
     include = Path(protoc.__file__).parent / "_proto"
     rc = protoc.main(["protoc", f"-I{PROTO_ROOT}", f"-I{include}", f"--python_out={out_dir}",
                       f"--pyi_out={out_dir}", f"--grpc_python_out={out_dir}", *protos])
     if rc != 0:
         raise RuntimeError(f"protoc failed with exit code {rc}")
-    gen = out_dir / "kuamo" / "v1"
-    return {name: _rewrite((gen / name).read_text()) for name in OUTPUTS}
+    return {f"{v}/{name}": _rewrite((out_dir / "kuamo" / v / name).read_text()) for v in VERSIONS for name in OUTPUTS}
 
 
 def stale_files() -> list[str]:
     with tempfile.TemporaryDirectory() as tmp:
         fresh = generate(Path(tmp))
     return [name for name, text in fresh.items()
-            if not (PACKAGE_DIR / name).exists() or (PACKAGE_DIR / name).read_text() != text]
+            if not (PROTO_ROOT / "kuamo" / name).exists() or (PROTO_ROOT / "kuamo" / name).read_text() != text]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,8 +59,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     with tempfile.TemporaryDirectory() as tmp:
         for name, text in generate(Path(tmp)).items():
-            (PACKAGE_DIR / name).write_text(text)
-    print(f"wrote {', '.join(OUTPUTS)} to {PACKAGE_DIR}")
+            (PROTO_ROOT / "kuamo" / name).write_text(text)
+    print(f"wrote {', '.join(OUTPUTS)} to {', '.join(str(PROTO_ROOT / 'kuamo' / v) for v in VERSIONS)}")
     return 0
 
 

@@ -26,7 +26,10 @@ from kuamo.engine.protocol import EngineProtocol
 from kuamo.engine.types import Query
 from kuamo.proto.kuamo.v1 import kuamo_pb2 as pb
 from kuamo.proto.kuamo.v1 import kuamo_pb2_grpc as pb_grpc
+from kuamo.proto.kuamo.v2 import kuamo_pb2 as pb2
+from kuamo.proto.kuamo.v2 import kuamo_pb2_grpc as pb2_grpc
 from kuamo.server.config import ServerConfig
+from kuamo.server.convert_v2 import V2
 from kuamo.server.http_gateway import HttpGateway
 from kuamo.server.interceptor import ServiceInterceptor
 from kuamo.server.metrics import ServerMetrics
@@ -36,6 +39,7 @@ T = TypeVar("T")
 
 log = logging.getLogger("kuamo.server")
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["SearchService"].full_name
+SERVICE_NAME_V2 = pb2.DESCRIPTOR.services_by_name["SearchService"].full_name
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 STATS_REFRESH_S = 2.0
@@ -106,6 +110,8 @@ class KuamoServer:
         self.interceptor = ServiceInterceptor(metrics=self.metrics, tokens=cfg.tokens, max_inflight=cfg.max_inflight)
         self.health = health.aio.HealthServicer()
         self.servicer = SearchServicer(lambda: self.engine, stream_window=cfg.stream_window)
+        # kuamo.v2 beside v1: the same servicer logic and engine, v2's messages (server/convert_v2.py)
+        self.servicer_v2 = SearchServicer(lambda: self.engine, stream_window=cfg.stream_window, codec=V2)
         self.server: aio.Server | None = None
         self.port: int | None = None
         self.metrics_port: int | None = None
@@ -115,7 +121,7 @@ class KuamoServer:
         self._stats_task: asyncio.Task | None = None
 
     async def _set_health(self, status: Any) -> None:
-        for name in ("", SERVICE_NAME):
+        for name in ("", SERVICE_NAME, SERVICE_NAME_V2):
             await self.health.set(name, status)
 
     def _credentials(self) -> grpc.ServerCredentials | None:
@@ -145,9 +151,10 @@ class KuamoServer:
             ("grpc.max_receive_message_length", max_bytes), ("grpc.max_send_message_length", max_bytes),
             ("grpc.so_reuseport", 0)])
         pb_grpc.add_SearchServiceServicer_to_server(self.servicer, self.server)
+        pb2_grpc.add_SearchServiceServicer_to_server(self.servicer_v2, self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         await self._set_health(NOT_SERVING)
-        names = (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME, REFLECTION_V1)
+        names = (SERVICE_NAME, SERVICE_NAME_V2, health.SERVICE_NAME, reflection.SERVICE_NAME, REFLECTION_V1)
         reflection.enable_server_reflection(names, self.server)
         self.server.add_generic_rpc_handlers((reflection_v1_handler(names),))
         address = f"{self.cfg.host}:{self.cfg.port}"

@@ -1,9 +1,14 @@
 """Proto messages <-> engine types. Only shape checks live here (which oneof is set, limits of the wire
-format); the engine validates meaning (weights, ranges, filters) and names the field at fault."""
+format); the engine validates meaning (weights, ranges, filters) and names the field at fault.
+
+The functions are for kuamo.v1; the helpers that read or fill fields both versions share (attributes,
+modifiers, product and query fields, hits, timings) take any version's messages, and server/convert_v2.py
+builds on them. V1 is the codec the servicer (server/servicer.py) calls for this version."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -99,10 +104,12 @@ def modifiers_to_pb(m: Modifiers) -> pb.Modifiers:
                         popularity_field=m.popularity_field, brand_boosts=dict(m.brand_boosts))
 
 
-def query_from_pb(q: pb.Query) -> Query:
+def query_from_pb(q: Any, *, filters: Callable[[Any], Filters] = filters_from_pb,
+                  weights: Callable[[Any], dict[str, float]] = dict) -> Query:
+    """Any version's Query: the fields they share read here, filters and weights by the version's readers."""
     k = q.k if q.HasField("k") else DEFAULT_K
     return Query(text=q.text or None, image=q.image or None, rating=_opt(q, "rating"), price=_opt(q, "price"),
-                 targets=dict(q.targets), weights=dict(q.weights), filters=filters_from_pb(q.filters),
+                 targets=dict(q.targets), weights=weights(q.weights), filters=filters(q.filters),
                  modifiers=modifiers_from_pb(q.modifiers), k=k, nprobe=_opt(q, "nprobe"),
                  rerank_factor=_opt(q, "rerank_factor"), explain=q.explain, include_products=not q.omit_products,
                  user_id=q.user_id or None, user_weight=_opt(q, "user_weight"))
@@ -115,10 +122,11 @@ def query_to_pb(q: Query) -> pb.Query:
                     omit_products=not q.include_products, user_id=q.user_id or "", user_weight=q.user_weight)
 
 
-def _examples(items: Any, field: str) -> dict[ProductId, float]:
+def _examples(items: Any, field: str, example_id: Callable[[Any, str], ProductId] | None = None
+              ) -> dict[ProductId, float]:
     out: dict[ProductId, float] = {}
     for e in items:
-        pid = id_from_pb(e.id, e.key, field)
+        pid = example_id(e, field) if example_id is not None else id_from_pb(e.id, e.key, field)
         if pid in out:
             raise InvalidInput(f"product {pid!r} is listed twice", field=field)
         out[pid] = e.weight if e.weight != 0 else 1.0
@@ -130,9 +138,11 @@ def example_to_pb(pid: ProductId, weight: float) -> pb.Example:
     return pb.Example(id=id, key=key, weight=weight)
 
 
-def recommend_from_pb(r: pb.RecommendRequest) -> RecommendQuery:
-    return RecommendQuery(user_id=r.user_id or None, positives=_examples(r.positives, "positives"),
-                          negatives=_examples(r.negatives, "negatives"), filters=filters_from_pb(r.filters),
+def recommend_from_pb(r: Any, *, example_id: Callable[[Any, str], ProductId] | None = None,
+                      filters: Callable[[Any], Filters] = filters_from_pb) -> RecommendQuery:
+    """Any version's RecommendRequest; example_id reads an Example's product id (v1: id or key)."""
+    return RecommendQuery(user_id=r.user_id or None, positives=_examples(r.positives, "positives", example_id),
+                          negatives=_examples(r.negatives, "negatives", example_id), filters=filters(r.filters),
                           modifiers=modifiers_from_pb(r.modifiers), k=r.k if r.HasField("k") else DEFAULT_K,
                           explain=r.explain, include_products=not r.omit_products,
                           include_purchased=r.include_purchased)
@@ -158,17 +168,26 @@ def event_to_pb(e: Event) -> pb.Event:
 
 
 def product_from_pb(p: pb.Product, field: str = "product") -> Product:
-    return Product(id=id_from_pb(p.id, p.key, f"{field}.key"), title=p.title, description=p.description,
-                   category=p.category, brand=_opt(p, "brand"),
-                   price=_opt(p, "price"), rating=_opt(p, "rating"),
-                   attributes={k: attr_from_pb(v, f"{field}.attributes.{k}") for k, v in p.attributes.items()},
-                   image_ref=p.image_ref or None)
+    return Product(id=id_from_pb(p.id, p.key, f"{field}.key"), **product_fields(p, field))
+
+
+def product_fields(p: Any, field: str) -> dict[str, Any]:
+    """Every Product field but the id, from any version's Product message."""
+    return dict(title=p.title, description=p.description, category=p.category, brand=_opt(p, "brand"),
+                price=_opt(p, "price"), rating=_opt(p, "rating"),
+                attributes={k: attr_from_pb(v, f"{field}.attributes.{k}") for k, v in p.attributes.items()},
+                image_ref=p.image_ref or None)
 
 
 def _fill_product(m: pb.Product, p: Product) -> pb.Product:
-    """Write `p` into the message in place. Every hit of every search carries a product: setting the map
-    entries' fields directly costs about half of building an AttrValue message per attribute and copying it."""
     m.id, m.key = id_to_pb(p.id)
+    return fill_product_fields(m, p)
+
+
+def fill_product_fields(m: Any, p: Product) -> Any:
+    """Write `p` but its id into any version's message in place. Every hit of every search carries a product:
+    setting the map entries' fields directly costs about half of building an AttrValue message per attribute
+    and copying it."""
     m.title, m.description, m.category, m.image_ref = p.title, p.description, p.category, p.image_ref or ""
     if p.brand is not None:
         m.brand = p.brand
@@ -186,13 +205,21 @@ def product_to_pb(p: Product) -> pb.Product:
 
 
 def _fill_hit(out: pb.Hit, h: Hit) -> pb.Hit:
-    (out.id, out.key), out.score = id_to_pb(h.id), h.score
+    out.id, out.key = id_to_pb(h.id)
     if h.product is not None:
         _fill_product(out.product, h.product)
+    return fill_hit_fields(out, h)
+
+
+def fill_hit_fields(out: Any, h: Hit) -> Any:
+    """Score and explanation into any version's Hit (ids and product are the version's)."""
+    out.score = h.score
     if h.explanation is not None:
         e = h.explanation
-        out.explanation.CopyFrom(pb.Explanation(contributions=e.contributions, base_score=e.base_score,
-                                                modifiers=e.modifiers))
+        out.explanation.SetInParent()  # present even when it is all zeros
+        out.explanation.contributions.update(e.contributions)
+        out.explanation.base_score = e.base_score
+        out.explanation.modifiers.update(e.modifiers)
     return out
 
 
@@ -200,13 +227,18 @@ def hit_to_pb(h: Hit) -> pb.Hit:
     return _fill_hit(pb.Hit(), h)
 
 
-def result_to_pb(r: SearchResult, request_id: str = "") -> pb.SearchResponse:
-    t = r.timings
-    out = pb.SearchResponse(request_id=request_id, allowed=r.allowed,
-                            timings=pb.Timings(queue_ms=t.queue_ms, encode_ms=t.encode_ms, filter_ms=t.filter_ms,
-                                               search_ms=t.search_ms, rerank_ms=t.rerank_ms, total_ms=t.total_ms))
+def result_to_pb(r: SearchResult, request_id: str = "", out: Any = None,
+                 fill_hit: Callable[[Any, Hit], Any] = _fill_hit) -> Any:
+    """A result into any version's response message with request_id, hits, timings and allowed."""
+    out = pb.SearchResponse() if out is None else out
+    out.request_id = request_id
+    if r.allowed is not None:
+        out.allowed = r.allowed
+    t, ot = r.timings, out.timings
+    ot.queue_ms, ot.encode_ms, ot.filter_ms = t.queue_ms, t.encode_ms, t.filter_ms
+    ot.search_ms, ot.rerank_ms, ot.total_ms = t.search_ms, t.rerank_ms, t.total_ms
     for h in r.hits:  # filled in place: passing built Hit messages to the constructor copies each one again
-        _fill_hit(out.hits.add(), h)
+        fill_hit(out.hits.add(), h)
     return out
 
 
@@ -245,10 +277,15 @@ def upsert_result_from_pb(r: pb.UpsertResponse) -> UpsertResult:
                         rejected=[rejection_from_pb(x) for x in r.rejected])
 
 
-def stats_to_pb(s: EngineStats) -> pb.StatsResponse:
+def stats_details(s: EngineStats) -> dict[str, Any]:
+    """Stats beyond the counters, as plain JSON values (v1: a JSON string; v2: a Struct)."""
     details = {"layout": s.layout, "index": s.index, "batchers": s.batchers, "data_dir": s.data_dir}
+    return json.loads(json.dumps(details, default=str))
+
+
+def stats_to_pb(s: EngineStats) -> pb.StatsResponse:
     return pb.StatsResponse(products=s.products, indexed=s.indexed, store_seq=s.store_seq, index_seq=s.index_seq,
-                            details_json=json.dumps(details, default=str))
+                            details_json=json.dumps(stats_details(s)))
 
 
 def result_from_pb(r: pb.SearchResponse) -> SearchResult:
@@ -263,3 +300,51 @@ def result_from_pb(r: pb.SearchResponse) -> SearchResult:
     return SearchResult(hits=hits, allowed=r.allowed if r.HasField("allowed") else None,
                         timings=Timings(queue_ms=t.queue_ms, encode_ms=t.encode_ms, filter_ms=t.filter_ms,
                                         search_ms=t.search_ms, rerank_ms=t.rerank_ms, total_ms=t.total_ms))
+
+
+class V1:
+    """kuamo.v1 for the servicer: each method turns one request into engine types or one engine answer into
+    the response message (server/convert_v2.py's V2 has the same methods for kuamo.v2)."""
+
+    pb = pb
+    query = staticmethod(query_from_pb)
+    recommend = staticmethod(recommend_from_pb)
+    event = staticmethod(event_from_pb)
+    product = staticmethod(product_from_pb)
+    stats_response = staticmethod(stats_to_pb)
+    upsert_response = staticmethod(upsert_result_to_pb)
+
+    @staticmethod
+    def search_response(r: SearchResult, request_id: str) -> pb.SearchResponse:
+        return result_to_pb(r, request_id)
+
+    recommend_response = search_response
+    stream_response = search_response
+
+    @staticmethod
+    def stream_error(exc: KuamoError, code: grpc.StatusCode, request_id: str) -> pb.SearchResponse:
+        return error_to_pb(exc, code, request_id)
+
+    @staticmethod
+    def embed_kind(request: pb.EmbedRequest) -> str:
+        return request.kind or "query"
+
+    @staticmethod
+    def product_id_as_sent(p: pb.Product) -> ProductId:
+        return p.key or p.id
+
+    @staticmethod
+    def events_response(recorded: int, rejected: list[Rejection]) -> pb.RecordEventsResponse:
+        return pb.RecordEventsResponse(recorded=recorded, rejected=[rejection_to_pb(r) for r in rejected])
+
+    @staticmethod
+    def delete_ids(request: pb.DeleteRequest) -> list[ProductId]:
+        return [*request.ids, *request.keys]
+
+    @staticmethod
+    def get_id(request: pb.GetProductRequest) -> ProductId:
+        return id_from_pb(request.id, request.key, "key")
+
+    @staticmethod
+    def get_response(p: Product) -> pb.Product:
+        return product_to_pb(p)

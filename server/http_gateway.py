@@ -8,6 +8,8 @@ the same bearer tokens, admission limit, TLS and metrics, and an OpenAI-compatib
     POST /v1/SearchStream[?order=completion]  body: NDJSON of SearchRequest -> NDJSON of SearchResponse,
                                            each line written as soon as it may be: in order, or as each is
                                            ready with ?order=completion (request_id matches them)
+    POST /v2/<Rpc>                         the same for kuamo.v2 (its messages; SearchStream takes
+                                           SearchStreamRequest lines), routes derived from each service
     POST /v1/embeddings                    OpenAI embeddings: {"input": str | [str], "model", "encoding_format":
                                            "float" | "base64"}; extension: "input_type": "query" | "document"
     GET  /healthz (the process answers), /readyz (models loaded and warm: 200, else 503)
@@ -16,8 +18,13 @@ the same bearer tokens, admission limit, TLS and metrics, and an OpenAI-compatib
     GET  /photos/<key>                     a product's photo, read from `catalog_dir` only (no traversal,
                                            at most max_photo_bytes)
 
-Errors: {"error": {"code": <HTTP status>, "status": <gRPC code name>, "message", "field"}} with the HTTP status
-from HTTP_STATUS (Google's mapping of gRPC codes to HTTP), 413 for a body over max_message_mb.
+Errors: the google.rpc.Status gRPC sends in its trailer, in Google's JSON error style:
+    {"error": {"code": <HTTP status>, "status": <gRPC code name>, "message", "field" (when one is at fault),
+               "details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason", "domain", "metadata"},
+                           {"@type": ".../google.rpc.BadRequest", "fieldViolations": [{"field", "description"}]},
+                           {"@type": ".../google.rpc.RetryInfo", "retryDelay": "0.500s"}]}}
+with the HTTP status from HTTP_STATUS (Google's mapping of gRPC codes to HTTP), 413 for a body over
+max_message_mb, and Retry-After on 429 and 503.
 
 aiohttp was chosen over Starlette + uvicorn: it runs as a site on the event loop grpc.aio already uses (no
 second loop or thread, nothing to reconcile with uvloop) and brings no framework beyond HTTP itself.
@@ -32,6 +39,7 @@ import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import grpc
@@ -39,11 +47,13 @@ import numpy as np
 from aiohttp import web
 from google.protobuf import json_format
 from google.protobuf.message import Message
+from google.rpc import status_pb2
 
 from kuamo.engine.errors import InvalidInput, KuamoError, NotFound, NotReady
 from kuamo.engine.ids import canonical_id
 from kuamo.proto.kuamo.v1 import kuamo_pb2 as pb
-from kuamo.server.status import status_of
+from kuamo.proto.kuamo.v2 import kuamo_pb2 as pb2
+from kuamo.server.status import field_path, retry_after_s, rich_status, status_for, status_of
 
 log = logging.getLogger("kuamo.server")
 
@@ -55,10 +65,27 @@ HTTP_STATUS: dict[grpc.StatusCode, int] = {
     grpc.StatusCode.RESOURCE_EXHAUSTED: 429, grpc.StatusCode.CANCELLED: 499, grpc.StatusCode.UNIMPLEMENTED: 501,
     grpc.StatusCode.UNAVAILABLE: 503, grpc.StatusCode.DEADLINE_EXCEEDED: 504,
 }
-UNARY = {"Search": pb.SearchRequest, "Embed": pb.EmbedRequest, "Recommend": pb.RecommendRequest,
-         "Delete": pb.DeleteRequest, "GetProduct": pb.GetProductRequest, "Stats": pb.StatsRequest,
-         "ForgetUser": pb.ForgetUserRequest}
-CLIENT_STREAM = {"Upsert": pb.UpsertRequest, "RecordEvents": pb.Event}
+
+
+
+def rpc_shapes(module: ModuleType) -> tuple[dict[str, type[Message]], dict[str, type[Message]], type[Message]]:
+    """(unary RPCs, client-streaming RPCs, SearchStream's request class) of a version's SearchService,
+    read from its descriptor so that a new RPC gets its route without an edit here."""
+    unary: dict[str, type[Message]] = {}
+    client_stream: dict[str, type[Message]] = {}
+    bidi: type[Message] | None = None
+    for m in module.DESCRIPTOR.services_by_name["SearchService"].methods:
+        cls = getattr(module, m.input_type.name)
+        if m.client_streaming and m.server_streaming:
+            bidi = cls
+        elif m.client_streaming:
+            client_stream[m.name] = cls
+        else:
+            unary[m.name] = cls
+    assert bidi is not None
+    return unary, client_stream, bidi
+
+
 OPENAI_MAX_INPUTS = 256
 WEB_DIR = Path(__file__).resolve().parent / "web"
 UNGUARDED = ("/healthz", "/readyz", "/", "/static/")  # probes and the page's own files: no data in them
@@ -76,18 +103,30 @@ def parse(obj: Any, cls: type[Message], where: str) -> Message:
     try:
         return json_format.ParseDict(obj, cls())
     except json_format.ParseError as exc:
-        raise InvalidInput(f"{where}: {exc}", field=where) from None
+        raise InvalidInput(str(exc), field=where) from None  # str(InvalidInput) names `where` first
+    except (UnicodeError, SystemError):  # a lone surrogate ("\\ud800") where protobuf wants a name or text:
+        # upb's name lookup fails inside C and surfaces as SystemError
+        raise InvalidInput("has text that is not valid Unicode (a lone surrogate such as \\ud800)",
+                           field=where) from None
+
+
+def status_response(code: grpc.StatusCode, st: status_pb2.Status, field: str | None = None, *,
+                    http_status: int | None = None) -> web.Response:
+    """A google.rpc.Status as the JSON error body (see the module doc) with its HTTP status."""
+    status = http_status or HTTP_STATUS.get(code, 500)
+    body = {"error": {"code": status, "status": code.name, "message": st.message,
+                      **({"field": field} if field else {}),
+                      "details": [json_format.MessageToDict(d) for d in st.details]}}  # unset fields left out
+    delay = retry_after_s(st)
+    headers = {"Retry-After": str(max(1, round(delay)))} if delay is not None else None
+    return web.json_response(body, status=status, headers=headers)
 
 
 def error_response(exc: BaseException) -> web.Response:
     if isinstance(exc, KuamoError):
-        code, message, field = status_of(exc), str(exc), exc.field
-    else:
-        code, message, field = grpc.StatusCode.INTERNAL, "internal error; see the server log", None
-    status = HTTP_STATUS.get(code, 500)
-    body = {"error": {"code": status, "status": code.name, "message": message,
-                      **({"field": field} if field else {})}}
-    return web.json_response(body, status=status)
+        return status_response(status_of(exc), status_for(exc), field_path(exc))
+    code = grpc.StatusCode.INTERNAL
+    return status_response(code, rich_status(code, "internal error; see the server log", reason="INTERNAL"))
 
 
 async def _json_body(request: web.Request) -> Any:
@@ -137,11 +176,13 @@ class HttpGateway:
         self.catalog_dir = catalog_dir.resolve() if catalog_dir is not None else None
         self.max_photo_bytes = max_photo_bytes
         self.app = web.Application(client_max_size=max_body_bytes, middlewares=[self._guard])
-        for name in UNARY:
-            self.app.router.add_post(f"/v1/{name}", self._unary(name))
-        for name in CLIENT_STREAM:
-            self.app.router.add_post(f"/v1/{name}", self._client_stream(name))
-        self.app.router.add_post("/v1/SearchStream", self._search_stream)
+        for prefix, module, servicer in (("/v1", pb, server.servicer), ("/v2", pb2, server.servicer_v2)):
+            unary, client_stream, stream_cls = rpc_shapes(module)
+            for name, cls in unary.items():
+                self.app.router.add_post(f"{prefix}/{name}", self._unary(cls, getattr(servicer, name)))
+            for name, cls in client_stream.items():
+                self.app.router.add_post(f"{prefix}/{name}", self._client_stream(cls, getattr(servicer, name)))
+            self.app.router.add_post(f"{prefix}/SearchStream", self._search_stream(stream_cls, servicer))
         self.app.router.add_post("/v1/embeddings", self._openai_embeddings)
         self.app.router.add_get("/healthz", self._healthz)
         self.app.router.add_get("/readyz", self._readyz)
@@ -181,17 +222,16 @@ class HttpGateway:
             code = grpc.StatusCode.OK
         except web.HTTPRequestEntityTooLarge as exc:
             code = grpc.StatusCode.RESOURCE_EXHAUSTED
-            response = web.json_response({"error": {"code": 413, "status": "RESOURCE_EXHAUSTED",
-                                                    "message": f"the body is over the limit: {exc.text}",
-                                                    "field": "body"}}, status=413)
+            response = status_response(code, rich_status(code, f"the body is over the limit: {exc.text}",
+                                                         reason="BODY_TOO_LARGE", field="body"), "body",
+                                       http_status=413)
         except web.HTTPException:
             raise  # aiohttp's own 404 / 405 for unknown paths and methods
         except KuamoError as exc:
             code, response = status_of(exc), error_response(exc)
         except TimeoutError:
             code = grpc.StatusCode.DEADLINE_EXCEEDED
-            response = web.json_response({"error": {"code": 504, "status": code.name,
-                                                    "message": "deadline exceeded"}}, status=504)
+            response = status_response(code, rich_status(code, "deadline exceeded", reason="DEADLINE_EXCEEDED"))
         except Exception:
             log.exception("internal error in %s", method)
             code, response = grpc.StatusCode.INTERNAL, error_response(RuntimeError())
@@ -202,37 +242,39 @@ class HttpGateway:
         return response
 
     # -- one handler per RPC shape ---------------------------------------------------------------------
-    def _unary(self, name: str) -> Callable[[web.Request], Awaitable[web.Response]]:
-        cls, behaviour = UNARY[name], getattr(self.srv.servicer, name)
-
+    @staticmethod
+    def _unary(cls: type[Message], behaviour: Callable) -> Callable[[web.Request], Awaitable[web.Response]]:
         async def handle(request: web.Request) -> web.Response:
             msg = parse(await _json_body(request), cls, "body")
             return web.json_response(to_json(await behaviour(msg, None)))
 
         return handle
 
-    def _client_stream(self, name: str) -> Callable[[web.Request], Awaitable[web.Response]]:
-        cls, behaviour = CLIENT_STREAM[name], getattr(self.srv.servicer, name)
-
+    @staticmethod
+    def _client_stream(cls: type[Message], behaviour: Callable) -> Callable[[web.Request], Awaitable[web.Response]]:
         async def handle(request: web.Request) -> web.Response:
             messages = [m async for m in _messages(request, cls)]  # parsed whole: a bad line commits nothing
             return web.json_response(to_json(await behaviour(_replay(messages), None)))
 
         return handle
 
-    async def _search_stream(self, request: web.Request) -> web.StreamResponse:
-        messages = [m async for m in _messages(request, pb.SearchRequest)]
-        _ = self.srv.servicer.engine  # UNAVAILABLE before the 200 header goes out
-        order = request.query.get("order", "arrival")
-        if order not in ("arrival", "completion"):
-            raise InvalidInput(f"order must be 'arrival' or 'completion', got {order!r}", field="order")
-        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
-        await response.prepare(request)
-        answers = self.srv.servicer.SearchStream(_replay(messages), None, by_completion=order == "completion")
-        async for answer in answers:
-            await response.write(json.dumps(to_json(answer), ensure_ascii=False).encode() + b"\n")
-        await response.write_eof()
-        return response
+    @staticmethod
+    def _search_stream(cls: type[Message], servicer: Any) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        async def handle(request: web.Request) -> web.StreamResponse:
+            messages = [m async for m in _messages(request, cls)]
+            _ = servicer.engine  # UNAVAILABLE before the 200 header goes out
+            order = request.query.get("order", "arrival")
+            if order not in ("arrival", "completion"):
+                raise InvalidInput(f"order must be 'arrival' or 'completion', got {order!r}", field="order")
+            response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+            await response.prepare(request)
+            answers = servicer.SearchStream(_replay(messages), None, by_completion=order == "completion")
+            async for answer in answers:
+                await response.write(json.dumps(to_json(answer), ensure_ascii=False).encode() + b"\n")
+            await response.write_eof()
+            return response
+
+        return handle
 
     async def _openai_embeddings(self, request: web.Request) -> web.Response:
         body = await _json_body(request)

@@ -14,12 +14,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import grpc
+from google.rpc import status_pb2
 from grpc import aio
+from grpc_status import rpc_status
 
 from kuamo.engine.errors import InvalidInput, KuamoError, Overloaded
 from kuamo.server.auth import check_bearer
 from kuamo.server.metrics import ServerMetrics
-from kuamo.server.status import status_of
+from kuamo.server.status import rich_status, status_for, status_of
 
 log = logging.getLogger("kuamo.server")
 access_log = logging.getLogger("kuamo.access")
@@ -58,9 +60,9 @@ def _each(parse: Callable[[Any], Any]) -> Callable[[AsyncIterator[Any]], AsyncIt
 
 
 class _Abort(Exception):
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
-        super().__init__(message)
-        self.code, self.message = code, message
+    def __init__(self, code: grpc.StatusCode, status: status_pb2.Status) -> None:
+        super().__init__(status.message)
+        self.code, self.message, self.status = code, status.message, status
 
 
 class ServiceInterceptor(aio.ServerInterceptor):
@@ -125,12 +127,16 @@ class ServiceInterceptor(aio.ServerInterceptor):
     @staticmethod
     def _to_abort(exc: BaseException) -> _Abort:
         if isinstance(exc, KuamoError):
-            return _Abort(status_of(exc), str(exc))
+            return _Abort(status_of(exc), status_for(exc))
         if isinstance(exc, TimeoutError):
-            return _Abort(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded while the request was being served")
+            code = grpc.StatusCode.DEADLINE_EXCEEDED
+            return _Abort(code, rich_status(code, "deadline exceeded while the request was being served",
+                                            reason="DEADLINE_EXCEEDED"))
         ref = uuid.uuid4().hex[:12]
         log.exception("internal error (ref %s)", ref)
-        return _Abort(grpc.StatusCode.INTERNAL, f"internal error (ref {ref}; see the server log)")
+        code = grpc.StatusCode.INTERNAL
+        return _Abort(code, rich_status(code, f"internal error (ref {ref}; see the server log)", reason="INTERNAL",
+                                        metadata={"ref": ref}))
 
     def _finish(self, method: str, code: grpc.StatusCode, t0: float, context: Any, message: str = "") -> None:
         seconds = time.perf_counter() - t0
@@ -157,7 +163,8 @@ class ServiceInterceptor(aio.ServerInterceptor):
         except Exception as exc:
             ab = self._to_abort(exc)
             self._finish(method, ab.code, t0, context, ab.message)
-            await context.abort(ab.code, ab.message)
+            # the google.rpc.Status travels in the grpc-status-details-bin trailer (server/status.py)
+            await context.abort(ab.code, ab.message, rpc_status.to_status(ab.status).trailing_metadata)
         finally:
             self._release(admitted)
         self._finish(method, grpc.StatusCode.OK, t0, context)

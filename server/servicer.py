@@ -1,19 +1,37 @@
 """The SearchService servicer: convert -> engine -> convert. Errors are raised as kuamo error types and
-mapped to status codes by the interceptor; only per-item stream errors are converted here."""
+mapped to status codes by the interceptor; only per-item stream errors are converted here.
+
+One class serves every API version: what differs between kuamo.v1 and kuamo.v2 is how messages turn into
+engine types and back, which the version's codec does (server/convert.py V1, server/convert_v2.py V2); the
+request fields the logic here reads (request_id, query, texts, images, product, image, image_chunk, user_id)
+have the same names in both."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from types import ModuleType
+from typing import Any, Protocol
+
+import grpc
 
 from kuamo.engine.errors import InvalidInput, KuamoError, NotReady
+from kuamo.engine.personal import Event
 from kuamo.engine.protocol import EngineProtocol
-from kuamo.engine.types import Product, ProductId, Rejection, UpsertResult
+from kuamo.engine.types import (
+    EngineStats,
+    Product,
+    ProductId,
+    Query,
+    RecommendQuery,
+    Rejection,
+    SearchResult,
+    UpsertResult,
+)
 from kuamo.proto.kuamo.v1 import kuamo_pb2 as pb
 from kuamo.proto.kuamo.v1 import kuamo_pb2_grpc as pb_grpc
-from kuamo.server import convert
-from kuamo.server.status import status_of
+from kuamo.server.convert import V1
+from kuamo.server.status import renamed, status_of, within
 
 MAX_EMBED_ITEMS = 256
 STREAM_ORDER_KEY = "kuamo-stream-order"  # "arrival" (default) or "completion"
@@ -29,11 +47,36 @@ def stream_order(context: Any) -> str:
     return value
 
 
+class Codec(Protocol):
+    """One API version's messages <-> engine types (server/convert.py V1, server/convert_v2.py V2)."""
+
+    pb: ModuleType  # the version's generated messages (EmbedResponse, Vector, DeleteResponse, ...)
+
+    def query(self, q: Any) -> Query: ...
+    def search_response(self, r: SearchResult, request_id: str) -> Any: ...
+    def stream_response(self, r: SearchResult, request_id: str) -> Any: ...
+    def stream_error(self, exc: KuamoError, code: grpc.StatusCode, request_id: str) -> Any: ...
+    def embed_kind(self, request: Any) -> str: ...
+    def recommend(self, request: Any) -> RecommendQuery: ...
+    def recommend_response(self, r: SearchResult, request_id: str) -> Any: ...
+    def event(self, msg: Any) -> Event: ...
+    def events_response(self, recorded: int, rejected: list[Rejection]) -> Any: ...
+    def product(self, p: Any) -> Product: ...
+    def product_id_as_sent(self, p: Any) -> ProductId: ...
+    def upsert_response(self, r: UpsertResult) -> Any: ...
+    def delete_ids(self, request: Any) -> list[ProductId]: ...
+    def get_id(self, request: Any) -> ProductId: ...
+    def get_response(self, p: Product) -> Any: ...
+    def stats_response(self, s: EngineStats) -> Any: ...
+
+
 class SearchServicer(pb_grpc.SearchServiceServicer):
     def __init__(self, engine_ref: Callable[[], EngineProtocol | None], *, stream_window: int = 64,
-                 upsert_chunk: int = 256, max_image_bytes: int = 20 * 1024 * 1024) -> None:
+                 upsert_chunk: int = 256, max_image_bytes: int = 20 * 1024 * 1024, codec: type[Codec] | Codec = V1
+                 ) -> None:
         # engine_ref returns None until the engine is loaded and warm (requests then get UNAVAILABLE)
         self._engine_ref = engine_ref
+        self.codec = codec
         self.stream_window = stream_window
         self.upsert_chunk = upsert_chunk
         self.max_image_bytes = max_image_bytes
@@ -46,14 +89,18 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
         return e
 
     async def Search(self, request: pb.SearchRequest, context: Any) -> pb.SearchResponse:
-        result = await self.engine.search(convert.query_from_pb(request.query))
-        return convert.result_to_pb(result, request.request_id)
-
-    async def _one(self, request: pb.SearchRequest) -> pb.SearchResponse:
         try:
-            return await self.Search(request, None)
+            result = await self.engine.search(self.codec.query(request.query))
+        except KuamoError as exc:  # the engine names Query's fields; the request's path is query.<field>
+            raise within(exc, "query") from None
+        return self.codec.search_response(result, request.request_id)
+
+    async def _one(self, request: Any) -> Any:
+        try:
+            result = await self.engine.search(self.codec.query(request.query))
         except KuamoError as exc:  # one bad query answers with its error; the stream goes on
-            return convert.error_to_pb(exc, status_of(exc), request.request_id)
+            return self.codec.stream_error(within(exc, "query"), status_of(exc), request.request_id)
+        return self.codec.stream_response(result, request.request_id)
 
     async def SearchStream(self, request_iterator: AsyncIterator[pb.SearchRequest], context: Any, *,
                            by_completion: bool | None = None) -> AsyncIterator[pb.SearchResponse]:
@@ -136,15 +183,19 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
         if n > MAX_EMBED_ITEMS:
             raise InvalidInput(f"at most {MAX_EMBED_ITEMS} items per call, got {n}",
                                field="texts" if request.texts else "images")
-        if request.texts:
-            vecs = await self.engine.embed_text(list(request.texts), request.kind or "query")
-        else:
-            vecs = await self.engine.embed_image(list(request.images))
-        return pb.EmbedResponse(dim=int(vecs.shape[1]), vectors=[pb.Vector(values=v.tolist()) for v in vecs])
+        try:
+            if request.texts:
+                vecs = await self.engine.embed_text(list(request.texts), self.codec.embed_kind(request))
+            else:
+                vecs = await self.engine.embed_image(list(request.images))
+        except KuamoError as exc:
+            raise renamed(exc, {"image": "images", "text": "texts"}) from None
+        m = self.codec.pb
+        return m.EmbedResponse(dim=int(vecs.shape[1]), vectors=[m.Vector(values=v.tolist()) for v in vecs])
 
     async def Recommend(self, request: pb.RecommendRequest, context: Any) -> pb.SearchResponse:
-        result = await self.engine.recommend(convert.recommend_from_pb(request))
-        return convert.result_to_pb(result, request.request_id)
+        result = await self.engine.recommend(self.codec.recommend(request))
+        return self.codec.recommend_response(result, request.request_id)
 
     async def RecordEvents(self, request_iterator: AsyncIterator[pb.Event], context: Any) -> pb.RecordEventsResponse:
         engine = self.engine
@@ -154,20 +205,22 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
             nonlocal recorded, offset
             n, rej = await engine.record_events(batch)
             recorded += n
-            rejected.extend(Rejection(row=r.row + offset, id=r.id, field=r.field, reason=r.reason) for r in rej)
+            # a row refused for its kind or time still names the product it was sent with
+            rejected.extend(Rejection(row=r.row + offset, id=batch[r.row].product_id if r.id is None else r.id,
+                                      field=r.field, reason=r.reason) for r in rej)
             offset += len(batch)
             batch.clear()
 
         async for e in request_iterator:
-            batch.append(convert.event_from_pb(e))
+            batch.append(self.codec.event(e))
             if len(batch) >= self.upsert_chunk:
                 await flush()
         if batch:
             await flush()
-        return pb.RecordEventsResponse(recorded=recorded, rejected=[convert.rejection_to_pb(r) for r in rejected])
+        return self.codec.events_response(recorded, rejected)
 
     async def ForgetUser(self, request: pb.ForgetUserRequest, context: Any) -> pb.ForgetUserResponse:
-        return pb.ForgetUserResponse(events_deleted=await self.engine.forget_user(request.user_id))
+        return self.codec.pb.ForgetUserResponse(events_deleted=await self.engine.forget_user(request.user_id))
 
     async def Upsert(self, request_iterator: AsyncIterator[pb.UpsertRequest], context: Any) -> pb.UpsertResponse:
         engine = self.engine
@@ -208,10 +261,10 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
             row = n
             n += 1
             try:
-                product = convert.product_from_pb(msg.product)
+                product = self.codec.product(msg.product)
             except KuamoError as exc:
-                rejected.append(Rejection(row=row, id=msg.product.key or msg.product.id, field=exc.field or "product",
-                                          reason=exc.message))
+                rejected.append(Rejection(row=row, id=self.codec.product_id_as_sent(msg.product),
+                                          field=exc.field or "product", reason=exc.message))
                 continue
             if product.id in seen:
                 rejected.append(Rejection(row=row, id=product.id, field="id",
@@ -231,15 +284,16 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
                 images.append(last[1])
                 rows.append(last[2])
         await flush()
-        return convert.upsert_result_to_pb(UpsertResult(accepted=accepted, rejected=rejected, unchanged=unchanged))
+        return self.codec.upsert_response(UpsertResult(accepted=accepted, rejected=rejected, unchanged=unchanged))
 
     async def Delete(self, request: pb.DeleteRequest, context: Any) -> pb.DeleteResponse:
-        if not request.ids and not request.keys:
+        ids = self.codec.delete_ids(request)
+        if not ids:
             raise InvalidInput("give at least one id (ids or keys)", field="ids")
-        return pb.DeleteResponse(deleted=await self.engine.delete([*request.ids, *request.keys]))
+        return self.codec.pb.DeleteResponse(deleted=await self.engine.delete(ids))
 
     async def GetProduct(self, request: pb.GetProductRequest, context: Any) -> pb.Product:
-        return convert.product_to_pb(await self.engine.get(convert.id_from_pb(request.id, request.key, "key")))
+        return self.codec.get_response(await self.engine.get(self.codec.get_id(request)))
 
     async def Stats(self, request: pb.StatsRequest, context: Any) -> pb.StatsResponse:
-        return convert.stats_to_pb(await self.engine.stats())
+        return self.codec.stats_response(await self.engine.stats())

@@ -2,9 +2,12 @@
 but the real text validation, the real image decoder and the real image preprocessing).
 
 Each case asserts the exact status code, or for per-row problems the rejection entry, and that the
-message names the field at fault; after every case the server still reports SERVING and answers a good
-query correctly. Unusual but valid photos (CMYK, 16-bit, palette, animated, LA/RGBA, long strips) must
-succeed. Invalid UTF-8 cannot be built with the generated classes, so those requests go as raw bytes.
+message names the field at fault; every error carries a google.rpc.Status (ErrorInfo, and a BadRequest
+FieldViolation with the field's path on INVALID_ARGUMENT); after every case the server still reports SERVING
+and answers a good query correctly. test_bad_input_over_http sends the same cases through the HTTP/JSON gateway
+(all but those that need the gRPC wire: raw protobuf bytes, cancelled calls). Unusual but valid photos
+(CMYK, 16-bit, palette, animated, LA/RGBA, long strips) must succeed. Invalid UTF-8 cannot be built with
+the generated classes, so those requests go as raw bytes.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ import pytest
 from conftest import fake_catalog
 from fake_encoders import FakeImageEncoder, FakeTextEncoder, word_vec
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_status import rpc_status
+from http_stub import HttpRpcError, HttpStub, error_info, field_violations
 from PIL import Image
 from server_thread import ServerThread
 
@@ -68,8 +73,7 @@ class RealPreprocessImage(FakeImageEncoder):
         return super().encode(items)
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
+def corpus_server(tmp_path_factory: pytest.TempPathFactory, **cfg: Any) -> ServerThread:
     data = tmp_path_factory.mktemp("corpus")
 
     async def factory() -> Engine:
@@ -79,15 +83,29 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
         await engine.upsert(*fake_catalog())
         return engine
 
-    srv = ServerThread(ServerConfig(data_dir=data), factory).load()
+    return ServerThread(ServerConfig(data_dir=data, **cfg), factory).load()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
+    srv = corpus_server(tmp_path_factory)
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def http_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
+    """A second server (the cases change the catalog) with HTTP on."""
+    srv = corpus_server(tmp_path_factory, http_port=0)
     yield srv
     srv.stop()
 
 
 class Conn:
-    def __init__(self, ch: grpc.Channel) -> None:
+    def __init__(self, ch: grpc.Channel, http_port: int | None = None) -> None:
         self.ch = ch
-        self.stub = pb_grpc.SearchServiceStub(ch)
+        # over HTTP: the same calls through the gateway (health stays gRPC: the same server answers both)
+        self.stub: Any = pb_grpc.SearchServiceStub(ch) if http_port is None else HttpStub(http_port, pb)
         self.health = health_pb2_grpc.HealthStub(ch)
 
     def raw(self, method: str, shape: str = "unary_unary", response: Any = None) -> Callable:
@@ -96,11 +114,19 @@ class Conn:
                                        response_deserializer=None if response is None else response.FromString)
 
 
+OPTS = [("grpc.max_send_message_length", 64 << 20), ("grpc.max_receive_message_length", 64 << 20)]
+
+
 @pytest.fixture(scope="module")
 def conn(server: ServerThread) -> Iterator[Conn]:
-    opts = [("grpc.max_send_message_length", 64 << 20), ("grpc.max_receive_message_length", 64 << 20)]
-    with grpc.insecure_channel(server.target, options=opts) as ch:
+    with grpc.insecure_channel(server.target, options=OPTS) as ch:
         yield Conn(ch)
+
+
+@pytest.fixture(scope="module")
+def http_conn(http_server: ServerThread) -> Iterator[Conn]:
+    with grpc.insecure_channel(http_server.target, options=OPTS) as ch:
+        yield Conn(ch, http_server.server.http_port)
 
 
 # -- images, made here with Pillow -------------------------------------------------------------------------
@@ -683,25 +709,70 @@ def test_corpus_is_big_distinct_and_covers_every_rpc() -> None:
     assert {c.rpc for c in CASES} == rpcs
 
 
+def check_rich_status(case: Case, code: grpc.StatusCode, status: Any) -> None:
+    """ErrorInfo on every error; on INVALID_ARGUMENT a FieldViolation whose path holds the case's field (the
+    path runs from the request message: Search's "k" is "query.k")."""
+    info = error_info(status)
+    assert info is not None and info.domain == "kuamo.dev" and info.reason.isupper(), status
+    if code == INVALID:
+        fields = field_violations(status)
+        assert len(fields) == 1 and case.field in fields[0], (fields, case.field)
+        if case.rpc in ("Search", "SearchStream") and fields[0] != "request":
+            assert fields[0].startswith("query"), fields
+
+
+def after_case(case: Case, c: Conn, answer: Any) -> None:
+    if case.check is not None:
+        case.check(answer, c)
+    if case.name in AFTER:
+        AFTER[case.name](c)
+    # the server is still SERVING and answers a good request correctly
+    status = c.health.Check(health_pb2.HealthCheckRequest(), timeout=5).status
+    assert status == health_pb2.HealthCheckResponse.SERVING
+    good_search(c)
+
+
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_bad_input(conn: Conn, case: Case) -> None:
     try:
-        answer, code, details = case.call(conn), OK, ""
+        answer, code, details, status = case.call(conn), OK, "", None
     except grpc.RpcError as exc:
         answer, code, details = None, exc.code(), exc.details() or ""
+        status = rpc_status.from_call(exc)  # type: ignore[arg-type]
     assert code == case.code, f"{case.name}: {code} {details}"
     if code == TOO_BIG:
-        assert "larger than max" in details, details
+        assert "larger than max" in details, details  # refused by gRPC itself, before kuamo sees it
     elif code == CANCELLED:
         assert "cancel" in details.lower(), details
     elif code != OK:
         assert details.startswith(case.field), details
         assert "internal error" not in details
-    if case.check is not None:
-        case.check(answer, conn)
-    if case.name in AFTER:
-        AFTER[case.name](conn)
-    # the server is still SERVING and answers a good request correctly
-    status = conn.health.Check(health_pb2.HealthCheckRequest(), timeout=5).status
-    assert status == health_pb2.HealthCheckResponse.SERVING
-    good_search(conn)
+        check_rich_status(case, code, status)
+    after_case(case, conn, answer)
+
+
+HTTP_CASES = [c for c in CASES if not c.name.endswith("-raw") and c.code != CANCELLED]
+# over HTTP a client stream is one body: 24 MiB of photo chunks pass gRPC's per-message limit but not the body's
+HTTP_CODE = {"upsert-photo-chunks-over-image-limit": TOO_BIG}
+
+
+@pytest.mark.parametrize("case", HTTP_CASES, ids=[c.name for c in HTTP_CASES])
+def test_bad_input_over_http(http_conn: Conn, case: Case) -> None:
+    """The same case as JSON: a 4xx whose body carries the same status (a FieldViolation for each malformed
+    request), never a 5xx, and the next good request is answered."""
+    try:
+        answer, code = case.call(http_conn), OK
+    except HttpRpcError as exc:
+        answer, code = None, exc.code()
+        assert 400 <= exc.http_status < 500, exc.error
+        if code == TOO_BIG:
+            assert exc.http_status == 413 and exc.error["field"] == "body", exc.error
+        else:
+            assert exc.details().startswith(case.field) and "internal error" not in exc.details(), exc.error
+            check_rich_status(case, code, exc.status())
+    assert code == HTTP_CODE.get(case.name, case.code), f"{case.name}: {code}"
+    after_case(case, http_conn, answer)
+
+
+def test_over_http_skips_only_what_needs_the_grpc_wire() -> None:
+    assert len(HTTP_CASES) >= 80 and len([c for c in HTTP_CASES if c.code == INVALID]) >= 60

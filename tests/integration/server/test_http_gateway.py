@@ -177,11 +177,15 @@ def test_http_admission_shares_the_grpc_limit(server: ServerThread) -> None:
 
 def _fuzz_bodies(rng: np.random.Generator, n: int) -> Iterator[tuple[str, bytes]]:
     """Random and mutated request bodies for every POST endpoint (bounded; loopback only)."""
-    paths = ["/v1/Search", "/v1/Embed", "/v1/Recommend", "/v1/Delete", "/v1/GetProduct", "/v1/Stats",
-             "/v1/ForgetUser", "/v1/Upsert", "/v1/RecordEvents", "/v1/SearchStream", "/v1/embeddings"]
+    rpcs = ["Search", "Embed", "Recommend", "Delete", "GetProduct", "Stats", "ForgetUser", "Upsert", "RecordEvents",
+            "SearchStream"]
+    paths = [f"/{v}/{rpc}" for v in ("v1", "v2") for rpc in rpcs] + ["/v1/embeddings"]
     good = [b'{"query": {"text": "red dress", "k": 3}}', b'{"texts": ["a"]}', b'{"id": 1003}',
             b'{"userId": "u", "productId": 1003, "kind": "click"}', b'{"input": "red", "encoding_format": "base64"}',
-            b'{"product": {"id": 77, "title": "x"}, "image": "AAAA"}']
+            b'{"product": {"id": 77, "title": "x"}, "image": "AAAA"}', b'{"id": "1003"}',
+            b'{"event": {"userId": "u", "productId": "1003", "kind": "EVENT_KIND_CLICK", '
+            b'"time": "2024-01-01T00:00:00Z"}}',
+            b'{"query": {"text": "red", "weights": {"image": 0.7, "category": 1}}}']
     values = [b"null", b"-1", b"1e309", b"\"\"", b"[]", b"{}", b"true", b"\"\\ud800\"", b"99999999999999999999",
               b"\"%s\"" % (b"x" * 5000), b"{\"a\": {\"b\": [1, {\"c\": null}]}}", b"NaN", b"\"NaN\""]
     keys = [b"query", b"text", b"k", b"texts", b"images", b"id", b"ids", b"weights", b"filters", b"input",

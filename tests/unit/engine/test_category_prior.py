@@ -11,6 +11,7 @@ from fake_encoders import DIM, FakeTextEncoder, png, word_vec
 
 from kuamo.engine.category_prior import CategoryPrior, leaf_names, rerank_scores
 from kuamo.engine.engine import Engine, EngineConfig
+from kuamo.engine.errors import InvalidInput
 from kuamo.engine.imaging import decode_image
 from kuamo.engine.types import Product, Query
 
@@ -115,5 +116,51 @@ def test_vocabulary_follows_the_catalog(tmp_path) -> None:
         assert eng.ranker.category_prior is None  # one category left: nothing to tell apart
         got = asyncio.run(eng.search(Query(image=png("red"), k=1, explain=True)))
         assert got.hits[0].id == 1 and "category" not in got.hits[0].explanation.contributions
+    finally:
+        asyncio.run(eng.close(snapshot=False))
+
+
+def test_weights_category_scales_the_bonus_and_image_weight_now_counts(tmp_path) -> None:
+    """weights.category scales the category agreement (0 turns it off); the image weight of a photo-only query
+    changes the ranking, because the category bonus no longer scales with it."""
+    eng = _engine(tmp_path, 1.0)
+    try:
+        def ranked(**weights: float) -> list[int]:
+            return [h.id for h in asyncio.run(eng.search(Query(image=png("red"), k=2, weights=weights))).hits]
+
+        assert ranked() == ranked(category=0.5) == [2, 1]  # the default: 0.5 (image) x photo_category_weight 1
+        assert ranked(category=0.0) == [1, 2]  # visual score alone
+        assert ranked(image=20.0) == [1, 2]  # the visual difference now outweighs the category agreement
+        assert ranked(image=20.0, category=20.0) == [2, 1]  # scaled together: the default's balance again
+        got = asyncio.run(eng.search(Query(image=png("red"), k=2, explain=True, weights={"category": 2.0})))
+        prior = eng.ranker.category_prior
+        expect = prior.agreement(ALPHA, np.stack([PHOTOS["blue"], PHOTOS["green"]]))
+        for hit, agree in zip(got.hits, expect, strict=True):
+            assert hit.explanation.contributions["category"] == pytest.approx(2.0 * agree, abs=1e-5)
+        for bad in (-1.0, float("nan")):
+            with pytest.raises(InvalidInput) as e:
+                asyncio.run(eng.search(Query(image=png("red"), weights={"category": bad})))
+            assert e.value.field == "weights" and "category" in e.value.message
+    finally:
+        asyncio.run(eng.close(snapshot=False))
+
+
+def test_image_weight_beside_a_rating_target_shifts_the_balance(tmp_path) -> None:
+    """Blocks the caller does not weight keep their defaults: image=1 on a photo + rating query keeps the
+    rating's 0.25 (it used to drop to 0, so any image weight gave the same visual-only order)."""
+    eng = Engine(EngineConfig(data_dir=tmp_path / "r", photo_category_weight=0.0), text_encoder=FakeTextEncoder(),
+                 image_encoder=DesignedImageEncoder())
+    try:
+        # A looks closer (0.6 vs 0.55) but is rated 1; B is rated 5
+        asyncio.run(eng.upsert([Product(id=1, title="a", category="Shop/x", rating=1.0),
+                                Product(id=2, title="b", category="Shop/x", rating=5.0)], [png("green"), png("blue")]))
+
+        def ranked(**weights: float) -> list[int]:
+            q = Query(image=png("red"), rating=5.0, k=2, weights=weights, explain=True)
+            return [h.id for h in asyncio.run(eng.search(q)).hits]
+
+        assert ranked() == ranked(image=1.0) == [2, 1]  # the rating target counts beside the photo
+        assert ranked(image=10.0) == [1, 2]  # a heavy image weight: the look wins
+        assert ranked(image=1.0, rating=0.0) == [1, 2]  # naming the rating's weight still replaces it
     finally:
         asyncio.run(eng.close(snapshot=False))
