@@ -14,6 +14,8 @@ import pytest
 pytest.importorskip("pymilvus")
 pytest.importorskip("milvus_lite")
 
+from milvus_fixtures import milvus_lite_server, token_milvus  # noqa: F401  (fixtures: a conftest.py here would shadow the server tests' conftest module)
+
 from kuamo.benchmarks.milvus_lite import free_port, start_milvus_lite_server, stop_milvus_lite_server
 from kuamo.engine import milvus_backend
 from kuamo.engine.catalog_backend import CatalogBackend
@@ -261,7 +263,7 @@ def test_dim_mismatch_and_foreign_collection_are_artifact_errors(tmp_path: Path,
     client.close()
 
 
-def test_server_subprocess_two_replicas_and_a_dead_server(tmp_path: Path, milvus_lite_server) -> None:
+def test_server_subprocess_two_replicas_and_a_dead_server(tmp_path: Path, milvus_lite_server) -> None:  # noqa: F811
     proc, uri = milvus_lite_server
     assert uri.startswith("http://127.0.0.1:")
     writer = MilvusBackend(uri, dim=DIM, timeout_s=3)
@@ -321,7 +323,7 @@ def test_credentials_in_the_uri_are_not_repeated() -> None:
     assert "secret" not in str(e.value) and f"127.0.0.1:{port}" in str(e.value)
 
 
-def test_wrong_token_is_refused_clearly(token_milvus) -> None:
+def test_wrong_token_is_refused_clearly(token_milvus) -> None:  # noqa: F811
     uri, token = token_milvus
     for wrong in ("", "root:wrong"):
         t0 = time.monotonic()
