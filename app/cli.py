@@ -154,7 +154,8 @@ def _server_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         "tls_cert": args.tls_cert, "tls_key": args.tls_key, "tls_client_ca": args.tls_client_ca,
         "insecure": True if getattr(args, "insecure", False) else None,
         "batching": False if args.no_batching else None, "log_access": True if args.access_log else None,
-        "event_loop": args.event_loop, **_backend_overrides(args)})
+        "event_loop": args.event_loop, "query_cache_entries": args.query_cache_entries,
+        "query_cache_mb": args.query_cache_mb, **_backend_overrides(args)})
 
 
 def _backend_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -290,6 +291,10 @@ def _add_server_flags(p: argparse.ArgumentParser, *, listen: bool = True) -> Non
     p.add_argument("--access-log", action="store_true", help="one JSON line per RPC on stderr")
     p.add_argument("--event-loop", choices=EVENT_LOOPS, default=None,
                    help="event loop of the server (default asyncio)")
+    p.add_argument("--query-cache-entries", type=int, default=None, metavar="N",
+                   help="query texts whose vectors the server keeps (LRU; default 20000, 0 = no query cache)")
+    p.add_argument("--query-cache-mb", type=int, default=None, metavar="MB",
+                   help="memory bound of the query cache in MiB (default 64)")
     _add_backend_flags(p)
 
 

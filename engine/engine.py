@@ -33,6 +33,7 @@ from kuamo.engine.index import IndexConfig
 from kuamo.engine.personal import Event, PersonalConfig, check_user_id
 from kuamo.engine.personalisation import Personaliser
 from kuamo.engine.product_encoder import ImageEncoderLike, Pending, ProductEncoder, TextEncoderLike
+from kuamo.engine.query_cache import DEFAULT_ENTRIES, DEFAULT_MAX_BYTES, QueryCache, normalise_query
 from kuamo.engine.ranking import Ranker, SearchJob
 from kuamo.engine.rules import check_attr_name, validate_filters, validate_modifiers
 from kuamo.engine.store import StoredRow, check_owner
@@ -102,6 +103,9 @@ class EngineConfig:
     # the replica then holds no catalog state). See engine/backends.py and docs/scale.md.
     backend: str = "embedded"
     milvus: MilvusSettings = field(default_factory=MilvusSettings)
+    # Query text -> text vector LRU in front of the text batcher (engine/query_cache.py); 0 entries = off.
+    query_cache_entries: int = DEFAULT_ENTRIES
+    query_cache_bytes: int = DEFAULT_MAX_BYTES
 
 
 class Engine:
@@ -129,6 +133,7 @@ class Engine:
         self.personaliser = (Personaliser(config, self.backend, self.ranker)
                              if isinstance(self.backend, EmbeddedBackend) else None)
         self._write_lock = asyncio.Lock()
+        self.query_cache = QueryCache(config.query_cache_entries, config.query_cache_bytes)
         self.vocabulary = CatalogVocabulary()
         self.vocabulary.add_attributes(self.backend.attribute_names())
         self._refresh_categories()
@@ -331,10 +336,20 @@ class Engine:
         return await asyncio.to_thread(self.image_encoder.encode, list(images))
 
     async def _query_text_vec(self, text: str) -> tuple[np.ndarray, float]:
-        """The query vector and the seconds it waited for an encoder batch."""
+        """The query vector and the seconds it waited for an encoder batch; a repeated query (same normalised
+        text, same models) comes from the query cache without waiting."""
+        text = normalise_query(text) or text  # cache on or off: the same text reaches the tower
+        cache, fp = self.query_cache, self.encoder.fingerprint
+        if cache.enabled:
+            hit = cache.get(text, fp)
+            if hit is not None:
+                return hit, 0.0
         if self._text_batcher is not None:
-            return await self._text_batcher.submit_timed(text)
-        return (await asyncio.to_thread(self.text_encoder.encode, [text], "query"))[0], 0.0
+            vec, waited = await self._text_batcher.submit_timed(text)
+        else:
+            vec, waited = (await asyncio.to_thread(self.text_encoder.encode, [text], "query"))[0], 0.0
+        cache.put(text, fp, vec)
+        return vec, waited
 
     async def _query_image_vec(self, image: bytes) -> tuple[np.ndarray, float]:
         if self.image_encoder is None:
@@ -606,6 +621,7 @@ class Engine:
         return EngineStats(products=s["products"], indexed=s["indexed"], store_seq=s.get("store_seq", 0),
                            index_seq=s.get("index_seq", 0), layout=self.layout.to_dict(),
                            index={**s.get("index", {}), "backend": self.backend.kind}, batchers=batchers,
+                           query_cache=self.query_cache.stats().to_dict(),
                            data_dir=str(self.config.data_dir) if self.backend.kind == "embedded"
                            else str(s.get("uri", self.backend.kind)))
 

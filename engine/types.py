@@ -187,6 +187,7 @@ class EngineStats:
     index: dict[str, Any]
     batchers: dict[str, Any] = field(default_factory=dict)
     data_dir: str = ""
+    query_cache: dict[str, int] = field(default_factory=dict)  # hits, misses, entries, bytes (query_cache.py)
 
 
 @dataclass(frozen=True, kw_only=True)
