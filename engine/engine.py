@@ -34,7 +34,7 @@ from kuamo.engine.personal import Event, PersonalConfig, check_user_id
 from kuamo.engine.personalisation import Personaliser
 from kuamo.engine.product_encoder import ImageEncoderLike, Pending, ProductEncoder, TextEncoderLike
 from kuamo.engine.query_cache import DEFAULT_ENTRIES, DEFAULT_MAX_BYTES, QueryCache, normalise_query
-from kuamo.engine.ranking import Ranker, SearchJob
+from kuamo.engine.ranking import MAX_LEXICAL_WEIGHT, RANKING_WEIGHTS, Ranker, SearchJob
 from kuamo.engine.rules import check_attr_name, validate_filters, validate_modifiers
 from kuamo.engine.store import StoredRow, check_owner
 from kuamo.engine.types import (
@@ -52,6 +52,8 @@ from kuamo.engine.vocabulary import CatalogVocabulary
 from kuamo.engine.zero_shot_blend import BlendChoice
 
 __all__ = ["Engine", "EngineConfig", "ImageEncoderLike", "TextEncoderLike"]
+
+DEFAULT_LEXICAL_WEIGHT = 0.1
 
 
 def _default_weights() -> dict[str, float]:
@@ -106,6 +108,11 @@ class EngineConfig:
     # Query text -> text vector LRU in front of the text batcher (engine/query_cache.py); 0 entries = off.
     query_cache_entries: int = DEFAULT_ENTRIES
     query_cache_bytes: int = DEFAULT_MAX_BYTES
+    # Hybrid ranking: base score = vector score + lexical_weight x BM25 / the query's best BM25 (engine/ranking.py
+    # fuse_lexical) over the vector candidates and the BM25 top `lexical_candidates`; a query's weights.lexical
+    # overrides it, 0 = off. Default chosen on the validation split (benchmarks/results/hybrid.md).
+    lexical_weight: float = DEFAULT_LEXICAL_WEIGHT
+    lexical_candidates: int = 100
 
 
 class Engine:
@@ -390,13 +397,26 @@ class Engine:
         validate_filters(q.filters)
         self.vocabulary.check(q.filters)
         validate_modifiers(q.modifiers)
+        self._validate_ranking_weights(q)
         if q.user_id is not None:
             check_user_id(q.user_id)
         if q.user_weight is not None and not (isinstance(q.user_weight, int | float)
                                               and 0 <= q.user_weight <= 1):
             raise InvalidInput(f"user_weight must be within 0..1, got {q.user_weight!r}", field="user_weight")
 
+    def _validate_ranking_weights(self, q: Query) -> None:
+        if not isinstance(q.weights, dict) or "lexical" not in q.weights:
+            return
+        w = q.weights["lexical"]
+        if isinstance(w, bool) or not isinstance(w, int | float) or not 0 <= float(w) <= MAX_LEXICAL_WEIGHT:
+            raise InvalidInput(f"weights.lexical must be a number within 0..{MAX_LEXICAL_WEIGHT:g} (0 = vectors "
+                               f"only), got {w!r}", field="weights.lexical")
+        if float(w) > 0 and not getattr(self.backend, "supports_lexical", False):
+            raise Unsupported(f"the {self.backend.kind} backend has no lexical index yet; send weights.lexical 0",
+                              field="weights.lexical")
+
     def _weights_for(self, blocks: dict[str, Any], given: dict[str, float]) -> dict[str, float]:
+        given = {k: v for k, v in given.items() if k not in RANKING_WEIGHTS}  # score parts, not vector blocks
         if given:
             return dict(given)
         d = self.config.default_weights

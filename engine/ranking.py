@@ -14,6 +14,7 @@ import numpy as np
 
 from kuamo.engine.catalog_backend import CatalogBackend
 from kuamo.engine.category_prior import CategoryPrior, leaf_names
+from kuamo.engine.lexical import matched, query_terms
 from kuamo.engine.product_encoder import ProductEncoder
 from kuamo.engine.rules import apply_modifiers
 from kuamo.engine.types import Explanation, Hit, Product, Query, SearchResult, Timings
@@ -34,10 +35,17 @@ class SearchJob:
     exclude: frozenset[int] = frozenset()  # recommendations: never return these
     explain_as: str | None = None  # scores not from qvec alone: explain the base score as this one part
     queue_ms: float = 0.0  # waiting for an encoder batch
+    lexical: dict[int, float] | None = None  # row key -> the lexical (BM25) part of its base score
+    lexical_terms: tuple[str, ...] = ()
 
 
 def is_photo_query(q: Query) -> bool:
     return q.image is not None and q.text is None
+
+
+# Ranking weights a query may give beside its blocks' weights (they weigh score parts, not vector blocks).
+RANKING_WEIGHTS = ("lexical",)
+MAX_LEXICAL_WEIGHT = 1.0  # in units of similarity: 1 lets the best BM25 match outweigh any vector score gap
 
 
 class Ranker:
@@ -138,11 +146,54 @@ class Ranker:
             search_ms = (time.perf_counter() - t_s) * 1000 - found.filter_ms
             for row, i in enumerate(members):
                 try:
-                    out[i] = self.finish(jobs[i], found.scores[row], found.keys[row], found.allowed, search_ms,
-                                         filter_ms=found.filter_ms)
+                    t_l = time.perf_counter()
+                    scores, keys = self.fuse_lexical(jobs[i], found.scores[row], found.keys[row])
+                    out[i] = self.finish(jobs[i], scores, keys, found.allowed,
+                                         search_ms + (time.perf_counter() - t_l) * 1000, filter_ms=found.filter_ms)
                 except Exception as exc:
                     out[i] = exc
         return out
+
+    # -- lexical (BM25) fusion ------------------------------------------------------------------------------
+    def lexical_weight(self, q: Query) -> float:
+        """The query's weights.lexical, else the engine default; 0 without text or where the backend has no
+        lexical index (an explicit weight there was refused by the engine's validation)."""
+        if q.text is None or not getattr(self.backend, "supports_lexical", False):
+            return 0.0
+        return float(q.weights.get("lexical", self.config.lexical_weight))
+
+    def fuse_lexical(self, job: SearchJob, scores: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Calibrated score fusion: base = exact vector score + weight x BM25 / the best BM25 of the query, over
+        the vector candidates and the BM25 top `lexical_candidates` (those get their exact vector score from
+        their stored vectors). Stays in the similarity's scale, so modifiers and the category prior keep their
+        meaning and `explain` shows the lexical part beside the blocks'. RRF was measured beside it
+        (benchmarks/results/hybrid.md)."""
+        q = job.query
+        w = self.lexical_weight(q)
+        if w <= 0:
+            return scores, keys
+        terms = query_terms(q.text or "")
+        if not terms:  # only stop words or punctuation: the vectors answer alone
+            return scores, keys
+        lex = self.backend.lexical(q.text or "", self.config.lexical_candidates, filters=q.filters)
+        lk, ls = lex.keys[0], lex.scores[0]
+        job.lexical_terms = tuple(terms)
+        job.lexical = {}
+        if not len(lk) or not float(ls[0]) > 0:
+            return scores, keys
+        vec = {int(k): float(s) for k, s in zip(keys, scores, strict=True) if k >= 0}
+        missing = [int(k) for k in lk if int(k) not in vec]
+        if missing:
+            got, vecs = self.backend.vectors(missing)  # a product deleted meanwhile is simply not there
+            if len(got):
+                vec.update(zip(got.tolist(), (vecs @ job.qvec).tolist(), strict=True))
+        best = float(ls[0])
+        bonus = {int(k): w * float(s) / best for k, s in zip(lk, ls, strict=True) if int(k) in vec}
+        ids = np.fromiter(vec, dtype=np.int64, count=len(vec))
+        fused = np.asarray([vec[i] + bonus.get(i, 0.0) for i in vec], dtype=np.float32)
+        order = np.argsort(-fused, kind="stable")
+        job.lexical = bonus
+        return fused[order], ids[order]
 
     def best_of(self, job: SearchJob, queries: list[np.ndarray], weights: list[float]) -> SearchResult:
         """Search from several query vectors and rank a candidate by its best match: max over queries of
@@ -199,9 +250,16 @@ class Ranker:
                                           "profile": float(job.profile_vec @ vec)}
                 if pid in category:  # the photo query's category agreement (category_prior)
                     contributions[pid]["category"] = category[pid]
+        terms_of: dict[int, tuple[str, ...]] = {}
+        if q.explain and ranked and job.lexical is not None:
+            for pid in contributions:  # the vector blocks above, and the BM25 part
+                contributions[pid]["lexical"] = job.lexical.get(pid, 0.0)
+            shown = products or self.backend.get_many([r[2] for r in ranked])
+            terms_of = {pid: tuple(matched(job.lexical_terms, p)) for pid, p in shown.items()}
         hits = [Hit(id=pid, score=final, product=products.get(pid) if q.include_products else None,
                     explanation=Explanation(contributions=contributions.get(pid, {}), base_score=base,
-                                            modifiers=applied) if q.explain else None)
+                                            modifiers=applied, matched_terms=terms_of.get(pid, ()))
+                    if q.explain else None)
                 for final, base, pid, applied in ranked]
         rerank_ms = (time.perf_counter() - t_r) * 1000
         return SearchResult(hits=hits, allowed=allowed,
