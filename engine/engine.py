@@ -54,6 +54,7 @@ from kuamo.engine.zero_shot_blend import BlendChoice
 __all__ = ["Engine", "EngineConfig", "ImageEncoderLike", "TextEncoderLike"]
 
 DEFAULT_LEXICAL_WEIGHT = 0.1
+DEFAULT_UNDERSTANDING_WEIGHT = 0.05
 
 
 def _default_weights() -> dict[str, float]:
@@ -113,6 +114,10 @@ class EngineConfig:
     # overrides it, 0 = off. Default chosen on the validation split (benchmarks/results/hybrid.md).
     lexical_weight: float = DEFAULT_LEXICAL_WEIGHT
     lexical_candidates: int = 100
+    # Query understanding (engine/understanding.py): each recognised colour, gender, category or price phrase
+    # the product matches adds this much to its base score (soft, never a filter); weights.understanding
+    # overrides it per query, 0 = off. Chosen on the validation split (benchmarks/results/hybrid.md).
+    understanding_weight: float = DEFAULT_UNDERSTANDING_WEIGHT
 
 
 class Engine:
@@ -405,12 +410,14 @@ class Engine:
             raise InvalidInput(f"user_weight must be within 0..1, got {q.user_weight!r}", field="user_weight")
 
     def _validate_ranking_weights(self, q: Query) -> None:
-        if not isinstance(q.weights, dict) or "lexical" not in q.weights:
+        if not isinstance(q.weights, dict):
             return
-        w = q.weights["lexical"]
-        if isinstance(w, bool) or not isinstance(w, int | float) or not 0 <= float(w) <= MAX_LEXICAL_WEIGHT:
-            raise InvalidInput(f"weights.lexical must be a number within 0..{MAX_LEXICAL_WEIGHT:g} (0 = vectors "
-                               f"only), got {w!r}", field="weights.lexical")
+        for name in RANKING_WEIGHTS:
+            w = q.weights.get(name, 0.0)
+            if isinstance(w, bool) or not isinstance(w, int | float) or not 0 <= float(w) <= MAX_LEXICAL_WEIGHT:
+                raise InvalidInput(f"weights.{name} must be a number within 0..{MAX_LEXICAL_WEIGHT:g} (0 = off), "
+                                   f"got {w!r}", field=f"weights.{name}")
+        w = q.weights.get("lexical", 0.0)
         if float(w) > 0 and not getattr(self.backend, "supports_lexical", False):
             raise Unsupported(f"the {self.backend.kind} backend has no lexical index yet; send weights.lexical 0",
                               field="weights.lexical")

@@ -106,7 +106,8 @@ def test_hybrid_explain_names_lexical_part_and_terms(tmp_path) -> None:
         assert set(e.matched_terms) == {"zorblax", "watch"}
         assert math.isclose(sum(e.contributions.values()), e.base_score, rel_tol=1e-4, abs_tol=1e-5)
         # a brand the vectors never saw in the title: BM25 brings its products in
-        res = asyncio.run(eng.search(Query(text="zorblax", k=2, explain=True, weights={"lexical": 1.0})))
+        res = asyncio.run(eng.search(Query(text="zorblax", k=2, explain=True,
+                                           weights={"lexical": 1.0, "understanding": 0})))
         assert {h.id for h in res.hits} == {1, 4}
         off = asyncio.run(eng.search(Query(text="zorblax watch", k=3, explain=True, weights={"lexical": 0})))
         assert all("lexical" not in h.explanation.contributions for h in off.hits)
