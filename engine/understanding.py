@@ -151,17 +151,18 @@ class QueryUnderstanding:
     def _category(self, u: Understood, low: str, text_vec: np.ndarray | None) -> None:
         q = set(terms(low, keep_stop_words=True))
         squashed = re.sub(r"\W", "", low)
-        best: tuple[int, str] | None = None
+        best: tuple[int, int, str] | None = None
         for name, name_terms, joined in self._name_terms:
             # every term of the name in the query ("dress" for Dresses), or the name spelled without spaces or
-            # hyphens ("t-shirt" for Tshirts); the longest name wins ("sports shoes" over "shoes")
-            hit = (name_terms and all(t in q for t in name_terms)) or (len(joined) > 3 and joined.rstrip("s") in
-                                                                       squashed)
-            if hit and (best is None or len(name_terms) > best[0]):
-                best = (len(name_terms), name)
+            # hyphens ("t-shirt" for Tshirts); the longest name wins ("sports shoes" over "shoes", "tshirts"
+            # over "shirts"), a match of whole terms before a squashed one
+            by_terms = bool(name_terms) and all(t in q for t in name_terms)
+            if by_terms or (len(joined) > 3 and joined.rstrip("s") in squashed):
+                key = (len(joined), int(by_terms), name)
+                best = key if best is None or key[:2] > best[:2] else best
         if best is not None:
-            u.category, u.category_by = best[1], "terms"
-            u.phrases.append(best[1])
+            u.category, u.category_by = best[2], "terms"
+            u.phrases.append(best[2])
             return
         if self._vectors is None or text_vec is None or not np.any(text_vec):
             return
