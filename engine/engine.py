@@ -53,8 +53,8 @@ from kuamo.engine.zero_shot_blend import BlendChoice
 
 __all__ = ["Engine", "EngineConfig", "ImageEncoderLike", "TextEncoderLike"]
 
-DEFAULT_LEXICAL_WEIGHT = 0.1
-DEFAULT_UNDERSTANDING_WEIGHT = 0.05
+DEFAULT_LEXICAL_WEIGHT = 0.4  # argmax of the validation grid (benchmarks/results/hybrid.md)
+DEFAULT_UNDERSTANDING_WEIGHT = 0.0  # off: with BM25 on it hurt Chinese colour+type (same grid)
 
 
 def _default_weights() -> dict[str, float]:
