@@ -131,6 +131,21 @@ async def _verify(target: str, acked: dict[int, str], unacked: list[int]) -> dic
             "unacked_present": unacked_present, "recovery": recovery}
 
 
+def lexical_agrees(data: Path) -> bool:
+    """The store's BM25 index (engine/store.py, written in the products' transactions) holds exactly the stored
+    products, read straight from the SQLite file a kill -9 left behind."""
+    import sqlite3
+
+    db = sqlite3.connect(data / "catalog.sqlite")
+    try:
+        n_products = db.execute("SELECT count(*) FROM products").fetchone()[0]
+        n_lexical = db.execute("SELECT count(*) FROM lexical").fetchone()[0]
+        missing = db.execute("SELECT count(*) FROM products WHERE id NOT IN (SELECT rowid FROM lexical)").fetchone()[0]
+    finally:
+        db.close()
+    return n_products == n_lexical and missing == 0
+
+
 def run_crash(models: Path, data: Path, work: Path, items: list[Any], *, cycles: int, seed: int) -> dict[str, Any]:
     rng = random.Random(seed)
     log = work / "crash-server.log"
@@ -152,6 +167,7 @@ def run_crash(models: Path, data: Path, work: Path, items: list[Any], *, cycles:
             server.proc.wait(timeout=30)
             killed_at_calls = w.calls
             th.join(timeout=90)
+            lexical = lexical_agrees(data)  # the file as the kill left it, before a restart could repair it
             acked = dict(w.acked)  # includes anything acknowledged between the snapshot above and the kill
             all_acked.update(acked)
             t_restart = time.perf_counter()
@@ -165,8 +181,8 @@ def run_crash(models: Path, data: Path, work: Path, items: list[Any], *, cycles:
                          "attempted": len(w.attempted), "unacked_present": v["unacked_present"],
                          "writer_error": w.error, "rejected": w.rejected[:3], "restart_s": round(restart_s, 2),
                          "recovery": v["recovery"], "products": v["products"], "indexed": v["indexed"],
-                         "consistent": v["consistent"], "lost": v["lost"], "not_found_by_title":
-                             v["not_found_by_title"], "no_vector": v["no_vector"]})
+                         "consistent": v["consistent"], "lexical_consistent": lexical, "lost": v["lost"],
+                         "not_found_by_title": v["not_found_by_title"], "no_vector": v["no_vector"]})
         # after the last restart: everything acknowledged in every cycle is still there
         final = asyncio.run(_verify(server.target, all_acked, []))
     finally:
@@ -174,6 +190,7 @@ def run_crash(models: Path, data: Path, work: Path, items: list[Any], *, cycles:
     return {"cycles": rows, "acknowledged_total": len(all_acked),
             "lost_writes": sum(len(r["lost"]) for r in rows) + len(final["lost"]),
             "inconsistent_restarts": sum(not r["consistent"] for r in rows),
+            "lexical_out_of_step_after_kill": sum(not r["lexical_consistent"] for r in rows),
             "half_written_served": sum(len(r["no_vector"]) for r in rows) + len(final["no_vector"]),
             "not_found_by_own_title": sum(len(r["not_found_by_title"]) for r in rows),
             "final_check": {k: final[k] for k in ("products", "indexed", "consistent", "lost", "no_vector")},

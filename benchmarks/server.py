@@ -1,9 +1,10 @@
 """Server benchmark: end-to-end gRPC latency for text and photo queries at one client, 32 concurrent
 clients with batching on vs off, overload behaviour, the gRPC overhead vs calling the engine
 in-process, and a load sweep: closed loop at 1..64 clients, open loop (Poisson) at fixed rates,
-SearchStream, mixed text/photo traffic, each with the server's queue vs compute split; plots of
-throughput vs concurrency and latency CDFs. The server runs as its own process (`kuamo serve`) on
-loopback over the indexed fashion catalog; the load comes from this process.
+SearchStream, mixed text/photo traffic, each with the server's queue vs compute split; a Zipf query log
+at 8 and 32 clients with the query cache on vs off (benchmarks/server_zipf.py; alone: `python -m
+kuamo.benchmarks.server_zipf`); plots of throughput vs concurrency and latency CDFs. The server runs as its
+own process (`kuamo serve`) on loopback over the indexed fashion catalog; the load comes from this process.
 
     kuamo bench server [--quick]
 
@@ -32,6 +33,8 @@ from kuamo.benchmarks.common import (
 )
 from kuamo.benchmarks.loadgen import LoadResult, closed_loop, open_loop, search_requests, sequential, stream_closed_loop
 from kuamo.benchmarks.plots import figure, latency_cdf
+from kuamo.benchmarks.server_zipf import markdown as zipf_markdown
+from kuamo.benchmarks.server_zipf import run_zipf
 from kuamo.benchmarks.serving import server_process
 from kuamo.engine.config import DEFAULT_MODEL_DIR
 from kuamo.proto.kuamo.v1 import kuamo_pb2 as pb
@@ -140,6 +143,8 @@ def run(quick: bool = False, *, models: Path = DEFAULT_MODEL_DIR, data: Path | N
         raw["32 clients, text, batching off"] = asyncio.run(closed_loop(target, text_reqs, concurrency=32,
                                                                         duration_s=phase_s))
         c32_off = raw["32 clients, text, batching off"].summary()
+    # a Zipf query log, query cache on vs off (benchmarks/server_zipf.py)
+    out["zipf_query_cache"] = run_zipf(models, data, catalog, seconds=5.0 if quick else 15.0)
     inproc = inter["in_process"]
     ceiling = _text_tower_ceiling(models, texts, 2.0 if quick else 5.0)
 
@@ -266,7 +271,8 @@ def _markdown(o: dict[str, Any]) -> str:
             + f"\nSame text queries interleaved (gRPC / in-process engine, alternating order): p50 {ig['p50_ms']:.2f}"
             f" / {ip['p50_ms']:.2f} ms, p99 {ig['p99_ms']:.2f} / {ip['p99_ms']:.2f} ms. Client latency minus the"
             f" server's own engine time: {ov:.2f} ms at p50." + _overhead_markdown(o) + _ceiling_markdown(o)
-            + _load_markdown(o) +
+            + _load_markdown(o) + "\n\n## Zipf query log, query cache on vs off\n\n"
+            + zipf_markdown(o["zipf_query_cache"]) +
             f"\n\nReproduce: `kuamo bench server` (results in {RESULTS_DIR}/server.json).\n")
 
 

@@ -93,6 +93,15 @@ class CatalogBackend(Protocol):
         scored exactly (approximate candidates are re-ranked on their stored vectors)."""
         ...
 
+    supports_lexical: bool  # False: `lexical` raises Unsupported (the engine then ranks by the vectors alone)
+
+    def lexical(self, text: str, n: int, *, filters: Filters) -> Candidates:
+        """Top `n` by BM25 over title, brand, category/attribute values and description (engine/lexical.py),
+        among the products passing `filters`, for ONE query text: scores (1, m) BM25 > 0 best first, keys (1, m),
+        m <= n (no padding; m = 0 when no term matches or the text has no terms). The index is kept in step
+        with the products by the backend's own writes."""
+        ...
+
     # -- upkeep -----------------------------------------------------------------------------------------
     def check(self) -> None:
         """Raise BackendUnavailable (naming the backend and why) when it cannot serve now."""

@@ -22,6 +22,7 @@ from kuamo.engine.catalog_backend import Candidates
 from kuamo.engine.errors import ArtifactError, KuamoError
 from kuamo.engine.ids import ProductId, row_key
 from kuamo.engine.index import IndexConfig, VectorIndex
+from kuamo.engine.lexical import query_terms
 from kuamo.engine.store import CatalogStore, StoredRow
 from kuamo.engine.types import Filters, Product
 
@@ -115,6 +116,9 @@ class EmbeddedBackend:
             self.index_seq, index = self._fresh_index()
             self._changes_since_snapshot = len(index)
         self.index = index
+        if self.store.lexical_count() != self.store.count():  # written in the products' transactions: never
+            log.warning("lexical index out of step with the store; rebuilding it")  # expected, but cheap to see
+            self.store.rebuild_lexical()
         self.recovery = {"mode": mode, "seconds": round(time.perf_counter() - t0, 3), "vectors": len(index),
                          "seq": self.index_seq}
         log.info("index recovered: %s", self.recovery)
@@ -265,6 +269,14 @@ class EmbeddedBackend:
         finally:
             self._lock.release_read()
         return Candidates(scores, ids, None if allowed is None else len(allowed), filter_ms)
+
+    supports_lexical = True
+
+    def lexical(self, text: str, n: int, *, filters: Filters) -> Candidates:
+        """BM25 from the FTS5 table in the catalog's SQLite file (engine/store.py), filtered in the same SQL."""
+        got = self.store.lexical(query_terms(text), n, filters)
+        return Candidates(np.asarray([[s for _, s in got]], dtype=np.float32).reshape(1, -1),
+                          np.asarray([[k for k, _ in got]], dtype=np.int64).reshape(1, -1))
 
     # -- upkeep -------------------------------------------------------------------------------------------
     def check(self) -> None:

@@ -35,7 +35,8 @@ from kuamo.engine.index import IndexConfig
 from kuamo.engine.personal import Event, PersonalConfig, check_user_id
 from kuamo.engine.personalisation import Personaliser
 from kuamo.engine.product_encoder import ImageEncoderLike, Pending, ProductEncoder, TextEncoderLike
-from kuamo.engine.ranking import Ranker, SearchJob, block_weights
+from kuamo.engine.query_cache import DEFAULT_ENTRIES, DEFAULT_MAX_BYTES, QueryCache, normalise_query
+from kuamo.engine.ranking import MAX_LEXICAL_WEIGHT, RANKING_WEIGHTS, Ranker, SearchJob, block_weights
 from kuamo.engine.rules import check_attr_name, validate_filters, validate_modifiers
 from kuamo.engine.store import StoredRow, check_owner
 from kuamo.engine.types import (
@@ -53,6 +54,9 @@ from kuamo.engine.vocabulary import CatalogVocabulary
 from kuamo.engine.zero_shot_blend import BlendChoice
 
 __all__ = ["Engine", "EngineConfig", "ImageEncoderLike", "TextEncoderLike"]
+
+DEFAULT_LEXICAL_WEIGHT = 0.4  # argmax of the validation grid (benchmarks/results/hybrid.md)
+DEFAULT_UNDERSTANDING_WEIGHT = 0.0  # off: with BM25 on it hurt Chinese colour+type (same grid)
 
 
 def _default_weights() -> dict[str, float]:
@@ -104,6 +108,18 @@ class EngineConfig:
     # the replica then holds no catalog state). See engine/backends.py and docs/scale.md.
     backend: str = "embedded"
     milvus: MilvusSettings = field(default_factory=MilvusSettings)
+    # Query text -> text vector LRU in front of the text batcher (engine/query_cache.py); 0 entries = off.
+    query_cache_entries: int = DEFAULT_ENTRIES
+    query_cache_bytes: int = DEFAULT_MAX_BYTES
+    # Hybrid ranking: base score = vector score + lexical_weight x BM25 / the query's best BM25 (engine/ranking.py
+    # fuse_lexical) over the vector candidates and the BM25 top `lexical_candidates`; a query's weights.lexical
+    # overrides it, 0 = off. Default chosen on the validation split (benchmarks/results/hybrid.md).
+    lexical_weight: float = DEFAULT_LEXICAL_WEIGHT
+    lexical_candidates: int = 100
+    # Query understanding (engine/understanding.py): each recognised colour, gender, category or price phrase
+    # the product matches adds this much to its base score (soft, never a filter); weights.understanding
+    # overrides it per query, 0 = off. Chosen on the validation split (benchmarks/results/hybrid.md).
+    understanding_weight: float = DEFAULT_UNDERSTANDING_WEIGHT
 
 
 class Engine:
@@ -131,6 +147,7 @@ class Engine:
         self.personaliser = (Personaliser(config, self.backend, self.ranker)
                              if isinstance(self.backend, EmbeddedBackend) else None)
         self._write_lock = asyncio.Lock()
+        self.query_cache = QueryCache(config.query_cache_entries, config.query_cache_bytes)
         self.vocabulary = CatalogVocabulary()
         self.vocabulary.add_attributes(self.backend.attribute_names())
         self._refresh_categories()
@@ -333,10 +350,20 @@ class Engine:
         return await asyncio.to_thread(self.image_encoder.encode, list(images))
 
     async def _query_text_vec(self, text: str) -> tuple[np.ndarray, float]:
-        """The query vector and the seconds it waited for an encoder batch."""
+        """The query vector and the seconds it waited for an encoder batch; a repeated query (same normalised
+        text, same models) comes from the query cache without waiting."""
+        text = normalise_query(text) or text  # cache on or off: the same text reaches the tower
+        cache, fp = self.query_cache, self.encoder.fingerprint
+        if cache.enabled:
+            hit = cache.get(text, fp)
+            if hit is not None:
+                return hit, 0.0
         if self._text_batcher is not None:
-            return await self._text_batcher.submit_timed(text)
-        return (await asyncio.to_thread(self.text_encoder.encode, [text], "query"))[0], 0.0
+            vec, waited = await self._text_batcher.submit_timed(text)
+        else:
+            vec, waited = (await asyncio.to_thread(self.text_encoder.encode, [text], "query"))[0], 0.0
+        cache.put(text, fp, vec)
+        return vec, waited
 
     async def _query_image_vec(self, image: bytes) -> tuple[np.ndarray, float]:
         if self.image_encoder is None:
@@ -377,16 +404,31 @@ class Engine:
         validate_filters(q.filters)
         self.vocabulary.check(q.filters)
         validate_modifiers(q.modifiers)
+        self._validate_ranking_weights(q)
         if q.user_id is not None:
             check_user_id(q.user_id)
         if q.user_weight is not None and not (isinstance(q.user_weight, int | float)
                                               and 0 <= q.user_weight <= 1):
             raise InvalidInput(f"user_weight must be within 0..1, got {plain(q.user_weight)}", field="user_weight")
 
+    def _validate_ranking_weights(self, q: Query) -> None:
+        if not isinstance(q.weights, dict):
+            return
+        for name in RANKING_WEIGHTS:
+            w = q.weights.get(name, 0.0)
+            if isinstance(w, bool) or not isinstance(w, int | float) or not 0 <= float(w) <= MAX_LEXICAL_WEIGHT:
+                raise InvalidInput(f"weights.{name} must be a number within 0..{MAX_LEXICAL_WEIGHT:g} (0 = off), "
+                                   f"got {w!r}", field=f"weights.{name}")
+        w = q.weights.get("lexical", 0.0)
+        if float(w) > 0 and not getattr(self.backend, "supports_lexical", False):
+            raise Unsupported(f"the {self.backend.kind} backend has no lexical index yet; send weights.lexical 0",
+                              field="weights.lexical")
+
     def _weights_for(self, blocks: dict[str, Any], given: dict[str, float]) -> dict[str, float]:
         # A weight given replaces its block's default; blocks the caller does not name keep theirs (so that
-        # image=0.8 on a photo + rating query shifts the balance instead of dropping the rating). "category"
-        # is the Ranker's (its photo category agreement), not a fused block.
+        # image=0.8 on a photo + rating query shifts the balance instead of dropping the rating). "category",
+        # "lexical" and "understanding" are the Ranker's score parts, not fused blocks.
+        given = {k: v for k, v in given.items() if k not in RANKING_WEIGHTS}
         d = self.config.default_weights
         out = {name: float(d.get(name, d.get("attribute", 0.25))) for name, v in blocks.items() if v is not None}
         return {**out, **block_weights(given)}
@@ -611,6 +653,7 @@ class Engine:
         return EngineStats(products=s["products"], indexed=s["indexed"], store_seq=s.get("store_seq", 0),
                            index_seq=s.get("index_seq", 0), layout=self.layout.to_dict(),
                            index={**s.get("index", {}), "backend": self.backend.kind}, batchers=batchers,
+                           query_cache=self.query_cache.stats().to_dict(),
                            data_dir=str(self.config.data_dir) if self.backend.kind == "embedded"
                            else str(s.get("uri", self.backend.kind)))
 

@@ -69,7 +69,7 @@ from urllib.parse import urlparse
 import numpy as np
 
 from kuamo.engine.catalog_backend import Candidates
-from kuamo.engine.errors import ArtifactError, BackendUnavailable, InvalidInput, KuamoError, NotFound
+from kuamo.engine.errors import ArtifactError, BackendUnavailable, InvalidInput, KuamoError, NotFound, Unsupported
 from kuamo.engine.ids import ProductId, row_key
 from kuamo.engine.milvus_filters import milvus_expr, milvus_string
 from kuamo.engine.rules import validate_filters
@@ -553,6 +553,21 @@ class MilvusBackend:
         elif kind.startswith("HNSW"):
             params["ef"] = max(limit, 64)  # ef must cover the limit
         return {"metric_type": "IP", "params": params}
+
+    supports_lexical = False
+
+    def lexical(self, text: str, n: int, *, filters: Filters) -> Candidates:
+        """Not yet on Milvus: Unsupported, and the engine ranks by the vectors alone (a query that asks for
+        weights.lexical > 0 explicitly is told so). The plan: milvus-lite 3.2.2 has Milvus's BM25 Function
+        (milvus_lite/engine/collection.py: a FunctionType.BM25 maps a VARCHAR field with an analyzer to a sparse
+        field searched with metric BM25; jieba is an optional analyzer). Add a `lexical_text` VARCHAR field
+        (engine/lexical.py's terms, space-joined, so both backends see the same terms; the "whitespace"
+        analyzer) and its BM25 sparse output to the collection schema, written by the same insert as the
+        vector (so one write holds both), a collection made before it re-created by `kuamo index`; search it
+        with the filter expression of `search`. Caveat read in that source: milvus-lite keeps BM25 IDF per
+        segment (a TODO there), so its scores differ slightly from one global IDF."""
+        raise Unsupported("lexical (BM25) search is not implemented on the Milvus backend yet; "
+                          "set weights.lexical to 0 or use the embedded backend", field="weights.lexical")
 
     def search(self, queries: np.ndarray, n: int, *, filters: Filters, nprobe: int | None = None,
                rerank_factor: int | None = None) -> Candidates:

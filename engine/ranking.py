@@ -15,9 +15,11 @@ import numpy as np
 from kuamo.engine.catalog_backend import CatalogBackend
 from kuamo.engine.category_prior import CategoryPrior, leaf_names
 from kuamo.engine.errors import InvalidInput, shown
+from kuamo.engine.lexical import matched, query_terms
 from kuamo.engine.product_encoder import ProductEncoder
 from kuamo.engine.rules import apply_modifiers
 from kuamo.engine.types import Explanation, Hit, Product, Query, SearchResult, Timings
+from kuamo.engine.understanding import QueryUnderstanding, Understood, boosts
 
 if TYPE_CHECKING:
     from kuamo.engine.engine import EngineConfig
@@ -46,10 +48,19 @@ class SearchJob:
     exclude: frozenset[int] = frozenset()  # recommendations: never return these
     explain_as: str | None = None  # scores not from qvec alone: explain the base score as this one part
     queue_ms: float = 0.0  # waiting for an encoder batch
+    lexical: dict[int, float] | None = None  # row key -> the lexical (BM25) part of its base score
+    lexical_terms: tuple[str, ...] = ()
+    boosts: dict[int, dict[str, float]] | None = None  # row key -> the query understanding's boosts (named)
+    understood: Understood | None = None
 
 
 def is_photo_query(q: Query) -> bool:
     return q.image is not None and q.text is None
+
+
+# Ranking weights a query may give beside its blocks' weights (they weigh score parts, not vector blocks).
+RANKING_WEIGHTS = ("lexical", "understanding")
+MAX_LEXICAL_WEIGHT = 1.0  # in units of similarity: 1 lets the best BM25 match outweigh any vector score gap
 
 
 class Ranker:
@@ -60,11 +71,13 @@ class Ranker:
         self.backend = backend
         self.category_prior: CategoryPrior | None = None
         self._category_name_vecs: dict[str, np.ndarray] = {}
+        self.understanding = QueryUnderstanding()
 
     # -- the photo queries' category prior --------------------------------------------------------------
     def refresh_category_prior(self, paths: list[str]) -> None:
         """The prior over the catalog's leaf categories; encode only new names."""
         enc = self.encoder
+        self._refresh_understanding(paths)
         if not (self.config.photo_category_weight > 0 and enc.image_aligned and enc.image_encoder is not None):
             return
         names = leaf_names(paths)
@@ -89,6 +102,20 @@ class Ranker:
         if given is not None:
             return float(given)
         return float(self.config.default_weights.get("image", 0.5)) * self.config.photo_category_weight
+
+    def _refresh_understanding(self, paths: list[str]) -> None:
+        """Query understanding reads the same leaf names (their vectors: the text tower in query mode)."""
+        names = leaf_names(paths)
+        if list(self.understanding.names) == names:
+            return
+        vecs = None
+        if self.config.understanding_weight > 0 or self.config.lexical_weight > 0:
+            new = [n for n in names if n not in self._category_name_vecs]
+            if new:
+                self._category_name_vecs.update(zip(new, self.encoder.text_encoder.encode(new, "query"),
+                                                    strict=True))
+            vecs = np.stack([self._category_name_vecs[n] for n in names]) if names else None
+        self.understanding.set_categories(names, vecs)
 
     def category_bonus(self, job: SearchJob, cand_ids: list[int]) -> np.ndarray | None:
         """Per candidate: the category weight x the agreement of the predicted categories of the query photo
@@ -165,11 +192,73 @@ class Ranker:
             search_ms = (time.perf_counter() - t_s) * 1000 - found.filter_ms
             for row, i in enumerate(members):
                 try:
-                    out[i] = self.finish(jobs[i], found.scores[row], found.keys[row], found.allowed, search_ms,
-                                         filter_ms=found.filter_ms)
+                    t_l = time.perf_counter()
+                    scores, keys = self.fuse_lexical(jobs[i], found.scores[row], found.keys[row])
+                    out[i] = self.finish(jobs[i], scores, keys, found.allowed,
+                                         search_ms + (time.perf_counter() - t_l) * 1000, filter_ms=found.filter_ms)
                 except Exception as exc:
                     out[i] = exc
         return out
+
+    # -- lexical (BM25) fusion ------------------------------------------------------------------------------
+    def lexical_weight(self, q: Query) -> float:
+        """The query's weights.lexical, else the engine default; 0 without text or where the backend has no
+        lexical index (an explicit weight there was refused by the engine's validation)."""
+        if q.text is None or not getattr(self.backend, "supports_lexical", False):
+            return 0.0
+        return float(q.weights.get("lexical", self.config.lexical_weight))
+
+    def understanding_weight(self, q: Query) -> float:
+        if q.text is None:
+            return 0.0
+        return float(q.weights.get("understanding", self.config.understanding_weight))
+
+    def fuse_lexical(self, job: SearchJob, scores: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Calibrated score fusion: base = exact vector score + lexical weight x BM25 / the best BM25 of the
+        query + the query understanding's boosts, over the vector candidates and the BM25 top
+        `lexical_candidates` (those get their exact vector score from their stored vectors). It stays in the
+        similarity's scale, so modifiers and the category prior keep their meaning and `explain` shows each part
+        beside the blocks'. The BM25 query is the text plus the catalog's spelling of what was recognised in it
+        (a Chinese colour or category finds the English catalog's words)."""
+        q = job.query
+        w_lex, w_und = self.lexical_weight(q), self.understanding_weight(q)
+        if (w_lex <= 0 and w_und <= 0) or q.text is None:
+            return scores, keys
+        u = None
+        if w_und > 0:
+            text_vec = job.qvec[self.layout.slices()["text"]] if "text" in self.layout.slices() else None
+            u = self.understanding.parse(q.text, text_vec)
+            job.understood = u
+        lex_text = q.text if u is None or u.empty() else f"{q.text} {u.expansion()}"
+        terms = query_terms(lex_text)
+        vec = {int(k): float(s) for k, s in zip(keys, scores, strict=True) if k >= 0}
+        bonus: dict[int, float] = {}
+        if w_lex > 0 or (u is not None and not u.empty()):
+            job.lexical_terms = tuple(query_terms(q.text))
+            lex = self.backend.lexical(lex_text, self.config.lexical_candidates, filters=q.filters) \
+                if terms and getattr(self.backend, "supports_lexical", False) else None
+            if lex is not None and len(lex.keys[0]) and float(lex.scores[0][0]) > 0:
+                lk, ls = lex.keys[0], lex.scores[0]
+                missing = [int(k) for k in lk if int(k) not in vec]
+                if missing:
+                    got, vecs = self.backend.vectors(missing)  # a product deleted meanwhile is simply not there
+                    if len(got):
+                        vec.update(zip(got.tolist(), (vecs @ job.qvec).tolist(), strict=True))
+                if w_lex > 0:
+                    best = float(ls[0])
+                    bonus = {int(k): w_lex * float(s) / best for k, s in zip(lk, ls, strict=True) if int(k) in vec}
+                    job.lexical = bonus
+        extra: dict[int, dict[str, float]] = {}
+        if u is not None and not u.empty():
+            extra = boosts(u, self.backend.get_many(list(vec)), w_und)
+            job.boosts = extra
+        if not bonus and not extra and len(vec) == int((keys >= 0).sum()):
+            return scores, keys
+        ids = np.fromiter(vec, dtype=np.int64, count=len(vec))
+        fused = np.asarray([vec[i] + bonus.get(i, 0.0) + sum(extra.get(i, {}).values()) for i in vec],
+                           dtype=np.float32)
+        order = np.argsort(-fused, kind="stable")
+        return fused[order], ids[order]
 
     def best_of(self, job: SearchJob, queries: list[np.ndarray], weights: list[float]) -> SearchResult:
         """Search from several query vectors and rank a candidate by its best match: max over queries of
@@ -226,9 +315,19 @@ class Ranker:
                                           "profile": float(job.profile_vec @ vec)}
                 if pid in category:  # the photo query's category agreement (category_prior)
                     contributions[pid]["category"] = category[pid]
+        terms_of: dict[int, tuple[str, ...]] = {}
+        if q.explain and ranked and job.boosts:
+            for pid in contributions:  # each recognised value the product has ("colour=Red": its boost)
+                contributions[pid].update(job.boosts.get(pid, {}))
+        if q.explain and ranked and job.lexical is not None:
+            for pid in contributions:  # the vector blocks above, and the BM25 part
+                contributions[pid]["lexical"] = job.lexical.get(pid, 0.0)
+            shown = products or self.backend.get_many([r[2] for r in ranked])
+            terms_of = {pid: tuple(matched(job.lexical_terms, p)) for pid, p in shown.items()}
         hits = [Hit(id=pid, score=final, product=products.get(pid) if q.include_products else None,
                     explanation=Explanation(contributions=contributions.get(pid, {}), base_score=base,
-                                            modifiers=applied) if q.explain else None)
+                                            modifiers=applied, matched_terms=terms_of.get(pid, ()))
+                    if q.explain else None)
                 for final, base, pid, applied in ranked]
         rerank_ms = (time.perf_counter() - t_r) * 1000
         return SearchResult(hits=hits, allowed=allowed,

@@ -20,6 +20,7 @@ import numpy as np
 
 from kuamo.engine.errors import ArtifactError, InvalidInput, NotFound
 from kuamo.engine.ids import ProductId, canonical_id, row_key
+from kuamo.engine.lexical import COLUMN_WEIGHTS, COLUMNS, document_columns, match_expression
 from kuamo.engine.rules import filter_sql, validate_filters
 from kuamo.engine.sqlite_util import connect_wal, immediate_tx
 from kuamo.engine.types import Filters, Product
@@ -55,6 +56,14 @@ CREATE TABLE IF NOT EXISTS changes (
 
 _COLS = "id, title, description, category, brand, price, rating, attributes, image_ref, ext_id"
 
+# The lexical (BM25) index: an FTS5 table in the same file, rowid = the product's row key, written in the same
+# transaction as the product, so the two agree after any crash. The terms are made by engine/lexical.py (CJK
+# bigrams, plural stemming); FTS5 only splits them on spaces. A new LEXICAL_VERSION rebuilds it on open.
+LEXICAL_VERSION = "1"
+LEXICAL_SCHEMA = (f"CREATE VIRTUAL TABLE lexical USING fts5({', '.join(COLUMNS)}, "
+                  "tokenize='unicode61 remove_diacritics 0')")
+_LEX_INSERT = f"INSERT INTO lexical(rowid, {', '.join(COLUMNS)}) VALUES (?,?,?,?,?)"
+
 
 @dataclass(frozen=True)
 class StoredRow:
@@ -68,6 +77,12 @@ class StoredRow:
 def _row_to_product(r: tuple) -> Product:
     return Product(id=r[0] if r[9] is None else r[9], title=r[1], description=r[2], category=r[3], brand=r[4],
                    price=r[5], rating=r[6], attributes=json.loads(r[7]), image_ref=r[8])
+
+
+def _note_lexical_seq(db: sqlite3.Connection, seq: int) -> None:
+    """The last change the lexical index holds, written in the change's own transaction: a store another build
+    wrote to without it is found behind on open and rebuilt."""
+    db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('lexical_seq', ?)", (str(seq),))
 
 
 def check_product(p: Product) -> None:
@@ -130,6 +145,51 @@ class CatalogStore:
 
         self.has_string_ids = self._db.execute(
             "SELECT 1 FROM products WHERE ext_id IS NOT NULL LIMIT 1").fetchone() is not None
+        # a build without the lexical index (or another version of it) may have written since: rebuild it
+        if (self.get_meta("lexical_version") != LEXICAL_VERSION
+                or int(self.get_meta("lexical_seq") or -1) != self.last_seq()):
+            self.rebuild_lexical()
+
+    # -- the lexical index ------------------------------------------------------------------------
+    def rebuild_lexical(self) -> int:
+        """(Re)build the BM25 index from the products, in one transaction; returns the rows indexed. Runs on
+        open for a store made before the index existed (or with another LEXICAL_VERSION)."""
+        with self._tx() as db:
+            db.execute("DROP TABLE IF EXISTS lexical")
+            db.execute(LEXICAL_SCHEMA)
+            weights = ", ".join(str(w) for w in COLUMN_WEIGHTS)
+            db.execute("INSERT INTO lexical(lexical, rank) VALUES ('rank', ?)", (f"bm25({weights})",))
+            n = 0
+            cur = db.execute(f"SELECT {_COLS} FROM products")
+            while rows := cur.fetchmany(5000):
+                db.executemany(_LEX_INSERT, [(r[0], *document_columns(_row_to_product(r))) for r in rows])
+                n += len(rows)
+            db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('lexical_version', ?)", (LEXICAL_VERSION,))
+            row = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'changes'").fetchone()
+            _note_lexical_seq(db, 0 if row is None else int(row[0]))
+        return n
+
+    def lexical_count(self) -> int:
+        with self._lock:
+            return self._db.execute("SELECT count(*) FROM lexical").fetchone()[0]
+
+    def lexical(self, query_terms: Sequence[str], n: int, filters: Filters | None = None) -> list[tuple[int, float]]:
+        """Up to `n` (row key, BM25 score > 0) best first, among the products passing `filters`, matching any
+        of `query_terms` (engine/lexical.py query_terms); [] for no terms."""
+        if not query_terms or n <= 0:
+            return []
+        sql = "SELECT lexical.rowid, -rank FROM lexical"
+        params: list = [match_expression(query_terms)]
+        where = "lexical MATCH ?"
+        if filters is not None and not filters.is_empty():
+            validate_filters(filters)
+            fwhere, fparams = filter_sql(filters)
+            sql += " JOIN products ON products.id = lexical.rowid"
+            where += f" AND {fwhere}"
+            params += fparams
+        with self._lock:
+            return [(int(k), float(sc)) for k, sc in self._db.execute(
+                f"{sql} WHERE {where} ORDER BY rank LIMIT ?", (*params, int(n)))]
 
     def _migrate_v1(self) -> None:
         """Version 1 kept integer ids only: add the external-id column (NULL = the integer id itself)."""
@@ -182,8 +242,12 @@ class CatalogStore:
             db.executemany("INSERT OR REPLACE INTO vectors(id, vec) VALUES (?, ?)",
                            [(key, np.ascontiguousarray(r.vector, dtype=np.float32).tobytes())
                             for key, r in zip(keys, rows, strict=True)])
+            db.executemany("DELETE FROM lexical WHERE rowid = ?", [(key,) for key in keys])
+            db.executemany(_LEX_INSERT, [(key, *document_columns(r.product))
+                                         for key, r in zip(keys, rows, strict=True)])
             db.executemany("INSERT INTO changes(id, op) VALUES (?, 'upsert')", [(key,) for key in keys])
             seq = db.execute("SELECT max(seq) FROM changes").fetchone()[0]
+            _note_lexical_seq(db, seq)
         self.has_string_ids = self.has_string_ids or any(isinstance(r.product.id, str) for r in rows)
         return seq
 
@@ -208,8 +272,10 @@ class CatalogStore:
             present = [i for i in ids if db.execute("SELECT 1 FROM products WHERE id = ?", (i,)).fetchone()]
             db.executemany("DELETE FROM products WHERE id = ?", [(i,) for i in present])
             db.executemany("DELETE FROM vectors WHERE id = ?", [(i,) for i in present])
+            db.executemany("DELETE FROM lexical WHERE rowid = ?", [(i,) for i in present])
             db.executemany("INSERT INTO changes(id, op) VALUES (?, 'delete')", [(i,) for i in present])
             seq = db.execute("SELECT coalesce(max(seq), 0) FROM changes").fetchone()[0]
+            _note_lexical_seq(db, seq)
         return present, seq
 
     def prune_changes(self, upto_seq: int) -> int:

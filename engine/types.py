@@ -135,6 +135,8 @@ class Explanation:
     contributions: dict[str, float]  # block name -> weighted similarity; they sum to base_score
     base_score: float
     modifiers: dict[str, float] = field(default_factory=dict)  # "rating_factor" -> multiplier, others additive
+    # the query's lexical terms the product's indexed text holds (contributions["lexical"] is their BM25 part)
+    matched_terms: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -187,6 +189,7 @@ class EngineStats:
     index: dict[str, Any]
     batchers: dict[str, Any] = field(default_factory=dict)
     data_dir: str = ""
+    query_cache: dict[str, int] = field(default_factory=dict)  # hits, misses, entries, bytes (query_cache.py)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -54,7 +54,8 @@ def engine_config(cfg: ServerConfig) -> EngineConfig:
     return EngineConfig(model_dir=cfg.model_dir, data_dir=cfg.data_dir, encoder=encoder, text_batcher=batch,
                         image_batcher=dataclasses.replace(batch, workers=1, max_batch_size=cfg.image_max_batch_size
                                                           if cfg.batching else 1),
-                        backend=cfg.backend, milvus=milvus_settings(cfg))
+                        backend=cfg.backend, milvus=milvus_settings(cfg), query_cache_entries=cfg.query_cache_entries,
+                        query_cache_bytes=cfg.query_cache_mb << 20)
 
 
 def milvus_settings(cfg: ServerConfig) -> MilvusSettings:
@@ -196,7 +197,8 @@ class KuamoServer:
                     log.warning("health %s: %s", "SERVING" if serving else "NOT_SERVING", h.reason)
                 s = await self.engine.stats()
                 self.metrics.engine.snapshot = {"indexed": s.indexed, "products": s.products,
-                                                "index_kind": s.index.get("kind", ""), "batchers": s.batchers}
+                                                "index_kind": s.index.get("kind", ""), "batchers": s.batchers,
+                                                "query_cache": s.query_cache}
             except Exception as exc:  # metrics must never take the server down
                 log.debug("stats refresh failed: %s", exc)
             await asyncio.sleep(STATS_REFRESH_S)

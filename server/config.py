@@ -72,6 +72,10 @@ class ServerConfig:
     milvus_collection: str = "kuamo"
     milvus_index: str = "FLAT"
     milvus_consistency: str = "Strong"
+    # Query text -> text vector LRU in front of the text tower (engine/query_cache.py): entries and MiB bounds;
+    # 0 entries = off. Repeated queries skip the tower (benchmarks/results/server_zipf.md).
+    query_cache_entries: int = 20_000
+    query_cache_mb: int = 64
 
 
 def is_loopback(host: str) -> bool:
@@ -158,6 +162,9 @@ def validate(cfg: ServerConfig) -> None:
     if cfg.max_inflight < 1 or cfg.max_message_mb < 1 or cfg.stream_window < 1 or cfg.max_image_pixels < 1:
         raise InvalidInput("max_inflight, max_message_mb, stream_window and max_image_pixels must be >= 1",
                            field="config")
+    if cfg.query_cache_entries < 0 or cfg.query_cache_mb < 0:
+        raise InvalidInput("query_cache_entries and query_cache_mb must be >= 0 (0 = no query cache)",
+                           field="query_cache_entries")
     if cfg.event_loop not in EVENT_LOOPS:
         raise InvalidInput(f"event_loop must be one of {', '.join(EVENT_LOOPS)}, got {cfg.event_loop!r}",
                            field="event_loop")

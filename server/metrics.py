@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
-from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 LATENCY_BUCKETS = (0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.25, 0.5,
@@ -41,6 +41,20 @@ class _EngineCollector(Collector):
             sizes.add_metric([name], buckets, sum_value=float(sum(k * v for k, v in counts.items())))
         yield depth
         yield sizes
+        yield from _query_cache_metrics(s.get("query_cache") or {})
+
+
+def _query_cache_metrics(c: dict[str, Any]) -> Iterator[Any]:
+    """The engine's query cache (engine/query_cache.py): its counters only grow, so they are counters here."""
+    if not c:
+        return
+    for name, doc in (("hits", "Text queries answered from the query cache"),
+                      ("misses", "Text queries the text tower encoded (not in the query cache)"),
+                      ("evictions", "Query cache entries dropped to stay within its bounds"),
+                      ("invalidations", "Times the query cache was emptied because the models changed")):
+        yield CounterMetricFamily(f"kuamo_query_cache_{name}", doc, value=float(c.get(name, 0)))
+    yield GaugeMetricFamily("kuamo_query_cache_entries", "Query vectors in the cache", value=c.get("entries", 0))
+    yield GaugeMetricFamily("kuamo_query_cache_bytes", "Bytes the query cache holds", value=c.get("bytes", 0))
 
 
 class ServerMetrics:

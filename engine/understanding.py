@@ -1,0 +1,210 @@
+"""Query understanding: the catalog's own attribute values named in a query, in English or Chinese, turned into
+soft boosts (never filters: a wrong guess re-orders candidates, it cannot empty the results).
+
+- colour and gender: small hand-checked lexicons (below) whose English side is the fashion catalog's own values
+  (baseColour, gender); a product matches when its colour/gender attribute equals the value (case-insensitive);
+- category (the catalog's leaf categories, e.g. articleType): the query's terms holding every term of a leaf
+  name ("red dress" -> Dresses), else the text tower, as engine/category_prior.py reads a photo: a softmax
+  over the leaf names' vectors, taken when its top name is clearly ahead ("红色连衣裙" -> Dresses);
+- price: "under 500", "below $50", "500元以下", "低于300" (an upper bound), "over 500", "500元以上" (a lower
+  bound), "cheap", "便宜" (below the candidates' median price): products on the right side get the boost.
+
+The recognised colour, gender and category also extend the lexical query with their catalog spelling, so a
+Chinese query finds the catalog's English words through BM25 too. `explain` names each boost.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from kuamo.engine.lexical import terms
+from kuamo.engine.types import CATEGORY_SEP, Product
+
+# English and Chinese colour words -> the catalog's colour value (hand-checked; longest phrases win).
+COLOURS: dict[str, str] = {
+    "black": "Black", "white": "White", "blue": "Blue", "brown": "Brown", "grey": "Grey", "gray": "Grey",
+    "red": "Red", "green": "Green", "navy blue": "Navy Blue", "navy": "Navy Blue", "purple": "Purple",
+    "pink": "Pink", "beige": "Beige", "yellow": "Yellow", "maroon": "Maroon", "silver": "Silver",
+    "orange": "Orange", "olive": "Olive", "gold": "Gold", "golden": "Gold", "cream": "Cream", "steel": "Steel",
+    "charcoal": "Charcoal", "off white": "Off White", "khaki": "Khaki", "lavender": "Lavender", "tan": "Tan",
+    "magenta": "Magenta", "peach": "Peach", "copper": "Copper", "teal": "Teal", "mustard": "Mustard",
+    "turquoise": "Turquoise Blue", "turquoise blue": "Turquoise Blue", "rust": "Rust", "bronze": "Bronze",
+    "burgundy": "Burgundy", "sea green": "Sea Green", "coffee brown": "Coffee Brown", "nude": "Nude",
+    "mauve": "Mauve", "taupe": "Taupe", "grey melange": "Grey Melange", "multicolour": "Multi",
+    "multicolor": "Multi",
+    "黑色": "Black", "黑": "Black", "白色": "White", "白": "White", "蓝色": "Blue", "蓝": "Blue", "棕色": "Brown",
+    "咖啡色": "Coffee Brown", "灰色": "Grey", "灰": "Grey", "红色": "Red", "红": "Red", "绿色": "Green",
+    "绿": "Green", "藏青色": "Navy Blue", "藏青": "Navy Blue", "藏蓝": "Navy Blue", "海军蓝": "Navy Blue",
+    "紫色": "Purple", "紫": "Purple", "粉色": "Pink", "粉红色": "Pink", "米色": "Beige",
+    "黄色": "Yellow", "黄": "Yellow", "栗色": "Maroon", "酒红色": "Burgundy", "银色": "Silver", "橙色": "Orange",
+    "橙": "Orange", "橄榄绿": "Olive", "金色": "Gold", "奶油色": "Cream", "炭灰色": "Charcoal", "米白色": "Off White",
+    "卡其色": "Khaki", "薰衣草紫": "Lavender", "品红": "Magenta", "桃色": "Peach", "铜色": "Copper",
+    "蓝绿色": "Teal", "芥末黄": "Mustard", "绿松石色": "Turquoise Blue", "铁锈红": "Rust", "青铜色": "Bronze",
+    "多色": "Multi", "彩色": "Multi",
+}
+# English and Chinese gender words -> the catalog's gender value.
+GENDERS: dict[str, str] = {
+    "men": "Men", "men's": "Men", "mens": "Men", "man": "Men", "male": "Men", "women": "Women",
+    "women's": "Women", "womens": "Women", "woman": "Women", "ladies": "Women", "lady": "Women",
+    "female": "Women", "boys": "Boys", "boy": "Boys", "boy's": "Boys", "girls": "Girls", "girl": "Girls",
+    "girl's": "Girls", "unisex": "Unisex",
+    "男士": "Men", "男款": "Men", "男式": "Men", "男装": "Men", "男": "Men", "女士": "Women", "女款": "Women",
+    "女式": "Women", "女装": "Women", "女": "Women", "男童": "Boys", "男孩": "Boys", "女童": "Girls",
+    "女孩": "Girls", "中性": "Unisex",
+}
+_NUM = r"(\d+(?:[.,]\d+)?)"
+PRICE_MAX = [re.compile(p, re.I) for p in (
+    rf"\b(?:under|below|less than|cheaper than|within|max|up to|upto)\s*(?:rs\.?|inr|usd|\$|€|£|¥|₹)?\s*{_NUM}",
+    rf"<\s*{_NUM}", rf"{_NUM}\s*(?:元|块|块钱|rmb)?\s*(?:以下|以内|之内)", rf"(?:低于|不超过|不到|少于){_NUM}")]
+PRICE_MIN = [re.compile(p, re.I) for p in (
+    rf"\b(?:over|above|more than|at least|from)\s*(?:rs\.?|inr|usd|\$|€|£|¥|₹)?\s*{_NUM}",
+    rf"{_NUM}\s*(?:元|块|块钱|rmb)?\s*以上", rf"(?:高于|超过|不低于){_NUM}")]
+CHEAP = re.compile(r"\b(?:cheap|cheapest|budget|affordable|inexpensive|low[- ]cost)\b|便宜|实惠|平价|低价", re.I)
+_COLOUR_ATTR = re.compile(r"colou?r", re.I)
+_GENDER_ATTR = re.compile(r"^(gender|sex)$", re.I)
+
+CATEGORY_TEMPERATURE = 0.03
+CATEGORY_MIN_PROB = 0.5  # the tower's top leaf name must hold at least this share to count
+
+
+@dataclass
+class Understood:
+    colour: str | None = None
+    gender: str | None = None
+    category: str | None = None  # a leaf name
+    category_by: str = ""  # "terms" or "tower"
+    price_max: float | None = None
+    price_min: float | None = None
+    cheap: bool = False
+    phrases: list[str] = field(default_factory=list)  # what was recognised, as the query wrote it
+
+    def empty(self) -> bool:
+        return (self.colour is None and self.gender is None and self.category is None and self.price_max is None
+                and self.price_min is None and not self.cheap)
+
+    def expansion(self) -> str:
+        """The catalog's spelling of what was recognised, for the lexical query."""
+        return " ".join(x for x in (self.gender, self.colour, self.category) if x)
+
+
+def _find(text: str, lexicon: dict[str, str]) -> tuple[str, str] | None:
+    """The longest lexicon phrase in the text: Latin phrases as whole words, CJK anywhere."""
+    for phrase in sorted(lexicon, key=len, reverse=True):
+        if phrase.isascii():
+            if re.search(rf"(?<![\w']){re.escape(phrase)}(?![\w'])", text):
+                return phrase, lexicon[phrase]
+        elif phrase in text:
+            return phrase, lexicon[phrase]
+    return None
+
+
+def _number(m: re.Match) -> float:
+    return float(m.group(1).replace(",", ""))
+
+
+class QueryUnderstanding:
+    """Recognises attribute values in query texts; its category names follow the catalog (`set_categories`)."""
+
+    def __init__(self) -> None:
+        self.names: tuple[str, ...] = ()
+        self._name_terms: list[tuple[str, tuple[str, ...], str]] = []
+        self._vectors: np.ndarray | None = None
+
+    def set_categories(self, names: Sequence[str], vectors: np.ndarray | None) -> None:
+        """The catalog's leaf category names and (when a text tower made them) their query vectors."""
+        self.names = tuple(names)
+        self._name_terms = [(n, tuple(terms(n, keep_stop_words=True)), re.sub(r"\W", "", n.lower()))
+                            for n in names]
+        self._vectors = None
+        if vectors is not None and len(vectors):
+            v = np.asarray(vectors, dtype=np.float32)
+            self._vectors = v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
+
+    def parse(self, text: str, text_vec: np.ndarray | None = None) -> Understood:
+        raw = unicodedata.normalize("NFKC", text or "")
+        low = raw.lower()
+        u = Understood()
+        for lexicon, attr in ((COLOURS, "colour"), (GENDERS, "gender")):
+            got = _find(low, lexicon)
+            if got is not None:
+                setattr(u, attr, got[1])
+                u.phrases.append(got[0])
+        for pats, attr in ((PRICE_MAX, "price_max"), (PRICE_MIN, "price_min")):
+            for p in pats:
+                m = p.search(low)
+                if m:
+                    setattr(u, attr, _number(m))
+                    u.phrases.append(m.group(0).strip())
+                    break
+        m = CHEAP.search(low)
+        if m:
+            u.cheap = True
+            u.phrases.append(m.group(0))
+        self._category(u, low, text_vec)
+        return u
+
+    def _category(self, u: Understood, low: str, text_vec: np.ndarray | None) -> None:
+        q = set(terms(low, keep_stop_words=True))
+        squashed = re.sub(r"\W", "", low)
+        best: tuple[int, int, str] | None = None
+        for name, name_terms, joined in self._name_terms:
+            # every term of the name in the query ("dress" for Dresses), or the name spelled without spaces or
+            # hyphens ("t-shirt" for Tshirts); the longest name wins ("sports shoes" over "shoes", "tshirts"
+            # over "shirts"), a match of whole terms before a squashed one
+            by_terms = bool(name_terms) and all(t in q for t in name_terms)
+            if by_terms or (len(joined) > 3 and joined.rstrip("s") in squashed):
+                key = (len(joined), int(by_terms), name)
+                best = key if best is None or key[:2] > best[:2] else best
+        if best is not None:
+            u.category, u.category_by = best[2], "terms"
+            u.phrases.append(best[2])
+            return
+        if self._vectors is None or text_vec is None or not np.any(text_vec):
+            return
+        v = np.asarray(text_vec, dtype=np.float32)
+        logits = self._vectors @ (v / np.linalg.norm(v)) / CATEGORY_TEMPERATURE
+        p = np.exp(logits - logits.max())
+        p /= p.sum()
+        top = int(np.argmax(p))
+        if p[top] >= CATEGORY_MIN_PROB:
+            u.category, u.category_by = self.names[top], "tower"
+            u.phrases.append(self.names[top])
+
+
+def _attr(p: Product, pattern: re.Pattern) -> str | None:
+    for k, v in p.attributes.items():
+        if isinstance(v, str) and pattern.search(k):
+            return v.strip().lower()
+    return None
+
+
+def boosts(u: Understood, products: dict[int, Product], weight: float) -> dict[int, dict[str, float]]:
+    """Per product: each recognised value it has -> `weight` (named as `explain` shows it)."""
+    out: dict[int, dict[str, float]] = {}
+    if u.empty() or weight <= 0:
+        return out
+    prices = [p.price for p in products.values() if p.price is not None]
+    median = float(np.median(prices)) if prices else None
+    for pid, p in products.items():
+        got: dict[str, float] = {}
+        if u.colour is not None and _attr(p, _COLOUR_ATTR) == u.colour.lower():
+            got[f"colour={u.colour}"] = weight
+        if u.gender is not None and _attr(p, _GENDER_ATTR) == u.gender.lower():
+            got[f"gender={u.gender}"] = weight
+        if u.category is not None and p.category.split(CATEGORY_SEP)[-1].strip() == u.category:
+            got[f"category={u.category}"] = weight
+        if p.price is not None:
+            if u.price_max is not None and p.price <= u.price_max:
+                got[f"price<={u.price_max:g}"] = weight
+            if u.price_min is not None and p.price >= u.price_min:
+                got[f"price>={u.price_min:g}"] = weight
+            if u.cheap and median is not None and p.price <= median:
+                got["price=cheap"] = weight
+        if got:
+            out[pid] = got
+    return out

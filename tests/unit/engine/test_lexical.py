@@ -1,0 +1,132 @@
+"""The lexical (BM25) index beside the vectors: its terms, its place in the store's transactions, filters, and
+the hybrid ranking with its explanation."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import sqlite3
+
+import numpy as np
+import pytest
+from fake_encoders import FakeImageEncoder, FakeTextEncoder
+
+from kuamo.engine.engine import Engine, EngineConfig
+from kuamo.engine.errors import InvalidInput
+from kuamo.engine.lexical import match_expression, query_terms, stem, terms
+from kuamo.engine.store import CatalogStore, StoredRow
+from kuamo.engine.types import Filters, Product, Query
+
+DIM = 4
+
+
+def row(pid: int, title: str, **kw) -> StoredRow:
+    return StoredRow(Product(id=pid, title=title, **kw), np.ones(DIM, dtype=np.float32), f"h{pid}{title}")
+
+
+def test_terms() -> None:
+    assert terms("Women Red Dresses") == ["women", "red", "dress"]
+    assert query_terms("the red, red dress!!") == ["red", "dress"]
+    assert query_terms("红色连衣裙") == ["红色", "色连", "连衣", "衣裙"]
+    assert query_terms("裙") == ["裙"]
+    assert query_terms("Nike耐克") == ["nike", "耐克"]
+    assert query_terms("the of and ... !!!") == []  # only stop words and punctuation: no lexical part
+    assert len(query_terms(" ".join(f"w{i}" for i in range(5000)))) == 32  # a huge query is bounded
+    assert [stem(w) for w in ("watches", "glasses", "shoes", "jeans", "dress", "kurtas", "accessories")] == [
+        "watch", "glass", "shoe", "jean", "dress", "kurta", "accessory"]
+
+
+def test_match_expression_quotes_everything() -> None:
+    assert match_expression(['a"b', "NEAR"]) == '"a""b" OR "NEAR"'
+
+
+def test_store_keeps_lexical_in_step(tmp_path) -> None:
+    s = CatalogStore(tmp_path / "c.sqlite", dim=DIM)
+    s.upsert([row(1, "Puma Men Black Running Shoes", category="Footwear/Shoes/Sports Shoes",
+                  attributes={"baseColour": "Black"}),
+              row(2, "Nike Women Red Dress", category="Apparel/Dress/Dresses", brand="Nike"),
+              row(3, "红色连衣裙 女款", category="Apparel/Dress/Dresses")])
+    assert [k for k, _ in s.lexical(["puma"], 10)] == [1]
+    assert [k for k, _ in s.lexical(["连衣"], 10)] == [3]
+    assert {k for k, _ in s.lexical(["dress"], 10)} == {2, 3}  # title and category ("Dresses" stemmed)
+    assert all(sc > 0 for _, sc in s.lexical(["dress"], 10))
+    assert [k for k, _ in s.lexical(["dress"], 10, Filters(brands=("Nike",)))] == [2]  # filters in the same SQL
+    s.upsert([row(2, "Nike Women Blue Skirt", brand="Nike")])  # a replaced product loses its old words
+    assert [k for k, _ in s.lexical(["dress"], 10)] == [3]
+    s.delete([3])
+    assert s.lexical(["dress"], 10) == [] and s.lexical_count() == s.count() == 2
+    s.close()
+
+
+def test_failed_write_changes_neither(tmp_path) -> None:
+    s = CatalogStore(tmp_path / "c.sqlite", dim=DIM)
+    s.upsert([row(1, "alpha shirt")])
+    bad = StoredRow(Product(id=2, title="beta shirt"), np.ones(DIM + 1, dtype=np.float32), "h")
+    with pytest.raises(InvalidInput):
+        s.upsert([row(3, "gamma shirt"), bad])
+    assert s.count() == 1 and s.lexical_count() == 1 and s.lexical(["gamma"], 5) == []
+    s.close()
+
+
+def test_rebuilt_on_open_when_another_build_wrote(tmp_path) -> None:
+    path = tmp_path / "c.sqlite"
+    s = CatalogStore(path, dim=DIM)
+    s.upsert([row(1, "alpha shirt")])
+    s.close()
+    # a build without the lexical index writes a product (and its change) but not the lexical row
+    db = sqlite3.connect(path)
+    db.execute("INSERT INTO products(id, title, content_hash) VALUES (2, 'beta shirt', 'h')")
+    db.execute("INSERT INTO changes(id, op) VALUES (2, 'upsert')")
+    db.commit()
+    db.close()
+    s = CatalogStore(path, dim=DIM)
+    assert [k for k, _ in s.lexical(["beta"], 5)] == [2]
+    s.close()
+
+
+def _engine(tmp_path, **cfg) -> Engine:
+    eng = Engine(EngineConfig(data_dir=tmp_path / "data", **cfg), text_encoder=FakeTextEncoder(),
+                 image_encoder=FakeImageEncoder())
+    products = [Product(id=i, title=f"{c} {k}", category=f"Apparel/{k.title()}", brand=b)
+                for i, (c, k, b) in enumerate([("red", "shirt", "Acme"), ("blue", "shirt", "Zorblax"),
+                                               ("green", "dress", "Acme"), ("red", "dress", "Zeta"),
+                                               ("black", "watch", "Zorblax")])]
+    asyncio.run(eng.upsert(products))
+    return eng
+
+
+def test_hybrid_explain_names_lexical_part_and_terms(tmp_path) -> None:
+    eng = _engine(tmp_path)
+    try:
+        res = asyncio.run(eng.search(Query(text="zorblax watch", k=3, explain=True)))
+        top = res.hits[0]
+        assert top.id == 4
+        e = top.explanation
+        assert e is not None and e.contributions["lexical"] > 0
+        assert set(e.matched_terms) == {"zorblax", "watch"}
+        assert math.isclose(sum(e.contributions.values()), e.base_score, rel_tol=1e-4, abs_tol=1e-5)
+        # a brand the vectors never saw in the title: BM25 brings its products in
+        res = asyncio.run(eng.search(Query(text="zorblax", k=2, explain=True,
+                                           weights={"lexical": 1.0, "understanding": 0})))
+        assert {h.id for h in res.hits} == {1, 4}
+        off = asyncio.run(eng.search(Query(text="zorblax watch", k=3, explain=True, weights={"lexical": 0})))
+        assert all("lexical" not in h.explanation.contributions for h in off.hits)
+    finally:
+        asyncio.run(eng.close(snapshot=False))
+
+
+def test_hybrid_bad_and_odd_queries(tmp_path) -> None:
+    eng = _engine(tmp_path)
+    try:
+        for w in (-0.1, 1.5, float("nan"), float("inf"), "x", True):
+            with pytest.raises(InvalidInput) as exc:
+                asyncio.run(eng.search(Query(text="red shirt", weights={"lexical": w})))
+            assert exc.value.field == "weights.lexical"
+        assert asyncio.run(eng.search(Query(text="the of and", k=3))).hits  # stop words only: vectors alone
+        assert asyncio.run(eng.search(Query(text="red " + "x" * 10_000, k=3))).hits
+        assert asyncio.run(eng.search(Query(text="red 红色 shirt", k=3))).hits  # mixed scripts
+        # a filter binds the lexical candidates too
+        res = asyncio.run(eng.search(Query(text="zorblax", k=5, filters=Filters(brands=("Acme",)))))
+        assert all(h.product.brand == "Acme" for h in res.hits)
+    finally:
+        asyncio.run(eng.close(snapshot=False))

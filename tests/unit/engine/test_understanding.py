@@ -1,0 +1,53 @@
+"""Query understanding: the catalog's colours, genders, categories and price phrases, English and Chinese,
+as soft boosts."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from kuamo.engine.types import Product
+from kuamo.engine.understanding import QueryUnderstanding, boosts
+
+NAMES = ["Dresses", "Tshirts", "Sports Shoes", "Shoes", "Watches"]
+
+
+def qu() -> QueryUnderstanding:
+    u = QueryUnderstanding()
+    u.set_categories(NAMES, np.eye(len(NAMES), dtype=np.float32))
+    return u
+
+
+def test_english() -> None:
+    u = qu().parse("red dress for women under 500")
+    assert (u.colour, u.gender, u.category, u.price_max) == ("Red", "Women", "Dresses", 500)
+    assert qu().parse("men's navy blue t-shirt").colour == "Navy Blue"
+    assert qu().parse("men's navy blue t-shirt").category == "Tshirts"
+    assert qu().parse("black sports shoes").category == "Sports Shoes"  # the longer name wins
+    assert qu().parse("cheap watches").cheap
+    assert qu().parse("shoes over $1,200").price_min == 1200
+
+
+def test_chinese() -> None:
+    u = qu().parse("红色连衣裙 女士 500元以下", text_vec=np.eye(len(NAMES), dtype=np.float32)[0])
+    assert (u.colour, u.gender, u.price_max) == ("Red", "Women", 500)
+    assert (u.category, u.category_by) == ("Dresses", "tower")
+    assert qu().parse("便宜的手表").cheap
+    assert qu().parse("低于300的鞋").price_max == 300
+    assert qu().parse("男童").gender == "Boys"  # the longer phrase, not 男
+
+
+def test_nothing_recognised() -> None:
+    u = qu().parse("zorblax", text_vec=np.ones(len(NAMES), dtype=np.float32))  # no clear category
+    assert u.empty() and u.expansion() == ""
+
+
+def test_boosts_are_soft_and_named() -> None:
+    u = qu().parse("red dress for women under 500")
+    products = {1: Product(id=1, title="a", category="Apparel/Dress/Dresses", price=400,
+                           attributes={"baseColour": "Red", "gender": "Women"}),
+                2: Product(id=2, title="b", category="Apparel/Topwear/Tshirts", price=900,
+                           attributes={"baseColour": "Blue", "gender": "Men"})}
+    b = boosts(u, products, 0.05)
+    assert b[1] == {"colour=Red": 0.05, "gender=Women": 0.05, "category=Dresses": 0.05, "price<=500": 0.05}
+    assert 2 not in b  # nothing matched: no boost, and never removed
+    assert boosts(u, products, 0.0) == {}
