@@ -223,6 +223,24 @@ def test_an_unreachable_address_fails_quickly_and_names_it(model_dir: Path, cata
                  "--models", str(model_dir)]) == 2
     assert address in capsys.readouterr().err
     assert not (tmp_path / "data").exists()  # nothing opened or written before the cluster answered
+    assert main(["index", str(catalog), "--ray-workers", "2", "--data", str(tmp_path / "data")]) == 2
+    assert "--ray-workers needs --ray" in capsys.readouterr().err
+
+
+def test_a_local_start_that_fails_is_retried_once_then_reported(monkeypatch: pytest.MonkeyPatch) -> None:
+    from kuamo.engine import ray_ingest
+
+    calls: list[str] = []
+
+    def init(**kwargs: object) -> None:
+        calls.append(str(kwargs["_temp_dir"]))
+        raise TimeoutError("the raylet did not start in time")
+
+    monkeypatch.setattr(ray, "init", init)
+    with pytest.raises(RayUnavailable) as err:
+        ray_ingest._init_local(1, 64)
+    assert len(calls) == 2 and "2 attempts" in err.value.message and "did not start in time" in err.value.message
+    assert not any(Path(d).exists() for d in calls)  # each attempt's private temp dir is gone
 
 
 def test_the_reader_keeps_single_process_rows(tmp_path: Path) -> None:
