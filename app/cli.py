@@ -127,7 +127,15 @@ def _cmd_index(args: argparse.Namespace) -> int:
     cfg = EngineConfig(model_dir=args.models, data_dir=args.data, allow_stale_vectors=True,
                        image_blend=catalog.image_blend, **_index_backend(args),
                        encoder=EncoderConfig(model_dir=args.models, max_image_pixels=catalog.max_image_pixels))
-    report = index_catalog(args.catalog, config=cfg, catalog=catalog, limit=args.limit)
+    if args.ray_workers is not None and args.ray is None:
+        raise InvalidInput("--ray-workers needs --ray", field="ray_workers")
+    if args.ray is not None:  # the same rows, checks and vectors, embedded by Ray actors (engine/ray_ingest.py)
+        from kuamo.engine.ray_ingest import ray_index_catalog
+
+        report = ray_index_catalog(args.catalog, config=cfg, catalog=catalog, limit=args.limit, address=args.ray,
+                                   workers=args.ray_workers)
+    else:
+        report = index_catalog(args.catalog, config=cfg, catalog=catalog, limit=args.limit)
     print(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))  # stdout: the report and nothing else
     if report.failed(catalog.max_rejected_share):
         say(f"kuamo index: {len(report.rejected)} of {report.rows_read} rows rejected, above the allowed share "
@@ -362,7 +370,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "chosen on the validation split; writes benchmarks/results/hybrid.*)")
     ev.set_defaults(func=_cmd_eval)
 
-    ix = sub.add_parser("index", help="ingest a catalog (CSV / JSONL) into the store and index; resumable")
+    ix = sub.add_parser("index", help="ingest a catalog (CSV / JSONL / Parquet) into the store and index; "
+                                     "resumable; --ray embeds it on a Ray cluster")
     ix.add_argument("catalog", type=Path, help="products.csv or a .jsonl file")
     ix.add_argument("--mapping", choices=("auto", "fashion", "generic"), default=None, help="column names to "
                     "expect (default auto: fashion when its columns are there, else generic)")
@@ -387,6 +396,13 @@ def build_parser() -> argparse.ArgumentParser:
     ix.add_argument("--data", type=Path, default=Path("data/kuamo"), help="store + index directory")
     ix.add_argument("--limit", type=int, default=None, help="index only the first N rows (a trial)")
     _add_backend_flags(ix)
+    ix.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                    help="embed on Ray (the [scale] extra; put it after CATALOG): alone, a private Ray cluster on "
+                         "this machine; with HOST:PORT or ray://HOST:PORT, that cluster, whose nodes need kuamo, the "
+                         "models and the catalog with its photos at the same paths. This process commits the rows")
+    ix.add_argument("--ray-workers", type=int, default=None, metavar="N",
+                    help="Ray actors embedding side by side, each loading the models once (default: one per CPU of "
+                         "the cluster); needs --ray")
     ix.set_defaults(func=_cmd_index)
 
     sv = sub.add_parser("serve", help="run the gRPC server (config file < KUAMO_SERVER_* env < flags)")

@@ -118,9 +118,17 @@ def milvus_agreement(models: Path, data: Path, work: Path, texts: Sequence[str],
     text, image = TextEncoder(art, enc_cfg), ImageEncoder(art, enc_cfg) if "image" in art.towers else None
     emb = Engine(EngineConfig(model_dir=models, data_dir=data), text_encoder=text, image_encoder=image)
     work.mkdir(parents=True, exist_ok=True)
-    backend = MilvusBackend(str(work / "milvus.db"), collection="bench_scale", dim=emb.layout.dim, index_type="FLAT")
+    def open_backend() -> MilvusBackend:
+        return MilvusBackend(str(work / "milvus.db"), collection="bench_scale", dim=emb.layout.dim,
+                             index_type="FLAT", timeout_s=120.0)
+
     try:
-        copied = copy_catalog(emb, backend)
+        writer = open_backend()
+        copied = copy_catalog(emb, writer)
+        # Reopened: Milvus Lite seals and indexes what it holds on close; searching the unsealed rows of a
+        # just-written 20k catalog took over 10 s per query in Lite's pure-Python path (a Lite artefact)
+        writer.close()
+        backend = open_backend()
         mil = Engine(EngineConfig(model_dir=models, data_dir=work / "replica"), text_encoder=text,
                      image_encoder=image, backend=backend)
         filtered = filtered_queries(texts, emb.backend.categories(), filtered_n)
