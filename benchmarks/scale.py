@@ -76,8 +76,9 @@ def _markdown(res: dict[str, Any]) -> str:
             f"served search (IVF-PQ + re-rank): {m['agreement_vs_embedded_served']:.4f}\n"
             f"- {fl['queries']} filtered queries (category prefix, attributes, ids, a price bound, injection "
             f"attempts): {fl['hits']} hits, **{fl['hits_failing_their_filter']}** failing their filter, "
-            f"{fl['empty_results']} empty; agreement with the exact top 10 within the filter "
-            f"{fl['agreement_vs_exact_within_filter']:.4f}\n\n"
+            f"{fl['empty_results']} empty, {fl['refused_as_unknown_category']} refused as naming a category "
+            "the catalog never had (INVALID_ARGUMENT, as on the embedded backend); agreement with the exact top 10 "
+            f"within the filter {fl['agreement_vs_exact_within_filter']:.4f}\n\n"
             f"## Failover ({f['setup']})\n\n" + markdown_table(cyc)
             + f"\n{f['total_acknowledged']} writes acknowledged, **{f['total_lost']} lost**; replica B: "
             f"{f['b_errors']} failed searches during the cycles.\n\nReproduce: `kuamo bench scale`.\n")
