@@ -67,6 +67,8 @@ class ServerConfig:
     # The catalog backend: "embedded" (data_dir: SQLite + FAISS) or "milvus" (a shared Milvus collection: this
     # replica then holds no catalog state; docs/scale.md). The token comes best from KUAMO_SERVER_MILVUS_TOKEN.
     backend: str = "embedded"
+    # hybrid (BM25) ranking weight for queries that send none (engine/ranking.py fuse_lexical); 0 = vector only
+    lexical_weight: float = 0.0
     milvus_uri: str = ""
     milvus_token: str = ""
     milvus_collection: str = "kuamo"
@@ -172,6 +174,8 @@ def validate(cfg: ServerConfig) -> None:
         raise InvalidInput(f"backend must be one of {', '.join(BACKENDS)}, got {cfg.backend!r}", field="backend")
     if cfg.backend == "milvus" and not cfg.milvus_uri:
         raise InvalidInput("the milvus backend needs milvus_uri (--milvus-uri)", field="milvus_uri")
+    if not 0 <= cfg.lexical_weight <= 1:
+        raise InvalidInput(f"lexical_weight must be within 0..1, got {cfg.lexical_weight}", field="lexical_weight")
     for t in cfg.tokens:
         if len(t) < 16:
             raise InvalidInput("bearer tokens must be at least 16 characters", field="tokens")

@@ -98,7 +98,7 @@ def _engine(tmp_path, **cfg) -> Engine:
 def test_hybrid_explain_names_lexical_part_and_terms(tmp_path) -> None:
     eng = _engine(tmp_path)
     try:
-        res = asyncio.run(eng.search(Query(text="zorblax watch", k=3, explain=True)))
+        res = asyncio.run(eng.search(Query(text="zorblax watch", k=3, explain=True, weights={"lexical": 0.4})))
         top = res.hits[0]
         assert top.id == 4
         e = top.explanation
