@@ -28,7 +28,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
     progress = StepProgress(f"kuamo export -> {args.out}")
     path = run_export(args.out, text=args.text, image=not args.no_image, clip=args.clip, head=args.head,
-                      progress=progress, portable_int8=args.portable_int8)
+                      progress=progress, portable_int8=args.portable_int8, base=args.base)
     progress.done(f"wrote {path}")
     return 0
 
@@ -324,6 +324,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--clip", type=Path, default=None,
                    help="export a local Hugging Face CLIP/SigLIP checkpoint instead of the default towers")
     e.add_argument("--no-image", action="store_true", help="skip the image tower")
+    e.add_argument("--base", type=Path, default=None, metavar="MODELS",
+                   help="share the text tower of this exported model directory (hard links, checksums verified) "
+                        "instead of exporting it again: an adapted model set without a second copy of the text graph")
     e.add_argument("--head", type=Path, default=None,
                    help="alignment file (.npz from `kuamo align`) to fuse; default: the shipped fashion-tuned one; "
                         "`generic`: the shipped head-only one (frozen backbone, better on non-fashion goods)")
