@@ -83,6 +83,9 @@ class Recipe:
     from_base: bool = False
     distill: float = 0.0  # weight of 1 - cos(output, shipped head's output) in the loss
     patience: int | None = None  # None: no validation split, train every epoch (the shipped recipe)
+    # an epoch replaces the best state only when it beats it by this much (points of the validation headline):
+    # one validation query is worth about 0.5 point, so smaller gains are noise and the start state stays
+    min_gain: float = 0.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -96,6 +99,7 @@ class AdaptRecipe(Recipe):
     from_base: bool = True
     distill: float = 1.0
     patience: int | None = 5
+    min_gain: float = 0.5
 
 
 def cache_key(art: ModelArtifacts, items: Sequence[FashionItem], *, image: bool = True) -> str:
@@ -232,7 +236,7 @@ def train_head(features: np.ndarray, logits: np.ndarray, targets: np.ndarray, ta
             if history is not None:
                 history.append({"epoch": epoch + 1, "loss": round(total / steps_per_epoch, 4),
                                 "validation": round(score, 3)})
-            if score > best[0]:
+            if score > best[0] + recipe.min_gain:
                 best = (score, epoch + 1, copy.deepcopy(head.state_dict()))
             progress(f"{line} validation {score:.2f} (best {best[0]:.2f} at epoch {best[1]})")
             if recipe.patience is not None and epoch + 1 - best[1] >= recipe.patience:
