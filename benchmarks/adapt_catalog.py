@@ -29,8 +29,10 @@ def hex_id(fashion_id: str) -> str:
     return hashlib.sha1(f"feed:{fashion_id}".encode()).hexdigest()[:24]
 
 
-def build_unlike_catalog(fashion_dir: Path, out_dir: Path, limit: int | None = None) -> Path:
-    """Write out_dir/feed.csv + out_dir/img/ (hard links where the file system allows, else copies)."""
+def build_unlike_catalog(fashion_dir: Path, out_dir: Path, limit: int | None = None, *,
+                         gendered: bool = False) -> Path:
+    """Write out_dir/feed.csv + out_dir/img/ (hard links where the file system allows, else copies).
+    `gendered`: the leaf names the gender too ("Men's Watches", as marketplaces file them), a finer taxonomy."""
     img = out_dir / "img"
     img.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -47,7 +49,8 @@ def build_unlike_catalog(fashion_dir: Path, out_dir: Path, limit: int | None = N
                     os.link(src, dst)
                 except OSError:
                     shutil.copyfile(src, dst)
-            tree = " >> ".join([r["masterCategory"], r["subCategory"], r["articleType"], r["productDisplayName"]])
+            leaf = f"{r['gender']}'s {r['articleType']}" if gendered and r["gender"] else r["articleType"]
+            tree = " >> ".join([r["masterCategory"], r["subCategory"], leaf, r["productDisplayName"]])
             rows.append({"uniq_id": hex_id(r["id"]), "product_name": r["productDisplayName"],
                          "product_category_tree": json.dumps([tree]), "retail_price": "499",
                          "image": f"img/{r['id']}.jpg"})
@@ -71,9 +74,10 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=Path("/tmp/adapt"), help="where the feed and the head go")
     p.add_argument("--fashion", type=Path, default=DEFAULT_FASHION_DIR, help="fashion catalog directory")
     p.add_argument("--models", type=Path, default=Path("models/default"), help="exported model directory")
+    p.add_argument("--gendered", action="store_true", help="leaves that name the gender (\"Men's Watches\")")
     p.add_argument("align_args", nargs="*", help="more `kuamo align` options (after --)")
     args = p.parse_args()
-    feed = build_unlike_catalog(args.fashion, args.out / "feed")
+    feed = build_unlike_catalog(args.fashion, args.out / "feed", gendered=args.gendered)
     cmd = ["align", "--catalog", str(feed), "--map", FEED_MAP, "--category-path", ">>", "--category-depth", "3",
            "--models", str(args.models), "--out", str(args.out / "head" / "align_head.npz"),
            "--cache-dir", str(args.out / "cache"), *args.align_args]
