@@ -86,6 +86,7 @@ class Recipe:
     # an epoch replaces the best state only when it beats it by this much (points of the validation headline):
     # one validation query is worth about 0.5 point, so smaller gains are noise and the start state stays
     min_gain: float = 0.0
+    fused_guard: float = 0.0  # validation penalty per point of fused title R@1 lost against the shipped head
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -100,6 +101,7 @@ class AdaptRecipe(Recipe):
     distill: float = 1.0
     patience: int | None = 5
     min_gain: float = 0.5
+    fused_guard: float = 3.0
 
 
 def cache_key(art: ModelArtifacts, items: Sequence[FashionItem], *, image: bool = True) -> str:
@@ -372,12 +374,20 @@ def run_align(*, catalog: Path, model_dir: Path, out: Path, cache_dir: Path = Pa
     base = shipped_head(model_dir, data) if recipe.from_base else None
     pool = tr | val
 
-    def validate(head: AlignHead) -> float:  # validation products ranked among everything trained on
-        sub = {k: data[k][pool] for k in ("features", "logits", "title", "doc")}
-        img = head_embeddings(head, sub["features"], sub["logits"])
-        names = [it for it, p in zip(items, pool, strict=True) if p]
-        return headline(subset_tasks(np.flatnonzero(val[pool]), image=img, title_query=sub["title"], doc=sub["doc"],
-                                     titles=[it.title for it in names], leaves=[it.leaf for it in names]))
+    sub = {k: data[k][pool] for k in ("features", "logits", "title", "doc", "embedding")}
+    names = [it for it, p in zip(items, pool, strict=True) if p]
+
+    def val_tasks(img: np.ndarray) -> dict:  # validation products ranked among everything trained on
+        return subset_tasks(np.flatnonzero(val[pool]), image=img, title_query=sub["title"], doc=sub["doc"],
+                            titles=[it.title for it in names], leaves=[it.leaf for it in names])
+
+    shipped_fused = val_tasks(sub["embedding"])["title_to_product_fused"]["R@1"] if val.any() else 0.0
+
+    def validate(head: AlignHead) -> float:
+        t = val_tasks(head_embeddings(head, sub["features"], sub["logits"]))
+        # adapting must not cost fused search: every point of fused R@1 lost against the shipped head weighs
+        # `fused_guard` points of the headline (one validation query is about 0.5 point)
+        return headline(t) - recipe.fused_guard * max(0.0, shipped_fused - t["title_to_product_fused"]["R@1"])
 
     progress(f"align: training on {int(tr.sum())} products, {int(val.sum())} to stop on, {int(test.sum())} held out")
     history: list[dict] = []
