@@ -28,7 +28,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
     progress = StepProgress(f"kuamo export -> {args.out}")
     path = run_export(args.out, text=args.text, image=not args.no_image, clip=args.clip, head=args.head,
-                      progress=progress, portable_int8=args.portable_int8)
+                      progress=progress, portable_int8=args.portable_int8, base=args.base)
     progress.done(f"wrote {path}")
     return 0
 
@@ -64,10 +64,11 @@ def _cmd_neighbours(args: argparse.Namespace) -> int:
 
 
 def _cmd_align(args: argparse.Namespace) -> int:
-    from kuamo.export.align import Recipe, run_align, with_overrides
+    from kuamo.export.align import AdaptRecipe, Recipe, run_align, with_overrides
     from kuamo.export.align_head import default_head_path
     from kuamo.export.progress import StepProgress
     from kuamo.export.samples import DEFAULT_FASHION_DIR
+    from kuamo.server.config import load_catalog_config
 
     progress = StepProgress("kuamo align")
     out = args.out or (default_head_path() if args.catalog is None else Path("models/align_head.npz"))
@@ -81,14 +82,32 @@ def _cmd_align(args: argparse.Namespace) -> int:
             recipe = dataclasses.replace(recipe, stop_epoch=None)
         card = run_finetune(catalog=catalog, model_dir=args.models, out=out, recipe=recipe, device=args.device,
                             limit=args.limit, progress=progress)
-    else:
-        recipe = with_overrides(Recipe(), epochs=args.epochs, alpha=args.alpha, seed=args.seed)
-        card = run_align(catalog=catalog, model_dir=args.models, out=out, recipe=recipe, limit=args.limit,
-                         progress=progress)
-    m = card["metrics_held_out"]
-    progress.done(f"wrote {out}: held-out known-item R@1 {m['known_item']['R@1']:.1f} "
-                  f"R@10 {m['known_item']['R@10']:.1f}, category P@10 {m['category']['P@10']:.1f}; "
-                  f"run `kuamo export` to fuse it into the image tower")
+        m = card["metrics_held_out"]
+        progress.done(f"wrote {out}: held-out known-item R@1 {m['known_item']['R@1']:.1f} "
+                      f"R@10 {m['known_item']['R@10']:.1f}, category P@10 {m['category']['P@10']:.1f}; "
+                      f"run `kuamo export` to fuse it into the image tower")
+        return 0
+    cfg = load_catalog_config(args.config, overrides={
+        "mapping": args.mapping, "map": args.map, "category_path": args.category_path,
+        "category_depth": args.category_depth})
+    # the shipped recipe retrains the fashion head from scratch; --catalog adapts the shipped head
+    base = Recipe() if args.catalog is None else AdaptRecipe()
+    if args.from_scratch:
+        base = dataclasses.replace(base, from_base=False, alpha=Recipe().alpha)
+    recipe = with_overrides(base, epochs=args.epochs, alpha=args.alpha, seed=args.seed, distill=args.distill,
+                            patience=args.patience, fused_guard=args.fused_guard)
+    card = run_align(catalog=catalog, model_dir=args.models, out=out, recipe=recipe, limit=args.limit,
+                     progress=progress, catalog_config=cfg, cache_dir=args.cache_dir)
+    rep = card["adaptation"]
+    lines = [f"wrote {out} (best epoch {card['best_epoch']}); held-out products ({rep['queries']['held_out']}, "
+             f"never trained on) among all {rep['pool']}:"]
+    for name in ("adapted", "shipped"):
+        h, t = rep[name]["held_out"], rep[name]["trained_on"]
+        lines.append(f"  {name:8} title->product fused R@1 {h['title_to_product_fused']['R@1']:.1f} "
+                     f"(trained-on {t['title_to_product_fused']['R@1']:.1f}), image-only R@10 "
+                     f"{h['title_to_product_image']['R@10']:.1f}, photo->photo P@10 {h['photo_to_photo']['P@10']:.1f}")
+    progress.done("\n".join([*lines, f"report: {Path(out).with_name('align.json')}; `kuamo export --head {out} "
+                                      "--base MODELS --out DIR` makes a model set of it"]))
     return 0
 
 
@@ -327,6 +346,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--clip", type=Path, default=None,
                    help="export a local Hugging Face CLIP/SigLIP checkpoint instead of the default towers")
     e.add_argument("--no-image", action="store_true", help="skip the image tower")
+    e.add_argument("--base", type=Path, default=None, metavar="MODELS",
+                   help="share the text tower of this exported model directory (hard links, checksums verified) "
+                        "instead of exporting it again: an adapted model set without a second copy of the text graph")
     e.add_argument("--head", type=Path, default=None,
                    help="alignment file (.npz from `kuamo align`) to fuse; default: the shipped fashion-tuned one; "
                         "`generic`: the shipped head-only one (frozen backbone, better on non-fashion goods)")
@@ -348,14 +370,40 @@ def build_parser() -> argparse.ArgumentParser:
     b.set_defaults(func=_cmd_bench)
 
     a = sub.add_parser("align", help="train the image->text alignment head on a catalog (needs [export])")
-    a.add_argument("--catalog", type=Path, default=None, help="catalog directory (default: the fashion catalog)")
+    a.add_argument("--catalog", type=Path, default=None,
+                   help="catalog to adapt the shipped head to: any file `kuamo index` reads (CSV, TSV, JSONL, "
+                        "Parquet) or a directory holding products.csv (default: retrain the shipped head on the "
+                        "fashion catalog)")
+    a.add_argument("--mapping", choices=("auto", "fashion", "generic"), default=None,
+                   help="column names to expect, as for `kuamo index` (default auto)")
+    a.add_argument("--map", default=None, metavar="FIELD=COLUMN,...",
+                   help="feed columns for kuamo's fields, as for `kuamo index` (e.g. id=uniq_id,title=product_name,"
+                        "category=product_category_tree,image=image)")
+    a.add_argument("--category-path", default=None, metavar="SEP",
+                   help='separator of the levels inside the category column, e.g. ">>" (default: guessed)')
+    a.add_argument("--category-depth", type=int, default=None, metavar="N",
+                   help="keep the first N levels of a category path (its leaf is what templates and scores use)")
+    a.add_argument("--config", type=Path, default=None, help="TOML file whose [catalog] section maps the columns")
     a.add_argument("--models", type=Path, default=DEFAULT_MODEL_DIR, help="exported towers to extract features with")
     a.add_argument("--out", type=Path, default=None,
                    help="head file (default: the shipped head for the fashion catalog, else models/align_head.npz)")
-    a.add_argument("--epochs", type=int, default=None, help="training epochs (default: the recipe's)")
-    a.add_argument("--alpha", type=float, default=None, help="weight of the trained head vs the zero-shot map")
+    a.add_argument("--epochs", type=int, default=None, help="most training epochs (default: the recipe's)")
+    a.add_argument("--alpha", type=float, default=None, help="weight of the trained head vs the zero-shot map "
+                                                            "(default: the recipe's; the shipped head's when adapting)")
+    a.add_argument("--distill", type=float, default=None, metavar="W",
+                   help="weight of staying close to the shipped head's outputs when adapting (default: the recipe's; "
+                        "0 lets the head learn the catalog's photos by heart)")
+    a.add_argument("--patience", type=int, default=None, metavar="N",
+                   help="stop after N epochs without a better score on the validation tenth (default: the recipe's)")
+    a.add_argument("--fused-guard", type=float, default=None, metavar="W",
+                   help="validation penalty per point of fused title->product R@1 lost against the shipped head "
+                        "(default: the recipe's, 3 when adapting; 0 trades fused search for photo search)")
+    a.add_argument("--from-scratch", action="store_true",
+                   help="train a new head instead of adapting the one the models serve")
     a.add_argument("--seed", type=int, default=None, help="random seed (default: the recipe's)")
     a.add_argument("--limit", type=int, default=None, help="use only the first N products (smoke runs)")
+    a.add_argument("--cache-dir", type=Path, default=Path(".cache/align"),
+                   help="where extracted features are cached (default: %(default)s)")
     a.add_argument("--finetune", action="store_true",
                    help="fine-tune the image backbone with the head (the shipped recipe; made for a GPU)")
     a.add_argument("--device", default="cpu", help="torch device for --finetune (cpu, cuda)")

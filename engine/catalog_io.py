@@ -211,6 +211,11 @@ def _row_id(row: dict[str, Any], m: ColumnMapping) -> ProductId:
         raise RowError("id", f"bad {exc.message}") from None
 
 
+def row_id(row: dict[str, Any], m: ColumnMapping) -> ProductId:
+    """The row's product id under the mapping (RowError naming the columns tried when it has none)."""
+    return _row_id(row, m)
+
+
 def _category(row: dict[str, Any], m: ColumnMapping, title: str) -> str:
     if m.category_levels:
         return CATEGORY_SEP.join(str(row[c]).strip().replace(CATEGORY_SEP, "-") for c in m.category_levels

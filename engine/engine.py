@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -280,6 +280,10 @@ class Engine:
     @property
     def can_blend(self) -> bool:
         return self.encoder.can_blend
+
+    @property
+    def blend_sample_keep(self) -> Callable[[ProductId], bool] | None:
+        return self.encoder.blend_sample_keep
 
     def stored_blend(self) -> dict | None:
         return self.provenance.stored_blend()

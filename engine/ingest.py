@@ -10,13 +10,15 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kuamo.engine.catalog_io import RowBatch, RowError, header_of, mapping_for, read_rows, to_product
+from kuamo.engine.catalog_io import RowBatch, RowError, header_of, mapping_for, read_rows, row_id, to_product
 from kuamo.engine.catalog_map import CatalogConfig, check_config
 from kuamo.engine.errors import InvalidInput
+from kuamo.engine.ids import ProductId
 from kuamo.engine.types import Product, Rejection
 from kuamo.engine.zero_shot_blend import AUTO, SAMPLE, BlendChoice, parse_image_blend, spread
 
@@ -85,8 +87,12 @@ async def aindex_catalog(path: Path | str, engine: Engine, *, mapping: str = "au
     choice = await _blend_for_run(engine, path, m, root, limit)
     if choice is not None:
         report.image_blend = choice.to_dict()
+        untrained = choice.source != "set" and getattr(engine, "blend_sample_keep", None) is not None
+        if untrained:
+            report.image_blend["sample"] = "products the adapted head never trained on (held-out + validation)"
         if progress:
-            how = "set" if choice.source == "set" else f"chosen on {choice.photos} of its photos"
+            how = "set" if choice.source == "set" else \
+                f"chosen on {choice.photos} of its photos{' the head never trained on' if untrained else ''}"
             say(f"image blend for this catalog: {choice.beta:g} x tuned vector + {1 - choice.beta:g} x zero-shot map "
                 f"({how}: {choice.reason}){'; provisional' if choice.provisional else ''}")
     report.stale = engine.stale_vectors  # after the blend: a changed beta re-embeds like a model change
@@ -153,7 +159,8 @@ async def _blend_for_run(engine: Engine, path: Path, m: Any, root: Path, limit: 
         return engine.set_image_blend(want)
     if not engine.can_blend or (want is None and not engine.image_blend_pending):
         return None
-    products, images = await asyncio.to_thread(blend_sample, path, m, root, limit)
+    products, images = await asyncio.to_thread(blend_sample, path, m, root, limit,
+                                               keep=getattr(engine, "blend_sample_keep", None))
     if want is None and not engine.image_blend_due(sum(1 for img in images if img)):
         return None
     return await asyncio.to_thread(engine.calibrate_image_blend, products, images, force=want == AUTO)
@@ -164,13 +171,19 @@ def say(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-def blend_sample(path: Path, m: Any, root: Path, limit: int | None, n: int = SAMPLE
-                 ) -> tuple[list[Product], list[bytes | None]]:
+def blend_sample(path: Path, m: Any, root: Path, limit: int | None, n: int = SAMPLE,
+                 keep: Callable[[ProductId], bool] | None = None) -> tuple[list[Product], list[bytes | None]]:
     """Up to `n` products spread evenly over the rows to be indexed (files are often sorted by category),
-    with their photo bytes; rows that fail to parse or read are skipped here and reported by the run."""
-    total = sum(1 for _ in read_rows(path))  # a counting pass: the rows are never all held in memory
-    total = total if limit is None else min(total, limit)
-    wanted = set(spread(total, n))
+    with their photo bytes; rows that fail to parse or read are skipped here and reported by the run. `keep`
+    limits the sample to the products it accepts by id (an adapted head's never-trained-on products)."""
+    if keep is None:
+        total = sum(1 for _ in read_rows(path))  # a counting pass: the rows are never all held in memory
+        total = total if limit is None else min(total, limit)
+        wanted = set(spread(total, n))
+    else:  # the counting pass notes the eligible rows' numbers (ints, not rows)
+        eligible = [i for i, _ in _eligible_rows(path, m, limit, keep)]
+        total = len(eligible) and eligible[-1] + 1
+        wanted = {eligible[k] for k in spread(len(eligible), n)}
     products: list[Product] = []
     images: list[bytes | None] = []
     for i, (_, row) in enumerate(read_rows(path)):
@@ -186,6 +199,19 @@ def blend_sample(path: Path, m: Any, root: Path, limit: int | None, n: int = SAM
         products.append(product)
         images.append(image)
     return products, images
+
+
+def _eligible_rows(path: Path, m: Any, limit: int | None,
+                   keep: Callable[[ProductId], bool]) -> Iterator[tuple[int, dict[str, Any]]]:
+    for i, (_, row) in enumerate(read_rows(path)):
+        if limit is not None and i >= limit:
+            return
+        try:
+            pid = row_id(row, m) if "__error__" not in row else None
+        except RowError:
+            continue
+        if pid is not None and keep(pid):
+            yield i, row
 
 
 def index_catalog(path: Path | str, *, engine: Engine | None = None, config: EngineConfig | None = None,

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -16,8 +16,9 @@ import numpy as np
 from kuamo.engine.config import EncoderConfig
 from kuamo.engine.errors import InvalidInput, KuamoError
 from kuamo.engine.fusion import FusionLayout
-from kuamo.engine.ids import canonical_id, row_key
+from kuamo.engine.ids import ProductId, canonical_id, row_key
 from kuamo.engine.rows import content_hash, document_text, scalar_blocks
+from kuamo.engine.split_rule import never_trained_on
 from kuamo.engine.store import StoredRow, check_product
 from kuamo.engine.types import Product, Rejection
 
@@ -111,6 +112,13 @@ class ProductEncoder:
     @property
     def can_blend(self) -> bool:
         return getattr(self.image_encoder, "zero_shot", None) is not None
+
+    @property
+    def blend_sample_keep(self) -> Callable[[ProductId], bool] | None:
+        """Which products the blend chooser may sample: for a head adapted to this catalog, only those it never
+        trained on (engine/split_rule.py); None = any."""
+        spec = getattr(getattr(self.image_encoder, "tower", None), "spec", None) or {}
+        return never_trained_on(spec.get("alignment") or {})
 
     @property
     def beta(self) -> float:

@@ -1,23 +1,15 @@
-"""The held-out split every trainer and evaluator agrees on."""
+"""The held-out split every trainer and evaluator agrees on, and the validation split adapting stops on
+(defined in engine/split_rule.py, which the engine's blend chooser reads too)."""
 
 from __future__ import annotations
 
-import hashlib
+from kuamo.engine.split_rule import (
+    HELD_OUT_PERCENT,
+    SPLIT_RULE,
+    VALIDATION_PERCENT,
+    VALIDATION_RULE,
+    is_held_out,
+    is_validation,
+)
 
-HELD_OUT_PERCENT = 10
-SPLIT_RULE = f"sha1(str(id))[:4] mod 100 < {HELD_OUT_PERCENT}"
-
-
-def is_held_out(product_id: int | str) -> bool:
-    """Stable 90/10 split: sha1 of the id string, first 4 bytes mod 100 < 10 -> held out."""
-    digest = hashlib.sha1(str(product_id).encode("utf-8")).digest()
-    return int.from_bytes(digest[:4], "big") % 100 < HELD_OUT_PERCENT
-
-VALIDATION_PERCENT = 10
-VALIDATION_RULE = f"{HELD_OUT_PERCENT} <= sha1(str(id))[:4] mod 100 < {HELD_OUT_PERCENT + VALIDATION_PERCENT}"
-
-
-def is_validation(product_id: int | str) -> bool:
-    """The next 10% (disjoint from the held-out split): where settings are chosen before the held-out report."""
-    digest = hashlib.sha1(str(product_id).encode("utf-8")).digest()
-    return HELD_OUT_PERCENT <= int.from_bytes(digest[:4], "big") % 100 < HELD_OUT_PERCENT + VALIDATION_PERCENT
+__all__ = ["HELD_OUT_PERCENT", "SPLIT_RULE", "VALIDATION_PERCENT", "VALIDATION_RULE", "is_held_out", "is_validation"]

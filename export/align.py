@@ -4,11 +4,18 @@ Data: (photo, title) pairs of a catalog, split 90/10 by a stable hash of the pro
 trained on). Features are extracted once through the exported ONNX towers with the runtime preprocessing
 and cached on disk. Training: symmetric InfoNCE with a learnable temperature, AdamW, one-cycle; the
 targets are e5("query: " + title) or, for a share of the samples, an attribute template
-("a photo of <colour> <articleType> for <gender>"); samples with the same target text are all positives.
+("a photo of <colour> <leaf category> for <gender>", or its Chinese form where export/data/zh_vocab.json names
+the catalog's own values); samples with the same target text are all positives.
+
+Any catalog `kuamo index` accepts can be read (export/catalog_items.py, same mapping options). Adapting to a
+catalog (AdaptRecipe, `kuamo align --catalog`) starts from the shipped head, distils towards its outputs,
+keeps a second 10% out to early-stop on (evaluation/split.py is_validation), and reports held-out vs
+trained-on products for the adapted and the shipped head on the whole catalog as one pool.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import time
@@ -22,15 +29,22 @@ import torch
 from torch import nn
 
 from kuamo.engine.artifacts import ModelArtifacts
+from kuamo.engine.catalog_map import CatalogConfig
 from kuamo.engine.config import EncoderConfig
 from kuamo.engine.encoders import ImageEncoder, TextEncoder
-from kuamo.evaluation.split import SPLIT_RULE, is_held_out
+from kuamo.engine.errors import InvalidInput
+from kuamo.engine.vectors import l2_normalize
+from kuamo.evaluation.catalog_tasks import category_task, headline, subset_tasks
+from kuamo.evaluation.split import SPLIT_RULE, VALIDATION_RULE, is_held_out, is_validation
 from kuamo.export.align_head import AlignHead, HeadShape
+from kuamo.export.catalog_items import CatalogItem, LoadedCatalog, load_catalog
 from kuamo.export.centroids import training_centroids
 from kuamo.export.contrastive import multi_positive_infonce
-from kuamo.export.samples import FashionItem, load_fashion, packaged_lines
+from kuamo.export.samples import FashionItem, packaged_lines
 
 Progress = Callable[[str], None]
+# (vectors per sample, target id per sample, share of the samples, optional mask of the samples having one)
+Alternative = tuple[np.ndarray, np.ndarray, float] | tuple[np.ndarray, np.ndarray, float, np.ndarray]
 CLASS_PROMPT = "a photo of a {}"
 
 
@@ -63,8 +77,31 @@ class Recipe:
     # training (benchmarks/results/align_generalisation.json). Head-only recipe: 0.6 doubled their category
     # P@10 (12 -> 27) for -2 points in-domain. Shipped two-stage recipe: 0.8 is as good as 0.6 on them
     # (13.3 vs 12.2) and +1 point of in-domain R@10 (80.8 vs 79.9), so 0.8.
-    alpha: float = 0.8
+    alpha: float | None = 0.8  # None: keep the alpha of the head adapting starts from
     seed: int = 0
+    # adapting (AdaptRecipe): start from the shipped head, distil towards its outputs, early-stop
+    from_base: bool = False
+    distill: float = 0.0  # weight of 1 - cos(output, shipped head's output) in the loss
+    patience: int | None = None  # None: no validation split, train every epoch (the shipped recipe)
+    # an epoch replaces the best state only when it beats it by this much (points of the validation headline):
+    # one validation query is worth about 0.5 point, so smaller gains are noise and the start state stays
+    min_gain: float = 0.0
+    fused_guard: float = 0.0  # validation penalty per point of fused title R@1 lost against the shipped head
+
+
+@dataclass(frozen=True, kw_only=True)
+class AdaptRecipe(Recipe):
+    """`kuamo align --catalog`: adapt the shipped head to a catalog without making it learn the catalog's
+    photos by heart (see run_align's report: held-out vs trained-on products, adapted vs shipped)."""
+
+    epochs: int = 30
+    lr: float = 3e-4
+    alpha: float | None = None
+    from_base: bool = True
+    distill: float = 1.0
+    patience: int | None = 5
+    min_gain: float = 0.5
+    fused_guard: float = 3.0
 
 
 def cache_key(art: ModelArtifacts, items: Sequence[FashionItem], *, image: bool = True) -> str:
@@ -79,30 +116,39 @@ def cache_key(art: ModelArtifacts, items: Sequence[FashionItem], *, image: bool 
     return h.hexdigest()[:16]
 
 
-def extract_features(items: Sequence[FashionItem], model_dir: Path, cache_dir: Path,
+def extract_features(items: Sequence[Any], model_dir: Path, cache_dir: Path,
                      progress: Progress = print, batch: int = 64) -> dict[str, np.ndarray]:
-    """features (n,1280), logits (n,1000), title (n,384) = e5("query: "+title); cached as .npz."""
+    """features (n,1280), logits (n,1000), embedding (n,384): the image tower's served output, i.e. the
+    shipped head's; title (n,384) = e5("query: " + text), doc (n,384) = e5("passage: " + document text) as
+    the engine stores it; cached as .npz. `items` are CatalogItems or FashionItems (text = title)."""
     from tqdm import tqdm
 
     art = ModelArtifacts(model_dir)
-    path = Path(cache_dir) / f"features-{cache_key(art, items)}.npz"
+    path = Path(cache_dir) / f"features2-{cache_key(art, items)}.npz"
     if path.is_file():
         progress(f"align: features from cache {path}")
         with np.load(path) as data:
             return {k: data[k] for k in data.files}
     img = ImageEncoder(art, EncoderConfig(precision="fp32"))
     txt = TextEncoder(art, EncoderConfig(precision="fp32"))
-    feats, logits = [], []
+    names = ["features", "logits", img.embedding_output]
+    parts: dict[str, list[np.ndarray]] = {n: [] for n in names}
     for start in tqdm(range(0, len(items), batch), desc="image features", unit="batch"):
-        chunk = items[start: start + batch]
-        out = img.encode_outputs([it.image_path.read_bytes() for it in chunk], ["features", "logits"])
-        feats.append(out["features"])
-        logits.append(out["logits"])
-    titles = []
-    for start in tqdm(range(0, len(items), 256), desc="title targets", unit="batch"):
-        titles.append(txt.encode([it.title for it in items[start: start + 256]], kind="query"))
-    data = {"ids": np.asarray([it.id for it in items], dtype=np.int64), "features": np.concatenate(feats),
-            "logits": np.concatenate(logits), "title": np.concatenate(titles)}
+        out = img.encode_outputs([it.image_path.read_bytes() for it in items[start: start + batch]], names)
+        for n in names:
+            parts[n].append(out[n])
+
+    def encode(texts: list[str], kind: str, desc: str) -> np.ndarray:
+        vecs = [txt.encode(texts[s: s + 256], kind=kind) for s in tqdm(range(0, len(texts), 256), desc=desc)]
+        return np.concatenate(vecs) if vecs else np.zeros((0, art.towers["text"]["dim"]), np.float32)
+
+    texts = [getattr(it, "text", it.title) for it in items]
+    data = {"ids": np.asarray([str(it.id) for it in items]), "features": np.concatenate(parts["features"]),
+            "logits": np.concatenate(parts["logits"]),
+            "embedding": l2_normalize(np.concatenate(parts[img.embedding_output])),
+            "title": encode(texts, "query", "title targets"),
+            "doc": encode([getattr(it, "document", t) for it, t in zip(items, texts, strict=True)], "document",
+                          "document vectors")}
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez(path, **data)
     return data
@@ -124,33 +170,52 @@ def class_text_matrix(model_dir: Path) -> np.ndarray:
 
 def train_head(features: np.ndarray, logits: np.ndarray, targets: np.ndarray, target_ids: np.ndarray,
                recipe: Recipe, class_text: np.ndarray, progress: Progress = print,
-               alternatives: Sequence[tuple[np.ndarray, np.ndarray, float]] = ()) -> AlignHead:
+               alternatives: Sequence[Alternative] = (), *, init: AlignHead | None = None,
+               teacher: np.ndarray | None = None, validate: Callable[[AlignHead], float] | None = None,
+               history: list[dict] | None = None) -> AlignHead:
     """Symmetric InfoNCE. A sample's target is its title, or with probability `share` one of the
-    alternatives (vectors per sample, target ids per sample, share) such as attribute templates; every
-    sample in the batch with the same target id counts as a positive."""
+    alternatives (vectors per sample, target ids per sample, share, optional mask of the samples that have
+    one) such as attribute templates; every sample in the batch with the same target id counts as a positive.
+
+    Adapting a shipped head (`init`): training starts from its weights and standardisation, `teacher` holds
+    its outputs on the same samples and `recipe.distill` weighs 1 - cos(output, teacher) in the loss (what
+    keeps products added later ranking as the trained-on ones do), and `validate` scores the head on products
+    it never trains on after every epoch (and before the first): the best state is kept, and training stops
+    after `recipe.patience` epochs without a better score."""
     torch.manual_seed(recipe.seed)
     rng = np.random.default_rng(recipe.seed)
-    head = AlignHead(HeadShape(hidden=recipe.hidden), alpha=recipe.alpha)
     x = np.concatenate([features, logits], axis=1)
-    head.mean.copy_(torch.from_numpy(x.mean(0)))
-    head.std.copy_(torch.from_numpy(x.std(0) + 1e-6))
-    head.class_text.copy_(torch.from_numpy(class_text))
+    if init is not None:
+        head = copy.deepcopy(init)
+        if recipe.alpha is not None:
+            head.alpha.fill_(recipe.alpha)
+    else:
+        head = AlignHead(HeadShape(hidden=recipe.hidden), alpha=0.8 if recipe.alpha is None else recipe.alpha)
+        head.mean.copy_(torch.from_numpy(x.mean(0)))
+        head.std.copy_(torch.from_numpy(x.std(0) + 1e-6))
+        head.class_text.copy_(torch.from_numpy(class_text))
     feats_t, logits_t = torch.from_numpy(features), torch.from_numpy(logits)
+    teacher_t = None if teacher is None or recipe.distill <= 0 else torch.from_numpy(teacher.astype(np.float32))
     logit_scale = nn.Parameter(torch.tensor(float(np.log(1 / recipe.temperature))))
     opt = torch.optim.AdamW([*head.mlp.parameters(), logit_scale], lr=recipe.lr, weight_decay=recipe.weight_decay)
     steps_per_epoch = max(1, len(x) // recipe.batch)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=recipe.lr, total_steps=recipe.epochs * steps_per_epoch)
     vec_sets = [targets, *(alt[0] for alt in alternatives)]
     id_sets = [target_ids, *(alt[1] + (k + 1) * 10_000_000 for k, alt in enumerate(alternatives))]
+    has = [np.ones(len(x), bool), *(alt[3] if len(alt) > 3 else np.ones(len(x), bool) for alt in alternatives)]
     bounds = np.cumsum([alt[2] for alt in alternatives])
     if bounds.size and bounds[-1] >= 1:
         raise ValueError("alternative target shares must sum to less than 1")
-    head.train()
+    best = (validate(head.eval()), 0, copy.deepcopy(head.state_dict())) if validate else None
+    if history is not None and best:
+        history.append({"epoch": 0, "validation": round(best[0], 3)})
     for epoch in range(recipe.epochs):
+        head.train()
         order = rng.permutation(len(x))
-        # 0 = title, k = alternative k
+        # 0 = title, k = alternative k; a sample without alternative k keeps its title
         choice = np.searchsorted(bounds, rng.random(len(x)), side="right") + 1 if bounds.size else np.zeros(len(x))
         choice = np.where(choice > len(alternatives), 0, choice).astype(int)
+        choice = np.where([has[c][i] for i, c in enumerate(choice)], choice, 0)
         total = 0.0
         for s in range(steps_per_epoch):
             idx = order[s * recipe.batch: (s + 1) * recipe.batch]
@@ -159,14 +224,31 @@ def train_head(features: np.ndarray, logits: np.ndarray, targets: np.ndarray, ta
             tid = np.asarray([id_sets[c[j]][i] for j, i in enumerate(idx)])
             img = head.trained(feats_t[idx], logits_t[idx])
             loss = multi_positive_infonce(img, torch.from_numpy(tgt.astype(np.float32)), tid, logit_scale)
+            if teacher_t is not None:
+                out = head(feats_t[idx], logits_t[idx])
+                loss = loss + recipe.distill * (1 - (out * teacher_t[idx]).sum(1)).mean()
             opt.zero_grad()
             loss.backward()
             opt.step()
             sched.step()
             total += float(loss.detach())
-        if epoch % 10 == 9 or epoch == recipe.epochs - 1:
-            progress(f"align: epoch {epoch + 1}/{recipe.epochs} loss {total / steps_per_epoch:.3f} "
-                     f"temperature {1 / float(logit_scale.detach().exp()):.4f}")
+        line = f"align: epoch {epoch + 1}/{recipe.epochs} loss {total / steps_per_epoch:.3f}"
+        if best is not None and validate is not None:
+            score = validate(head.eval())
+            if history is not None:
+                history.append({"epoch": epoch + 1, "loss": round(total / steps_per_epoch, 4),
+                                "validation": round(score, 3)})
+            if score > best[0] + recipe.min_gain:
+                best = (score, epoch + 1, copy.deepcopy(head.state_dict()))
+            progress(f"{line} validation {score:.2f} (best {best[0]:.2f} at epoch {best[1]})")
+            if recipe.patience is not None and epoch + 1 - best[1] >= recipe.patience:
+                progress(f"align: stopping early, no better validation score for {recipe.patience} epochs")
+                break
+        elif epoch % 10 == 9 or epoch == recipe.epochs - 1:
+            progress(f"{line} temperature {1 / float(logit_scale.detach().exp()):.4f}")
+    if best is not None:
+        head.load_state_dict(best[2])
+        head.best_epoch = best[1]  # type: ignore[assignment]  # read by the report
     return head.eval()
 
 
@@ -178,6 +260,11 @@ def head_embeddings(head: AlignHead, features: np.ndarray, logits: np.ndarray,
         return head(torch.from_numpy(features), torch.from_numpy(logits)).numpy()
 
 
+MIN_PRODUCTS = 250  # below it the held-out and validation tenths hold too few products to judge a head by
+MIN_SPLIT = 20
+TRAINED_ON_QUERIES = 2000  # trained-on products sampled as queries for the memorisation check
+
+
 def card(recipe: Recipe, *, catalog: Path, n_train: int, n_test: int, metrics: dict, extra: dict) -> dict:
     return {"data": {"catalog": str(catalog), "train": n_train, "held_out": n_test,
                      "split": f"{SPLIT_RULE} -> held out, never trained on"},
@@ -185,46 +272,158 @@ def card(recipe: Recipe, *, catalog: Path, n_train: int, n_test: int, metrics: d
             "metrics_held_out": metrics, **extra, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
 
+def check_adaptable(loaded: LoadedCatalog, min_products: int = MIN_PRODUCTS) -> None:
+    """One line saying why a catalog is too small to adapt to (InvalidInput: exit 2 from the CLI)."""
+    n = len(loaded.items)
+    if n < min_products:
+        why = ", ".join(f"{k}: {v}" for k, v in sorted(loaded.skipped.items()))
+        raise InvalidInput(f"{loaded.file} has {n} products with a photo and a title or category "
+                           f"({loaded.rows} rows read{'; left out ' + why if why else ''}); adapting needs at least "
+                           f"{min_products} (a tenth is held out to check the result and a tenth to stop on): "
+                           "index it with the shipped models instead", field="catalog")
+
+
+def leaf_templates(items: Sequence[CatalogItem], vocab: dict) -> tuple[list[str], list[str]]:
+    """English and Chinese attribute templates from the catalog's own values (its category leaf, and colour
+    and gender when it has such columns); "" where there is nothing to say (no leaf; no Chinese name)."""
+    en, zh = [], []
+    for it in items:
+        colour = next((str(it.attrs[k]) for k in ("baseColour", "colour", "color") if it.attrs.get(k)), "")
+        attrs = {"articleType": it.leaf, "baseColour": colour, "gender": str(it.attrs.get("gender") or "")}
+        en.append(template(attrs) if it.leaf else "")
+        zh.append(zh_template(attrs, vocab) if it.leaf in vocab["articleType"] else "")
+    return en, zh
+
+
+def shipped_head(model_dir: Path, data: dict[str, np.ndarray]) -> AlignHead:
+    """The head fused into the model directory's image tower: the shipped file (fashion-tuned or generic) or
+    the file the tower was exported from, whichever reproduces the tower's own output on these photos."""
+    from kuamo.export.align_head import default_head_path, generic_head_path
+
+    exported_from = ModelArtifacts(model_dir).towers["image"].get("alignment", {}).get("head_path")
+    n = min(256, len(data["features"]))
+    for path in dict.fromkeys(filter(None, (default_head_path(), generic_head_path(), exported_from))):
+        if not Path(path).is_file():
+            continue
+        head = AlignHead.load(path)
+        got = head_embeddings(head, data["features"][:n], data["logits"][:n])
+        if float((got * data["embedding"][:n]).sum(1).min()) > 0.99:
+            return head
+    raise InvalidInput(f"the image tower in {model_dir} serves a head found in no alignment file here; "
+                       "adapt from scratch with --from-scratch", field="models")
+
+
+def _head_vectors(head: AlignHead | None, data: dict[str, np.ndarray]) -> np.ndarray:
+    return data["embedding"] if head is None else head_embeddings(head, data["features"], data["logits"])
+
+
+def adaptation_report(heads: dict[str, AlignHead | None], data: dict[str, np.ndarray], items: Sequence[CatalogItem],
+                      test: np.ndarray, train: np.ndarray, leaf_vec: dict[str, np.ndarray], seed: int = 0) -> dict:
+    """Held-out vs trained-on products, each head (None = the tower's own, shipped, output), on the whole
+    catalog as one pool: products never seen must rank as well as the ones adapting trained on."""
+    titles, leaves = [it.title for it in items], [it.leaf for it in items]
+    trained = np.flatnonzero(train)
+    trained = np.sort(np.random.default_rng(seed).choice(trained, min(len(trained), TRAINED_ON_QUERIES),
+                                                         replace=False))
+    out: dict = {"pool": len(items), "queries": {"held_out": int(test.sum()), "trained_on": len(trained)},
+                 "how": "every product of the catalog in one pool; queries from the held-out split (never trained "
+                        "on) or a sample of the trained-on products; fused = 0.5 x text block + 0.5 x image "
+                        "block, the engine's default weights, image block = the head's vector (blend beta 1)"}
+    for name, head in heads.items():
+        img = _head_vectors(head, data)
+        kw = {"image": img, "title_query": data["title"], "doc": data["doc"], "titles": titles, "leaves": leaves}
+        out[name] = {"held_out": subset_tasks(np.flatnonzero(test), **kw),
+                     "trained_on": subset_tasks(trained, **kw),
+                     "category_all": category_task(img, leaves, leaf_vec)}
+    return out
+
+
 def run_align(*, catalog: Path, model_dir: Path, out: Path, cache_dir: Path = Path(".cache/align"),
-              recipe: Recipe | None = None, limit: int | None = None, progress: Progress = print) -> dict:
-    """Train on the catalog's 90% split, evaluate on its 10%, write <out>.npz + align.json beside it."""
+              recipe: Recipe | None = None, limit: int | None = None, progress: Progress = print,
+              catalog_config: CatalogConfig | None = None, min_products: int = MIN_PRODUCTS) -> dict:
+    """Train on the catalog (any `kuamo index` accepts), evaluate on its held-out 10%, write <out> + align.json
+    beside it. With a recipe that has `patience` (AdaptRecipe), a second 10% is kept out to early-stop on."""
     from kuamo.evaluation.tasks import evaluate_embeddings
 
     recipe = recipe or Recipe()
-    items = load_fashion(catalog)[:limit] if limit else load_fashion(catalog)
+    loaded = load_catalog(catalog, catalog_config, limit)
+    check_adaptable(loaded, min_products)
+    items = loaded.items
+    ids = [str(it.id) for it in items]
+    test = np.asarray([is_held_out(i) for i in ids])
+    val = np.asarray([is_validation(i) for i in ids]) if recipe.patience is not None else np.zeros(len(ids), bool)
+    tr = ~test & ~val
+    if min(int(test.sum()), MIN_SPLIT if recipe.patience is None else int(val.sum())) < MIN_SPLIT:
+        raise InvalidInput(f"{loaded.file}: only {int(test.sum())} held-out and {int(val.sum())} validation "
+                           f"products of {len(items)}; adapting needs {MIN_SPLIT} of each", field="catalog")
     data = extract_features(items, model_dir, cache_dir, progress)
-    test = np.asarray([is_held_out(i) for i in data["ids"]])
-    attrs = [it.attrs for it in items]
-    progress("align: encoding attribute templates and the zero-shot class map")
-    tmpl_vecs, tmpl_idx = encode_unique([template(a) for a in attrs], model_dir)
+    progress("align: encoding the catalog's own templates and the zero-shot class map")
+    vocab = json.loads("\n".join(packaged_lines("zh_vocab.json")))
+    en, zh = leaf_templates(items, vocab)
     class_text = class_text_matrix(model_dir)
-    title_ids = np.unique(np.asarray([it.title for it in items], dtype=object), return_inverse=True)[1]
-    tr = ~test
-    progress(f"align: training on {int(tr.sum())} pairs, {int(test.sum())} held out")
-    alternatives = [(tmpl_vecs[tmpl_idx][tr], tmpl_idx[tr], recipe.template_share)]
-    if recipe.zh_template_share > 0:
-        vocab = json.loads("\n".join(packaged_lines("zh_vocab.json")))
-        zh_vecs, zh_idx = encode_unique([zh_template(a, vocab) for a in attrs], model_dir)
-        alternatives.append((zh_vecs[zh_idx][tr], zh_idx[tr], recipe.zh_template_share))
+    title_ids = np.unique(np.asarray([it.text for it in items], dtype=object), return_inverse=True)[1]
+    alternatives: list[Alternative] = []
+    for texts, share in ((en, recipe.template_share), (zh, recipe.zh_template_share)):
+        has = np.asarray([bool(t) for t in texts])
+        if share > 0 and (has & tr).any():  # a catalog without leaves (or Chinese names) has no such targets
+            vecs, idx = encode_unique([t for t in texts if t], model_dir)
+            full_vecs = np.zeros((len(items), vecs.shape[1]), np.float32)
+            full_idx = np.full(len(items), -1, np.int64)
+            full_vecs[has], full_idx[has] = vecs[idx], idx
+            alternatives.append((full_vecs[tr], full_idx[tr], share, has[tr]))
+    base = shipped_head(model_dir, data) if recipe.from_base else None
+    pool = tr | val
+
+    sub = {k: data[k][pool] for k in ("features", "logits", "title", "doc", "embedding")}
+    names = [it for it, p in zip(items, pool, strict=True) if p]
+
+    def val_tasks(img: np.ndarray) -> dict:  # validation products ranked among everything trained on
+        return subset_tasks(np.flatnonzero(val[pool]), image=img, title_query=sub["title"], doc=sub["doc"],
+                            titles=[it.title for it in names], leaves=[it.leaf for it in names])
+
+    shipped_fused = val_tasks(sub["embedding"])["title_to_product_fused"]["R@1"] if val.any() else 0.0
+
+    def validate(head: AlignHead) -> float:
+        t = val_tasks(head_embeddings(head, sub["features"], sub["logits"]))
+        # adapting must not cost fused search: every point of fused R@1 lost against the shipped head weighs
+        # `fused_guard` points of the headline (one validation query is about 0.5 point)
+        return headline(t) - recipe.fused_guard * max(0.0, shipped_fused - t["title_to_product_fused"]["R@1"])
+
+    progress(f"align: training on {int(tr.sum())} products, {int(val.sum())} to stop on, {int(test.sum())} held out")
+    history: list[dict] = []
     head = train_head(data["features"][tr], data["logits"][tr], data["title"][tr], title_ids[tr], recipe,
-                      class_text, progress, alternatives)
-    emb = head_embeddings(head, data["features"][test], data["logits"][test])
-    test_items = [it for it, t in zip(items, test, strict=True) if t]
-    txt = TextEncoder(ModelArtifacts(model_dir), EncoderConfig(precision="fp32"))
-    metrics = evaluate_embeddings(test_items, emb, data["title"][test], txt, raw_features=data["features"][test])
-    base = tuned_base(model_dir)  # read before `out` (maybe the shipped file) is overwritten
+                      class_text, progress, alternatives, init=base, teacher=data["embedding"][tr],
+                      validate=validate if recipe.patience is not None else None, history=history)
+    leaf_names = sorted({it.leaf for it in items if it.leaf})
+    leaf_vec = dict(zip(leaf_names, encode_unique(leaf_names, model_dir)[0], strict=True)) if leaf_names else {}
+    heads: dict[str, AlignHead | None] = {"adapted": head, "shipped": None}
+    report = adaptation_report(heads, data, items, test, tr, leaf_vec, recipe.seed)
+    metrics = report["adapted"]["held_out"]
+    if loaded.fashion:  # the fashion tasks (Chinese queries, articleType categories) as `kuamo eval` scores them
+        test_items = [it for it, t in zip(items, test, strict=True) if t]
+        txt = TextEncoder(ModelArtifacts(model_dir), EncoderConfig(precision="fp32"))
+        metrics = evaluate_embeddings(test_items, head_embeddings(head, data["features"][test], data["logits"][test]),
+                                      data["title"][test], txt, raw_features=data["features"][test])
+    backbone = tuned_base(model_dir)  # read before `out` (maybe the shipped file) is overwritten
     extra: dict = {}
-    if base:
+    if backbone:
         from kuamo.export.tuned_backbone import delta_digest
 
         extra = {"kind": "head retrained on the fine-tuned backbone's features; int8 backbone delta (backbone.*)",
-                 "backbone": {"delta_sha256": delta_digest(base), **_backbone_provenance()}}
+                 "backbone": {"delta_sha256": delta_digest(backbone), **_backbone_provenance()}}
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     # the training photos' feature centroids travel with the head: the engine's label-free blend criterion
-    head.save(out, extra={**(base or {}), "centroids": training_centroids(data["features"][tr])})
+    head.save(out, extra={**(backbone or {}), "centroids": training_centroids(data["features"][tr])})
+    data_card = {"file": str(loaded.file), "mapping": loaded.mapping, "rows": loaded.rows, "products": len(items),
+                 "left_out": loaded.skipped, "validation": int(val.sum()),
+                 "validation_split": VALIDATION_RULE if recipe.patience is not None else None,
+                 "catalog_config": asdict(catalog_config) if catalog_config else None}
     model_card = card(recipe, catalog=catalog, n_train=int(tr.sum()), n_test=int(test.sum()), metrics=metrics,
-                      extra={"weights": out.name, "bytes": out.stat().st_size, **extra})
+                      extra={"weights": out.name, "bytes": out.stat().st_size, **extra, "adaptation": report,
+                             "history": history, "best_epoch": getattr(head, "best_epoch", recipe.epochs),
+                             "started_from": "the shipped head" if base is not None else "random weights"})
+    model_card["data"].update(data_card)
     out.with_name("align.json").write_text(json.dumps(model_card, indent=2, ensure_ascii=False), encoding="utf-8")
     return model_card
 

@@ -4,9 +4,10 @@ output when an alignment head is given), parity-checked against PyTorch, INT8 ch
 from __future__ import annotations
 
 import copy
+import random
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -73,16 +74,25 @@ def photo_batch(seed: int, n: int, pre: ImagePreprocess) -> np.ndarray:
     return load_photos(sample_fashion(n, seed=seed), pre)
 
 
-def load_photos(items: list[FashionItem], pre: ImagePreprocess) -> np.ndarray:
+def load_photos(items: Sequence[FashionItem | Path], pre: ImagePreprocess) -> np.ndarray:
     """The photos' JPEG bytes through the runtime's own decode_image + preprocess."""
-    return np.stack([preprocess(decode_image(it.image_path.read_bytes()), pre) for it in items])
+    paths = [it if isinstance(it, Path) else it.image_path for it in items]
+    return np.stack([preprocess(decode_image(path.read_bytes()), pre) for path in paths])
 
 
-def gate_and_calibration_photos(n_gate: int, n_calibration: int, pre: ImagePreprocess,
-                                seed: int = PARITY_SEED) -> tuple[np.ndarray, np.ndarray]:
-    """Two disjoint sets of real photos: one sample split in two, so no gate photo is calibrated on."""
-    items = sample_fashion(n_gate + n_calibration, seed=seed)
-    return load_photos(items[:n_gate], pre), load_photos(items[n_gate:], pre)
+def gate_and_calibration_photos(n_gate: int, n_calibration: int, pre: ImagePreprocess, seed: int = PARITY_SEED,
+                                photos: Sequence[Path] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Two disjoint sets of real photos: one sample split in two, so no gate photo is calibrated on. From
+    `photos` (the catalog a head was adapted to) when given, else from the fashion catalog. A catalog with
+    fewer photos than both sets gives a third of them to calibration and the rest to the gate (the gate then
+    says when they are too few for it)."""
+    if photos is None:
+        items: list = [it.image_path for it in sample_fashion(n_gate + n_calibration, seed=seed)]
+    else:
+        items = random.Random(seed).sample(list(photos), min(len(photos), n_gate + n_calibration))
+    n_cal = min(n_calibration, len(items) // 3) if len(items) < n_gate + n_calibration else n_calibration
+    cut = len(items) - n_cal
+    return load_photos(items[:cut], pre), load_photos(items[cut:], pre)
 
 
 def export_onnx(tower: ImageTower, path: Path, size: int) -> None:
@@ -127,11 +137,13 @@ def image_invariance(path: Path, x: np.ndarray, output: str) -> dict:
 
 def export_image_tower(out_dir: Path, *, progress: Progress = print, head: nn.Module | None = None,
                        head_card: dict | None = None, int8: bool = True,
-                       backbone_delta: dict[str, np.ndarray] | None = None, portable_int8: bool = False) -> dict:
+                       backbone_delta: dict[str, np.ndarray] | None = None, portable_int8: bool = False,
+                       photos: Sequence[Path] | None = None) -> dict:
     """Write image.onnx (+ image.int8.onnx when a scheme passes the gate and is faster here) into out_dir
     and return the manifest's towers["image"] spec. `head` (an nn.Module taking (features, logits)) adds
     an L2-normalised `embedding` output that becomes the tower's embedding; `backbone_delta` (from a head file
-    made by fine-tuning, export/tuned_backbone.py) moves the pretrained backbone to the fine-tuned one."""
+    made by fine-tuning, export/tuned_backbone.py) moves the pretrained backbone to the fine-tuned one; `photos`
+    are the parity, gate and calibration photos (default: a sample of the fashion catalog)."""
     out_dir = Path(out_dir)
     fp32_path, int8_path = out_dir / "image.onnx", out_dir / "image.int8.onnx"
     int8_path.unlink(missing_ok=True)  # never leave an INT8 file from an earlier export beside this one
@@ -148,8 +160,8 @@ def export_image_tower(out_dir: Path, *, progress: Progress = print, head: nn.Mo
     progress("image: exporting FP32 ONNX (TorchScript exporter)")
     export_onnx(copy.deepcopy(tower), fp32_path, pre.size)
 
-    progress(f"image: parity of ONNX FP32 against PyTorch on {GATE_PHOTOS} real photos")
-    x, calibration = gate_and_calibration_photos(GATE_PHOTOS, CALIBRATION_PHOTOS, pre)
+    x, calibration = gate_and_calibration_photos(GATE_PHOTOS, CALIBRATION_PHOTOS, pre, photos=photos)
+    progress(f"image: parity of ONNX FP32 against PyTorch on {len(x)} real photos")
     ref, got = run_torch(tower, x), run_onnx(fp32_path, x)
     parity = {f"fp32_vs_torch_{name}": parity_stats(ref[name], got[name]) for name in tower.output_names}
     parity["fp32_vs_torch"] = parity["fp32_vs_torch_features"]

@@ -119,3 +119,54 @@ def test_shipped_files_fashion_tuned_by_default_and_generic_on_request() -> None
     assert "kind" not in gcard and gcard["recipe"]["alpha"] == pytest.approx(0.6)
     with pytest.raises(FileNotFoundError, match="kuamo align"):
         _alignment_head(Path("/nonexistent/head.npz"))
+
+
+def _synthetic(n: int = 300, d: int = 384) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(1)
+    targets = rng.standard_normal((n, d)).astype(np.float32)
+    targets /= np.linalg.norm(targets, axis=1, keepdims=True)
+    feats = np.maximum(targets @ rng.standard_normal((d, 1280)).astype(np.float32), 0).astype(np.float32)
+    return feats, rng.standard_normal((n, 1000)).astype(np.float32), targets
+
+
+def test_adapting_keeps_the_start_head_when_validation_never_improves() -> None:
+    """Early stopping on a validation score: a head that only gets worse stops after `patience` epochs and
+    comes back as the head it started from (nothing memorised is kept)."""
+    from kuamo.export.align import AdaptRecipe
+
+    feats, logits, targets = _synthetic()
+    start = AlignHead(HeadShape(hidden=32), alpha=0.7).eval()
+    scores = iter([50.0, 49.0, 48.0, 47.0, 46.0, 45.0])
+    history: list[dict] = []
+    head = train_head(feats, logits, targets, np.arange(300), AdaptRecipe(epochs=10, batch=100, patience=3),
+                      np.zeros((1000, 384), np.float32), progress=lambda _m: None, init=start,
+                      teacher=targets, validate=lambda _h: next(scores), history=history)
+    assert [h["epoch"] for h in history] == [0, 1, 2, 3] and head.best_epoch == 0
+    for k, v in start.state_dict().items():
+        assert torch.equal(head.state_dict()[k], v), k
+    assert float(head.alpha) == pytest.approx(0.7)  # AdaptRecipe keeps the start head's blend
+
+
+def test_adapting_keeps_a_later_epoch_only_above_the_noise_margin() -> None:
+    from kuamo.export.align import AdaptRecipe
+
+    feats, logits, targets = _synthetic()
+    scores = iter([50.0, 50.3, 52.0, 51.0, 50.0])
+    head = train_head(feats, logits, targets, np.arange(300), AdaptRecipe(epochs=4, batch=100, patience=5),
+                      np.zeros((1000, 384), np.float32), progress=lambda _m: None,
+                      init=AlignHead(HeadShape(hidden=32)).eval(), teacher=targets, validate=lambda _h: next(scores))
+    assert head.best_epoch == 2  # +0.3 at epoch 1 is under min_gain (0.5), +2.0 at epoch 2 is not
+
+
+def test_templates_come_from_the_catalog_own_values() -> None:
+    from kuamo.export.align import leaf_templates
+    from kuamo.export.catalog_items import CatalogItem
+
+    vocab = {"articleType": {"Watches": "手表"}, "baseColour": {"Black": "黑色"}, "gender": {"Men": "男士"}}
+    items = [CatalogItem("a1", "Titan Black Watch", Path("x.jpg"), "Accessories/Watches/Watches",
+                         {"colour": "Black", "gender": "Men"}),
+             CatalogItem("b2", "Non-stick pan", Path("y.jpg"), "Home/Kitchen/Pans", {}),
+             CatalogItem("c3", "Mystery", Path("z.jpg"), "", {})]
+    en, zh = leaf_templates(items, vocab)
+    assert en == ["a photo of black Watches for men", "a photo of Pans", ""]
+    assert zh == ["男士黑色手表", "", ""]  # no Chinese name for "Pans": no Chinese template, never an empty text
