@@ -471,8 +471,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--filter", action="append", help='e.g. "price<2000", "category=Apparel", "gender=Women"')
     s.add_argument("--weight", action="append", type=_weight, metavar="NAME=VALUE",
                    help='weight >= 0 of one part of the score, e.g. "image=0.7" (text, image, rating, price, '
-                        'a declared attribute, or category: a photo query\'s category agreement); parts not named '
-                        'keep their defaults (text/image 0.5, rating/price 0.25); repeatable')
+                        'a declared attribute, or category: a photo query\'s category agreement); naming any block '
+                        'replaces the defaults (text/image 0.5, rating/price 0.25): blocks not named count 0; '
+                        'repeatable')
     s.add_argument("--rating", type=float, default=None, help="rated about this (0..5)")
     s.add_argument("--price", type=float, default=None, help="priced around this")
     s.add_argument("--rating-boost", type=float, default=0.0, help="multiply scores by (1 + f * rating/5)")

@@ -433,13 +433,14 @@ class Engine:
                               field="weights.lexical")
 
     def _weights_for(self, blocks: dict[str, Any], given: dict[str, float]) -> dict[str, float]:
-        # A weight given replaces its block's default; blocks the caller does not name keep theirs (so that
-        # image=0.8 on a photo + rating query shifts the balance instead of dropping the rating). "category",
-        # "lexical" and "understanding" are the Ranker's score parts, not fused blocks.
-        given = {k: v for k, v in given.items() if k not in RANKING_WEIGHTS}
+        # Naming any block weight replaces the defaults: blocks not named count 0 (the v1 contract: {"text": 1}
+        # is a text-only search). "category", "lexical" and "understanding" are the Ranker's score parts, not
+        # fused blocks: naming only those keeps the default block weights.
+        named = block_weights({k: v for k, v in given.items() if k not in RANKING_WEIGHTS})
+        if named:
+            return named
         d = self.config.default_weights
-        out = {name: float(d.get(name, d.get("attribute", 0.25))) for name, v in blocks.items() if v is not None}
-        return {**out, **block_weights(given)}
+        return {name: float(d.get(name, d.get("attribute", 0.25))) for name, v in blocks.items() if v is not None}
 
     async def _query_blocks(self, q: Query) -> tuple[dict[str, Any], float, float]:
         """Blocks, encode ms (without the queue wait) and queue ms (the longest wait of the towers, which run

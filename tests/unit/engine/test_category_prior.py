@@ -146,8 +146,8 @@ def test_weights_category_scales_the_bonus_and_image_weight_now_counts(tmp_path)
 
 
 def test_image_weight_beside_a_rating_target_shifts_the_balance(tmp_path) -> None:
-    """Blocks the caller does not weight keep their defaults: image=1 on a photo + rating query keeps the
-    rating's 0.25 (it used to drop to 0, so any image weight gave the same visual-only order)."""
+    """Named block weights replace the defaults (blocks not named count 0, the v1 contract), and their ratio
+    moves the order: a photo + rating query with both weights named."""
     eng = Engine(EngineConfig(data_dir=tmp_path / "r", photo_category_weight=0.0), text_encoder=FakeTextEncoder(),
                  image_encoder=DesignedImageEncoder())
     try:
@@ -159,8 +159,8 @@ def test_image_weight_beside_a_rating_target_shifts_the_balance(tmp_path) -> Non
             q = Query(image=png("red"), rating=5.0, k=2, weights=weights, explain=True)
             return [h.id for h in asyncio.run(eng.search(q)).hits]
 
-        assert ranked() == ranked(image=1.0) == [2, 1]  # the rating target counts beside the photo
-        assert ranked(image=10.0) == [1, 2]  # a heavy image weight: the look wins
-        assert ranked(image=1.0, rating=0.0) == [1, 2]  # naming the rating's weight still replaces it
+        assert ranked() == ranked(image=0.5, rating=0.25) == [2, 1]  # the defaults: the rating target counts
+        assert ranked(image=1.0) == [1, 2]  # naming only the image: the rating counts 0, the look wins
+        assert ranked(image=10.0, rating=0.25) == [1, 2]  # a heavy image weight beside the rating: the look wins
     finally:
         asyncio.run(eng.close(snapshot=False))
