@@ -60,7 +60,7 @@ async def _interleaved(targets: dict[str, str], models: Path, data: Path, texts:
     from kuamo.server.app import engine_config, warm_up
     from kuamo.server.config import ServerConfig
 
-    engine = await Engine.open(engine_config(ServerConfig(model_dir=models, data_dir=data)))
+    engine = await Engine.open(engine_config(ServerConfig(model_dir=models, data_dir=data, query_cache_entries=0)))
     channels = {name: aio.insecure_channel(t) for name, t in targets.items()}
     stubs = {name: pb_grpc.SearchServiceStub(ch) for name, ch in channels.items()}
     health = {name: health_pb2_grpc.HealthStub(ch) for name, ch in channels.items()}
@@ -127,8 +127,12 @@ def run(quick: bool = False, *, models: Path = DEFAULT_MODEL_DIR, data: Path | N
         "image": f"{n_image} real catalog photos", "k": 10}}
 
     raw: dict[str, LoadResult] = {}  # for the latency CDFs
-    with server_process(models, data, batching=True) as target:
-        with server_process(models, data, event_loop="uvloop") if _uvloop_installed() else nullcontext() as uv:
+    # The query cache off in these phases: they cycle through 400 queries, so with it on they would measure
+    # cache hits; every query here pays the text tower, as a shopper's new query does (the Zipf phase below
+    # measures the cache)
+    with server_process(models, data, batching=True, query_cache=False) as target:
+        with server_process(models, data, event_loop="uvloop", query_cache=False) if _uvloop_installed() \
+                else nullcontext() as uv:
             targets = {"asyncio": target, **({"uvloop": uv} if uv else {})}
             inter = asyncio.run(_interleaved(targets, models, data, texts))
         raw["one client, text"] = asyncio.run(sequential(target, text_reqs))
@@ -139,7 +143,7 @@ def run(quick: bool = False, *, models: Path = DEFAULT_MODEL_DIR, data: Path | N
         c32_on = raw["32 clients, text, batching on"].summary()
         over = asyncio.run(closed_loop(target, text_reqs, concurrency=256, duration_s=phase_s, channels=8)).summary()
         out["load"] = _load_sweep(target, text_reqs, image_reqs, c32_on["throughput_qps"], quick=quick, raw=raw)
-    with server_process(models, data, batching=False) as target:
+    with server_process(models, data, batching=False, query_cache=False) as target:
         raw["32 clients, text, batching off"] = asyncio.run(closed_loop(target, text_reqs, concurrency=32,
                                                                         duration_s=phase_s))
         c32_off = raw["32 clients, text, batching off"].summary()

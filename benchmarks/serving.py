@@ -88,9 +88,11 @@ def serving(models: Path, data: Path, log: Path | None = None, **kw: Any) -> Ite
 
 @contextmanager
 def server_process(models: Path, data: Path, *, batching: bool = True, max_inflight: int = 64,
-                   timeout_s: float = 600, event_loop: str | None = None) -> Iterator[str]:
-    """`kuamo serve` (batching on or off, asyncio or uvloop) with stderr discarded; yields its target."""
-    extra = ([] if batching else ["--no-batching"]) + (["--event-loop", event_loop] if event_loop else [])
+                   timeout_s: float = 600, event_loop: str | None = None, query_cache: bool = True) -> Iterator[str]:
+    """`kuamo serve` (batching on or off, asyncio or uvloop, query cache on or off) with stderr discarded; yields
+    its target."""
+    extra = (([] if batching else ["--no-batching"]) + (["--event-loop", event_loop] if event_loop else [])
+             + ([] if query_cache else ["--query-cache-entries", "0"]))
     with serving(models, data, max_inflight=max_inflight, timeout_s=timeout_s, extra_args=extra) as s:
         yield s.target
 
