@@ -142,6 +142,8 @@ class Engine:
             self.provenance = VectorProvenance(config, self.encoder, self.backend)
             if isinstance(self.backend, EmbeddedBackend):
                 self.backend.recover()
+                if config.lexical_weight > 0:
+                    self.backend.warm_lexical()
         except (ArtifactError, KuamoError):
             self.backend.close()  # refused: leave no connection to the catalog behind
             raise

@@ -169,6 +169,19 @@ class CatalogStore:
             _note_lexical_seq(db, 0 if row is None else int(row[0]))
         return n
 
+    def lexical_rows(self, keys: Sequence[int] | None = None) -> list[tuple[int, tuple[str, ...]]]:
+        """(row key, the FTS5 row's column texts) of `keys` that exist, or of every row (engine/bm25.py)."""
+        sql = f"SELECT rowid, {', '.join(COLUMNS)} FROM lexical"
+        with self._lock:
+            if keys is None:
+                return [(int(r[0]), tuple(r[1:])) for r in self._db.execute(sql)]
+            out = []
+            for start in range(0, len(keys), 500):
+                chunk = [int(k) for k in keys[start: start + 500]]
+                out += [(int(r[0]), tuple(r[1:])) for r in self._db.execute(
+                    f"{sql} WHERE rowid IN ({','.join('?' * len(chunk))})", chunk)]
+            return out
+
     def lexical_count(self) -> int:
         with self._lock:
             return self._db.execute("SELECT count(*) FROM lexical").fetchone()[0]
