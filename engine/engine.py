@@ -55,10 +55,10 @@ from kuamo.engine.zero_shot_blend import BlendChoice
 
 __all__ = ["Engine", "EngineConfig", "ImageEncoderLike", "TextEncoderLike"]
 
-# Off by default: 0.4 wins the validation grid (benchmarks/results/hybrid.md: brand P@10 ZH 52 -> 93) but costs
-# Chinese colour + type 5 points on the held-out split (78.6 -> 73.6). Its latency is no longer the reason: the
-# in-memory BM25 (engine/bm25.py) adds 0.7-0.85 ms p50 through gRPC on fashion (hybrid_latency.md). Opt in per
-# query (weights.lexical) or per server ([server] lexical_weight) where brands and exact words matter more.
+# Off by default, though 0.4 wins the validation grid (benchmarks/results/hybrid.md: brand P@10 ZH 52 -> 92, held-out
+# colour + type unhurt since "T恤" stopped matching every T-shirt): the in-memory BM25 (engine/bm25.py) holds ~29 MB
+# for fashion, over the edge box's idle-RSS budget, and adds 0.7-0.85 ms p50 through gRPC (hybrid_latency.md).
+# Opt in per query (weights.lexical) or per server ([server] lexical_weight).
 DEFAULT_LEXICAL_WEIGHT = 0.0
 DEFAULT_UNDERSTANDING_WEIGHT = 0.0  # off: with BM25 on it hurt Chinese colour+type (same grid)
 

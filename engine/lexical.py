@@ -61,7 +61,9 @@ def stem(word: str) -> str:
 
 
 def _split_cjk(token: str) -> Iterable[str]:
-    """A token with CJK characters: its CJK runs as bigrams, the rest as words."""
+    """A token with CJK characters: its CJK runs as bigrams, the rest as words, except a lone letter or digit
+    glued to CJK: the "T" of "T恤" (T-shirt) is part of a Chinese word, and as the term "t" it matched every
+    "T-shirt" title whatever its colour (Chinese colour + type queries lost 8 points of P@10 to it)."""
     run: list[str] = []
     other: list[str] = []
 
@@ -74,15 +76,15 @@ def _split_cjk(token: str) -> Iterable[str]:
 
     for ch in token:
         if _is_cjk(ch):
-            if other:
+            if len(other) > 1:
                 yield stem("".join(other))
-                other.clear()
+            other.clear()
             run.append(ch)
         else:
             yield from flush_run()
             other.append(ch)
     yield from flush_run()
-    if other:
+    if len(other) > 1:
         yield stem("".join(other))
 
 

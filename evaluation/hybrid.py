@@ -9,7 +9,11 @@ attributes, photo, as `kuamo index` maps it), scored on the engine's answers (k 
   words before it, have none); query = a brand with at least 10 products in the pool (Chinese: "Puma旗舰店", the
   way Chinese shoppers name a brand's store); relevant = its products; P@10;
 - known-item: query = a product's exact title, relevant = the products with that very title; R@1 and R@10
-  (English only: the catalog has no Chinese titles).
+  (English only: the catalog has no Chinese titles);
+- composed: query = a product's photo + "like this but <colour>" (Chinese "同款 <colour>") for a colour it is
+  not, chosen among the colours its articleType has at least 10 products in (spread over the pool: every
+  product with such a colour, in id order, sampled evenly); relevant = products with the photo's articleType
+  AND the asked colour; P@10 (the share of the top 10 that is both).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -53,10 +58,11 @@ def brand_of(title: str) -> str | None:
 
 @dataclass(frozen=True)
 class TaskQuery:
-    task: str  # colour_type, brand, known_item
+    task: str  # colour_type, brand, known_item, composed
     lang: str  # en, zh
     text: str
     relevant: frozenset[int]
+    image: Path | None = None  # composed queries: the photo the text modifies
 
 
 def build_queries(items: Sequence, *, known_item_limit: int | None = None) -> list[TaskQuery]:
@@ -82,6 +88,27 @@ def build_queries(items: Sequence, *, known_item_limit: int | None = None) -> li
     known = items if known_item_limit is None else [items[i] for i in
                                                     np.linspace(0, len(items) - 1, known_item_limit).astype(int)]
     out += [TaskQuery("known_item", "en", it.title, frozenset(by_title[it.title])) for it in known]
+    return out
+
+
+def build_composed(items: Sequence, limit: int = 100) -> list[TaskQuery]:
+    """Photo + colour queries (module docstring), `limit` per language at most."""
+    pairs = Counter((it.attrs["articleType"], it.attrs["baseColour"]) for it in items)
+    candidates = []
+    for it in sorted(items, key=lambda it: it.id):
+        art, own = it.attrs["articleType"], it.attrs["baseColour"]
+        colours = sorted(c for (a, c), n in pairs.items()
+                         if a == art and c != own and n >= MIN_RELEVANT and c in COLOUR_ZH)
+        if art in ARTICLE_ZH and colours:
+            candidates.append((it, colours[it.id % len(colours)]))
+    if len(candidates) > limit:
+        candidates = [candidates[i] for i in np.linspace(0, len(candidates) - 1, limit).astype(int)]
+    out = []
+    for it, colour in candidates:
+        art = it.attrs["articleType"]
+        rel = frozenset(o.id for o in items if o.attrs["articleType"] == art and o.attrs["baseColour"] == colour)
+        out.append(TaskQuery("composed", "en", f"like this but {colour.lower()}", rel, it.image_path))
+        out.append(TaskQuery("composed", "zh", f"同款 {COLOUR_ZH[colour]}", rel, it.image_path))
     return out
 
 
