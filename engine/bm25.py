@@ -19,7 +19,6 @@ FTS5's bm25 (sqlite ext/fts5/fts5_aux.c, fts5Bm25Function), k1 = 1.2, b = 0.75:
 from __future__ import annotations
 
 import math
-from collections import Counter
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -66,7 +65,8 @@ class _Postings:
 class Bm25Index:
     """Rows are (key, column texts of space-separated terms), as in the FTS5 table; `column_weights` as given
     to FTS5's bm25(). A replaced or removed row leaves dead postings behind (skipped by the alive mask) until
-    they outnumber the live ones, then the postings are rebuilt."""
+    they outnumber the live ones, then the postings are compacted. Terms are interned to ids and each row keeps
+    only its term ids (int32, to take its counts back on removal): ~14 MB for the fashion catalog."""
 
     def __init__(self, column_weights: Sequence[float]) -> None:
         self.column_weights = tuple(float(w) for w in column_weights)
@@ -75,9 +75,10 @@ class Bm25Index:
         self._keys = np.zeros(0, dtype=np.int64)
         self._length = np.zeros(0, dtype=np.float32)  # D per slot
         self._alive = np.zeros(0, dtype=bool)
-        self._terms: list[dict[str, float] | None] = []  # per slot: term -> weighted frequency (None = dead)
-        self._postings: dict[str, _Postings] = {}
-        self._rows_of: Counter[str] = Counter()  # n(t) over live rows
+        self._slot_terms: list[np.ndarray | None] = []  # per slot: its term ids (None = dead)
+        self._term_id: dict[str, int] = {}
+        self._postings: list[_Postings] = []  # by term id
+        self._rows_of = np.zeros(0, dtype=np.int32)  # n(t) over live rows, by term id
         self._tokens = 0.0  # all tokens of live rows
         self._dead_postings = 0
         self._live_postings = 0
@@ -97,14 +98,14 @@ class Bm25Index:
             slot = self._slot_of.pop(int(key), None)
             if slot is None:
                 continue
-            terms = self._terms[slot]
-            assert terms is not None
-            self._rows_of.subtract(terms.keys())
+            ids = self._slot_terms[slot]
+            assert ids is not None
+            self._rows_of[ids] -= 1  # a row holds each term id once
             self._tokens -= float(self._length[slot])
             self._alive[slot] = False
-            self._terms[slot] = None
-            self._dead_postings += len(terms)
-            self._live_postings -= len(terms)
+            self._slot_terms[slot] = None
+            self._dead_postings += len(ids)
+            self._live_postings -= len(ids)
         self._maybe_compact()
 
     def _weigh(self, columns: Sequence[str]) -> tuple[dict[str, float], int]:
@@ -121,34 +122,51 @@ class Bm25Index:
         return weighted, length
 
     def _add(self, key: int, columns: Sequence[str]) -> None:
-        self._add_weighted(key, *self._weigh(columns))
-
-    def _add_weighted(self, key: int, weighted: dict[str, float], length: float) -> None:
-        slot = len(self._terms)  # slots are never reused: a term's postings hold each slot at most once
+        weighted, length = self._weigh(columns)
+        slot = len(self._slot_terms)  # slots are never reused: a term's postings hold each slot at most once
         if slot >= len(self._keys):  # grow by half: amortised appends
             cap = max(1024, slot + slot // 2)
             self._keys = np.concatenate([self._keys, np.zeros(cap - len(self._keys), dtype=np.int64)])
             self._length = np.concatenate([self._length, np.zeros(cap - len(self._length), dtype=np.float32)])
             self._alive = np.concatenate([self._alive, np.zeros(cap - len(self._alive), dtype=bool)])
         self._keys[slot], self._length[slot], self._alive[slot] = key, length, True
-        self._terms.append(weighted)
+        ids = np.fromiter((self._intern(t) for t in weighted), dtype=np.int32, count=len(weighted))
+        for tid, f in zip(ids.tolist(), weighted.values(), strict=True):
+            self._postings[tid].add(slot, f)
+        self._rows_of[ids] += 1
+        self._slot_terms.append(ids)
         self._slot_of[key] = slot
-        for t, f in weighted.items():
-            self._postings.setdefault(t, _Postings()).add(slot, f)
-        self._rows_of.update(weighted.keys())
         self._tokens += length
-        self._live_postings += len(weighted)
+        self._live_postings += len(ids)
+
+    def _intern(self, term: str) -> int:
+        tid = self._term_id.get(term)
+        if tid is None:
+            tid = self._term_id[term] = len(self._postings)
+            self._postings.append(_Postings())
+            if tid >= len(self._rows_of):
+                self._rows_of = np.concatenate([self._rows_of, np.zeros(max(256, tid // 2), dtype=np.int32)])
+        return tid
 
     def _maybe_compact(self) -> None:
-        """Rebuild the postings without dead slots once those outnumber the live ones."""
+        """Drop dead slots from every posting list once they outnumber the live postings; live slots are
+        renumbered in order, so each term's postings stay sorted and unique."""
         if self._dead_postings <= max(10_000, self._live_postings):
             return
-        live = [(int(self._keys[s]), t, float(self._length[s])) for s, t in enumerate(self._terms) if t is not None]
-        seq = self.seq
-        self.__init__(self.column_weights)  # type: ignore[misc]
-        self.seq = seq
-        for key, weighted, length in live:
-            self._add_weighted(key, weighted, length)
+        used = len(self._slot_terms)
+        live = np.flatnonzero(self._alive[:used])
+        renumber = np.full(used, -1, dtype=np.int32)
+        renumber[live] = np.arange(len(live), dtype=np.int32)
+        for post in self._postings:
+            slots, freqs = post.arrays()
+            keep = self._alive[slots]
+            post.slots, post.freqs, post.tf = renumber[slots[keep]], freqs[keep], None
+        self._keys = self._keys[live].copy()
+        self._length = self._length[live].copy()
+        self._alive = np.ones(len(live), dtype=bool)
+        self._slot_terms = [self._slot_terms[s] for s in live.tolist()]
+        self._slot_of = {int(k): i for i, k in enumerate(self._keys.tolist())}
+        self._dead_postings = 0
 
     # -- reads ----------------------------------------------------------------------------------------
     def search(self, terms: Sequence[str], n: int, allowed: np.ndarray | None = None) -> list[tuple[int, float]]:
@@ -158,12 +176,13 @@ class Bm25Index:
         if not terms or n <= 0 or rows == 0:
             return []
         avgdl = self._tokens / rows
-        score = np.zeros(len(self._terms), dtype=np.float64)
+        score = np.zeros(len(self._slot_terms), dtype=np.float64)
         for t in dict.fromkeys(terms):
-            post = self._postings.get(t)
-            hits = self._rows_of.get(t, 0)
-            if post is None or hits <= 0:
+            tid = self._term_id.get(t)
+            hits = 0 if tid is None else int(self._rows_of[tid])
+            if tid is None or hits <= 0:
                 continue
+            post = self._postings[tid]
             idf = math.log((rows - hits + 0.5) / (hits + 0.5))
             idf = idf if idf > 0 else MIN_IDF
             slots, tf = post.frequency_part(self._length, avgdl)
