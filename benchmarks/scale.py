@@ -62,7 +62,8 @@ def run(quick: bool = False, *, models: Path = DEFAULT_MODEL_DIR) -> dict[str, A
 def _markdown(res: dict[str, Any]) -> str:
     r, m, f = res["ray_ingest"], res["milvus"], res["failover"]
     ray_rows = [{"run": row["run"], "rows": row["rows"], "seconds": row["seconds"], "rows/s": row["rows_per_s"],
-                 "nodes": row.get("nodes"), "cluster start s": row.get("cluster_start_s"),
+                 "nodes": row.get("nodes"), "actors that embedded": row.get("actors_that_embedded"),
+                 "cluster start s": row.get("cluster_start_s"),
                  "fixed cost s": row.get("fixed_cost_s"), "rows/s after start": row.get("rows_per_s_after_start")}
                 for row in r["runs"]]
     cyc = [{"cycle": c["cycle"], "acknowledged": c["acknowledged"], "lost": c["lost"], "B errors": c["b_errors"],

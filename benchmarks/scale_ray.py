@@ -81,6 +81,7 @@ def ray_ingest_rates(catalog: Path, models: Path, work: Path, workers: Sequence[
         runs.append({"run": name, "rows": r["rows"], "seconds": r["seconds"], "rows_per_s": r["rows_per_s"],
                      "fixed_cost_s": r["fixed_s"], "rows_per_s_after_start": r["steady_rows_per_s"],
                      "cluster_start_s": start, "actor_load_s": r["actor_load_s"], "nodes": r["nodes"],
+                     "actors_that_embedded": r["actors_that_embedded"],
                      "stages": r["stages"], "data": data})
 
     for w in workers:

@@ -781,4 +781,5 @@ def ray_ingest_rate(catalog: Path | str, data_dir: Path | str, model_dir: Path |
             "rejected": len(report.rejected), "seconds": round(report.seconds, 2),
             "rows_per_s": round(report.rows_per_s, 1), "steady_rows_per_s": round(report.steady_rows_per_s, 1),
             "fixed_s": round(report.fixed_s, 2), "cluster_start_s": round(report.cluster_start_s, 2),
-            "actor_load_s": round(report.actor_load_s, 2), "nodes": report.nodes, "stages": d["ray"]["stages"]}
+            "actor_load_s": round(report.actor_load_s, 2), "nodes": report.nodes,
+            "actors_that_embedded": report.actor_loads, "stages": d["ray"]["stages"]}

@@ -175,8 +175,10 @@ def test_same_vectors_and_rejections_as_single_process(model_dir: Path, single: 
     assert set(have) == set(want) and len(have) == GOOD
     worst = max(float(np.max(np.abs(have[k] - want[k]))) for k in want)
     assert worst <= 1e-5, worst
-    # both nodes worked, and the report carries the job's fixed cost and the stages' throughput
-    assert got.nodes == 2 and got.workers == 2 and got.actor_loads == 2
+    # the job ran on both nodes' pool, and the report carries the job's fixed cost and the stages' throughput.
+    # Which actors get batches is Ray Data's choice: on a fast CPU the first ready actor can embed all 13 of
+    # these tiny batches before the other's first one is dispatched (seen once in a clean-clone run)
+    assert got.nodes == 2 and got.workers == 2 and 1 <= got.actor_loads <= 2
     ray_part = got.to_dict()["ray"]
     assert ray_part["fixed_s"] > 0 and ray_part["steady_rows_per_s"] > 0
     assert {"read", "parse", "embed", "write"} == set(ray_part["stages"])
