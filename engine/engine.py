@@ -25,7 +25,7 @@ from kuamo.engine.backends import MilvusSettings, open_backend
 from kuamo.engine.batcher import BatcherConfig, DynamicBatcher
 from kuamo.engine.catalog_backend import CatalogBackend
 from kuamo.engine.category_prior import DEFAULT_CANDIDATES, DEFAULT_TEMPERATURE, DEFAULT_WEIGHT
-from kuamo.engine.config import DEFAULT_MODEL_DIR, EncoderConfig
+from kuamo.engine.config import DEFAULT_LEXICAL_WEIGHT, DEFAULT_MODEL_DIR, EncoderConfig
 from kuamo.engine.embedded_backend import EmbeddedBackend
 from kuamo.engine.errors import ArtifactError, InvalidInput, KuamoError, NotReady, Unsupported
 from kuamo.engine.errors import names as listed
@@ -55,11 +55,6 @@ from kuamo.engine.zero_shot_blend import BlendChoice
 
 __all__ = ["Engine", "EngineConfig", "ImageEncoderLike", "TextEncoderLike"]
 
-# Off by default, though 0.4 wins the validation grid (benchmarks/results/hybrid.md: brand P@10 ZH 52 -> 92, held-out
-# colour + type unhurt since "T恤" stopped matching every T-shirt): the in-memory BM25 (engine/bm25.py) holds ~29 MB
-# for fashion, over the edge box's idle-RSS budget, and adds 0.7-0.85 ms p50 through gRPC (hybrid_latency.md).
-# Opt in per query (weights.lexical) or per server ([server] lexical_weight).
-DEFAULT_LEXICAL_WEIGHT = 0.0
 DEFAULT_UNDERSTANDING_WEIGHT = 0.0  # off: with BM25 on it hurt Chinese colour+type (same grid)
 
 
@@ -142,8 +137,6 @@ class Engine:
             self.provenance = VectorProvenance(config, self.encoder, self.backend)
             if isinstance(self.backend, EmbeddedBackend):
                 self.backend.recover()
-                if config.lexical_weight > 0:
-                    self.backend.warm_lexical()
         except (ArtifactError, KuamoError):
             self.backend.close()  # refused: leave no connection to the catalog behind
             raise

@@ -11,7 +11,7 @@ from typing import Any
 
 from kuamo.engine.backends import BACKENDS
 from kuamo.engine.catalog_map import CatalogConfig, check_config
-from kuamo.engine.config import DEFAULT_MODEL_DIR, with_env_overrides
+from kuamo.engine.config import DEFAULT_LEXICAL_WEIGHT, DEFAULT_MODEL_DIR, with_env_overrides
 from kuamo.engine.errors import InvalidInput
 
 LOOPBACK_NAMES = {"localhost", "ip6-localhost"}
@@ -68,7 +68,7 @@ class ServerConfig:
     # replica then holds no catalog state; docs/scale.md). The token comes best from KUAMO_SERVER_MILVUS_TOKEN.
     backend: str = "embedded"
     # hybrid (BM25) ranking weight for queries that send none (engine/ranking.py fuse_lexical); 0 = vector only
-    lexical_weight: float = 0.0
+    lexical_weight: float = DEFAULT_LEXICAL_WEIGHT
     milvus_uri: str = ""
     milvus_token: str = ""
     milvus_collection: str = "kuamo"
