@@ -88,12 +88,18 @@ def _split_cjk(token: str) -> Iterable[str]:
         yield stem("".join(other))
 
 
+def _is_term(t: str) -> bool:
+    """A lone Latin letter is no term: the "s" of "men's", the "t" of "T-shirt" match half a fashion catalog and
+    pulled T-shirts above watches for "men's wrist watch" (a lone digit, a size, stays)."""
+    return bool(t) and not (len(t) == 1 and t.isascii() and t.isalpha())
+
+
 def terms(text: str, *, keep_stop_words: bool = False) -> list[str]:
     """The terms of a text in order (repeats kept: a document's term frequency counts)."""
     out: list[str] = []
     for word in _WORD.findall(unicodedata.normalize("NFKC", text or "").lower()):
         parts = _split_cjk(word) if any(_is_cjk(c) for c in word) else (stem(word),)
-        out.extend(t for t in parts if t and (keep_stop_words or t not in STOP_WORDS))
+        out.extend(t for t in parts if _is_term(t) and (keep_stop_words or t not in STOP_WORDS))
     return out
 
 

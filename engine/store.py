@@ -59,7 +59,7 @@ _COLS = "id, title, description, category, brand, price, rating, attributes, ima
 # The lexical (BM25) index: an FTS5 table in the same file, rowid = the product's row key, written in the same
 # transaction as the product, so the two agree after any crash. The terms are made by engine/lexical.py (CJK
 # bigrams, plural stemming); FTS5 only splits them on spaces. A new LEXICAL_VERSION rebuilds it on open.
-LEXICAL_VERSION = "2"  # 2: a lone letter glued to CJK is no term ("T恤")
+LEXICAL_VERSION = "3"  # 2: a lone letter glued to CJK is no term ("T恤"); 3: no lone Latin letter is
 LEXICAL_SCHEMA = (f"CREATE VIRTUAL TABLE lexical USING fts5({', '.join(COLUMNS)}, "
                   "tokenize='unicode61 remove_diacritics 0')")
 _LEX_INSERT = f"INSERT INTO lexical(rowid, {', '.join(COLUMNS)}) VALUES (?,?,?,?,?)"
