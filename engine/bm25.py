@@ -172,9 +172,15 @@ class Bm25Index:
     def search(self, terms: Sequence[str], n: int, allowed: np.ndarray | None = None) -> list[tuple[int, float]]:
         """Up to `n` (key, score > 0), best first, over the rows holding any of `terms`; `allowed` (row keys)
         limits them as a filter would. Ties go to the smaller key."""
+        keys, scores = self.top(terms, n, allowed)
+        return list(zip(keys.tolist(), scores.tolist(), strict=True))
+
+    def top(self, terms: Sequence[str], n: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """`search` as arrays: (row keys int64, scores float64), best first."""
+        none = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64))
         rows = len(self._slot_of)
         if not terms or n <= 0 or rows == 0:
-            return []
+            return none
         avgdl = self._tokens / rows
         score = np.zeros(len(self._slot_terms), dtype=np.float64)
         for t in dict.fromkeys(terms):
@@ -194,6 +200,11 @@ class Bm25Index:
             keep = np.isin(keys, np.asarray(allowed, dtype=np.int64))
             hit, keys = hit[keep], keys[keep]
         if hit.size == 0:
-            return []
+            return none
+        if hit.size > n:  # a common term hits half the catalog: sort only the top n (and ties at the cut)
+            got = score[hit]
+            cut = np.partition(got, hit.size - n)[hit.size - n]
+            keep = got >= cut
+            hit, keys = hit[keep], keys[keep]
         order = np.lexsort((keys, -score[hit]))[:n]
-        return [(int(keys[i]), float(score[hit[i]])) for i in order]
+        return keys[order], score[hit[order]]

@@ -10,12 +10,13 @@ from typing import Any, TypeVar
 
 ENV_PREFIX = "KUAMO_"
 DEFAULT_MODEL_DIR = Path("models/default")
-# The hybrid (BM25) weight for text queries that send none (engine/ranking.py fuse_lexical). On by default at the
-# validation grid's choice (benchmarks/results/hybrid.md, held-out: brand P@10 ZH 52 -> 91, EN 78 -> 93, exact-title
-# R@1 81 -> 96, photo + "like this but red" 10 -> 64%, nothing lower). Its cost: 0.7-0.85 ms p50 through gRPC
-# (hybrid_latency.md) and ~15 MB of in-memory BM25 for fashion (engine/bm25.py), built by the first text query (the
-# server's warm-up). weights.lexical 0 (per query) or [server] lexical_weight 0 turns it off.
-DEFAULT_LEXICAL_WEIGHT = 0.4
+# The hybrid (BM25) weight for text queries that send none (engine/ranking.py fuse_lexical). Off by default: 0.4
+# wins the validation grid (benchmarks/results/hybrid.md, held-out: brand P@10 ZH 52 -> 91, EN 78 -> 93, exact-title
+# R@1 81 -> 96, photo + "like this but red" 10 -> 64%, nothing lower), but on 2 cores it costs ~1 ms p50 and ~19%
+# of the 32-client throughput (kuamo bench server with it on: 418 vs 517 qps; the BM25 and fusion are Python in the
+# search thread) and ~15 MB for fashion, and the embedded default must not get slower. [server] lexical_weight 0.4
+# (or weights.lexical per query) turns it on.
+DEFAULT_LEXICAL_WEIGHT = 0.0
 
 T = TypeVar("T")
 

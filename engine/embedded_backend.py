@@ -279,13 +279,12 @@ class EmbeddedBackend:
         """BM25 over the FTS5 table of the catalog's SQLite file, scored as FTS5 scores it but in memory
         (engine/bm25.py: FTS5 itself took 15-23 ms a query on fashion); filtered by the vector path's SQL."""
         terms = query_terms(text)
-        got: list[tuple[int, float]] = []
+        keys, scores = np.zeros(0, dtype=np.int64), np.zeros(0)
         if terms and n > 0:
             allowed = self.store.allowed_ids(filters)
             with self._bm25_lock:
-                got = self._bm25_in_step().search(terms, n, allowed)
-        return Candidates(np.asarray([[s for _, s in got]], dtype=np.float32).reshape(1, -1),
-                          np.asarray([[k for k, _ in got]], dtype=np.int64).reshape(1, -1))
+                keys, scores = self._bm25_in_step().top(terms, n, allowed)
+        return Candidates(scores.astype(np.float32).reshape(1, -1), keys.astype(np.int64).reshape(1, -1))
 
     def warm_lexical(self) -> None:
         """Build the in-memory BM25 now (at open, where lexical ranking is on) rather than in the first query."""

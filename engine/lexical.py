@@ -21,6 +21,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Iterable
+from functools import lru_cache
 
 from kuamo.engine.types import CATEGORY_SEP, Product
 
@@ -106,7 +107,12 @@ def terms(text: str, *, keep_stop_words: bool = False) -> list[str]:
 def query_terms(text: str, max_terms: int = MAX_QUERY_TERMS) -> list[str]:
     """The distinct terms of a query, at most `max_terms` (the first ones): [] for a query of only stop words
     or punctuation (then there is no lexical part, the vectors answer alone)."""
-    return list(dict.fromkeys(terms(text)))[:max_terms]
+    return list(_query_terms(text, max_terms))
+
+
+@lru_cache(maxsize=8192)  # every hybrid query asks three times (ranking, backend, explain); head queries repeat
+def _query_terms(text: str, max_terms: int) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(terms(text)))[:max_terms]
 
 
 def match_expression(query: Iterable[str]) -> str:

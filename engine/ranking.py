@@ -231,32 +231,42 @@ class Ranker:
             job.understood = u
         lex_text = q.text if u is None or u.empty() else f"{q.text} {u.expansion()}"
         terms = query_terms(lex_text)
-        vec = {int(k): float(s) for k, s in zip(keys, scores, strict=True) if k >= 0}
-        bonus: dict[int, float] = {}
+        # candidates as arrays (vectorised: this runs for every text query while hybrid is on by default):
+        # the vector candidates in their order, then the BM25 top ones they lack, scored on their stored vectors
+        valid = keys >= 0
+        ids, base = keys[valid].astype(np.int64), scores[valid].astype(np.float64)
+        n_vector = len(ids)
+        bonus = np.zeros(0)
         if w_lex > 0 or (u is not None and not u.empty()):
             job.lexical_terms = tuple(query_terms(q.text))
             lex = self.backend.lexical(lex_text, self.config.lexical_candidates, filters=q.filters) \
                 if terms and getattr(self.backend, "supports_lexical", False) else None
             if lex is not None and len(lex.keys[0]) and float(lex.scores[0][0]) > 0:
-                lk, ls = lex.keys[0], lex.scores[0]
-                missing = [int(k) for k in lk if int(k) not in vec]
-                if missing:
-                    got, vecs = self.backend.vectors(missing)  # a product deleted meanwhile is simply not there
+                lk, ls = lex.keys[0].astype(np.int64), lex.scores[0].astype(np.float64)
+                missing = lk[~np.isin(lk, ids)]
+                if len(missing):
+                    got, vecs = self.backend.vectors(missing.tolist())  # one deleted meanwhile is not there
                     if len(got):
-                        vec.update(zip(got.tolist(), (vecs @ job.qvec).tolist(), strict=True))
+                        ids = np.concatenate([ids, got.astype(np.int64)])
+                        base = np.concatenate([base, (vecs @ job.qvec).astype(np.float64)])
                 if w_lex > 0:
-                    best = float(ls[0])
-                    bonus = {int(k): w_lex * float(s) / best for k, s in zip(lk, ls, strict=True) if int(k) in vec}
-                    job.lexical = bonus
+                    position = {k: i for i, k in enumerate(ids.tolist())}
+                    at = [(position[k], w_lex * s / float(ls[0])) for k, s in zip(lk.tolist(), ls.tolist(), strict=True)
+                          if k in position]
+                    bonus = np.zeros(len(ids))
+                    for i, b in at:
+                        bonus[i] = b
+                    job.lexical = {int(ids[i]): b for i, b in at}
         extra: dict[int, dict[str, float]] = {}
         if u is not None and not u.empty():
-            extra = boosts(u, self.backend.get_many(list(vec)), w_und)
+            extra = boosts(u, self.backend.get_many(ids.tolist()), w_und)
             job.boosts = extra
-        if not bonus and not extra and len(vec) == int((keys >= 0).sum()):
+        if not bonus.any() and not extra and len(ids) == n_vector:
             return scores, keys
-        ids = np.fromiter(vec, dtype=np.int64, count=len(vec))
-        fused = np.asarray([vec[i] + bonus.get(i, 0.0) + sum(extra.get(i, {}).values()) for i in vec],
-                           dtype=np.float32)
+        fused = base + (bonus if len(bonus) else 0.0)
+        if extra:
+            fused = fused + np.asarray([sum(extra.get(i, {}).values()) for i in ids.tolist()])
+        fused = fused.astype(np.float32)
         order = np.argsort(-fused, kind="stable")
         return fused[order], ids[order]
 

@@ -44,8 +44,7 @@ def test_profile_personalises_search_and_recommend_then_forget(srv, tmp_path, ca
         plain = c.search(Query(text="shirt", k=5, explain=True))
         personal = c.search(Query(text="shirt", k=5, explain=True, user_id=RAW_USER, user_weight=0.5))
         assert personal.hits[0].id == RED_SHIRT  # the red shopper's shirt comes first
-        # no profile part without a user; the lexical part is there because "shirt" is in the title (BM25 on)
-        assert plain.hits[0].explanation.contributions.keys() == {"text", "image", "lexical"}
+        assert plain.hits[0].explanation.contributions.keys() == {"text", "image"}
         e = personal.hits[0].explanation
         assert e.contributions["profile"] > 0
         assert abs(sum(e.contributions.values()) - e.base_score) < 1e-4
