@@ -84,20 +84,7 @@ async def aindex_catalog(path: Path | str, engine: Engine, *, mapping: str = "au
     root = Path(image_root) if image_root is not None else path.parent
     report = IngestReport(path=str(path), mapping=m.name)
     t0 = time.perf_counter()
-    choice = await _blend_for_run(engine, path, m, root, limit)
-    if choice is not None:
-        report.image_blend = choice.to_dict()
-        untrained = choice.source != "set" and getattr(engine, "blend_sample_keep", None) is not None
-        if untrained:
-            report.image_blend["sample"] = "products the adapted head never trained on (held-out + validation)"
-        if progress:
-            how = "set" if choice.source == "set" else \
-                f"chosen on {choice.photos} of its photos{' the head never trained on' if untrained else ''}"
-            say(f"image blend for this catalog: {choice.beta:g} x tuned vector + {1 - choice.beta:g} x zero-shot map "
-                f"({how}: {choice.reason}){'; provisional' if choice.provisional else ''}")
-    report.stale = engine.stale_vectors  # after the blend: a changed beta re-embeds like a model change
-    if report.stale and progress:
-        say(f"re-embedding every product of this catalog: {report.stale}")
+    await start_run(engine, report, path, m, root, limit, progress)
 
     from tqdm import tqdm
 
@@ -140,6 +127,34 @@ async def aindex_catalog(path: Path | str, engine: Engine, *, mapping: str = "au
         await flush()
     finally:
         bar.close()
+    await finish_run(engine, report, path, snapshot=snapshot, progress=progress)
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+async def start_run(engine: Engine, report: IngestReport, path: Path, m: Any, root: Path, limit: int | None,
+                    progress: bool) -> None:
+    """Before any row is encoded (single process and Ray alike): the image blend, set, re-chosen or chosen,
+    and whether this run re-embeds the catalog's vectors."""
+    choice = await _blend_for_run(engine, path, m, root, limit)
+    if choice is not None:
+        report.image_blend = choice.to_dict()
+        untrained = choice.source != "set" and getattr(engine, "blend_sample_keep", None) is not None
+        if untrained:
+            report.image_blend["sample"] = "products the adapted head never trained on (held-out + validation)"
+        if progress:
+            how = "set" if choice.source == "set" else \
+                f"chosen on {choice.photos} of its photos{' the head never trained on' if untrained else ''}"
+            say(f"image blend for this catalog: {choice.beta:g} x tuned vector + {1 - choice.beta:g} x zero-shot map "
+                f"({how}: {choice.reason}){'; provisional' if choice.provisional else ''}")
+    report.stale = engine.stale_vectors  # after the blend: a changed beta re-embeds like a model change
+    if report.stale and progress:
+        say(f"re-embedding every product of this catalog: {report.stale}")
+
+
+async def finish_run(engine: Engine, report: IngestReport, path: Path, *, snapshot: bool, progress: bool) -> None:
+    """After the last row (single process and Ray alike): products left with other models' vectors, and the
+    index snapshot."""
     if report.stale:
         report.stale_left = await engine.settle_stale_vectors()
         if report.stale_left and progress:
@@ -147,8 +162,6 @@ async def aindex_catalog(path: Path | str, engine: Engine, *, mapping: str = "au
                 "upsert them again (with their photos) or delete them")
     if snapshot and report.accepted:
         await engine.snapshot()
-    report.seconds = time.perf_counter() - t0
-    return report
 
 
 async def _blend_for_run(engine: Engine, path: Path, m: Any, root: Path, limit: int | None) -> BlendChoice | None:

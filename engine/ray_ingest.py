@@ -45,7 +45,7 @@ from kuamo.engine.config import EncoderConfig
 from kuamo.engine.cpu_budget import usable_cores
 from kuamo.engine.errors import ArtifactError, InvalidInput, KuamoError, NotReady
 from kuamo.engine.ids import ProductId, row_key
-from kuamo.engine.ingest import IngestReport, _blend_for_run, say
+from kuamo.engine.ingest import IngestReport, finish_run, say, start_run
 from kuamo.engine.store import StoredRow, check_owner
 from kuamo.engine.types import Rejection
 
@@ -555,15 +555,7 @@ async def aray_index_catalog(path: Path | str, engine: Engine, *, workers: int |
     if progress:
         say(f"ray: {report.address}, {nodes} node(s), {ray.cluster_resources().get('CPU', 0):g} CPUs; {workers} "
             f"worker(s) x {per:g} CPU ({threads} ONNX thread(s) each)")
-    choice = await _blend_for_run(engine, path, m, root, limit)
-    if choice is not None:
-        report.image_blend = choice.to_dict()
-        if progress:
-            say(f"image blend for this catalog: beta {choice.beta:g} ({choice.reason})"
-                f"{'; provisional' if choice.provisional else ''}")
-    report.stale = engine.stale_vectors
-    if report.stale and progress:
-        say(f"re-embedding every product of this catalog: {report.stale}")
+    await start_run(engine, report, path, m, root, limit, progress)
     stored = await asyncio.to_thread(stored_hashes, engine)
     stored_ref = ray.put(stored)  # kept referenced here until the end: a restarted actor reads it again
     spec = EmbedSpec(model_dir=str(Path(engine.config.model_dir).absolute()),
@@ -616,13 +608,7 @@ async def aray_index_catalog(path: Path | str, engine: Engine, *, workers: int |
         del stored_ref
     report.rejected.sort(key=lambda r: r.row)
     report.actor_loads = len(actors)
-    if report.stale:
-        report.stale_left = await engine.settle_stale_vectors()
-        if report.stale_left and progress:
-            say(f"{report.stale_left} products are not in {path.name} and keep vectors from other models: "
-                "upsert them again (with their photos) or delete them")
-    if snapshot and report.accepted:
-        await engine.snapshot()
+    await finish_run(engine, report, path, snapshot=snapshot, progress=progress)
     report.seconds = time.perf_counter() - t_start + report.cluster_start_s
     if progress:
         say(f"ray: {report.rows_read} rows in {report.seconds:.1f} s ({report.rows_per_s:.1f} rows/s; "
