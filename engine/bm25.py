@@ -169,14 +169,10 @@ class Bm25Index:
         self._dead_postings = 0
 
     # -- reads ----------------------------------------------------------------------------------------
-    def search(self, terms: Sequence[str], n: int, allowed: np.ndarray | None = None) -> list[tuple[int, float]]:
-        """Up to `n` (key, score > 0), best first, over the rows holding any of `terms`; `allowed` (row keys)
-        limits them as a filter would. Ties go to the smaller key."""
-        keys, scores = self.top(terms, n, allowed)
-        return list(zip(keys.tolist(), scores.tolist(), strict=True))
-
-    def top(self, terms: Sequence[str], n: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """`search` as arrays: (row keys int64, scores float64), best first."""
+    def search(self, terms: Sequence[str], n: int, allowed: np.ndarray | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """Up to `n` (row keys int64, scores float64 > 0), best first, over the rows holding any of `terms`;
+        `allowed` (row keys) limits them as a filter would. Ties go to the smaller key."""
         none = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64))
         rows = len(self._slot_of)
         if not terms or n <= 0 or rows == 0:

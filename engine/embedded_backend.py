@@ -283,7 +283,7 @@ class EmbeddedBackend:
         if terms and n > 0:
             allowed = self.store.allowed_ids(filters)
             with self._bm25_lock:
-                keys, scores = self._bm25_in_step().top(terms, n, allowed)
+                keys, scores = self._bm25_in_step().search(terms, n, allowed)
         return Candidates(scores.astype(np.float32).reshape(1, -1), keys.astype(np.int64).reshape(1, -1))
 
     def warm_lexical(self) -> None:

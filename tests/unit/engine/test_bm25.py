@@ -37,8 +37,9 @@ def _index_of(store: CatalogStore) -> Bm25Index:
     return idx
 
 
-def _same(got: list[tuple[int, float]], want: list[tuple[int, float]]) -> None:
+def _same(found: tuple[np.ndarray, np.ndarray], want: list[tuple[int, float]]) -> None:
     """Same scores in the same order; the same keys, except that FTS5 breaks a tie at the cut its own way."""
+    got = list(zip(found[0].tolist(), found[1].tolist(), strict=True))
     assert len(got) == len(want)
     np.testing.assert_allclose([s for _, s in got], [s for _, s in want], rtol=1e-5)
     g, w = dict(got), dict(want)
@@ -100,14 +101,15 @@ def test_filters_limit_the_rows(store: CatalogStore) -> None:
     f = Filters(brands=("Nike",))
     q = query_terms("red shirt")
     _same(idx.search(q, 20, store.allowed_ids(f)), store.lexical(q, 20, f))
-    assert idx.search(q, 20, np.zeros(0, dtype=np.int64)) == []
+    assert len(idx.search(q, 20, np.zeros(0, dtype=np.int64))[0]) == 0
 
 
 def test_nothing_to_match() -> None:
     idx = Bm25Index(COLUMN_WEIGHTS)
-    assert idx.search(["red"], 10) == []
+    assert len(idx.search(["red"], 10)[0]) == 0
     idx.upsert([(5, ("red", "", "", ""))])
-    assert idx.search([], 10) == [] and idx.search(["red"], 0) == []
+    assert len(idx.search([], 10)[0]) == 0 and len(idx.search(["red"], 0)[0]) == 0
+    assert idx.search(["red"], 10)[0].tolist() == [5]
     with pytest.raises(ValueError, match="columns"):
         idx.upsert([(6, ("red",))])
 
@@ -137,6 +139,5 @@ def test_backend_reads_its_own_writes_and_survives_a_pruned_log(tmp_path) -> Non
     assert b._bm25 is not before  # rebuilt from the FTS5 table, not replayed
     for text in QUERIES:
         got = b.lexical(text, 300, filters=Filters())
-        _same(list(zip(got.keys[0].tolist(), got.scores[0].tolist(), strict=True)),
-              b.store.lexical(query_terms(text), 300))
+        _same((got.keys[0], got.scores[0]), b.store.lexical(query_terms(text), 300))
     b.close()
