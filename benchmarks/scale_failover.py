@@ -9,6 +9,7 @@ from __future__ import annotations
 import random
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,18 +24,18 @@ from kuamo.proto.kuamo.v1 import kuamo_pb2_grpc as pb_grpc
 BATCH = 8
 
 
-def _stream_until_killed(target: str, titles: list[str], start: int, acked: list[int], stop: threading.Event
-                         ) -> None:
+def upsert_until_killed(target: str, product: Callable[[int], pb.Product], start: int, acked: list[int],
+                        stop: threading.Event, timeout: float = 60) -> None:
+    """Sequential Upsert calls of BATCH products (ids from `start`) until `stop` or the replica is gone; an id
+    is acknowledged once its call answered (tests/integration/scale/test_replicas.py streams the same way)."""
     with grpc.insecure_channel(target) as ch:
         stub = pb_grpc.SearchServiceStub(ch)
         pid = start
         while not stop.is_set():
             ids = list(range(pid, pid + BATCH))
             pid += BATCH
-            reqs = [pb.UpsertRequest(product=pb.Product(id=i, title=f"{titles[i % len(titles)]} #{i}",
-                                                        category="Bench/Failover")) for i in ids]
             try:
-                r = stub.Upsert(iter(reqs), timeout=60)
+                r = stub.Upsert(iter([pb.UpsertRequest(product=product(i)) for i in ids]), timeout=timeout)
             except grpc.RpcError:
                 return
             acked.extend(r.accepted)
@@ -65,14 +66,17 @@ def failover_cycles(models: Path, work: Path, titles: list[str], cycles: int, se
     try:
         with grpc.insecure_channel(b.target) as ch:
             stub_b = pb_grpc.SearchServiceStub(ch)
+            def titled(i: int) -> pb.Product:
+                return pb.Product(id=i, title=f"{titles[i % len(titles)]} #{i}", category="Bench/Failover")
+
             for c in range(cycles):
                 a = start_server(models, work / "a", work / "a.log", extra_args=backend)
                 acked: list[int] = []
                 stop, probing = threading.Event(), threading.Event()
                 lat: list[float] = []
                 errors: list[str] = []
-                writer = threading.Thread(target=_stream_until_killed,
-                                          args=(a.target, titles, 10_000_000 * (c + 1), acked, stop), daemon=True)
+                writer = threading.Thread(target=upsert_until_killed,
+                                          args=(a.target, titled, 10_000_000 * (c + 1), acked, stop), daemon=True)
                 prober = threading.Thread(target=_probe, args=(b.target, titles, probing, lat, errors), daemon=True)
                 writer.start()
                 prober.start()

@@ -13,6 +13,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import numpy as np
 
@@ -40,24 +41,20 @@ def two_node_cluster() -> Iterator[tuple[str, float]]:
     from ray.cluster_utils import Cluster
 
     tmp = tempfile.mkdtemp(prefix="kr-bench-")  # short: Ray's socket paths must fit in ~107 characters
-    saved = {k: os.environ.get(k) for k in ("RAY_TMPDIR", "RAY_USAGE_STATS_ENABLED")}
-    os.environ.update({"RAY_TMPDIR": tmp, "RAY_USAGE_STATS_ENABLED": "0"})
     c = None
     try:
-        t0 = time.perf_counter()
-        c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "object_store_memory": 150 << 20,
-                                                          "include_dashboard": False})
-        c.add_node(num_cpus=1, object_store_memory=150 << 20)
-        c.wait_for_nodes()
-        yield c.address, time.perf_counter() - t0
+        with mock.patch.dict(os.environ, {"RAY_TMPDIR": tmp, "RAY_USAGE_STATS_ENABLED": "0"}):
+            try:
+                t0 = time.perf_counter()
+                c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "object_store_memory": 150 << 20,
+                                                                  "include_dashboard": False})
+                c.add_node(num_cpus=1, object_store_memory=150 << 20)
+                c.wait_for_nodes()
+                yield c.address, time.perf_counter() - t0
+            finally:
+                if c is not None:
+                    c.shutdown()
     finally:
-        if c is not None:
-            c.shutdown()
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
         shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -15,6 +15,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -93,34 +94,30 @@ def cluster() -> Iterator[str]:
     from ray.cluster_utils import Cluster
 
     tmp = tempfile.mkdtemp(prefix="kr-test-")  # short: Ray's socket paths must fit in ~107 characters
-    saved = {k: os.environ.get(k) for k in ("RAY_TMPDIR", "RAY_USAGE_STATS_ENABLED", FAULT_ONCE_ENV)}
-    os.environ.update({"RAY_TMPDIR": tmp, "RAY_USAGE_STATS_ENABLED": "0",
-                       FAULT_ONCE_ENV: os.path.join(tmp, "fault-once")})
     os.makedirs(os.path.join(tmp, "ray"))
     c = None
     try:
-        node = {"num_cpus": 1, "object_store_memory": 150 * 1024 * 1024, "include_dashboard": False}
-        for attempt in range(2):  # a start can time out on a loaded machine: once more, then fail
+        with mock.patch.dict(os.environ, {"RAY_TMPDIR": tmp, "RAY_USAGE_STATS_ENABLED": "0",
+                                          FAULT_ONCE_ENV: os.path.join(tmp, "fault-once")}):
             try:
-                c = Cluster(initialize_head=True, head_node_args=node)
-                c.add_node(num_cpus=1, object_store_memory=150 * 1024 * 1024)
-                break
-            except Exception:
+                node = {"num_cpus": 1, "object_store_memory": 150 * 1024 * 1024, "include_dashboard": False}
+                for attempt in range(2):  # a start can time out on a loaded machine: once more, then fail
+                    try:
+                        c = Cluster(initialize_head=True, head_node_args=node)
+                        c.add_node(num_cpus=1, object_store_memory=150 * 1024 * 1024)
+                        break
+                    except Exception:
+                        if c is not None:
+                            c.shutdown()
+                            c = None
+                        if attempt:
+                            raise
+                assert c is not None
+                yield c.address
+            finally:
                 if c is not None:
                     c.shutdown()
-                    c = None
-                if attempt:
-                    raise
-        assert c is not None
-        yield c.address
     finally:
-        if c is not None:
-            c.shutdown()
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
         shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -26,11 +26,11 @@ pytest.importorskip("milvus_lite")
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from kuamo.benchmarks.milvus_lite import start_milvus_lite_server, stop_milvus_lite_server
+from kuamo.benchmarks.scale_failover import BATCH, upsert_until_killed
 from kuamo.proto.kuamo.v1 import kuamo_pb2 as pb
 from kuamo.proto.kuamo.v1 import kuamo_pb2_grpc as pb_grpc
 
 SUPPORT = Path(__file__).resolve().parents[2] / "support"
-BATCH = 8  # products per Upsert call
 
 REPLICA = r"""
 import asyncio, sys, time
@@ -91,21 +91,6 @@ def product(pid: int) -> pb.Product:
                       price=float(pid % 97) + 1)
 
 
-def upsert_until_killed(target: str, start: int, acked: list[int], stop: threading.Event) -> None:
-    """Sequential Upsert calls of BATCH products; an id is acknowledged once its call answered."""
-    with grpc.insecure_channel(target) as ch:
-        stub = pb_grpc.SearchServiceStub(ch)
-        pid = start
-        while not stop.is_set():
-            ids = list(range(pid, pid + BATCH))
-            pid += BATCH
-            try:
-                r = stub.Upsert(iter([pb.UpsertRequest(product=product(i)) for i in ids]), timeout=20)
-            except grpc.RpcError:
-                return  # the replica is gone
-            acked.extend(r.accepted)
-
-
 def health(stub: health_pb2_grpc.HealthStub) -> int:
     return stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=5).status
 
@@ -136,7 +121,8 @@ def test_two_replicas_share_one_milvus(tmp_path: Path) -> None:
             # 2. kill -9 of A in the middle of a streaming ingest: nothing acknowledged is lost, B keeps answering
             acked: list[int] = []
             stop = threading.Event()
-            writer = threading.Thread(target=upsert_until_killed, args=(target_a, 1000, acked, stop), daemon=True)
+            writer = threading.Thread(target=upsert_until_killed, args=(target_a, product, 1000, acked, stop, 20),
+                                      daemon=True)
             writer.start()
             deadline = time.monotonic() + 60
             while len(acked) < 3 * BATCH and time.monotonic() < deadline:
