@@ -23,7 +23,10 @@ from kuamo.evaluation.hybrid import build_composed, build_queries, score
 from kuamo.evaluation.split import SPLIT_RULE, VALIDATION_RULE, is_held_out, is_validation
 
 LEXICAL_GRID = (0.0, 0.05, 0.1, 0.2, 0.4)
-UNDERSTANDING_GRID = (0.0, 0.02, 0.05, 0.1)
+UNDERSTANDING_GRID = (0.0, 0.02, 0.05, 0.1, 0.2)
+# engine/understanding.py category_from_candidates: the share of the best vector matches whose leaf category a
+# query that names none takes (above 1: never); swept at the chosen weights, after the grid
+CATEGORY_SHARE_GRID = (0.4, 0.6, 0.8, 1.01)
 CACHE = Path(".cache/hybrid-eval")
 
 
@@ -39,11 +42,11 @@ def _product(it: Any) -> Any:
                    attributes=attrs, image_ref=f"images/{it.id}.jpg")
 
 
-async def _engine(models: Path, items: list, data: Path) -> Any:
+async def _engine(models: Path, items: list, data: Path, **config: Any) -> Any:
     """An engine over `items` (indexed once into `data`; unchanged products are skipped on a rerun)."""
     from kuamo.engine.engine import Engine, EngineConfig
 
-    engine = await Engine.open(EngineConfig(model_dir=models, data_dir=data))
+    engine = await Engine.open(EngineConfig(model_dir=models, data_dir=data, **config))
     products = [_product(it) for it in items]
     for start in range(0, len(products), 256):
         chunk = items[start: start + 256]
@@ -64,7 +67,8 @@ async def _answers(engine: Any, queries: list, weights: dict[str, float]) -> lis
 
 def _objective(m: dict[str, dict[str, float]]) -> float:
     return (m["colour_type_en"]["P@10"] + m["colour_type_zh"]["P@10"] + m["brand_en"]["P@10"]
-            + m["brand_zh"]["P@10"] + 2 * m["known_item_en"]["R@10"]) / 6
+            + m["brand_zh"]["P@10"] + m["composed_en"]["P@10"] + m["composed_zh"]["P@10"]
+            + 2 * m["known_item_en"]["R@10"]) / 8
 
 
 async def _latency(engine: Any, texts: list[str], weights: dict[str, dict[str, float]]) -> dict[str, Any]:
@@ -101,9 +105,10 @@ def run(quick: bool = False, *, models: Path = DEFAULT_MODEL_DIR, catalog: Path 
 
     async def main() -> None:
         tag = "quick" if quick else "full"
+        n_composed = 60 if quick else 150
+        vq = build_queries(val, known_item_limit=ki) + build_composed(val, n_composed)
         eng = await _engine(models, val, CACHE / f"validation-{tag}")
         try:
-            vq = build_queries(val, known_item_limit=ki)
             grid = {}
             for lx, un in itertools.product(LEXICAL_GRID, UNDERSTANDING_GRID):
                 m = score(vq, await _answers(eng, vq, {"lexical": lx, "understanding": un}))
@@ -114,9 +119,12 @@ def run(quick: bool = False, *, models: Path = DEFAULT_MODEL_DIR, catalog: Path 
         best = max(grid.values(), key=lambda g: g["objective"])
         res["validation_grid"] = grid
         res["chosen"] = {"lexical": best["lexical"], "understanding": best["understanding"]}
-        eng = await _engine(models, held, CACHE / f"held-out-{tag}")
+        share, res["category_share_grid"] = await _category_share(models, val, CACHE / f"validation-{tag}", vq,
+                                                                  res["chosen"])
+        res["chosen_category_share"] = share
+        eng = await _engine(models, held, CACHE / f"held-out-{tag}", understanding_category_share=share)
         try:
-            hq = build_queries(held) + build_composed(held, 60 if quick else 150)
+            hq = build_queries(held) + build_composed(held, n_composed)
             configs = {"vector only": {"lexical": 0.0, "understanding": 0.0},
                        "lexical only": {"lexical": best["lexical"] or 0.1, "understanding": 0.0},
                        "understanding only": {"lexical": 0.0, "understanding": best["understanding"] or 0.05},
@@ -135,6 +143,26 @@ def run(quick: bool = False, *, models: Path = DEFAULT_MODEL_DIR, catalog: Path 
     write_results(name, res, "Hybrid retrieval: vector-only vs BM25 fusion vs query understanding",
                   lambda: _markdown(res), res["machine"])
     return res
+
+
+async def _category_share(models: Path, items: list, data: Path, queries: list,
+                          weights: dict[str, float]) -> tuple[float, dict[str, Any]]:
+    """The understanding's candidate-category share, chosen on the validation pool at the chosen weights (the
+    engine's default when the grid chose no understanding: the share then changes nothing)."""
+    from kuamo.engine.understanding import CANDIDATE_CATEGORY_MIN_SHARE
+
+    if not weights["understanding"]:
+        return CANDIDATE_CATEGORY_MIN_SHARE, {}
+    grid = {}
+    for share in CATEGORY_SHARE_GRID:
+        eng = await _engine(models, items, data, understanding_category_share=share)
+        try:
+            m = score(queries, await _answers(eng, queries, weights))
+        finally:
+            await eng.close(snapshot=False)
+        grid[str(share)] = {"share": share, "objective": _objective(m), "metrics": m}
+    best = max(grid.values(), key=lambda g: (g["objective"], -abs(g["share"] - CANDIDATE_CATEGORY_MIN_SHARE)))
+    return best["share"], grid
 
 
 def _targets(held: dict[str, dict[str, dict[str, float]]]) -> str:
@@ -172,16 +200,24 @@ def _markdown(res: dict[str, Any]) -> str:
     grid = [{"lexical": str(g["lexical"]), "understanding": str(g["understanding"]), "objective": g["objective"],
              **{t: g["metrics"][t]["R@10" if t.startswith("known") else "P@10"] for t in tasks if t in g["metrics"]}}
             for g in res["validation_grid"].values()]
+    shares = [{"share": str(g["share"]) + (" (never)" if g["share"] > 1 else ""), "objective": g["objective"],
+               **{t: g["metrics"][t]["R@10" if t.startswith("known") else "P@10"] for t in tasks}}
+              for g in res.get("category_share_grid", {}).values()]
     lat = [{"config": k, **{p: v.get(f"{p}_ms") for p in ("p50", "p90", "p99")}, "n": v.get("n")}
            for k, v in res["latency_in_process"].items()]
     p = res["params"]
     return (f"Pools: validation {p['validation']} products ({p['validation_rule']}), held-out {p['held_out']} "
             f"({p['held_out_rule']}); each indexed by the engine with title, category, attributes and photo. "
             f"Weights chosen on the validation grid (objective: mean of colour+type P@10 EN and ZH, brand P@10 EN "
-            f"and ZH, and twice known-item R@10): lexical {res['chosen']['lexical']}, understanding "
-            f"{res['chosen']['understanding']}.\n\n## Held-out\n\n" + markdown_table(rows, floatfmt=".1f")
+            f"and ZH, composed P@10 EN and ZH, and twice known-item R@10): lexical {res['chosen']['lexical']}, "
+            f"understanding {res['chosen']['understanding']}, candidate-category share "
+            f"{res['chosen_category_share']}.\n\n## Held-out\n\n" + markdown_table(rows, floatfmt=".1f")
             + "\n" + _targets(res["held_out"]) + "\n"
             + "\n## Validation grid\n\n" + markdown_table(grid, floatfmt=".1f")
+            + ("\n## Validation: candidate-category share at the chosen weights\n\nA query whose words name no "
+               "category takes the leaf category that this share of its 10 best vector matches hold "
+               "(engine/understanding.py category_from_candidates; 1.01 = never).\n\n"
+               + markdown_table(shares, floatfmt=".1f") if shares else "")
             + "\n## Text search latency in-process (ms; interleaved; query vectors cached, so ranking cost only; "
               "shared 2-core machine: noisy)\n\n" + markdown_table(lat, floatfmt=".2f")
             + "\nReproduce: `kuamo eval --hybrid` (`--quick`: 600-product pools).\n")

@@ -1,9 +1,9 @@
-"""Text search through gRPC with hybrid (BM25) ranking on vs off (`python -m kuamo.benchmarks.hybrid_latency`):
-one `kuamo serve` on the catalog, one client, each query sent with weights.lexical 0 and with the weight the
-validation grid chose (benchmarks/results/hybrid.md; the server default is 0, off), interleaved query by
-query (alternating who goes first), so both see the same machine state. Queries: the baseline mix (fashion
-titles and the Chinese queries), each text used once per mode, the query cache off so every call pays the
-text tower as a shopper's new query does."""
+"""Text search through gRPC with hybrid ranking on vs off (`python -m kuamo.benchmarks.hybrid_latency`): one
+`kuamo serve` on the catalog, one client, each query sent with weights.lexical and weights.understanding 0 and
+with the weights the validation grid chose (benchmarks/results/hybrid.md; the server default is 0, off),
+interleaved query by query (alternating who goes first), so both see the same machine state. Queries: the
+baseline mix (fashion titles and the Chinese queries), each text used once per mode, the query cache off so
+every call pays the text tower as a shopper's new query does."""
 
 from __future__ import annotations
 
@@ -23,14 +23,23 @@ from kuamo.proto.kuamo.v1 import kuamo_pb2 as pb
 from kuamo.proto.kuamo.v1 import kuamo_pb2_grpc as pb_grpc
 
 TARGET_ADDED_P50_MS = 1.0
-HYBRID_LEXICAL_WEIGHT = 0.4  # `kuamo eval --hybrid`'s choice on the validation split
+HYBRID_RESULTS = Path("benchmarks/results/hybrid.json")
+# `kuamo eval --hybrid`'s choice on the validation split, when its results are not on disk
+HYBRID_WEIGHTS = {"lexical": 0.4, "understanding": 0.2}
+
+
+def chosen_weights() -> dict[str, float]:
+    """The ranking weights `kuamo eval --hybrid` chose (benchmarks/results/hybrid.json), else HYBRID_WEIGHTS."""
+    if HYBRID_RESULTS.exists():
+        return {k: float(v) for k, v in json.loads(HYBRID_RESULTS.read_text())["chosen"].items()}
+    return dict(HYBRID_WEIGHTS)
 
 
 def run(quick: bool = False, *, models: Path = DEFAULT_MODEL_DIR) -> dict[str, Any]:
     catalog, data = bench_catalog(quick, models)
     _, _, texts = search_requests(catalog, 60 if quick else 400, 1)
     res: dict[str, Any] = {"suite": "hybrid_latency", "quick": quick, "machine": machine_info(),
-                           "catalog": str(catalog), "queries": len(texts), "lexical_weight": HYBRID_LEXICAL_WEIGHT}
+                           "catalog": str(catalog), "queries": len(texts), "weights": chosen_weights()}
     s = start_server(models, data, extra_args=["--query-cache-entries", "0"])
     on: list[float] = []
     off: list[float] = []
@@ -41,7 +50,8 @@ def run(quick: bool = False, *, models: Path = DEFAULT_MODEL_DIR) -> dict[str, A
                 order = ("off", "on") if i % 2 else ("on", "off")
                 for mode in order:
                     q = pb.Query(text=text, k=10)
-                    q.weights["lexical"] = HYBRID_LEXICAL_WEIGHT if mode == "on" else 0.0
+                    for name, w in res["weights"].items():
+                        q.weights[name] = w if mode == "on" else 0.0
                     t0 = time.perf_counter()
                     stub.Search(pb.SearchRequest(query=q), timeout=30)
                     if i >= 10:
@@ -95,8 +105,9 @@ def _lexical_paths(data: Path, texts: list[str]) -> dict[str, Any]:
 
 def _markdown(res: dict[str, Any]) -> str:
     rows = [{"ranking": name, "p50 ms": res[key]["p50_ms"], "p99 ms": res[key]["p99_ms"]}
-            for name, key in (("vector only (weights.lexical 0)", "hybrid_off"),
-                              (f"hybrid (weights.lexical {res['lexical_weight']})", "hybrid_on"))]
+            for name, key in (("vector only (weights.lexical 0, weights.understanding 0)", "hybrid_off"),
+                              ("hybrid (" + ", ".join(f"weights.{k} {v:g}" for k, v in res["weights"].items()) + ")",
+                               "hybrid_on"))]
     t = res["targets"]["hybrid_added_p50_ms"]
     lx = res["lexical_in_process"]
     paths = [{"BM25 top 100": name, "p50 ms": lx[key]["p50_ms"], "p99 ms": lx[key]["p99_ms"]}

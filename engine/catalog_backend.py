@@ -20,6 +20,7 @@ import numpy as np
 from kuamo.engine.ids import ProductId
 from kuamo.engine.store import StoredRow
 from kuamo.engine.types import Filters, Product
+from kuamo.engine.understanding import Facets
 
 
 class Candidates(NamedTuple):
@@ -61,6 +62,10 @@ class CatalogBackend(Protocol):
         ...
 
     def get_many(self, keys: Sequence[int]) -> dict[int, Product]: ...
+
+    def facets(self, keys: Sequence[int]) -> dict[int, Facets]:
+        """Row key -> what query understanding's boosts read (engine/understanding.py), for the stored keys."""
+        ...
 
     def owners(self, keys: Sequence[int]) -> dict[int, ProductId]:
         """Row key -> the catalog's own id, for the keys that are stored."""

@@ -17,6 +17,9 @@ DEFAULT_MODEL_DIR = Path("models/default")
 # search thread) and ~15 MB for fashion, and the embedded default must not get slower. [server] lexical_weight 0.4
 # (or weights.lexical per query) turns it on.
 DEFAULT_LEXICAL_WEIGHT = 0.0
+# The query understanding's boost per recognised value (engine/understanding.py); off by default for the same
+# reason (it rides on the lexical path: 0.05 with lexical 0.4 is the validation grid's choice).
+DEFAULT_UNDERSTANDING_WEIGHT = 0.0
 
 T = TypeVar("T")
 

@@ -26,6 +26,7 @@ from kuamo.engine.index import IndexConfig, VectorIndex
 from kuamo.engine.lexical import COLUMN_WEIGHTS, query_terms
 from kuamo.engine.store import CatalogStore, StoredRow
 from kuamo.engine.types import Filters, Product
+from kuamo.engine.understanding import Facets, facets_of
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +86,7 @@ class EmbeddedBackend:
         self.recovery: dict[str, Any] = {}
         self.index: VectorIndex | None = None  # recover() after the engine checked layout and encoders
         self._bm25: Bm25Index | None = None  # built from the FTS5 table on first lexical use
+        self._facets: dict[int, Facets] = {}  # what query understanding reads, kept in step with the BM25
         self._bm25_lock = threading.Lock()
 
     # -- recovery -----------------------------------------------------------------------------------------
@@ -286,6 +288,13 @@ class EmbeddedBackend:
                 keys, scores = self._bm25_in_step().search(terms, n, allowed)
         return Candidates(scores.astype(np.float32).reshape(1, -1), keys.astype(np.int64).reshape(1, -1))
 
+    def facets(self, keys: Sequence[int]) -> dict[int, Facets]:
+        """The understanding's facets of the stored `keys`, from memory (in step with the store, as the BM25)."""
+        with self._bm25_lock:
+            self._bm25_in_step()
+            got = self._facets
+            return {k: got[k] for k in keys if k in got}
+
     def warm_lexical(self) -> None:
         """Build the in-memory BM25 now (at open, where lexical ranking is on) rather than in the first query."""
         with self._bm25_lock:
@@ -304,9 +313,13 @@ class EmbeddedBackend:
             up, gone, last = self.store.changes_since(index.seq)
             index.remove(gone.tolist())
             index.upsert(self.store.lexical_rows(up.tolist()))
+            for k in gone.tolist():
+                self._facets.pop(k, None)
+            self._facets.update((k, facets_of(p)) for k, p in self.store.get_many(up.tolist()).items())
         except ArtifactError:
             index = Bm25Index(COLUMN_WEIGHTS)
             index.upsert(self.store.lexical_rows())
+            self._facets = {k: facets_of(p) for k, p in self.store.get_many(self.store.ids().tolist()).items()}
         index.seq = last
         self._bm25 = index
         return index

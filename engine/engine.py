@@ -25,7 +25,7 @@ from kuamo.engine.backends import MilvusSettings, open_backend
 from kuamo.engine.batcher import BatcherConfig, DynamicBatcher
 from kuamo.engine.catalog_backend import CatalogBackend
 from kuamo.engine.category_prior import DEFAULT_CANDIDATES, DEFAULT_TEMPERATURE, DEFAULT_WEIGHT
-from kuamo.engine.config import DEFAULT_LEXICAL_WEIGHT, DEFAULT_MODEL_DIR, EncoderConfig
+from kuamo.engine.config import DEFAULT_LEXICAL_WEIGHT, DEFAULT_MODEL_DIR, DEFAULT_UNDERSTANDING_WEIGHT, EncoderConfig
 from kuamo.engine.embedded_backend import EmbeddedBackend
 from kuamo.engine.errors import ArtifactError, InvalidInput, KuamoError, NotReady, Unsupported
 from kuamo.engine.errors import names as listed
@@ -49,13 +49,12 @@ from kuamo.engine.types import (
     SearchResult,
     UpsertResult,
 )
+from kuamo.engine.understanding import CANDIDATE_CATEGORY_MIN_SHARE
 from kuamo.engine.vector_provenance import VectorProvenance
 from kuamo.engine.vocabulary import CatalogVocabulary
 from kuamo.engine.zero_shot_blend import BlendChoice
 
 __all__ = ["Engine", "EngineConfig", "ImageEncoderLike", "TextEncoderLike"]
-
-DEFAULT_UNDERSTANDING_WEIGHT = 0.0  # off: with BM25 on it hurt Chinese colour+type (same grid)
 
 
 def _default_weights() -> dict[str, float]:
@@ -119,6 +118,9 @@ class EngineConfig:
     # the product matches adds this much to its base score (soft, never a filter); weights.understanding
     # overrides it per query, 0 = off. Chosen on the validation split (benchmarks/results/hybrid.md).
     understanding_weight: float = DEFAULT_UNDERSTANDING_WEIGHT
+    # A query whose words name no category takes the leaf category shared by this share of its best vector
+    # matches (engine/understanding.py category_from_candidates); above 1 = never. Chosen on the validation split.
+    understanding_category_share: float = CANDIDATE_CATEGORY_MIN_SHARE
 
 
 class Engine:

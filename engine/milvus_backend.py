@@ -75,6 +75,7 @@ from kuamo.engine.milvus_filters import milvus_expr, milvus_string
 from kuamo.engine.rules import validate_filters
 from kuamo.engine.store import StoredRow, check_owner, check_product
 from kuamo.engine.types import Filters, Product
+from kuamo.engine.understanding import Facets, facets_of
 
 __all__ = ["MilvusBackend"]
 
@@ -487,6 +488,9 @@ class MilvusBackend:
 
     def get_many(self, keys: Sequence[int]) -> dict[int, Product]:
         return {k: self._product(r) for k, r in self._get(keys, PRODUCT_FIELDS).items()}
+
+    def facets(self, keys: Sequence[int]) -> dict[int, Facets]:
+        return {k: facets_of(p) for k, p in self.get_many(keys).items()}
 
     def owners(self, keys: Sequence[int]) -> dict[int, ProductId]:
         return {k: str(r["ext_id"]) if r["ext_is_str"] else k

@@ -19,7 +19,14 @@ from kuamo.engine.lexical import matched, query_terms
 from kuamo.engine.product_encoder import ProductEncoder
 from kuamo.engine.rules import apply_modifiers
 from kuamo.engine.types import Explanation, Hit, Product, Query, SearchResult, Timings
-from kuamo.engine.understanding import QueryUnderstanding, Understood, boosts
+from kuamo.engine.understanding import (
+    CANDIDATE_CATEGORY_TOP,
+    Facets,
+    QueryUnderstanding,
+    Understood,
+    boosts,
+    category_from_candidates,
+)
 
 if TYPE_CHECKING:
     from kuamo.engine.engine import EngineConfig
@@ -225,16 +232,22 @@ class Ranker:
         if (w_lex <= 0 and w_und <= 0) or q.text is None:
             return scores, keys
         u = None
+        valid = keys >= 0
+        ids, base = keys[valid].astype(np.int64), scores[valid].astype(np.float64)
+        fetched: dict[int, Facets] = {}
         if w_und > 0:
             text_vec = job.qvec[self.layout.slices()["text"]] if "text" in self.layout.slices() else None
             u = self.understanding.parse(q.text, text_vec)
+            if u.category is None and len(ids):
+                top = ids[:CANDIDATE_CATEGORY_TOP].tolist()
+                fetched = self.backend.facets(top)
+                category_from_candidates(u, [f.leaf if (f := fetched.get(i)) else None for i in top],
+                                         min_share=self.config.understanding_category_share)
             job.understood = u
         lex_text = q.text if u is None or u.empty() else f"{q.text} {u.expansion()}"
         terms = query_terms(lex_text)
         # candidates as arrays (vectorised: this runs for every text query while hybrid is on by default):
         # the vector candidates in their order, then the BM25 top ones they lack, scored on their stored vectors
-        valid = keys >= 0
-        ids, base = keys[valid].astype(np.int64), scores[valid].astype(np.float64)
         n_vector = len(ids)
         bonus = np.zeros(0)
         if w_lex > 0 or (u is not None and not u.empty()):
@@ -259,7 +272,8 @@ class Ranker:
                     job.lexical = {int(ids[i]): b for i, b in at}
         extra: dict[int, dict[str, float]] = {}
         if u is not None and not u.empty():
-            extra = boosts(u, self.backend.get_many(ids.tolist()), w_und)
+            rest = [i for i in ids.tolist() if i not in fetched]
+            extra = boosts(u, {**fetched, **(self.backend.facets(rest) if rest else {})}, w_und)
             job.boosts = extra
         if not bonus.any() and not extra and len(ids) == n_vector:
             return scores, keys

@@ -55,7 +55,8 @@ def engine_config(cfg: ServerConfig) -> EngineConfig:
                         image_batcher=dataclasses.replace(batch, workers=1, max_batch_size=cfg.image_max_batch_size
                                                           if cfg.batching else 1),
                         backend=cfg.backend, milvus=milvus_settings(cfg), query_cache_entries=cfg.query_cache_entries,
-                        query_cache_bytes=cfg.query_cache_mb << 20, lexical_weight=cfg.lexical_weight)
+                        query_cache_bytes=cfg.query_cache_mb << 20, lexical_weight=cfg.lexical_weight,
+                        understanding_weight=cfg.understanding_weight)
 
 
 def milvus_settings(cfg: ServerConfig) -> MilvusSettings:

@@ -11,7 +11,12 @@ from typing import Any
 
 from kuamo.engine.backends import BACKENDS
 from kuamo.engine.catalog_map import CatalogConfig, check_config
-from kuamo.engine.config import DEFAULT_LEXICAL_WEIGHT, DEFAULT_MODEL_DIR, with_env_overrides
+from kuamo.engine.config import (
+    DEFAULT_LEXICAL_WEIGHT,
+    DEFAULT_MODEL_DIR,
+    DEFAULT_UNDERSTANDING_WEIGHT,
+    with_env_overrides,
+)
 from kuamo.engine.errors import InvalidInput
 
 LOOPBACK_NAMES = {"localhost", "ip6-localhost"}
@@ -69,6 +74,8 @@ class ServerConfig:
     backend: str = "embedded"
     # hybrid (BM25) ranking weight for queries that send none (engine/ranking.py fuse_lexical); 0 = vector only
     lexical_weight: float = DEFAULT_LEXICAL_WEIGHT
+    # query understanding's boost per recognised colour/gender/category/price (engine/understanding.py); 0 = off
+    understanding_weight: float = DEFAULT_UNDERSTANDING_WEIGHT
     milvus_uri: str = ""
     milvus_token: str = ""
     milvus_collection: str = "kuamo"
@@ -174,8 +181,9 @@ def validate(cfg: ServerConfig) -> None:
         raise InvalidInput(f"backend must be one of {', '.join(BACKENDS)}, got {cfg.backend!r}", field="backend")
     if cfg.backend == "milvus" and not cfg.milvus_uri:
         raise InvalidInput("the milvus backend needs milvus_uri (--milvus-uri)", field="milvus_uri")
-    if not 0 <= cfg.lexical_weight <= 1:
-        raise InvalidInput(f"lexical_weight must be within 0..1, got {cfg.lexical_weight}", field="lexical_weight")
+    for name in ("lexical_weight", "understanding_weight"):
+        if not 0 <= getattr(cfg, name) <= 1:
+            raise InvalidInput(f"{name} must be within 0..1, got {getattr(cfg, name)}", field=name)
     for t in cfg.tokens:
         if len(t) < 16:
             raise InvalidInput("bearer tokens must be at least 16 characters", field="tokens")

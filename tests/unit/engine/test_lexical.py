@@ -132,3 +132,31 @@ def test_hybrid_bad_and_odd_queries(tmp_path) -> None:
         assert all(h.product.brand == "Acme" for h in res.hits)
     finally:
         asyncio.run(eng.close(snapshot=False))
+
+
+def test_understanding_takes_the_category_of_the_best_matches(tmp_path) -> None:
+    """A query naming no category (as a Chinese query names none of an English catalog's) gets the category its
+    best vector matches share: `explain` names the boost, and the category's other products come in through the
+    lexical expansion though their titles share no word with the query."""
+    eng = Engine(EngineConfig(data_dir=tmp_path / "data"), text_encoder=FakeTextEncoder(),
+                 image_encoder=FakeImageEncoder())
+    products = ([Product(id=i, title=f"quux strap {i}", category="Accessories/Belts") for i in range(3)]
+                + [Product(id=3, title="plain leather", category="Accessories/Belts")]
+                + [Product(id=10 + i, title=f"wallet {i}", category="Accessories/Wallets") for i in range(30)])
+    try:
+        asyncio.run(eng.upsert(products))
+        q = Query(text="quux", k=4, explain=True, weights={"lexical": 0.4, "understanding": 0.05})
+        res = asyncio.run(eng.search(q))
+        assert {h.id for h in res.hits} == {0, 1, 2, 3}
+        assert all(h.explanation.contributions.get("category=Belts") == 0.05 for h in res.hits)
+        off = asyncio.run(eng.search(Query(text="quux", k=4, explain=True, weights={"lexical": 0.4})))
+        assert 3 not in {h.id for h in off.hits}  # vectors and BM25 alone: "plain leather" shares no word
+        assert not any(k.startswith("category=") for h in off.hits for k in h.explanation.contributions)
+        # the facets the boosts read follow the catalog's writes
+        asyncio.run(eng.upsert([Product(id=3, title="plain leather", category="Accessories/Wallets")]))
+        moved = asyncio.run(eng.search(q))
+        assert all("category=Belts" not in h.explanation.contributions for h in moved.hits if h.id == 3)
+        asyncio.run(eng.delete([0]))
+        assert 0 not in eng.backend.facets([0, 1]) and eng.backend.facets([3])[3].leaf == "Wallets"
+    finally:
+        asyncio.run(eng.close(snapshot=False))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from kuamo.engine.types import Product
-from kuamo.engine.understanding import QueryUnderstanding, boosts
+from kuamo.engine.understanding import QueryUnderstanding, boosts, category_from_candidates, facets_of, leaf
 
 NAMES = ["Dresses", "Tshirts", "Sports Shoes", "Shoes", "Watches"]
 
@@ -47,7 +47,30 @@ def test_boosts_are_soft_and_named() -> None:
                            attributes={"baseColour": "Red", "gender": "Women"}),
                 2: Product(id=2, title="b", category="Apparel/Topwear/Tshirts", price=900,
                            attributes={"baseColour": "Blue", "gender": "Men"})}
-    b = boosts(u, products, 0.05)
+    b = boosts(u, {k: facets_of(p) for k, p in products.items()}, 0.05)
     assert b[1] == {"colour=Red": 0.05, "gender=Women": 0.05, "category=Dresses": 0.05, "price<=500": 0.05}
     assert 2 not in b  # nothing matched: no boost, and never removed
-    assert boosts(u, products, 0.0) == {}
+    assert boosts(u, {k: facets_of(p) for k, p in products.items()}, 0.0) == {}
+
+
+def test_category_from_candidates_takes_a_clear_majority_only() -> None:
+    def p(pid: int, name: str) -> str:
+        return leaf(Product(id=pid, title="x", category=f"Accessories/{name}"))
+
+    u = qu().parse("黑色腰带")  # the tower and the terms name nothing here
+    assert u.category is None
+    category_from_candidates(u, [p(1, "Belts"), p(2, "Belts"), None, p(3, "Wallets"), p(4, "Belts")], min_share=0.6)
+    assert (u.category, u.category_by) == ("Belts", "candidates") and "Belts" in u.expansion()
+    split = qu().parse("黑色")
+    category_from_candidates(split, [p(1, "Belts"), p(2, "Wallets"), p(3, "Belts"), p(4, "Wallets")],
+                             min_share=0.6)
+    assert split.category is None  # no clear majority: no guess
+    lone = qu().parse("黑色")
+    category_from_candidates(lone, [p(1, "Belts")], min_share=0.6)
+    assert lone.category is None  # one product is no majority
+    named = qu().parse("red dress")
+    category_from_candidates(named, [p(1, "Belts"), p(2, "Belts")], min_share=0.6)
+    assert named.category == "Dresses"  # what the query's words name is never overridden
+    never = qu().parse("黑色")
+    category_from_candidates(never, [p(1, "Belts"), p(2, "Belts")], min_share=1.01)
+    assert never.category is None
