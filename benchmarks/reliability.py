@@ -133,6 +133,7 @@ def _markdown(o: dict[str, Any]) -> str:
             f"\n## (c) Crash safety ({len(c['cycles'])} kill -9 cycles)\n\n" + markdown_table([{
                 "acknowledged writes": c["acknowledged_total"], "lost writes": c["lost_writes"],
                 "catalog != index after restart": c["inconsistent_restarts"],
+                "lexical index or photo colours != store after the kill": c.get("lexical_out_of_step_after_kill"),
                 "half-written served": c["half_written_served"],
                 "not in top 10 for own title": c["not_found_by_own_title"],
                 "restart p50 s": c["restart_s"].get("p50_ms", 0) / 1000}])

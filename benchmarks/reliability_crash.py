@@ -133,7 +133,8 @@ async def _verify(target: str, acked: dict[int, str], unacked: list[int]) -> dic
 
 def lexical_agrees(data: Path) -> bool:
     """The store's BM25 index (engine/store.py, written in the products' transactions) holds exactly the stored
-    products, read straight from the SQLite file a kill -9 left behind."""
+    products, and no photo colours outlive their product, read straight from the SQLite file a kill -9 left
+    behind."""
     import sqlite3
 
     db = sqlite3.connect(data / "catalog.sqlite")
@@ -141,9 +142,11 @@ def lexical_agrees(data: Path) -> bool:
         n_products = db.execute("SELECT count(*) FROM products").fetchone()[0]
         n_lexical = db.execute("SELECT count(*) FROM lexical").fetchone()[0]
         missing = db.execute("SELECT count(*) FROM products WHERE id NOT IN (SELECT rowid FROM lexical)").fetchone()[0]
+        orphans = db.execute("SELECT count(*) FROM photo_colours WHERE id NOT IN (SELECT id FROM products)"
+                             ).fetchone()[0]
     finally:
         db.close()
-    return n_products == n_lexical and missing == 0
+    return n_products == n_lexical and missing == 0 and orphans == 0
 
 
 def run_crash(models: Path, data: Path, work: Path, items: list[Any], *, cycles: int, seed: int) -> dict[str, Any]:

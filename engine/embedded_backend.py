@@ -295,6 +295,12 @@ class EmbeddedBackend:
             got = self._facets
             return {k: got[k] for k in keys if k in got}
 
+    def _read_facets(self, keys: list[int] | None) -> dict[int, Facets]:
+        """Facets of `keys` (every product when None) from the store: products and their photo colours."""
+        keys = self.store.ids().tolist() if keys is None else keys
+        colours = self.store.photo_colours(keys)
+        return {k: facets_of(p, colours.get(k, ())) for k, p in self.store.get_many(keys).items()}
+
     def warm_lexical(self) -> None:
         """Build the in-memory BM25 now (at open, where lexical ranking is on) rather than in the first query."""
         with self._bm25_lock:
@@ -315,11 +321,11 @@ class EmbeddedBackend:
             index.upsert(self.store.lexical_rows(up.tolist()))
             for k in gone.tolist():
                 self._facets.pop(k, None)
-            self._facets.update((k, facets_of(p)) for k, p in self.store.get_many(up.tolist()).items())
+            self._facets.update(self._read_facets(up.tolist()))
         except ArtifactError:
             index = Bm25Index(COLUMN_WEIGHTS)
             index.upsert(self.store.lexical_rows())
-            self._facets = {k: facets_of(p) for k, p in self.store.get_many(self.store.ids().tolist()).items()}
+            self._facets = self._read_facets(None)
         index.seq = last
         self._bm25 = index
         return index

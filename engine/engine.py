@@ -121,6 +121,9 @@ class EngineConfig:
     # A query whose words name no category takes the leaf category shared by this share of its best vector
     # matches (engine/understanding.py category_from_candidates); above 1 = never. Chosen on the validation split.
     understanding_category_share: float = CANDIDATE_CATEGORY_MIN_SHARE
+    # Read each photo's dominant colours at ingest (engine/photo_colour.py); the understanding's colour boost uses
+    # them for products without a colour attribute. Off: nothing is read, and stored ones are not used.
+    photo_colours: bool = True
 
 
 class Engine:
@@ -131,7 +134,7 @@ class Engine:
                  image_aligned: bool | None = None, backend: CatalogBackend | None = None) -> None:
         self.config = config
         self.encoder = ProductEncoder(text_encoder, image_encoder, numeric_attributes=config.numeric_attributes,
-                                      image_aligned=image_aligned)
+                                      image_aligned=image_aligned, photo_colours=config.photo_colours)
         self.backend = backend if backend is not None else open_backend(
             config.backend, data_dir=Path(config.data_dir), dim=self.encoder.layout.dim, index=config.index,
             synchronous=config.sqlite_synchronous, snapshot_every=config.snapshot_every, milvus=config.milvus)

@@ -490,6 +490,7 @@ class MilvusBackend:
         return {k: self._product(r) for k, r in self._get(keys, PRODUCT_FIELDS).items()}
 
     def facets(self, keys: Sequence[int]) -> dict[int, Facets]:
+        """From the products (no photo colours: the collection has no field for them yet)."""
         return {k: facets_of(p) for k, p in self.get_many(keys).items()}
 
     def owners(self, keys: Sequence[int]) -> dict[int, ProductId]:

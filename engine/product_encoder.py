@@ -17,6 +17,7 @@ from kuamo.engine.config import EncoderConfig
 from kuamo.engine.errors import InvalidInput, KuamoError
 from kuamo.engine.fusion import FusionLayout
 from kuamo.engine.ids import ProductId, canonical_id, row_key
+from kuamo.engine.photo_colour import colour_prompts, dominant_colours, tower_colour
 from kuamo.engine.rows import content_hash, document_text, scalar_blocks
 from kuamo.engine.split_rule import never_trained_on
 from kuamo.engine.store import StoredRow, check_product
@@ -75,8 +76,11 @@ class ProductEncoder:
     comparable with new queries only when it was made under the same fingerprint."""
 
     def __init__(self, text_encoder: TextEncoderLike, image_encoder: ImageEncoderLike | None = None, *,
-                 numeric_attributes: tuple[str, ...] = (), image_aligned: bool | None = None) -> None:
+                 numeric_attributes: tuple[str, ...] = (), image_aligned: bool | None = None,
+                 photo_colours: bool = True) -> None:
         self.text_encoder = text_encoder
+        self.photo_colours = photo_colours  # read each photo's dominant colours at ingest (engine/photo_colour.py)
+        self._prompt_vecs: np.ndarray | None = None
         self.image_encoder = image_encoder
         image_dim = image_encoder.dim if image_encoder is not None else text_encoder.dim
         # The text vector can stand in for the image block only when both live in one space.
@@ -173,6 +177,18 @@ class ProductEncoder:
             return out
 
     # -- products -----------------------------------------------------------------------------------------
+    def colours_of(self, image: bytes, image_vec: np.ndarray | None) -> tuple[str, ...]:
+        """The photo's dominant colours: from its vector where the towers share a space, else its pixels."""
+        if image_vec is not None and self.image_aligned:
+            if self._prompt_vecs is None:
+                v = self.text_encoder.encode(colour_prompts(), "query")
+                self._prompt_vecs = v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
+            return tower_colour(image_vec, self._prompt_vecs)
+        try:
+            return dominant_colours(image)
+        except InvalidInput:
+            return ()
+
     def check_row(self, row: int, p: Any, image: Any) -> Pending:
         """Validate one product of a write (raises InvalidInput naming the field); ids in canonical form."""
         if not isinstance(p, Product):
@@ -223,7 +239,8 @@ class ProductEncoder:
             except InvalidInput as exc:  # e.g. a price of 0 has no place on the log scale
                 bad.append(Rejection(row=t.row, id=p.id, field=exc.field or "product", reason=exc.message))
                 continue
-            rows.append(StoredRow(product=p, vector=vec, content_hash=t.content_hash))
+            colours = self.colours_of(t.image, image_vecs.get(k)) if self.photo_colours and t.image else ()
+            rows.append(StoredRow(product=p, vector=vec, content_hash=t.content_hash, photo_colours=colours))
         return rows, bad
 
 

@@ -273,7 +273,8 @@ class Ranker:
         extra: dict[int, dict[str, float]] = {}
         if u is not None and not u.empty():
             rest = [i for i in ids.tolist() if i not in fetched]
-            extra = boosts(u, {**fetched, **(self.backend.facets(rest) if rest else {})}, w_und)
+            extra = boosts(u, {**fetched, **(self.backend.facets(rest) if rest else {})}, w_und,
+                           photo_colours=self.config.photo_colours)
             job.boosts = extra
         if not bonus.any() and not extra and len(ids) == n_vector:
             return scores, keys

@@ -47,6 +47,8 @@ CREATE INDEX IF NOT EXISTS products_brand ON products(brand);
 CREATE INDEX IF NOT EXISTS products_price ON products(price);
 CREATE INDEX IF NOT EXISTS products_rating ON products(rating);
 CREATE TABLE IF NOT EXISTS vectors (id INTEGER PRIMARY KEY, vec BLOB NOT NULL);
+-- the dominant colours kuamo read off a product's photo (engine/photo_colour.py), comma-separated
+CREATE TABLE IF NOT EXISTS photo_colours (id INTEGER PRIMARY KEY, colours TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS changes (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     id INTEGER NOT NULL,
@@ -72,6 +74,7 @@ class StoredRow:
     product: Product
     vector: np.ndarray
     content_hash: str
+    photo_colours: tuple[str, ...] = ()  # read off its photo at ingest (engine/photo_colour.py)
 
 
 def _row_to_product(r: tuple) -> Product:
@@ -259,6 +262,10 @@ class CatalogStore:
             db.executemany("DELETE FROM lexical WHERE rowid = ?", [(key,) for key in keys])
             db.executemany(_LEX_INSERT, [(key, *document_columns(r.product))
                                          for key, r in zip(keys, rows, strict=True)])
+            db.executemany("DELETE FROM photo_colours WHERE id = ?", [(key,) for key in keys])
+            db.executemany("INSERT INTO photo_colours(id, colours) VALUES (?, ?)",
+                           [(key, ",".join(r.photo_colours)) for key, r in zip(keys, rows, strict=True)
+                            if r.photo_colours])
             db.executemany("INSERT INTO changes(id, op) VALUES (?, 'upsert')", [(key,) for key in keys])
             seq = db.execute("SELECT max(seq) FROM changes").fetchone()[0]
             _note_lexical_seq(db, seq)
@@ -287,6 +294,7 @@ class CatalogStore:
             db.executemany("DELETE FROM products WHERE id = ?", [(i,) for i in present])
             db.executemany("DELETE FROM vectors WHERE id = ?", [(i,) for i in present])
             db.executemany("DELETE FROM lexical WHERE rowid = ?", [(i,) for i in present])
+            db.executemany("DELETE FROM photo_colours WHERE id = ?", [(i,) for i in present])
             db.executemany("INSERT INTO changes(id, op) VALUES (?, 'delete')", [(i,) for i in present])
             seq = db.execute("SELECT coalesce(max(seq), 0) FROM changes").fetchone()[0]
             _note_lexical_seq(db, seq)
@@ -338,6 +346,20 @@ class CatalogStore:
                 for r in self._db.execute(q, chunk):
                     out[r[0]] = _row_to_product(r)
         return out
+
+    def photo_colours(self, ids: Sequence[int] | None = None) -> dict[int, tuple[str, ...]]:
+        """Row key -> the colours read off its photo, for the `ids` that have some (every row when None)."""
+        sql = "SELECT id, colours FROM photo_colours"
+        with self._lock:
+            if ids is None:
+                return {int(k): tuple(c.split(",")) for k, c in self._db.execute(sql)}
+            out: dict[int, tuple[str, ...]] = {}
+            ids = [int(i) for i in ids]
+            for start in range(0, len(ids), 500):
+                chunk = ids[start: start + 500]
+                out.update((int(k), tuple(c.split(","))) for k, c in self._db.execute(
+                    f"{sql} WHERE id IN ({','.join('?' * len(chunk))})", chunk))
+            return out
 
     def hashes(self, ids: Sequence[int]) -> dict[int, str]:
         out: dict[int, str] = {}

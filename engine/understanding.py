@@ -204,6 +204,7 @@ class Facets:
     gender: str | None
     leaf: str
     price: float | None
+    photo_colours: tuple[str, ...] = ()  # read off its photo (engine/photo_colour.py), lower-case
 
 
 def _attr(p: Product, pattern: re.Pattern) -> str | None:
@@ -213,8 +214,9 @@ def _attr(p: Product, pattern: re.Pattern) -> str | None:
     return None
 
 
-def facets_of(p: Product) -> Facets:
-    return Facets(_attr(p, _COLOUR_ATTR), _attr(p, _GENDER_ATTR), sys.intern(leaf(p)), p.price)
+def facets_of(p: Product, photo_colours: tuple[str, ...] = ()) -> Facets:
+    return Facets(_attr(p, _COLOUR_ATTR), _attr(p, _GENDER_ATTR), sys.intern(leaf(p)), p.price,
+                  tuple(sys.intern(c.lower()) for c in photo_colours))
 
 
 CANDIDATE_CATEGORY_TOP = 10  # the best vector matches that vote
@@ -237,8 +239,10 @@ def category_from_candidates(u: Understood, leaves: Sequence[str | None], *,
         u.phrases.append(name)
 
 
-def boosts(u: Understood, facets: dict[int, Facets], weight: float) -> dict[int, dict[str, float]]:
-    """Per product: each recognised value it has -> `weight` (named as `explain` shows it)."""
+def boosts(u: Understood, facets: dict[int, Facets], weight: float, *,
+           photo_colours: bool = True) -> dict[int, dict[str, float]]:
+    """Per product: each recognised value it has -> `weight` (named as `explain` shows it); a product without a
+    colour attribute matches a colour its photo shows (`photo_colours`)."""
     out: dict[int, dict[str, float]] = {}
     if u.empty() or weight <= 0:
         return out
@@ -250,6 +254,9 @@ def boosts(u: Understood, facets: dict[int, Facets], weight: float) -> dict[int,
         got: dict[str, float] = {}
         if colour is not None and f.colour == colour:
             got[f"colour={u.colour}"] = weight
+        elif photo_colours and colour is not None and f.colour is None and colour in f.photo_colours:
+            # the photo speaks only where the merchant's colour field is silent
+            got[f"colour={u.colour} (photo)"] = weight
         if gender is not None and f.gender == gender:
             got[f"gender={u.gender}"] = weight
         if u.category is not None and f.leaf == u.category:
