@@ -8,6 +8,7 @@ import csv
 import dataclasses
 from pathlib import Path
 
+from kuamo.engine.config import RECOMMENDED_HYBRID_WEIGHTS
 from kuamo.engine.types import Filters, Query
 from kuamo.server.config import ServerConfig
 
@@ -50,7 +51,12 @@ async def _queries(port: int, catalog: Path) -> None:
             res = await client.search(Query(image=photo, k=5))
             print(f"\n> search by photo of {title!r}\n{format_result(res)}")
             res = await client.search(Query(image=photo, text="red", k=5, weights={"image": 0.6, "text": 0.4}))
-            print(f"\n> like the photo of {title!r} but red\n{format_result(res)}")
+            print(f"\n> like the photo of {title!r} but red (vectors only)\n{format_result(res)}")
+            hybrid = RECOMMENDED_HYBRID_WEIGHTS  # BM25 + query understanding (off by default)
+            for text in ("like this but red", "同款 红色"):
+                res = await client.search(Query(image=photo, text=text, k=5, explain=True, weights=hybrid))
+                print(f"\n> photo of {title!r} + {text!r}, weights {hybrid}\n"
+                      f"{format_result(res, explain=True)}")
 
 
 def run_demo(cfg: ServerConfig, *, catalog: Path, once: bool) -> int:

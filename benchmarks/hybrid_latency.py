@@ -18,21 +18,19 @@ from kuamo.benchmarks.bench_catalog import bench_catalog
 from kuamo.benchmarks.common import latency_stats, machine_info, markdown_table, quick_models_main, write_results
 from kuamo.benchmarks.loadgen import search_requests
 from kuamo.benchmarks.serving import start_server, stop_server
-from kuamo.engine.config import DEFAULT_MODEL_DIR
+from kuamo.engine.config import DEFAULT_MODEL_DIR, RECOMMENDED_HYBRID_WEIGHTS
 from kuamo.proto.kuamo.v1 import kuamo_pb2 as pb
 from kuamo.proto.kuamo.v1 import kuamo_pb2_grpc as pb_grpc
 
 TARGET_ADDED_P50_MS = 1.0
 HYBRID_RESULTS = Path("benchmarks/results/hybrid.json")
-# `kuamo eval --hybrid`'s choice on the validation split, when its results are not on disk
-HYBRID_WEIGHTS = {"lexical": 0.4, "understanding": 0.2}
 
 
 def chosen_weights() -> dict[str, float]:
-    """The ranking weights `kuamo eval --hybrid` chose (benchmarks/results/hybrid.json), else HYBRID_WEIGHTS."""
+    """The ranking weights `kuamo eval --hybrid` chose (benchmarks/results/hybrid.json), else the recommended."""
     if HYBRID_RESULTS.exists():
         return {k: float(v) for k, v in json.loads(HYBRID_RESULTS.read_text())["chosen"].items()}
-    return dict(HYBRID_WEIGHTS)
+    return dict(RECOMMENDED_HYBRID_WEIGHTS)
 
 
 def run(quick: bool = False, *, models: Path = DEFAULT_MODEL_DIR) -> dict[str, Any]:

@@ -11,15 +11,17 @@ from typing import Any, TypeVar
 ENV_PREFIX = "KUAMO_"
 DEFAULT_MODEL_DIR = Path("models/default")
 # The hybrid (BM25) weight for text queries that send none (engine/ranking.py fuse_lexical). Off by default: 0.4
-# wins the validation grid (benchmarks/results/hybrid.md, held-out: brand P@10 ZH 52 -> 91, EN 78 -> 93, exact-title
-# R@1 81 -> 96, photo + "like this but red" 10 -> 64%, nothing lower), but on 2 cores it costs ~1 ms p50 and ~19%
-# of the 32-client throughput (kuamo bench server with it on: 418 vs 517 qps; the BM25 and fusion are Python in the
-# search thread) and ~15 MB for fashion, and the embedded default must not get slower. [server] lexical_weight 0.4
-# (or weights.lexical per query) turns it on.
+# (with understanding 0.2) wins the validation grid (benchmarks/results/hybrid.md, held-out: brand P@10 ZH 52 -> 91,
+# EN 78 -> 91, colour + type 79-83 -> 100, photo + "like this but red" 10 -> 92%), but on 2 cores it costs ~0.7 ms
+# p50 and ~19% of the 32-client throughput (kuamo bench server with lexical 0.4 on: 418 vs 517 qps; the BM25 and
+# fusion are Python in the search thread) and ~15 MB for fashion, and the embedded default must not get slower.
+# [server] lexical_weight (or weights.lexical per query) turns it on.
 DEFAULT_LEXICAL_WEIGHT = 0.0
 # The query understanding's boost per recognised value (engine/understanding.py); off by default for the same
-# reason (it rides on the lexical path: 0.05 with lexical 0.4 is the validation grid's choice).
+# reason (it rides on the lexical path; 0.2 beside lexical 0.4 is the validation grid's choice).
 DEFAULT_UNDERSTANDING_WEIGHT = 0.0
+# What to send (or set in [server]) where quality matters more than the last ~0.7 ms: `kuamo eval --hybrid`'s choice
+RECOMMENDED_HYBRID_WEIGHTS = {"lexical": 0.4, "understanding": 0.2}
 
 T = TypeVar("T")
 
