@@ -89,14 +89,19 @@ class AlignHead(nn.Module):
         return head.eval()
 
 
+# The shipped heads are model weights (14.5 MB together) that only `kuamo export` reads: they live in the source
+# checkout (export/heads/) and stay out of the wheel, so a serve-only `pip install kuamo[cpu]` does not carry them.
+HEADS_DIR = "heads"
+
+
 def default_head_path() -> Path:
-    return Path(str(resources.files("kuamo.export").joinpath("data", DEFAULT_HEAD_FILE)))
+    return Path(str(resources.files("kuamo.export").joinpath(HEADS_DIR, DEFAULT_HEAD_FILE)))
 
 
 def generic_head_path() -> Path:
     """The head-only alternative (frozen ImageNet backbone): weaker on fashion, kinder to other goods
     (benchmarks/results/align_generalisation.md). `kuamo export --head generic` picks it."""
-    return Path(str(resources.files("kuamo.export").joinpath("data", "generic", DEFAULT_HEAD_FILE)))
+    return Path(str(resources.files("kuamo.export").joinpath(HEADS_DIR, "generic", DEFAULT_HEAD_FILE)))
 
 
 def shape_dict(shape: HeadShape) -> dict:

@@ -40,7 +40,7 @@ ALT_ID_OFFSET = 10_000_000  # template ids never collide with title ids
 
 @dataclass(frozen=True, kw_only=True)
 class FinetuneRecipe:
-    """Defaults = the shipped stage 1 (export/data/align.json: backbone.stage1), chosen on held-out proxies
+    """Defaults = the shipped stage 1 (export/heads/align.json: backbone.stage1), chosen on held-out proxies
     (head-only R@10) of five H200 runs: 12 epochs at 2e-4 with distill 1.0: 74.1 (75.2 without distillation);
     18 at 3e-4: 76.3; this one: 78.5; 5e-4 with fewer templates (0.2 / 0.2): 72.9."""
 

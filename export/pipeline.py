@@ -13,6 +13,7 @@ import json
 import os
 import platform
 import shutil
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -71,6 +72,9 @@ def _alignment_head(head_path: Path | None) -> tuple[object | None, dict | None,
     if not path.is_file():
         if head_path:
             raise FileNotFoundError(f"alignment head {path} not found; train one with `kuamo align`")
+        print(f"kuamo export: no alignment head at {path} (the shipped heads come with a source checkout, not "
+              "with the wheel): the image tower is exported unaligned, so photos find photos but text does not "
+              "find photos; export from a clone or pass --head FILE", file=sys.stderr)
         return None, None, None
     card_path = path.with_name("align.json")
     card = json.loads(card_path.read_text(encoding="utf-8")) if card_path.is_file() else {}
