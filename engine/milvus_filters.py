@@ -26,8 +26,9 @@ Mapping (column names are the ones engine/milvus_backend.py creates):
 
 from __future__ import annotations
 
-from kuamo.engine.errors import InvalidInput
+from kuamo.engine.errors import InvalidInput, Unsupported
 from kuamo.engine.ids import key_of
+from kuamo.engine.photo_colour import PHOTO_COLOUR_FILTER
 from kuamo.engine.rules import category_prefix_norm, check_attr_name, validate_filters
 from kuamo.engine.types import CATEGORY_SEP, AttrValue, Filters
 
@@ -92,6 +93,9 @@ def milvus_expr(filters: Filters) -> str:
     if filters.min_rating is not None:
         terms.append(f"rating >= {_number(float(filters.min_rating), 'filters.min_rating')}")
     for name, value in filters.attributes.items():
+        if name == PHOTO_COLOUR_FILTER:
+            raise Unsupported("the milvus backend stores no photo colours yet: filter on the catalog's own colour "
+                              "attribute", field="filters.attributes")
         terms.append(_attribute(name, value))
     if filters.ids:
         keys = sorted({key_of(i, "filters.ids") for i in filters.ids})

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from kuamo.engine.errors import InvalidInput
 from kuamo.engine.imaging import decode_image
 
 SIDE = 64  # colour needs no detail: photos are decoded straight to ~2x this and resized
@@ -65,6 +66,20 @@ def srgb_to_lab(rgb: np.ndarray) -> np.ndarray:
     xyz = c @ m.T / np.array([0.95047, 1.0, 1.08883])
     f = np.where(xyz > (6 / 29) ** 3, np.cbrt(xyz), xyz / (3 * (6 / 29) ** 2) + 4 / 29)
     return np.stack([116 * f[..., 1] - 16, 500 * (f[..., 0] - f[..., 1]), 200 * (f[..., 1] - f[..., 2])], axis=-1)
+
+
+# `filters.attributes["photo_colour"] = "Red"`: products whose photo shows that colour (a reserved attribute name;
+# engine/rules.py filter_sql reads the photo_colours table for it)
+PHOTO_COLOUR_FILTER = "photo_colour"
+
+
+def canonical_colour(value: object, field: str = "filters.attributes") -> str:
+    """A palette colour name as stored ("navy blue" -> "Navy Blue"), or InvalidInput naming the palette."""
+    if isinstance(value, str):
+        for name in PALETTE:
+            if name.lower() == value.strip().lower():
+                return name
+    raise InvalidInput(f"{PHOTO_COLOUR_FILTER} must be one of {', '.join(PALETTE)}, got {value!r}", field=field)
 
 
 _NAMES = tuple(PALETTE)

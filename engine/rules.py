@@ -9,6 +9,7 @@ from typing import Any
 
 from kuamo.engine.errors import InvalidInput, shown
 from kuamo.engine.ids import canonical_id, key_of
+from kuamo.engine.photo_colour import PHOTO_COLOUR_FILTER, canonical_colour
 from kuamo.engine.types import CATEGORY_SEP, Filters, Modifiers, Product
 
 # Attribute names end up inside a JSON path; keep them to a safe alphabet rather than escape them.
@@ -51,6 +52,8 @@ def validate_filters(f: Filters) -> None:
         _finite(f.min_rating, "filters.min_rating", lo=0, hi=5)
     for name, value in f.attributes.items():
         check_attr_name(name, "filters.attributes")
+        if name == PHOTO_COLOUR_FILTER:
+            canonical_colour(value)
         if not isinstance(value, str | int | float | bool) or (isinstance(value, float) and not math.isfinite(value)):
             raise InvalidInput(f"value of {name!r} must be a string, number or bool", field="filters.attributes")
     if len(f.ids) > MAX_FILTER_IDS:
@@ -103,6 +106,10 @@ def filter_sql(f: Filters) -> tuple[str, list[Any]]:
         where.append("rating >= ?")
         params.append(float(f.min_rating))
     for name, value in f.attributes.items():
+        if name == PHOTO_COLOUR_FILTER:  # read off the photo at ingest, kept beside the product
+            where.append("id IN (SELECT id FROM photo_colours WHERE instr(',' || colours || ',', ?) > 0)")
+            params.append(f",{canonical_colour(value)},")
+            continue
         where.append("json_extract(attributes, ?) = ?")
         params += [f'$."{name}"', _sql_value(value)]
     if f.ids:

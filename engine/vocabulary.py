@@ -7,6 +7,7 @@ import difflib
 from collections.abc import Iterable
 
 from kuamo.engine.errors import InvalidInput
+from kuamo.engine.photo_colour import PHOTO_COLOUR_FILTER
 from kuamo.engine.types import CATEGORY_SEP, Filters
 
 
@@ -41,7 +42,7 @@ class CatalogVocabulary:
         if not self.attributes and not self.categories:
             return
         for name in f.attributes:
-            if name not in self.attributes:
+            if name not in self.attributes and name != PHOTO_COLOUR_FILTER:
                 raise InvalidInput(f"the catalog has no attribute {name!r}{_nearest(name, self.attributes)}",
                                    field="filters.attributes")
         prefix = (f.category_prefix or "").strip(CATEGORY_SEP)

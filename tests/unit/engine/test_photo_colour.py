@@ -15,7 +15,7 @@ from kuamo.engine.engine import Engine, EngineConfig
 from kuamo.engine.errors import InvalidInput
 from kuamo.engine.photo_colour import PALETTE, dominant_colours, srgb_to_lab, tower_colour
 from kuamo.engine.store import CatalogStore, StoredRow
-from kuamo.engine.types import Product, Query
+from kuamo.engine.types import Filters, Product, Query
 
 
 def photo(product: tuple[int, int, int], background: tuple[int, int, int] | None) -> bytes:
@@ -93,3 +93,30 @@ def test_understanding_uses_the_photo_where_the_row_names_no_colour(tmp_path) ->
         assert not any(k.startswith("colour=") for c in by_id.values() for k in c)
     finally:
         asyncio.run(off.close(snapshot=False))
+
+
+def test_filter_on_the_photo_colour(tmp_path) -> None:
+    eng = Engine(EngineConfig(data_dir=tmp_path / "data"), text_encoder=FakeTextEncoder(),
+                 image_encoder=FakeImageEncoder())
+    try:
+        asyncio.run(eng.upsert([Product(id=i, title="cotton tee", attributes={"size": "M"}) for i in range(4)],
+                               [png("red"), png("green"), png("red"), None]))
+        for value in ("Red", "red", " RED "):
+            res = asyncio.run(eng.search(Query(text="tee", k=4, filters=Filters(attributes={"photo_colour": value}))))
+            assert {h.id for h in res.hits} == {0, 2}
+        both = Filters(attributes={"photo_colour": "Green", "size": "M"})
+        assert [h.id for h in asyncio.run(eng.search(Query(text="tee", k=4, filters=both))).hits] == [1]
+        for bad in ("Mauve", 3, ""):
+            with pytest.raises(InvalidInput) as exc:
+                asyncio.run(eng.search(Query(text="tee", filters=Filters(attributes={"photo_colour": bad}))))
+            assert exc.value.field == "filters.attributes" and "Navy Blue" in exc.value.message
+    finally:
+        asyncio.run(eng.close(snapshot=False))
+
+
+def test_milvus_filters_refuse_the_photo_colour() -> None:
+    from kuamo.engine.errors import Unsupported
+    from kuamo.engine.milvus_filters import milvus_expr
+
+    with pytest.raises(Unsupported):
+        milvus_expr(Filters(attributes={"photo_colour": "Red"}))
