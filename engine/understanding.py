@@ -135,6 +135,12 @@ class QueryUnderstanding:
         self.names = tuple(names)
         self._name_terms = [(n, tuple(terms(n, keep_stop_words=True)), re.sub(r"\W", "", n.lower()))
                             for n in names]
+        # which names hold each term, and each name's squashed stem: a query checks only the names it can match
+        self._names_with: dict[str, list[int]] = {}
+        for i, (_, name_terms, _) in enumerate(self._name_terms):
+            for t in set(name_terms):
+                self._names_with.setdefault(t, []).append(i)
+        self._stems = [(i, joined.rstrip("s")) for i, (_, _, joined) in enumerate(self._name_terms) if len(joined) > 3]
         self._vectors = None
         if vectors is not None and len(vectors):
             v = np.asarray(vectors, dtype=np.float32)
@@ -167,14 +173,15 @@ class QueryUnderstanding:
         q = set(terms(low, keep_stop_words=True))
         squashed = re.sub(r"\W", "", low)
         best: tuple[int, int, str] | None = None
-        for name, name_terms, joined in self._name_terms:
-            # every term of the name in the query ("dress" for Dresses), or the name spelled without spaces or
-            # hyphens ("t-shirt" for Tshirts); the longest name wins ("sports shoes" over "shoes", "tshirts"
-            # over "shirts"), a match of whole terms before a squashed one
-            by_terms = bool(name_terms) and all(t in q for t in name_terms)
-            if by_terms or (len(joined) > 3 and joined.rstrip("s") in squashed):
-                key = (len(joined), int(by_terms), name)
-                best = key if best is None or key[:2] > best[:2] else best
+        # every term of the name in the query ("dress" for Dresses), or the name spelled without spaces or
+        # hyphens ("t-shirt" for Tshirts); the longest name wins ("sports shoes" over "shoes", "tshirts" over
+        # "shirts"), a match of whole terms before a squashed one, the first name in catalog order on a tie
+        by_terms = {i for t in q for i in self._names_with.get(t, ())
+                    if all(nt in q for nt in self._name_terms[i][1])}
+        for i in sorted(by_terms | {i for i, stem in self._stems if stem in squashed}):
+            name, _, joined = self._name_terms[i]
+            key = (len(joined), int(i in by_terms), name)
+            best = key if best is None or key[:2] > best[:2] else best
         if best is not None:
             u.category, u.category_by = best[2], "terms"
             u.phrases.append(best[2])
