@@ -13,8 +13,9 @@ DEFAULT_MODEL_DIR = Path("models/default")
 # The hybrid (BM25) weight for text queries that send none (engine/ranking.py fuse_lexical). Off by default: 0.4
 # (with understanding 0.2) wins the validation grid (benchmarks/results/hybrid.md, held-out: brand P@10 ZH 52 -> 91,
 # EN 78 -> 91, colour + type 79-83 -> 100, photo + "like this but red" 10 -> 92%), but on 2 cores it costs ~0.7 ms
-# p50 and ~19% of the 32-client throughput (kuamo bench server with lexical 0.4 on: 418 vs 517 qps; the BM25 and
-# fusion are Python in the search thread) and ~15 MB for fashion, and the embedded default must not get slower.
+# p50 through gRPC and 15% of the 32-client throughput, 44% of the cached Zipf log's (kuamo bench server with both
+# on: 416 vs 488 qps, 607 vs 1,091; the BM25, fusion and boosts are Python in the search thread) and ~15 MB for
+# fashion, and the embedded default must not get slower.
 # [server] lexical_weight (or weights.lexical per query) turns it on.
 DEFAULT_LEXICAL_WEIGHT = 0.0
 # The query understanding's boost per recognised value (engine/understanding.py); off by default for the same
