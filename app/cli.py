@@ -191,7 +191,8 @@ def _server_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         "insecure": True if getattr(args, "insecure", False) else None,
         "batching": False if args.no_batching else None, "log_access": True if args.access_log else None,
         "event_loop": args.event_loop, "query_cache_entries": args.query_cache_entries,
-        "query_cache_mb": args.query_cache_mb, **_backend_overrides(args)})
+        "query_cache_mb": args.query_cache_mb, "result_cache_entries": args.result_cache_entries,
+        **_backend_overrides(args)})
 
 
 def _backend_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -331,6 +332,9 @@ def _add_server_flags(p: argparse.ArgumentParser, *, listen: bool = True) -> Non
                    help="query texts whose vectors the server keeps (LRU; default 20000, 0 = no query cache)")
     p.add_argument("--query-cache-mb", type=int, default=None, metavar="MB",
                    help="memory bound of the query cache in MiB (default 64)")
+    p.add_argument("--result-cache-entries", type=int, default=None, metavar="N",
+                   help="whole text queries whose answers the server keeps until the next catalog write (LRU; "
+                        "default 4096, 0 = no result cache)")
     _add_backend_flags(p)
 
 

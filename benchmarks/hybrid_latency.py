@@ -38,7 +38,7 @@ def run(quick: bool = False, *, models: Path = DEFAULT_MODEL_DIR) -> dict[str, A
     _, _, texts = search_requests(catalog, 60 if quick else 400, 1)
     res: dict[str, Any] = {"suite": "hybrid_latency", "quick": quick, "machine": machine_info(),
                            "catalog": str(catalog), "queries": len(texts), "weights": chosen_weights()}
-    s = start_server(models, data, extra_args=["--query-cache-entries", "0"])
+    s = start_server(models, data, extra_args=["--query-cache-entries", "0", "--result-cache-entries", "0"])
     on: list[float] = []
     off: list[float] = []
     try:

@@ -60,7 +60,8 @@ async def _interleaved(targets: dict[str, str], models: Path, data: Path, texts:
     from kuamo.server.app import engine_config, warm_up
     from kuamo.server.config import ServerConfig
 
-    engine = await Engine.open(engine_config(ServerConfig(model_dir=models, data_dir=data, query_cache_entries=0)))
+    engine = await Engine.open(engine_config(ServerConfig(model_dir=models, data_dir=data, query_cache_entries=0,
+                                                          result_cache_entries=0)))
     channels = {name: aio.insecure_channel(t) for name, t in targets.items()}
     stubs = {name: pb_grpc.SearchServiceStub(ch) for name, ch in channels.items()}
     health = {name: health_pb2_grpc.HealthStub(ch) for name, ch in channels.items()}

@@ -1,12 +1,13 @@
-"""A Zipf-distributed query log through the server, with the query cache on and off (issue 19, item 6).
+"""A Zipf-distributed query log through the server, with its caches on and off (issue 19, item 6).
 
 Real query logs are heavily repeated: a few head queries make up much of the traffic. The log here draws from
 >= 5,000 distinct queries made of the catalog's own words (its articleTypes alone and with colours and genders,
 as shoppers type them, and whole product titles), rank r drawn with probability proportional to r^-1.1, the
 ranks given to the queries in a seeded random order. Closed loop at 8 and 32 clients against two `kuamo serve`
-processes on the same data: the default (query cache on) and `--query-cache-entries 0`; each phase draws its
-own log (another seed), so a phase never replays the queries an earlier one warmed the cache with. The hit rate
-is the server's own counters (kuamo_query_cache_hits / misses on /metrics) over the phase, warm-up included.
+processes on the same data: the default (query cache and result cache on) and both off; each phase draws its
+own log (another seed), so a phase never replays the queries an earlier one warmed the caches with. The hit
+rates are the server's own counters (kuamo_query_cache_* and kuamo_result_cache_* on /metrics) over the phase,
+warm-up included.
 
     python -m kuamo.benchmarks.server_zipf [--quick]     (also a phase of `kuamo bench server`)
 
@@ -26,13 +27,14 @@ from typing import Any
 import numpy as np
 
 from kuamo.benchmarks.common import machine_info, markdown_table, write_results
-from kuamo.benchmarks.loadgen import closed_loop
+from kuamo.benchmarks.loadgen import closed_loop, open_loop
 from kuamo.engine.config import DEFAULT_MODEL_DIR
 from kuamo.proto.kuamo.v1 import kuamo_pb2 as pb
 
 EXPONENT = 1.1
 DISTINCT = 8_000
 CLIENTS = (8, 32)
+OPEN_LOOP_SHARE = 0.7  # open-loop Poisson arrivals at 70% of what the caches-off server answers with 32 clients
 STATS_WAIT_S = 2.5  # the server refreshes its engine metrics every 2 s (server/app.py STATS_REFRESH_S)
 
 
@@ -87,16 +89,17 @@ def expected_hit_rate(log: list[str], entries: int) -> float:
     return hits / max(len(log), 1)
 
 
-def _cache_counts(port: int) -> tuple[float, float]:
+def _cache_counts(port: int, cache: str = "query") -> tuple[float, float]:
     from kuamo.benchmarks.watch import scrape
 
     s = scrape(port)
-    return s.get(("kuamo_query_cache_hits_total", ()), 0.0), s.get(("kuamo_query_cache_misses_total", ()), 0.0)
+    return (s.get((f"kuamo_{cache}_cache_hits_total", ()), 0.0), s.get((f"kuamo_{cache}_cache_misses_total", ()), 0.0))
 
 
 def run_zipf(models: Path, data: Path, catalog: Path, *, seconds: float,
              fashion: Path | None = None) -> dict[str, Any]:
-    """p50/p99/QPS at 8 and 32 clients, query cache on vs off, and the server-reported hit rate."""
+    """p50/p99/QPS at 8 and 32 clients and at a fixed open-loop rate, caches on vs off, and the server-reported
+    hit rates."""
     from kuamo.benchmarks.serving import serving
     from kuamo.export.samples import DEFAULT_FASHION_DIR
 
@@ -106,25 +109,40 @@ def run_zipf(models: Path, data: Path, catalog: Path, *, seconds: float,
     n_log = 200_000  # longer than any phase sends, so no client wraps around
     out: dict[str, Any] = {"distinct_queries": len(queries), "exponent": EXPONENT, "seconds_per_phase": seconds,
                            "phases": {}}
-    for cache, extra in (("on", ()), ("off", ("--query-cache-entries", "0"))):
+    rate = None  # the open-loop phases' offered load: OPEN_LOOP_SHARE of the caches-off 32-client capacity
+    # caches off first: its capacity sets the open-loop rate both servers then get
+    for cache, extra in (("off", ("--query-cache-entries", "0", "--result-cache-entries", "0")), ("on", ())):
         with serving(models, data, metrics=True, max_inflight=256, timeout_s=600, extra_args=extra) as s:
             assert s.metrics_port is not None
-            for seed, c in enumerate(CLIENTS, start=1):
+            for seed, c in enumerate((*CLIENTS, "open"), start=1):
                 log = zipf_log(queries, n_log, seed=seed)
                 reqs = [pb.SearchRequest(request_id=str(i), query=pb.Query(text=t, k=10)) for i, t in enumerate(log)]
                 time.sleep(STATS_WAIT_S)
                 h0, m0 = _cache_counts(s.metrics_port)
-                r = asyncio.run(closed_loop(s.target, reqs, concurrency=c, duration_s=seconds)).summary()
+                rh0, rm0 = _cache_counts(s.metrics_port, "result")
+                if c == "open":
+                    assert rate is not None
+                    run = open_loop(s.target, reqs, rate_qps=rate, duration_s=seconds, seed=seed)
+                else:
+                    run = closed_loop(s.target, reqs, concurrency=c, duration_s=seconds)
+                r = asyncio.run(run).summary()
                 time.sleep(STATS_WAIT_S)
                 h1, m1 = _cache_counts(s.metrics_port)
+                rh1, rm1 = _cache_counts(s.metrics_port, "result")
                 hits, misses = h1 - h0, m1 - m0
+                r["result_hit_rate"] = (rh1 - rh0) / (rh1 - rh0 + rm1 - rm0) if rh1 - rh0 + rm1 - rm0 else None
                 r["cache"] = cache
                 r["clients"] = c
                 r["hit_rate"] = hits / (hits + misses) if hits + misses else None
                 r["cache_hits"], r["cache_misses"] = hits, misses
-                out["phases"][f"{c} clients, cache {cache}"] = r
-    for c in CLIENTS:
-        on, off = out["phases"][f"{c} clients, cache on"], out["phases"][f"{c} clients, cache off"]
+                name = f"open loop at {rate:.0f} qps" if c == "open" else f"{c} clients"
+                out["phases"][f"{name}, cache {cache}"] = r
+                if cache == "off" and c == CLIENTS[-1]:
+                    rate = OPEN_LOOP_SHARE * r["throughput_qps"]
+    out["open_loop_qps"] = rate
+    for c in (*CLIENTS, "open"):
+        name = f"open loop at {rate:.0f} qps" if c == "open" else f"{c} clients"
+        on, off = out["phases"][f"{name}, cache on"], out["phases"][f"{name}, cache off"]
         out[f"p99_on_over_off_{c}"] = on["latency"]["p99_ms"] / off["latency"]["p99_ms"]
         out[f"p50_on_over_off_{c}"] = on["latency"]["p50_ms"] / off["latency"]["p50_ms"]
     return out
@@ -132,14 +150,23 @@ def run_zipf(models: Path, data: Path, catalog: Path, *, seconds: float,
 
 def markdown(z: dict[str, Any]) -> str:
     rows = [{"phase": k, "ok": v["ok"], "qps": v["throughput_qps"], "p50 ms": v["latency"].get("p50_ms"),
-             "p99 ms": v["latency"].get("p99_ms"), "hit rate": v["hit_rate"],
+             "p99 ms": v["latency"].get("p99_ms"), "query cache hit rate": v["hit_rate"],
+             "result cache hit rate": v.get("result_hit_rate"),
              "server encode p50 ms": v["server_encode"].get("p50_ms")} for k, v in z["phases"].items()]
     ratios = ", ".join(f"{c} clients p99 on/off {z[f'p99_on_over_off_{c}']:.2f} (p50 {z[f'p50_on_over_off_{c}']:.2f})"
                        for c in CLIENTS)
+    if z.get("open_loop_qps"):
+        ratios += (f"; open loop at {z['open_loop_qps']:.0f} qps p99 on/off {z['p99_on_over_off_open']:.2f} "
+                   f"(p50 {z['p50_on_over_off_open']:.2f})")
     return (f"Zipf query log: exponent {z['exponent']}, {z['distinct_queries']} distinct queries (articleTypes with "
-            f"colours/genders, and product titles), {z['seconds_per_phase']:.0f} s per phase, closed loop, k = 10. "
-            "Cache on = the server's default; off = `--query-cache-entries 0`. Hit rate = the server's "
-            "kuamo_query_cache counters over the phase (warm-up second included).\n\n" + markdown_table(rows)
+            f"colours/genders, and product titles), {z['seconds_per_phase']:.0f} s per phase, closed loop at 8 and "
+            f"32 clients, then Poisson arrivals at {100 * OPEN_LOOP_SHARE:.0f}% of the caches-off 32-client capacity "
+            "(the same offered load for both servers: the load a shop sees, where a closed loop at saturation lets "
+            "a faster server take more work), k = 10. "
+            "Cache on = the server's default (query cache: text -> vector; result cache: whole query -> answer); "
+            "off = `--query-cache-entries 0 --result-cache-entries 0`. Hit rates = the server's kuamo_query_cache "
+            "and kuamo_result_cache counters over the phase (warm-up second included; the query cache sees only "
+            "the result cache's misses).\n\n" + markdown_table(rows)
             + f"\n{ratios}.\n")
 
 

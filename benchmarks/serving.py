@@ -92,7 +92,7 @@ def server_process(models: Path, data: Path, *, batching: bool = True, max_infli
     """`kuamo serve` (batching on or off, asyncio or uvloop, query cache on or off) with stderr discarded; yields
     its target."""
     extra = (([] if batching else ["--no-batching"]) + (["--event-loop", event_loop] if event_loop else [])
-             + ([] if query_cache else ["--query-cache-entries", "0"]))
+             + ([] if query_cache else ["--query-cache-entries", "0", "--result-cache-entries", "0"]))
     with serving(models, data, max_inflight=max_inflight, timeout_s=timeout_s, extra_args=extra) as s:
         yield s.target
 

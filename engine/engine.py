@@ -37,6 +37,7 @@ from kuamo.engine.personalisation import Personaliser
 from kuamo.engine.product_encoder import ImageEncoderLike, Pending, ProductEncoder, TextEncoderLike
 from kuamo.engine.query_cache import DEFAULT_ENTRIES, DEFAULT_MAX_BYTES, QueryCache, normalise_query
 from kuamo.engine.ranking import MAX_LEXICAL_WEIGHT, RANKING_WEIGHTS, Ranker, SearchJob, block_weights
+from kuamo.engine.result_cache import ResultCache, result_key
 from kuamo.engine.rules import check_attr_name, validate_filters, validate_modifiers
 from kuamo.engine.store import StoredRow, check_owner
 from kuamo.engine.types import (
@@ -47,6 +48,7 @@ from kuamo.engine.types import (
     RecommendQuery,
     Rejection,
     SearchResult,
+    Timings,
     UpsertResult,
 )
 from kuamo.engine.understanding import CANDIDATE_CATEGORY_MIN_SHARE
@@ -109,6 +111,10 @@ class EngineConfig:
     # Query text -> text vector LRU in front of the text batcher (engine/query_cache.py); 0 entries = off.
     query_cache_entries: int = DEFAULT_ENTRIES
     query_cache_bytes: int = DEFAULT_MAX_BYTES
+    # Whole text query -> its answer, dropped at every catalog write (engine/result_cache.py); 0 = off. Off here
+    # (evaluations and benchmarks measure the search), on in the server (server/config.py); embedded backend only:
+    # a Milvus replica does not see the other replicas' writes.
+    result_cache_entries: int = 0
     # Hybrid ranking: base score = vector score + lexical_weight x BM25 / the query's best BM25 (engine/ranking.py
     # fuse_lexical) over the vector candidates and the BM25 top `lexical_candidates`; a query's weights.lexical
     # overrides it, 0 = off. Default chosen on the validation split (benchmarks/results/hybrid.md).
@@ -152,6 +158,8 @@ class Engine:
                              if isinstance(self.backend, EmbeddedBackend) else None)
         self._write_lock = asyncio.Lock()
         self.query_cache = QueryCache(config.query_cache_entries, config.query_cache_bytes)
+        self.result_cache = ResultCache(config.result_cache_entries if self.backend.kind == "embedded" else 0)
+        self._generation = 0  # bumped after each committed write and model/blend change (engine/result_cache.py)
         self.vocabulary = CatalogVocabulary()
         self.vocabulary.add_attributes(self.backend.attribute_names())
         self._refresh_categories()
@@ -300,7 +308,9 @@ class Engine:
         return self.provenance.calibrate(products, images, force=force)
 
     def set_image_blend(self, beta: float) -> BlendChoice:
-        return self.provenance.set_blend(beta)
+        choice = self.provenance.set_blend(beta)
+        self._catalog_changed()  # query vectors change with the blend
+        return choice
 
     async def settle_stale_vectors(self) -> int:
         """After re-embedding a stale catalog: how many products still hold vectors from other models. At 0 the
@@ -311,6 +321,7 @@ class Engine:
             left = await asyncio.to_thread(self.provenance.still_stale)
             if left == 0:
                 await asyncio.to_thread(self.backend.reindex)  # trained on the new vectors, not the old ones
+                self._catalog_changed()
                 self.provenance.settled()
         return left
 
@@ -485,6 +496,23 @@ class Engine:
         t0 = time.perf_counter()
         self._require_ready()
         self._validate_query(query)
+        key = result_key(query) if self.result_cache.enabled else None
+        generation = self._generation
+        if key is not None:
+            hit = self.result_cache.get(key, generation)
+            if hit is not None:
+                return dataclasses.replace(hit, timings=Timings(total_ms=(time.perf_counter() - t0) * 1000))
+        res = await self._search(query, t0)
+        if key is not None:
+            self.result_cache.put(key, generation, res)
+        return res
+
+    def _catalog_changed(self) -> None:
+        """After a committed write or a model/blend change: no cached answer from before may be served."""
+        self._generation += 1
+        self.result_cache.clear()
+
+    async def _search(self, query: Query, t0: float) -> SearchResult:
         personaliser = self._personal() if query.user_id is not None else None
         blocks, encode_ms, queue_ms = await self._query_blocks(query)
         qvec = self.layout.query_vector(blocks, self._weights_for(blocks, query.weights)).astype(np.float32)
@@ -620,7 +648,10 @@ class Engine:
 
     def _commit(self, rows: list[StoredRow]) -> None:
         self.provenance.record_default_blend()
-        self.backend.write(rows)
+        try:
+            self.backend.write(rows)
+        finally:  # a failed write may have changed nothing, or something: either way, no answer from before
+            self._catalog_changed()
         self.vocabulary.add_attributes(name for r in rows for name in r.product.attributes)
         self.provenance.note_written(row_key(r.product.id) for r in rows)
         self._refresh_categories()
@@ -639,7 +670,10 @@ class Engine:
             return await asyncio.to_thread(self._delete, clean)
 
     def _delete(self, ids: list[int]) -> int:
-        gone = self.backend.delete(ids)
+        try:
+            gone = self.backend.delete(ids)
+        finally:
+            self._catalog_changed()
         self._refresh_categories()
         return gone
 
@@ -662,7 +696,7 @@ class Engine:
         return EngineStats(products=s["products"], indexed=s["indexed"], store_seq=s.get("store_seq", 0),
                            index_seq=s.get("index_seq", 0), layout=self.layout.to_dict(),
                            index={**s.get("index", {}), "backend": self.backend.kind}, batchers=batchers,
-                           query_cache=self.query_cache.stats().to_dict(),
+                           query_cache=self.query_cache.stats().to_dict(), result_cache=self.result_cache.stats(),
                            data_dir=str(self.config.data_dir) if self.backend.kind == "embedded"
                            else str(s.get("uri", self.backend.kind)))
 

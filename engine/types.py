@@ -190,6 +190,7 @@ class EngineStats:
     batchers: dict[str, Any] = field(default_factory=dict)
     data_dir: str = ""
     query_cache: dict[str, int] = field(default_factory=dict)  # hits, misses, entries, bytes (query_cache.py)
+    result_cache: dict[str, int] = field(default_factory=dict)  # hits, misses, entries (result_cache.py)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -56,7 +56,7 @@ def engine_config(cfg: ServerConfig) -> EngineConfig:
                                                           if cfg.batching else 1),
                         backend=cfg.backend, milvus=milvus_settings(cfg), query_cache_entries=cfg.query_cache_entries,
                         query_cache_bytes=cfg.query_cache_mb << 20, lexical_weight=cfg.lexical_weight,
-                        understanding_weight=cfg.understanding_weight)
+                        understanding_weight=cfg.understanding_weight, result_cache_entries=cfg.result_cache_entries)
 
 
 def milvus_settings(cfg: ServerConfig) -> MilvusSettings:
@@ -199,7 +199,7 @@ class KuamoServer:
                 s = await self.engine.stats()
                 self.metrics.engine.snapshot = {"indexed": s.indexed, "products": s.products,
                                                 "index_kind": s.index.get("kind", ""), "batchers": s.batchers,
-                                                "query_cache": s.query_cache}
+                                                "query_cache": s.query_cache, "result_cache": s.result_cache}
             except Exception as exc:  # metrics must never take the server down
                 log.debug("stats refresh failed: %s", exc)
             await asyncio.sleep(STATS_REFRESH_S)

@@ -18,6 +18,7 @@ from kuamo.engine.config import (
     with_env_overrides,
 )
 from kuamo.engine.errors import InvalidInput
+from kuamo.engine.result_cache import DEFAULT_SERVER_ENTRIES
 
 LOOPBACK_NAMES = {"localhost", "ip6-localhost"}
 EVENT_LOOPS = ("asyncio", "uvloop")
@@ -85,6 +86,9 @@ class ServerConfig:
     # 0 entries = off. Repeated queries skip the tower (benchmarks/results/server_zipf.md).
     query_cache_entries: int = 20_000
     query_cache_mb: int = 64
+    # Whole text query -> its answer until the next catalog write (engine/result_cache.py); 0 = off. The search
+    # stage, not the tower, sets the cached p99 under load (benchmarks/results/server.md, Zipf log).
+    result_cache_entries: int = DEFAULT_SERVER_ENTRIES
 
 
 def is_loopback(host: str) -> bool:
@@ -171,6 +175,8 @@ def validate(cfg: ServerConfig) -> None:
     if cfg.max_inflight < 1 or cfg.max_message_mb < 1 or cfg.stream_window < 1 or cfg.max_image_pixels < 1:
         raise InvalidInput("max_inflight, max_message_mb, stream_window and max_image_pixels must be >= 1",
                            field="config")
+    if cfg.result_cache_entries < 0:
+        raise InvalidInput("result_cache_entries must be >= 0 (0 = no result cache)", field="result_cache_entries")
     if cfg.query_cache_entries < 0 or cfg.query_cache_mb < 0:
         raise InvalidInput("query_cache_entries and query_cache_mb must be >= 0 (0 = no query cache)",
                            field="query_cache_entries")

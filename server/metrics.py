@@ -42,6 +42,7 @@ class _EngineCollector(Collector):
         yield depth
         yield sizes
         yield from _query_cache_metrics(s.get("query_cache") or {})
+        yield from _result_cache_metrics(s.get("result_cache") or {})
 
 
 def _query_cache_metrics(c: dict[str, Any]) -> Iterator[Any]:
@@ -55,6 +56,17 @@ def _query_cache_metrics(c: dict[str, Any]) -> Iterator[Any]:
         yield CounterMetricFamily(f"kuamo_query_cache_{name}", doc, value=float(c.get(name, 0)))
     yield GaugeMetricFamily("kuamo_query_cache_entries", "Query vectors in the cache", value=c.get("entries", 0))
     yield GaugeMetricFamily("kuamo_query_cache_bytes", "Bytes the query cache holds", value=c.get("bytes", 0))
+
+
+def _result_cache_metrics(c: dict[str, Any]) -> Iterator[Any]:
+    """The engine's result cache (engine/result_cache.py)."""
+    if not c:
+        return
+    for name, doc in (("hits", "Text queries answered whole from the result cache"),
+                      ("misses", "Cacheable text queries searched (not in the result cache, or from before a write)"),
+                      ("evictions", "Result cache entries dropped to stay within its bound")):
+        yield CounterMetricFamily(f"kuamo_result_cache_{name}", doc, value=float(c.get(name, 0)))
+    yield GaugeMetricFamily("kuamo_result_cache_entries", "Answers in the result cache", value=c.get("entries", 0))
 
 
 class ServerMetrics:
