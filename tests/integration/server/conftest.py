@@ -47,8 +47,9 @@ def fake_engine_factory(data_dir: Path, *, batcher: BatcherConfig | None = None,
                 return inner(texts, kind)
 
             text.encode = slow  # type: ignore[method-assign]
+        # the result cache on, as the real server has it: every RPC test runs through it
         cfg = EngineConfig(data_dir=data_dir, text_batcher=batcher or BatcherConfig(),
-                           image_batcher=batcher or BatcherConfig())
+                           image_batcher=batcher or BatcherConfig(), result_cache_entries=64)
         engine = Engine(cfg, text_encoder=text, image_encoder=FakeImageEncoder(), batched=True)
         await engine.start()
         if not engine.store.count():

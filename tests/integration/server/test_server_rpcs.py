@@ -95,6 +95,8 @@ def test_upsert_with_chunked_image_then_get_search_delete(server) -> None:
         assert len(photo) > 600
         new = Product(id=77, title="green linen scarf", category="Accessories/scarf", price=12.5, rating=4.0,
                       attributes={"colour": "green", "year": 2012})
+        before = [h.id for h in c.search(Query(text="green linen scarf", k=3)).hits]  # cached by the server
+        assert 77 not in before
         res = c.upsert([new, Product(id=78, title="bad", price=-1.0)], [photo, None], chunk_bytes=256)
         assert res.accepted == [77]
         assert res.rejected[0].id == 78 and res.rejected[0].field == "price" and res.rejected[0].row == 1
@@ -104,6 +106,7 @@ def test_upsert_with_chunked_image_then_get_search_delete(server) -> None:
         assert hits[0].id == 77
         assert c.upsert([new], [photo], chunk_bytes=256).unchanged == [77]  # idempotent re-send
         assert c.delete([77, 123456]) == 1
+        assert 77 not in [h.id for h in c.search(Query(text="green linen scarf", k=3)).hits]  # nor after delete
         with pytest.raises(grpc.RpcError) as e:
             c.get(77)
         assert e.value.code() == grpc.StatusCode.NOT_FOUND
