@@ -148,7 +148,7 @@ def run(quick: bool = False, *, models: Path = DEFAULT_MODEL_DIR, data: Path | N
         raw["32 clients, text, batching off"] = asyncio.run(closed_loop(target, text_reqs, concurrency=32,
                                                                         duration_s=phase_s))
         c32_off = raw["32 clients, text, batching off"].summary()
-    # a Zipf query log, query cache on vs off (benchmarks/server_zipf.py)
+    # a Zipf query log, caches on vs off (benchmarks/server_zipf.py)
     out["zipf_query_cache"] = run_zipf(models, data, catalog, seconds=5.0 if quick else 15.0)
     inproc = inter["in_process"]
     ceiling = _text_tower_ceiling(models, texts, 2.0 if quick else 5.0)
@@ -276,7 +276,7 @@ def _markdown(o: dict[str, Any]) -> str:
             + f"\nSame text queries interleaved (gRPC / in-process engine, alternating order): p50 {ig['p50_ms']:.2f}"
             f" / {ip['p50_ms']:.2f} ms, p99 {ig['p99_ms']:.2f} / {ip['p99_ms']:.2f} ms. Client latency minus the"
             f" server's own engine time: {ov:.2f} ms at p50." + _overhead_markdown(o) + _ceiling_markdown(o)
-            + _load_markdown(o) + "\n\n## Zipf query log, query cache on vs off\n\n"
+            + _load_markdown(o) + "\n\n## Zipf query log, caches on vs off\n\n"
             + zipf_markdown(o["zipf_query_cache"]) +
             f"\n\nReproduce: `kuamo bench server` (results in {RESULTS_DIR}/server.json).\n")
 

@@ -179,7 +179,7 @@ def run(quick: bool = False, *, models: Path = DEFAULT_MODEL_DIR, data: Path | N
     z = run_zipf(models, data, catalog, seconds=5.0 if quick else 15.0)
     out = {"machine": info, "quick": quick, "catalog": str(catalog), "zipf": z}
     name = "server_zipf" + ("_quick" if quick else "")
-    write_results(name, out, "Server: Zipf query log, query cache on vs off", lambda: markdown(z), info)
+    write_results(name, out, "Server: Zipf query log, caches on vs off", lambda: markdown(z), info)
     return out
 
 
