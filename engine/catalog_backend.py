@@ -63,6 +63,10 @@ class CatalogBackend(Protocol):
 
     def get_many(self, keys: Sequence[int]) -> dict[int, Product]: ...
 
+    def facet_colours(self) -> frozenset[str]:
+        """Every colour value the catalog's products hold, lower-case (query understanding recognises them)."""
+        ...
+
     def facets(self, keys: Sequence[int]) -> dict[int, Facets]:
         """Row key -> what query understanding's boosts read (engine/understanding.py), for the stored keys."""
         ...

@@ -87,6 +87,7 @@ class EmbeddedBackend:
         self.index: VectorIndex | None = None  # recover() after the engine checked layout and encoders
         self._bm25: Bm25Index | None = None  # built from the FTS5 table on first lexical use
         self._facets: dict[int, Facets] = {}  # what query understanding reads, kept in step with the BM25
+        self._colour_values: frozenset[str] | None = None  # the facets' colours; None = to recount
         self._bm25_lock = threading.Lock()
 
     # -- recovery -----------------------------------------------------------------------------------------
@@ -295,6 +296,14 @@ class EmbeddedBackend:
             got = self._facets
             return {k: got[k] for k in keys if k in got}
 
+    def facet_colours(self) -> frozenset[str]:
+        """Every colour value the catalog's products hold (lower-case), in step with the store."""
+        with self._bm25_lock:
+            self._bm25_in_step()
+            if self._colour_values is None:
+                self._colour_values = frozenset(f.colour for f in self._facets.values() if f.colour)
+            return self._colour_values
+
     def _read_facets(self, keys: list[int] | None) -> dict[int, Facets]:
         """Facets of `keys` (every product when None) from the store: products and their photo colours."""
         keys = self.store.ids().tolist() if keys is None else keys
@@ -327,6 +336,7 @@ class EmbeddedBackend:
             index.upsert(self.store.lexical_rows())
             self._facets = self._read_facets(None)
         index.seq = last
+        self._colour_values = None
         self._bm25 = index
         return index
 

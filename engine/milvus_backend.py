@@ -489,6 +489,10 @@ class MilvusBackend:
     def get_many(self, keys: Sequence[int]) -> dict[int, Product]:
         return {k: self._product(r) for k, r in self._get(keys, PRODUCT_FIELDS).items()}
 
+    def facet_colours(self) -> frozenset[str]:
+        """None known here (the collection is not read whole): queries name colours through the lexicon alone."""
+        return frozenset()
+
     def facets(self, keys: Sequence[int]) -> dict[int, Facets]:
         """From the products (no photo colours: the collection has no field for them yet)."""
         return {k: facets_of(p) for k, p in self.get_many(keys).items()}

@@ -237,6 +237,7 @@ class Ranker:
         fetched: dict[int, Facets] = {}
         if w_und > 0:
             text_vec = job.qvec[self.layout.slices()["text"]] if "text" in self.layout.slices() else None
+            self.understanding.set_colours(self.backend.facet_colours())
             u = self.understanding.parse(q.text, text_vec)
             if u.category is None and len(ids):
                 top = ids[:CANDIDATE_CATEGORY_TOP].tolist()

@@ -103,11 +103,11 @@ class _Lexicon:
         self.lexicon = lexicon
         phrases = sorted(lexicon, key=len, reverse=True)
         latin = "|".join(re.escape(p) for p in phrases if p.isascii())
-        self._latin = re.compile(rf"(?<![\w'])(?:{latin})(?![\w'])")
+        self._latin = re.compile(rf"(?<![\w'])(?:{latin})(?![\w'])") if latin else None
         self._cjk = [p for p in phrases if not p.isascii()]
 
     def find(self, text: str) -> tuple[str, str] | None:
-        found = [m.group(0) for m in self._latin.finditer(text)]
+        found = [m.group(0) for m in self._latin.finditer(text)] if self._latin is not None else []
         found += [p for p in self._cjk if p in text]
         if not found:
             return None
@@ -115,7 +115,7 @@ class _Lexicon:
         return phrase, self.lexicon[phrase]
 
 
-_LEXICONS = ((_Lexicon(COLOURS), "colour"), (_Lexicon(GENDERS), "gender"))
+_GENDER_LEXICON = _Lexicon(GENDERS)
 
 
 def _number(m: re.Match) -> float:
@@ -128,7 +128,23 @@ class QueryUnderstanding:
     def __init__(self) -> None:
         self.names: tuple[str, ...] = ()
         self._name_terms: list[tuple[str, tuple[str, ...], str]] = []
+        self._names_with: dict[str, list[int]] = {}
+        self._stems: list[tuple[int, str]] = []
         self._vectors: np.ndarray | None = None
+        self._colours = _Lexicon(COLOURS)
+        self._catalog_colours: frozenset[str] = frozenset()
+
+    def set_colours(self, values: frozenset[str]) -> None:
+        """The catalog's own colour values (lower-case, as the facets hold them), recognised in queries beside the
+        hand-checked lexicon: "rose gold" or "multicolor" in a catalog that spells them so. The lexicon keeps its
+        spelling where the catalog holds it too ("red" -> Red)."""
+        if values is self._catalog_colours or values == self._catalog_colours:
+            return
+        merged = dict(COLOURS)
+        for v in values:
+            if len(v) >= (3 if v.isascii() else 2) and not v.isdigit() and merged.get(v, "").lower() not in values:
+                merged[v] = v.title()
+        self._colours, self._catalog_colours = _Lexicon(merged), values
 
     def set_categories(self, names: Sequence[str], vectors: np.ndarray | None) -> None:
         """The catalog's leaf category names and (when a text tower made them) their query vectors."""
@@ -136,7 +152,7 @@ class QueryUnderstanding:
         self._name_terms = [(n, tuple(terms(n, keep_stop_words=True)), re.sub(r"\W", "", n.lower()))
                             for n in names]
         # which names hold each term, and each name's squashed stem: a query checks only the names it can match
-        self._names_with: dict[str, list[int]] = {}
+        self._names_with = {}
         for i, (_, name_terms, _) in enumerate(self._name_terms):
             for t in set(name_terms):
                 self._names_with.setdefault(t, []).append(i)
@@ -150,7 +166,7 @@ class QueryUnderstanding:
         raw = unicodedata.normalize("NFKC", text or "")
         low = raw.lower()
         u = Understood()
-        for lexicon, attr in _LEXICONS:
+        for lexicon, attr in ((self._colours, "colour"), (_GENDER_LEXICON, "gender")):
             got = lexicon.find(low)
             if got is not None:
                 setattr(u, attr, got[1])

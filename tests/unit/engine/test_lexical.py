@@ -160,3 +160,19 @@ def test_understanding_takes_the_category_of_the_best_matches(tmp_path) -> None:
         assert 0 not in eng.backend.facets([0, 1]) and eng.backend.facets([3])[3].leaf == "Wallets"
     finally:
         asyncio.run(eng.close(snapshot=False))
+
+
+def test_understanding_knows_the_catalogs_own_colours(tmp_path) -> None:
+    eng = Engine(EngineConfig(data_dir=tmp_path / "data"), text_encoder=FakeTextEncoder(),
+                 image_encoder=FakeImageEncoder())
+    try:
+        asyncio.run(eng.upsert([Product(id=1, title="slim watch", attributes={"colour": "Rose Gold"}),
+                                Product(id=2, title="slim watch", attributes={"colour": "Silver"})]))
+        q = Query(text="rose gold watch", k=2, explain=True, weights={"understanding": 0.05})
+        by_id = {h.id: h.explanation.contributions for h in asyncio.run(eng.search(q)).hits}
+        assert by_id[1].get("colour=Rose Gold") == 0.05 and not any(k.startswith("colour=") for k in by_id[2])
+        asyncio.run(eng.upsert([Product(id=3, title="slim watch", attributes={"colour": "Gunmetal"})]))
+        q = Query(text="gunmetal watch", k=3, explain=True, weights={"understanding": 0.05})
+        assert asyncio.run(eng.search(q)).hits[0].explanation.contributions.get("colour=Gunmetal") == 0.05
+    finally:
+        asyncio.run(eng.close(snapshot=False))

@@ -74,3 +74,20 @@ def test_category_from_candidates_takes_a_clear_majority_only() -> None:
     never = qu().parse("黑色")
     category_from_candidates(never, [p(1, "Belts"), p(2, "Belts")], min_share=1.01)
     assert never.category is None
+
+
+def test_catalog_colour_values_are_recognised() -> None:
+    u = qu()
+    u.set_colours(frozenset({"rose gold", "multicolor", "red", "xl", "42"}))
+    assert u.parse("rose gold ring").colour == "Rose Gold"  # the catalog's own value
+    assert u.parse("multicolor bag").colour == "Multicolor"  # the catalog's spelling over the lexicon's "Multi"
+    assert u.parse("red dress").colour == "Red"  # the lexicon keeps its spelling where the catalog has it too
+    assert u.parse("红色连衣裙").colour == "Red"
+    assert u.parse("xl 42 shirt").colour is None  # too short or a number: not a colour word
+    u.set_colours(frozenset())
+    assert u.parse("rose gold ring").colour == "Gold"  # back to the lexicon alone: "gold"
+
+
+def test_parses_before_the_catalog_has_categories() -> None:
+    u = QueryUnderstanding().parse("red dress")  # a catalog without categories never calls set_categories
+    assert u.colour == "Red" and u.category is None
