@@ -3,9 +3,13 @@ vectors from the photo's mean colour, both in one DIM-d space so text and image 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -73,3 +77,16 @@ def png(colour: str | tuple[int, int, int], size: tuple[int, int] = (12, 16)) ->
     buf = io.BytesIO()
     Image.new("RGB", size, rgb).save(buf, format="PNG")
     return buf.getvalue()
+
+
+@contextmanager
+def fake_engine(data_dir: Path, **config: Any) -> Iterator[Any]:
+    """An Engine over `data_dir` with the fake text and image towers (one space: "aligned"), closed after."""
+    from kuamo.engine.engine import Engine, EngineConfig
+
+    eng = Engine(EngineConfig(data_dir=data_dir, **config), text_encoder=FakeTextEncoder(),
+                 image_encoder=FakeImageEncoder())
+    try:
+        yield eng
+    finally:
+        asyncio.run(eng.close(snapshot=False))

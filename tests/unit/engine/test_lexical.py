@@ -9,7 +9,7 @@ import sqlite3
 
 import numpy as np
 import pytest
-from fake_encoders import FakeImageEncoder, FakeTextEncoder
+from fake_encoders import FakeImageEncoder, FakeTextEncoder, fake_engine
 
 from kuamo.engine.engine import Engine, EngineConfig
 from kuamo.engine.errors import InvalidInput
@@ -163,9 +163,7 @@ def test_understanding_takes_the_category_of_the_best_matches(tmp_path) -> None:
 
 
 def test_understanding_knows_the_catalogs_own_colours(tmp_path) -> None:
-    eng = Engine(EngineConfig(data_dir=tmp_path / "data"), text_encoder=FakeTextEncoder(),
-                 image_encoder=FakeImageEncoder())
-    try:
+    with fake_engine(tmp_path / "data") as eng:
         asyncio.run(eng.upsert([Product(id=1, title="slim watch", attributes={"colour": "Rose Gold"}),
                                 Product(id=2, title="slim watch", attributes={"colour": "Silver"})]))
         q = Query(text="rose gold watch", k=2, explain=True, weights={"understanding": 0.05})
@@ -174,5 +172,3 @@ def test_understanding_knows_the_catalogs_own_colours(tmp_path) -> None:
         asyncio.run(eng.upsert([Product(id=3, title="slim watch", attributes={"colour": "Gunmetal"})]))
         q = Query(text="gunmetal watch", k=3, explain=True, weights={"understanding": 0.05})
         assert asyncio.run(eng.search(q)).hits[0].explanation.contributions.get("colour=Gunmetal") == 0.05
-    finally:
-        asyncio.run(eng.close(snapshot=False))

@@ -8,10 +8,9 @@ import io
 
 import numpy as np
 import pytest
-from fake_encoders import FakeImageEncoder, FakeTextEncoder, png
+from fake_encoders import fake_engine, png
 from PIL import Image
 
-from kuamo.engine.engine import Engine, EngineConfig
 from kuamo.engine.errors import InvalidInput
 from kuamo.engine.photo_colour import PALETTE, dominant_colours, srgb_to_lab, tower_colour
 from kuamo.engine.store import CatalogStore, StoredRow
@@ -69,36 +68,24 @@ def test_store_keeps_photo_colours_with_their_product(tmp_path) -> None:
 
 
 def test_understanding_uses_the_photo_where_the_row_names_no_colour(tmp_path) -> None:
-    def engine(photo_colours: bool) -> Engine:
-        return Engine(EngineConfig(data_dir=tmp_path / "data", photo_colours=photo_colours),
-                      text_encoder=FakeTextEncoder(), image_encoder=FakeImageEncoder())
-
     products = [Product(id=1, title="cotton tee", category="Apparel/Tshirts"),
                 Product(id=2, title="cotton tee", category="Apparel/Tshirts", attributes={"colour": "Blue"}),
                 Product(id=3, title="cotton tee", category="Apparel/Tshirts")]
-    eng = engine(True)
-    try:
+    q = Query(text="red tee", k=3, explain=True, weights={"understanding": 0.05})
+    with fake_engine(tmp_path / "data", photo_colours=True) as eng:
         asyncio.run(eng.upsert(products, [png("red"), png("red"), png("green")]))
         assert eng.backend.store.photo_colours() == {1: ("Red",), 2: ("Red",), 3: ("Green",)}
-        q = Query(text="red tee", k=3, explain=True, weights={"understanding": 0.05})
         by_id = {h.id: h.explanation.contributions for h in asyncio.run(eng.search(q)).hits}
         assert by_id[1].get("colour=Red (photo)") == 0.05
         assert not any(k.startswith("colour=") for k in by_id[2])  # its own field says Blue: the field wins
         assert not any(k.startswith("colour=") for k in by_id[3])
-    finally:
-        asyncio.run(eng.close(snapshot=False))
-    off = engine(False)
-    try:
+    with fake_engine(tmp_path / "data", photo_colours=False) as off:
         by_id = {h.id: h.explanation.contributions for h in asyncio.run(off.search(q)).hits}
         assert not any(k.startswith("colour=") for c in by_id.values() for k in c)
-    finally:
-        asyncio.run(off.close(snapshot=False))
 
 
 def test_filter_on_the_photo_colour(tmp_path) -> None:
-    eng = Engine(EngineConfig(data_dir=tmp_path / "data"), text_encoder=FakeTextEncoder(),
-                 image_encoder=FakeImageEncoder())
-    try:
+    with fake_engine(tmp_path / "data") as eng:
         asyncio.run(eng.upsert([Product(id=i, title="cotton tee", attributes={"size": "M"}) for i in range(4)],
                                [png("red"), png("green"), png("red"), None]))
         for value in ("Red", "red", " RED "):
@@ -110,8 +97,6 @@ def test_filter_on_the_photo_colour(tmp_path) -> None:
             with pytest.raises(InvalidInput) as exc:
                 asyncio.run(eng.search(Query(text="tee", filters=Filters(attributes={"photo_colour": bad}))))
             assert exc.value.field == "filters.attributes" and "Navy Blue" in exc.value.message
-    finally:
-        asyncio.run(eng.close(snapshot=False))
 
 
 def test_milvus_filters_refuse_the_photo_colour() -> None:

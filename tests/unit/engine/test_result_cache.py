@@ -4,16 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
-from fake_encoders import FakeImageEncoder, FakeTextEncoder, png
+from fake_encoders import fake_engine, png
 
-from kuamo.engine.engine import Engine, EngineConfig
 from kuamo.engine.result_cache import ResultCache, result_key
 from kuamo.engine.types import Filters, Product, Query, SearchResult
-
-
-def engine(tmp_path, entries: int = 16) -> Engine:
-    return Engine(EngineConfig(data_dir=tmp_path / "data", result_cache_entries=entries),
-                  text_encoder=FakeTextEncoder(), image_encoder=FakeImageEncoder())
 
 
 def test_keys_and_bounds() -> None:
@@ -33,8 +27,7 @@ def test_keys_and_bounds() -> None:
 
 
 def test_repeat_is_answered_whole_until_a_write(tmp_path) -> None:
-    eng = engine(tmp_path)
-    try:
+    with fake_engine(tmp_path / "data", result_cache_entries=16) as eng:
         asyncio.run(eng.upsert([Product(id=i, title=f"{c} shirt") for i, c in enumerate(("red", "blue", "green"))],
                                [png("red"), png("blue"), png("green")]))
         q = Query(text="red shirt", k=3)
@@ -54,13 +47,10 @@ def test_repeat_is_answered_whole_until_a_write(tmp_path) -> None:
         for _ in range(2):
             asyncio.run(eng.search(Query(text="red shirt", k=3, user_id="shopper-1")))
         assert eng.result_cache.hits == hits
-    finally:
-        asyncio.run(eng.close(snapshot=False))
 
 
 def test_answer_computed_across_a_write_is_not_served(tmp_path) -> None:
-    eng = engine(tmp_path)
-    try:
+    with fake_engine(tmp_path / "data", result_cache_entries=16) as eng:
         asyncio.run(eng.upsert([Product(id=1, title="red shirt")], [png("red")]))
         q = Query(text="red shirt", k=3)
         stale = asyncio.run(eng.search(q))
@@ -71,13 +61,8 @@ def test_answer_computed_across_a_write_is_not_served(tmp_path) -> None:
         # the entry of the generation before the write (put by a search that started before it) is dead
         assert eng.result_cache.get(key, eng._generation) is None
         assert {1, 2} <= {h.id for h in asyncio.run(eng.search(q)).hits}
-    finally:
-        asyncio.run(eng.close(snapshot=False))
 
 
 def test_off_by_default_in_the_engine(tmp_path) -> None:
-    eng = Engine(EngineConfig(data_dir=tmp_path / "data"), text_encoder=FakeTextEncoder())
-    try:
+    with fake_engine(tmp_path / "data") as eng:
         assert not eng.result_cache.enabled
-    finally:
-        asyncio.run(eng.close(snapshot=False))
