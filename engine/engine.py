@@ -647,14 +647,16 @@ class Engine:
         return keep
 
     def _commit(self, rows: list[StoredRow]) -> None:
-        self.provenance.record_default_blend()
+        # the generation moves after everything a search reads is current (categories too), and also when the
+        # write failed midway: no answer from before may be served either way
         try:
+            self.provenance.record_default_blend()
             self.backend.write(rows)
-        finally:  # a failed write may have changed nothing, or something: either way, no answer from before
+            self.vocabulary.add_attributes(name for r in rows for name in r.product.attributes)
+            self.provenance.note_written(row_key(r.product.id) for r in rows)
+            self._refresh_categories()
+        finally:
             self._catalog_changed()
-        self.vocabulary.add_attributes(name for r in rows for name in r.product.attributes)
-        self.provenance.note_written(row_key(r.product.id) for r in rows)
-        self._refresh_categories()
 
     def _refresh_categories(self) -> None:
         """Re-read the catalog's category paths (at start and after each write), once for both their readers:
@@ -672,9 +674,9 @@ class Engine:
     def _delete(self, ids: list[int]) -> int:
         try:
             gone = self.backend.delete(ids)
-        finally:
+            self._refresh_categories()
+        finally:  # as in _commit
             self._catalog_changed()
-        self._refresh_categories()
         return gone
 
     # -- reads ------------------------------------------------------------------------------------
