@@ -24,9 +24,14 @@ DEFAULT_WEIGHT = 1.0  # of the bonus, in units of the query's image weight
 DEFAULT_CANDIDATES = 100  # photo queries re-rank at least this many candidates
 
 
+def leaf_of(path: str) -> str:
+    """A category path's last segment ("Apparel/Topwear/Tshirts" -> "Tshirts")."""
+    return path.split(CATEGORY_SEP)[-1].strip()
+
+
 def leaf_names(category_paths: Iterable[str]) -> list[str]:
     """Distinct leaf segments of category paths ("Apparel/Topwear/Tshirts" -> "Tshirts"), sorted."""
-    leaves = {p.split(CATEGORY_SEP)[-1].strip() for p in category_paths if p and p.strip(CATEGORY_SEP)}
+    leaves = {leaf_of(p) for p in category_paths if p and p.strip(CATEGORY_SEP)}
     return sorted(x for x in leaves if x)
 
 

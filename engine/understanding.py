@@ -26,8 +26,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from kuamo.engine.category_prior import leaf_of
 from kuamo.engine.lexical import terms
-from kuamo.engine.types import CATEGORY_SEP, Product
+from kuamo.engine.types import Product
 
 # English and Chinese colour words -> the catalog's colour value (hand-checked; longest phrases win).
 COLOURS: dict[str, str] = {
@@ -215,7 +216,7 @@ class QueryUnderstanding:
 
 
 def leaf(p: Product) -> str:
-    return p.category.split(CATEGORY_SEP)[-1].strip()
+    return leaf_of(p.category)
 
 
 @dataclass(frozen=True, slots=True)
