@@ -1,21 +1,25 @@
 """A generic, model-free dynamic batcher.
 
 `await submit(item)` queues one item; a worker takes a batch when `max_batch_size` items wait or when
-`max_wait_ms` has passed since the oldest waiting item arrived, whichever comes first (an asyncio event
-wakes it, no polling). The queue is bounded: a full queue raises Overloaded at once. Items whose caller
-went away (cancelled future) are dropped before the batch runs. The batch function is synchronous and
-runs in a worker thread (ONNX Runtime releases the GIL), so collecting batch N+1 overlaps running batch N.
-With `cost` (e.g. token count) a batch is the run of waiting items with the most similar costs that
-contains the oldest item, which cuts padding for text.
+`max_wait_ms` has passed since the oldest waiting item arrived, whichever comes first. The queue is bounded: a
+full queue raises Overloaded at once. Items whose caller went away (cancelled future) are dropped before the
+batch runs. The batch function is synchronous (ONNX Runtime and FAISS release the GIL), so collecting batch N+1
+overlaps running batch N. With `cost` (e.g. token count) a batch is the run of waiting items with the most
+similar costs that contains the oldest item, which cuts padding for text.
+
+The workers are threads, not event-loop tasks: collecting, running and answering a batch touch the caller's
+event loop once (the answer), where a loop task took four turns of it (wake-up, deadline timer, executor
+completion, answer). Under a loop busy with other requests (cache hits by the thousand) each turn waits for every
+ready callback, so those turns were most of a cache miss's p99 (benchmarks/results/server.md, Zipf log).
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -39,9 +43,22 @@ class BatcherConfig:
 class _Pending(Generic[T]):
     item: T
     future: asyncio.Future
+    loop: asyncio.AbstractEventLoop
     enqueued: float
     cost: int = 0
     started: float = 0.0  # when its batch began running
+
+
+def _settle(batch: Sequence[_Pending[Any]], results: Sequence[Any] | BaseException) -> None:
+    """On the callers' loop: each caller gets its result, its own per-item error, or the batch's error."""
+    for i, p in enumerate(batch):
+        if p.future.done():  # the caller went away while its batch ran
+            continue
+        r = results if isinstance(results, BaseException) else results[i]
+        if isinstance(r, BaseException):
+            p.future.set_exception(r)
+        else:
+            p.future.set_result(r)
 
 
 class DynamicBatcher(Generic[T, R]):
@@ -49,9 +66,8 @@ class DynamicBatcher(Generic[T, R]):
                  name: str = "batcher", cost: Callable[[T], int] | None = None) -> None:
         self.fn, self.cfg, self.name, self.cost = fn, cfg or BatcherConfig(), name, cost
         self._queue: deque[_Pending[T]] = deque()
-        self._wakeup: asyncio.Event | None = None
-        self._tasks: list[asyncio.Task] = []
-        self._pool: ThreadPoolExecutor | None = None
+        self._cond = threading.Condition()
+        self._threads: list[threading.Thread] = []
         self._running = False
         self._sizes: Counter[int] = Counter()
         self._waits: deque[float] = deque(maxlen=4096)
@@ -59,56 +75,53 @@ class DynamicBatcher(Generic[T, R]):
         self.counts = {"submitted": 0, "overloaded": 0, "cancelled": 0, "failed_batches": 0, "batches": 0}
 
     async def start(self) -> None:
-        if self._running:
-            return
-        self._running = True
-        self._wakeup = asyncio.Event()
-        self._pool = ThreadPoolExecutor(max_workers=self.cfg.workers, thread_name_prefix=f"kuamo-{self.name}")
-        self._tasks = [asyncio.create_task(self._worker(), name=f"{self.name}-{i}") for i in range(self.cfg.workers)]
+        with self._cond:
+            if self._running:
+                return
+            self._running = True
+        self._threads = [threading.Thread(target=self._worker, name=f"kuamo-{self.name}-{i}", daemon=True)
+                         for i in range(self.cfg.workers)]
+        for t in self._threads:
+            t.start()
 
     async def stop(self) -> None:
         """Stop taking work; items still queued fail with NotReady, running batches finish."""
-        self._running = False
-        while self._queue:
-            p = self._queue.popleft()
-            if not p.future.done():
-                p.future.set_exception(NotReady(f"{self.name} batcher is shutting down"))
-        if self._wakeup is not None:
-            self._wakeup.set()
-        for t in self._tasks:
-            t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks = []
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None
+        with self._cond:
+            self._running = False
+            queued, self._queue = list(self._queue), deque()
+            self._cond.notify_all()
+        self._deliver(queued, NotReady(f"{self.name} batcher is shutting down"))
+        threads, self._threads = self._threads, []
+        for t in threads:
+            await asyncio.to_thread(t.join)
 
     async def submit(self, item: T) -> R:
         return (await self.submit_timed(item))[0]
 
     async def submit_timed(self, item: T) -> tuple[R, float]:
         """The result and the seconds the item waited in the queue before its batch began."""
-        if not self._running or self._wakeup is None:
-            raise NotReady(f"{self.name} batcher is not running")
-        if len(self._queue) >= self.cfg.max_queue:
-            self.counts["overloaded"] += 1
-            raise Overloaded(f"{self.name} queue is full ({self.cfg.max_queue} waiting); retry later")
-        fut = asyncio.get_running_loop().create_future()
-        pending = _Pending(item, fut, time.perf_counter(), self.cost(item) if self.cost else 0)
-        self._queue.append(pending)
-        self.counts["submitted"] += 1
-        self._wakeup.set()
-        result = await fut
+        loop = asyncio.get_running_loop()
+        pending = _Pending(item, loop.create_future(), loop, time.perf_counter(), self.cost(item) if self.cost else 0)
+        with self._cond:
+            if not self._running:
+                raise NotReady(f"{self.name} batcher is not running")
+            if len(self._queue) >= self.cfg.max_queue:
+                self.counts["overloaded"] += 1
+                raise Overloaded(f"{self.name} queue is full ({self.cfg.max_queue} waiting); retry later")
+            self._queue.append(pending)
+            self.counts["submitted"] += 1
+            self._cond.notify()
+        result = await pending.future
         return result, pending.started - pending.enqueued
 
     def _take(self) -> list[_Pending[T]]:
+        """The next batch (under the lock)."""
         live = [p for p in self._queue if not p.future.done()]
         self.counts["cancelled"] += len(self._queue) - len(live)
         self._queue = deque(live)
         n = self.cfg.max_batch_size
         if self.cost is None or len(live) <= n:
-            batch = [self._queue.popleft() for _ in range(min(n, len(self._queue)))]
-            return batch
+            return [self._queue.popleft() for _ in range(min(n, len(self._queue)))]
         # the window of n items with the closest costs that still contains the oldest item
         oldest = live[0]
         by_cost = sorted(live, key=lambda p: p.cost)
@@ -120,49 +133,58 @@ class DynamicBatcher(Generic[T, R]):
         self._queue = deque(p for p in live if id(p) not in chosen)
         return batch
 
-    async def _worker(self) -> None:
-        assert self._wakeup is not None
-        loop = asyncio.get_running_loop()
-        while self._running:
-            if not self._queue:
-                self._wakeup.clear()
-                await self._wakeup.wait()
-                continue
-            deadline = self._queue[0].enqueued + self.cfg.max_wait_ms / 1000
-            while len(self._queue) < self.cfg.max_batch_size and (delay := deadline - time.perf_counter()) > 0:
-                self._wakeup.clear()
-                try:
-                    await asyncio.wait_for(self._wakeup.wait(), timeout=delay)
-                except TimeoutError:
-                    break
-            batch = self._take()
-            if not batch:
-                continue
-            now = time.perf_counter()
-            for p in batch:
-                p.started = now
-            self._waits.extend(now - p.enqueued for p in batch)
-            self._sizes[len(batch)] += 1
-            self.counts["batches"] += 1
+    def _next_batch(self) -> list[_Pending[T]] | None:
+        """Block until a batch is due (full, or its oldest item has waited max_wait_ms); None once stopped."""
+        with self._cond:
+            while True:
+                while self._running and not self._queue:
+                    self._cond.wait()
+                if not self._running:
+                    return None
+                deadline = self._queue[0].enqueued + self.cfg.max_wait_ms / 1000
+                while (self._running and self._queue and len(self._queue) < self.cfg.max_batch_size
+                       and (delay := deadline - time.perf_counter()) > 0):
+                    self._cond.wait(delay)
+                if not self._running:
+                    return None
+                batch = self._take()
+                if not batch:  # every waiting caller went away, or another worker took them
+                    continue
+                now = time.perf_counter()
+                for p in batch:
+                    p.started = now
+                self._waits.extend(now - p.enqueued for p in batch)
+                self._sizes[len(batch)] += 1
+                self.counts["batches"] += 1
+                return batch
+
+    def _worker(self) -> None:
+        while (batch := self._next_batch()) is not None:
+            t0 = time.perf_counter()
             try:
-                results = await loop.run_in_executor(self._pool, self.fn, [p.item for p in batch])
+                results: Sequence[R] | BaseException = self.fn([p.item for p in batch])
                 if len(results) != len(batch):
                     raise RuntimeError(f"{self.name}: batch fn returned {len(results)} results for {len(batch)}")
             except Exception as exc:  # every caller of the batch gets the error; the worker goes on
-                self.counts["failed_batches"] += 1
-                for p in batch:
-                    if not p.future.done():
-                        p.future.set_exception(exc)
-                continue
-            finally:
-                self._computes.append(time.perf_counter() - now)
-            for p, r in zip(batch, results, strict=True):
-                if p.future.done():
-                    continue
-                if isinstance(r, BaseException):  # a per-item error reaches only its caller
-                    p.future.set_exception(r)
-                else:
-                    p.future.set_result(r)
+                with self._cond:
+                    self.counts["failed_batches"] += 1
+                results = exc
+            self._computes.append(time.perf_counter() - t0)
+            self._deliver(batch, results)
+
+    @staticmethod
+    def _deliver(batch: Sequence[_Pending[Any]], results: Sequence[Any] | BaseException) -> None:
+        """Hand the answers to each caller's loop in one callback per loop (normally one loop)."""
+        by_loop: dict[asyncio.AbstractEventLoop, list[int]] = {}
+        for i, p in enumerate(batch):
+            by_loop.setdefault(p.loop, []).append(i)
+        for loop, idx in by_loop.items():
+            part = [batch[i] for i in idx]
+            res = results if isinstance(results, BaseException) else [results[i] for i in idx]
+            try:
+                loop.call_soon_threadsafe(_settle, part, res)
+            except RuntimeError:  # that loop is closed: its callers are gone
+                pass
 
     def metrics(self) -> dict[str, Any]:
         def pct(xs: deque[float]) -> dict[str, float]:

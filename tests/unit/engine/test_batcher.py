@@ -164,3 +164,45 @@ def test_submit_timed_reports_the_wait_behind_a_running_batch() -> None:
     (r1, w1), (r2, w2) = run(main())
     assert (r1, r2) == ("FIRST", "SECOND")
     assert w2 >= 0.05 > w1 >= 0.0
+
+
+def test_stop_lets_the_running_batch_finish_and_fails_the_queued() -> None:
+    gate = threading.Event()
+
+    def fn(items: list[str]) -> list[str]:
+        gate.wait(LONG)
+        return [s.upper() for s in items]
+
+    async def main():
+        b = DynamicBatcher(fn, BatcherConfig(max_batch_size=1, max_wait_ms=0), name="t")
+        await b.start()
+        running = asyncio.create_task(b.submit("running"))
+        while b.metrics()["batches"] < 1:
+            await asyncio.sleep(0.001)
+        queued = asyncio.create_task(b.submit("queued"))
+        await asyncio.sleep(0)
+        stopping = asyncio.create_task(b.stop())
+        await asyncio.sleep(0.01)
+        gate.set()
+        await stopping
+        return await asyncio.gather(running, queued, return_exceptions=True)
+
+    running, queued = run(main())
+    assert running == "RUNNING" and isinstance(queued, NotReady)
+
+
+def test_callers_on_two_event_loops_each_get_their_answer() -> None:
+    """The workers are threads: a batcher started on one loop answers callers on another (the answer goes to
+    the caller's own loop)."""
+    b = DynamicBatcher(lambda xs: [x * 2 for x in xs], BatcherConfig(max_batch_size=8, max_wait_ms=1), name="t")
+    async def some(start: int) -> list[int]:
+        return list(await asyncio.gather(*(b.submit(i) for i in range(start, start + 5))))
+
+    run(b.start())
+    other: list[int] = []
+    t = threading.Thread(target=lambda: other.extend(run(some(0))))
+    t.start()
+    here = run(some(10))
+    t.join(LONG)
+    run(b.stop())
+    assert other == [0, 2, 4, 6, 8] and here == [20, 22, 24, 26, 28]
