@@ -99,6 +99,12 @@ class EngineConfig:
     max_batch_queries: int = 256
     # Concurrent searches are batched into one index call (one worker: no oversubscribed BLAS threads).
     search_batcher: BatcherConfig = field(default_factory=lambda: BatcherConfig(max_batch_size=64, max_wait_ms=0.0))
+    # A plain search of at most this many candidates on the embedded backend runs on the event loop instead of
+    # the search thread (0 = always the thread): it costs ~0.4 ms there, while under load each hand-over to a
+    # thread waits for the GIL (up to the switch interval per release) and for loop turns, 4-23 ms of a cache
+    # miss's 32-client p99 (benchmarks/results/server.md, Zipf log). Filtered, hybrid and widened (photo)
+    # searches, and any search while a write is committing (it could wait for the store's lock), keep the thread.
+    inline_search_candidates: int = 100
     personal: PersonalConfig = field(default_factory=PersonalConfig)
     recommend_interests: int = 5  # Recommend: also search from this many of the shopper's top products
     upsert_chunk: int = 256  # rows per store transaction + index update: bounds how long a write blocks searches
@@ -534,10 +540,19 @@ class Engine:
         owners = await asyncio.to_thread(self.backend.owners, [h.id for h in res.hits])
         return dataclasses.replace(res, hits=[dataclasses.replace(h, id=owners.get(h.id, h.id)) for h in res.hits])
 
+    def _searches_inline(self, q: Query) -> bool:
+        """Whether this search is cheap and local enough to run on the event loop (EngineConfig above)."""
+        return (self.backend.kind == "embedded" and not self._write_lock.locked() and q.filters.is_empty()
+                and self.ranker.n_candidates(q) <= self.config.inline_search_candidates
+                and self.ranker.lexical_weight(q) == 0 and self.ranker.understanding_weight(q) == 0)
+
     async def _run_search(self, job: SearchJob) -> SearchResult:
-        if self._search_batcher is not None:
+        if self._searches_inline(job.query):
+            result = self.ranker.search_jobs([job])[0]
+        elif self._search_batcher is not None:
             return await self._search_batcher.submit(job)
-        result = (await asyncio.to_thread(self.ranker.search_jobs, [job]))[0]
+        else:
+            result = (await asyncio.to_thread(self.ranker.search_jobs, [job]))[0]
         if isinstance(result, BaseException):
             raise result
         return result

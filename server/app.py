@@ -4,12 +4,14 @@ on shutdown NOT_SERVING first, in-flight calls get `grace_s`, then the engine sn
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import io
 import logging
 import ssl
+import sys
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
 import grpc
@@ -238,6 +240,19 @@ def loop_factory(cfg: ServerConfig) -> Callable[[], asyncio.AbstractEventLoop]:
     return asyncio.new_event_loop
 
 
+@contextlib.contextmanager
+def gil_switch_interval(ms: float) -> Iterator[None]:
+    """Python's GIL switch interval set to `ms` (0 = left as it is) while serving, then put back
+    (ServerConfig.gil_switch_interval_ms says why)."""
+    before = sys.getswitchinterval()
+    if ms > 0:
+        sys.setswitchinterval(ms / 1000)
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(before)
+
+
 def run_loop(cfg: ServerConfig, main: Coroutine[Any, Any, T]) -> T:
     with asyncio.Runner(loop_factory=loop_factory(cfg)) as runner:
         return runner.run(main)
@@ -250,17 +265,19 @@ async def serve(cfg: ServerConfig, *, on_ready: Callable[[KuamoServer], Awaitabl
 
     srv = KuamoServer(cfg)
     stop = stop_event or asyncio.Event()
+
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         try:
             loop.add_signal_handler(sig, stop.set)
         except (NotImplementedError, RuntimeError):  # not the main thread
             pass
-    await srv.start()
-    try:
-        await srv.load()
-        if on_ready is not None:
-            await on_ready(srv)
-        await stop.wait()
-    finally:
-        await srv.stop()
+    with gil_switch_interval(cfg.gil_switch_interval_ms):
+        await srv.start()
+        try:
+            await srv.load()
+            if on_ready is not None:
+                await on_ready(srv)
+            await stop.wait()
+        finally:
+            await srv.stop()

@@ -89,6 +89,11 @@ class ServerConfig:
     # Whole text query -> its answer until the next catalog write (engine/result_cache.py); 0 = off. The search
     # stage, not the tower, sets the cached p99 under load (benchmarks/results/server.md, Zipf log).
     result_cache_entries: int = DEFAULT_SERVER_ENTRIES
+    # How long the event loop may hold the GIL while a tower's or the search's thread waits for it (Python's
+    # default is 5 ms; 0 keeps it). Each return from ONNX Runtime or FAISS waits up to this long when the loop is
+    # busy answering cached queries: 1 ms took the Zipf log's 32-client cache-miss tail from 49/36 to 34/25 ms
+    # p99 (two runs each; benchmarks/results/server.md). Process-wide: serve() sets it and puts it back.
+    gil_switch_interval_ms: float = 1.0
 
 
 def is_loopback(host: str) -> bool:
@@ -175,6 +180,9 @@ def validate(cfg: ServerConfig) -> None:
     if cfg.max_inflight < 1 or cfg.max_message_mb < 1 or cfg.stream_window < 1 or cfg.max_image_pixels < 1:
         raise InvalidInput("max_inflight, max_message_mb, stream_window and max_image_pixels must be >= 1",
                            field="config")
+    if not 0 <= cfg.gil_switch_interval_ms <= 1000:
+        raise InvalidInput("gil_switch_interval_ms must be in 0..1000 (0 = Python's default)",
+                           field="gil_switch_interval_ms")
     if cfg.result_cache_entries < 0:
         raise InvalidInput("result_cache_entries must be >= 0 (0 = no result cache)", field="result_cache_entries")
     if cfg.query_cache_entries < 0 or cfg.query_cache_mb < 0:

@@ -36,3 +36,4 @@ def test_result_cache_counters_and_config() -> None:
     with pytest.raises(InvalidInput) as exc:
         validate(ServerConfig(result_cache_entries=-1))
     assert exc.value.field == "result_cache_entries"
+
