@@ -289,6 +289,12 @@ class EmbeddedBackend:
                 keys, scores = self._bm25_in_step().search(terms, n, allowed)
         return Candidates(scores.astype(np.float32).reshape(1, -1), keys.astype(np.int64).reshape(1, -1))
 
+    def lexical_current(self) -> bool:
+        """Whether the in-memory BM25 and facets already hold every change this backend committed, so a hybrid
+        query reads them without catching up on the change log (the engine may then search on its event loop)."""
+        index = self._bm25
+        return index is not None and index.seq == self.index_seq
+
     def facets(self, keys: Sequence[int]) -> dict[int, Facets]:
         """The understanding's facets of the stored `keys`, from memory (in step with the store, as the BM25)."""
         with self._bm25_lock:

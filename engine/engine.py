@@ -102,8 +102,9 @@ class EngineConfig:
     # A plain search of at most this many candidates on the embedded backend runs on the event loop instead of
     # the search thread (0 = always the thread): it costs ~0.4 ms there, while under load each hand-over to a
     # thread waits for the GIL (up to the switch interval per release) and for loop turns, 4-23 ms of a cache
-    # miss's 32-client p99 (benchmarks/results/server.md, Zipf log). Filtered, hybrid and widened (photo)
-    # searches, and any search while a write is committing (it could wait for the store's lock), keep the thread.
+    # miss's 32-client p99 (benchmarks/results/server.md, Zipf log). Filtered and widened (photo) searches, a
+    # hybrid one whose BM25 must first catch up on a write, and any search while a write is committing (it could
+    # wait for the store's lock) keep the thread.
     inline_search_candidates: int = 100
     personal: PersonalConfig = field(default_factory=PersonalConfig)
     recommend_interests: int = 5  # Recommend: also search from this many of the shopper's top products
@@ -542,9 +543,10 @@ class Engine:
 
     def _searches_inline(self, q: Query) -> bool:
         """Whether this search is cheap and local enough to run on the event loop (EngineConfig above)."""
+        hybrid = self.ranker.lexical_weight(q) > 0 or self.ranker.understanding_weight(q) > 0
         return (self.backend.kind == "embedded" and not self._write_lock.locked() and q.filters.is_empty()
                 and self.ranker.n_candidates(q) <= self.config.inline_search_candidates
-                and self.ranker.lexical_weight(q) == 0 and self.ranker.understanding_weight(q) == 0)
+                and (not hybrid or self.backend.lexical_current()))
 
     async def _run_search(self, job: SearchJob) -> SearchResult:
         if self._searches_inline(job.query):
