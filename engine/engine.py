@@ -469,7 +469,9 @@ class Engine:
             jobs.append(self._query_text_vec(q.text))
         if q.image is not None:
             jobs.append(self._query_image_vec(bytes(q.image)))
-        timed = await asyncio.gather(*jobs)
+        # one tower: awaited directly; gather would wrap it in a task, three more turns of a loop that may be
+        # busy with thousands of cached answers a second
+        timed = [await jobs[0]] if len(jobs) == 1 else await asyncio.gather(*jobs)
         vecs = [v for v, _ in timed]
         queue_ms = max((w for _, w in timed), default=0.0) * 1000
         text_vec = vecs[0] if q.text is not None else None
