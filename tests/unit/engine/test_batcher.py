@@ -17,6 +17,15 @@ def run(coro):
     return asyncio.run(asyncio.wait_for(coro, LONG))
 
 
+async def first_batch_running(b: DynamicBatcher, submit) -> asyncio.Task:
+    """Start `b`, submit one item (the `submit` coroutine) and return its task once its batch holds the worker."""
+    await b.start()
+    task = asyncio.create_task(submit)
+    while b.metrics()["batches"] < 1:
+        await asyncio.sleep(0.001)
+    return task
+
+
 def test_full_batch_runs_at_once_and_results_map_to_callers() -> None:
     seen: list[list[int]] = []
 
@@ -59,10 +68,7 @@ def test_queue_bound_raises_overloaded_and_cancelled_items_never_run() -> None:
 
     async def main():
         b = DynamicBatcher(fn, BatcherConfig(max_batch_size=1, max_wait_ms=0, max_queue=2), name="t")
-        await b.start()
-        first = asyncio.create_task(b.submit("first"))
-        while b.metrics()["batches"] < 1:  # wait until "first" occupies the worker
-            await asyncio.sleep(0.001)
+        first = await first_batch_running(b, b.submit("first"))
         doomed = asyncio.create_task(b.submit("doomed"))
         kept = asyncio.create_task(b.submit("kept"))
         await asyncio.sleep(0)
@@ -112,10 +118,7 @@ def test_cost_bucketing_groups_similar_lengths() -> None:
 
     async def main():
         b = DynamicBatcher(fn, BatcherConfig(max_batch_size=2, max_wait_ms=0), name="t", cost=len)
-        await b.start()
-        blocker = asyncio.create_task(b.submit("x"))
-        while b.metrics()["batches"] < 1:
-            await asyncio.sleep(0.001)
+        blocker = await first_batch_running(b, b.submit("x"))
         items = ["aaaaaaaaaaaaaaaaaaaa", "b", "cccccccccccccccccccc", "d"]
         tasks = [asyncio.create_task(b.submit(s)) for s in items]
         await asyncio.sleep(0)
@@ -150,10 +153,7 @@ def test_submit_timed_reports_the_wait_behind_a_running_batch() -> None:
 
     async def main():
         b = DynamicBatcher(fn, BatcherConfig(max_batch_size=4, max_wait_ms=0), name="t")
-        await b.start()
-        first = asyncio.create_task(b.submit_timed("first"))
-        while b.metrics()["batches"] < 1:
-            await asyncio.sleep(0.001)
+        first = await first_batch_running(b, b.submit_timed("first"))
         second = asyncio.create_task(b.submit_timed("second"))
         await asyncio.sleep(0.05)  # the second item has now waited at least this long
         gate.set()
@@ -175,10 +175,7 @@ def test_stop_lets_the_running_batch_finish_and_fails_the_queued() -> None:
 
     async def main():
         b = DynamicBatcher(fn, BatcherConfig(max_batch_size=1, max_wait_ms=0), name="t")
-        await b.start()
-        running = asyncio.create_task(b.submit("running"))
-        while b.metrics()["batches"] < 1:
-            await asyncio.sleep(0.001)
+        running = await first_batch_running(b, b.submit("running"))
         queued = asyncio.create_task(b.submit("queued"))
         await asyncio.sleep(0)
         stopping = asyncio.create_task(b.stop())
