@@ -552,6 +552,9 @@ class Engine:
 
     async def _run_search(self, job: SearchJob) -> SearchResult:
         if self._searches_inline(job.query):
+            # one turn of the loop first: with the query vector cached nothing else in a search yields, and a
+            # task that searches in a loop would starve every other task on it
+            await asyncio.sleep(0)
             result = self.ranker.search_jobs([job])[0]
         elif self._search_batcher is not None:
             return await self._search_batcher.submit(job)

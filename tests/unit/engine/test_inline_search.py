@@ -75,3 +75,31 @@ def test_the_same_answer_either_way(tmp_path) -> None:
             res = asyncio.run(eng.search(Query(text="blue shirt", k=2, explain=True)))
             answers.append([(h.id, round(h.score, 6)) for h in res.hits])
     assert answers[0] == answers[1] and answers[0][0][0] == 1
+
+
+def test_a_search_on_the_loop_still_lets_other_tasks_run(tmp_path) -> None:
+    """With the query vector cached and the search on the loop, a task that searches in a loop must still yield
+    (a search that never yields would starve, e.g., the task that would tell it to stop)."""
+    with fake_engine(tmp_path / "data", query_cache_entries=100) as eng:
+        _catalog(eng)
+
+        async def main() -> int:
+            ticks = 0
+
+            async def ticker() -> None:
+                nonlocal ticks
+                while True:
+                    ticks += 1
+                    await asyncio.sleep(0)
+
+            q = Query(text="red shirt", k=2)
+            await eng.search(q)  # the tower's answer is now in the query cache: nothing below waits for a thread
+            t = asyncio.create_task(ticker())
+            await asyncio.sleep(0)
+            start = ticks
+            for _ in range(50):
+                await eng.search(q)
+            t.cancel()
+            return ticks - start
+
+        assert asyncio.run(main()) >= 45
