@@ -53,6 +53,22 @@ def test_reflection_lists_the_services(server) -> None:
         assert fd.package == "kuamo.v1" and "Query" in [m.name for m in fd.message_type]
 
 
+def test_deadline_is_honoured(tmp_path) -> None:
+    """A call whose deadline passes while the server works ends DEADLINE_EXCEEDED, and the server goes on. (A
+    0.1 ms deadline on a cached query raced a sub-millisecond answer and sometimes lost; the tower here takes
+    0.3 s, on a text no cache holds.)"""
+    srv = start_server(tmp_path, delay_s=0.3).load()
+    try:
+        with grpc.insecure_channel(srv.target) as ch:
+            stub = pb_grpc.SearchServiceStub(ch)
+            with pytest.raises(grpc.RpcError) as exc:
+                stub.Search(pb.SearchRequest(query=pb.Query(text="deadline probe", k=1)), timeout=0.05)
+            assert exc.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            assert stub.Search(pb.SearchRequest(query=pb.Query(text="red shirt", k=1)), timeout=10).hits
+    finally:
+        srv.stop()
+
+
 def test_admission_limit_answers_resource_exhausted_quickly(tmp_path) -> None:
     srv = start_server(tmp_path, max_inflight=2, delay_s=0.3).load()
     try:
