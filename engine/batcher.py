@@ -166,10 +166,10 @@ class DynamicBatcher(Generic[T, R]):
                 if len(results) != len(batch):
                     raise RuntimeError(f"{self.name}: batch fn returned {len(results)} results for {len(batch)}")
             except Exception as exc:  # every caller of the batch gets the error; the worker goes on
-                with self._cond:
-                    self.counts["failed_batches"] += 1
                 results = exc
-            self._computes.append(time.perf_counter() - t0)
+            with self._cond:  # metrics() reads these from the loop's thread
+                self.counts["failed_batches"] += isinstance(results, BaseException)
+                self._computes.append(time.perf_counter() - t0)
             self._deliver(batch, results)
 
     @staticmethod
@@ -187,13 +187,16 @@ class DynamicBatcher(Generic[T, R]):
                 pass
 
     def metrics(self) -> dict[str, Any]:
-        def pct(xs: deque[float]) -> dict[str, float]:
+        def pct(xs: list[float]) -> dict[str, float]:
             if not xs:
                 return {}
             a = np.asarray(xs) * 1000
             return {"p50_ms": float(np.percentile(a, 50)), "p99_ms": float(np.percentile(a, 99))}
 
-        return {"name": self.name, "queue_depth": len(self._queue), "batch_sizes": dict(sorted(self._sizes.items())),
-                "queue_wait": pct(self._waits), "compute": pct(self._computes), **self.counts,
+        with self._cond:  # the workers write these
+            depth, sizes, counts = len(self._queue), dict(sorted(self._sizes.items())), dict(self.counts)
+            waits, computes = list(self._waits), list(self._computes)
+        return {"name": self.name, "queue_depth": depth, "batch_sizes": sizes,
+                "queue_wait": pct(waits), "compute": pct(computes), **counts,
                 "config": {"max_batch_size": self.cfg.max_batch_size, "max_wait_ms": self.cfg.max_wait_ms,
                            "max_queue": self.cfg.max_queue, "workers": self.cfg.workers}}
