@@ -101,8 +101,8 @@ class EngineConfig:
     search_batcher: BatcherConfig = field(default_factory=lambda: BatcherConfig(max_batch_size=64, max_wait_ms=0.0))
     # A plain search of at most this many candidates on the embedded backend runs on the event loop instead of
     # the search thread (0 = always the thread): it costs ~0.4 ms there, while under load each hand-over to a
-    # thread waits for the GIL (up to the switch interval per release) and for loop turns, 4-23 ms of a cache
-    # miss's 32-client p99 (benchmarks/results/server.md, Zipf log). Filtered and widened (photo) searches, a
+    # thread waits for the GIL (up to the switch interval per release) and for loop turns: 4-23 ms of a cache
+    # miss under the Zipf log's 32 clients (README, Zipf log). Filtered and widened (photo) searches, a
     # hybrid one whose BM25 must first catch up on a write, and any search while a write is committing (it could
     # wait for the store's lock) keep the thread.
     inline_search_candidates: int = 100

@@ -265,7 +265,6 @@ async def serve(cfg: ServerConfig, *, on_ready: Callable[[KuamoServer], Awaitabl
 
     srv = KuamoServer(cfg)
     stop = stop_event or asyncio.Event()
-
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         try:

@@ -91,8 +91,8 @@ class ServerConfig:
     result_cache_entries: int = DEFAULT_SERVER_ENTRIES
     # How long the event loop may hold the GIL while a tower's or the search's thread waits for it (Python's
     # default is 5 ms; 0 keeps it). Each return from ONNX Runtime or FAISS waits up to this long when the loop is
-    # busy answering cached queries: 1 ms took the Zipf log's 32-client cache-miss tail from 49/36 to 34/25 ms
-    # p99 (two runs each; benchmarks/results/server.md). Process-wide: serve() sets it and puts it back.
+    # busy answering cached queries: 1 ms took the Zipf log's 32-client cached p99 from 49/36 to 34/25 ms (two
+    # probe runs each; README, Zipf log). Process-wide: serve() sets it and puts it back.
     gil_switch_interval_ms: float = 1.0
 
 
