@@ -33,8 +33,11 @@ def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> dict[str, Any]:
 
 def saturation_free(entry: dict[str, Any]) -> bool:
     """Whether the INT8 scheme recorded as `entry` (one of the manifest's `quantization.tried`) computes the same
-    on every x86 CPU: 7-bit weights, and no FP32 conv that ORT would quantise to 8 bits at load time."""
-    return bool(entry.get("settings", {}).get("reduce_range")) and entry.get("float_convs_fed_by_dq") == 0
+    on every x86 CPU: 7-bit s8 weights or u8 weights (ORT's u8u8 kernels widen both sides to 16 bits before
+    multiplying), and no FP32 conv that ORT would quantise to 8 bits at load time."""
+    settings = entry.get("settings", {})
+    exact = bool(settings.get("reduce_range")) or settings.get("weight_type") == "u8"
+    return exact and entry.get("float_convs_fed_by_dq") == 0
 
 
 def int8_mismatch(quantization: dict[str, Any], here: dict[str, Any]) -> str | None:

@@ -34,8 +34,8 @@ class SameConv2d(nn.Conv2d):
         return pw // 2, pw - pw // 2, ph // 2, ph - ph // 2
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # int(): when traced for ONNX the spatial size (fixed 224) becomes a constant, so the graph gets
-        # plain constant pads (that ORT fuses into Conv) instead of a Shape/Gather/Sub chain per conv.
+        # int(): when traced for ONNX the spatial size (fixed 224) becomes a constant, so the pads do not
+        # depend on the input; export.pad_folding then folds the Pad into the Conv (ORT does not).
         left, right, top, bottom = self.same_pads(int(x.shape[-2]), int(x.shape[-1]))
         if left == right and top == bottom:
             return F.conv2d(x, self.weight, self.bias, self.stride, (top, left), self.dilation, self.groups)

@@ -29,7 +29,7 @@ Progress = Callable[[str], None]
 MIN_SPEEDUP = 1.10  # INT8 must beat FP32 by 10% items/s at batch 8 to be worth its accuracy cost
 BENCH_THREADS = 2
 # Node groups that can be kept in FP32 (see conv_groups).
-GROUPS = ("stem", "first_depthwise", "first_blocks", "depthwise", "pointwise", "head", "fc", "tail")
+GROUPS = ("stem", "first_depthwise", "first_block", "first_blocks", "depthwise", "pointwise", "head", "fc", "tail")
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,9 @@ class Scheme:
     per_channel: bool = True
     reduce_range: bool = False
     activation_type: str = "u8"  # u8 | s8
+    # s8 | u8. u8 weights run ORT's u8u8 kernels, which widen both sides to 16 bits before multiplying: exact
+    # int32 sums with or without VNNI (u8s8 without VNNI sums pairs of 8-bit products in int16 and saturates)
+    weight_type: str = "s8"
     activation_symmetric: bool = False
     weight_symmetric: bool = True
     percentile: float = 99.999
@@ -67,11 +70,13 @@ TRUNK = ("stem", "first_depthwise", "tail")
 EXPORT_SCHEMES = (
     # 7-bit weights, so one export serves CPUs with and without VNNI alike: they cannot saturate AVX2's int16
     # pair sums (outputs bit-identical to native under qemu's AVX2-only Haswell model, 24 photos). The stem
-    # and the first two MBConv blocks (with their Pads: fed by float tensors) and pooling/FC/alignment head
-    # in FP32, the rest INT8. AMD EPYC (VNNI), 2 threads, 256 gate / 128 calibration photos: cosine 0.9934
-    # mean / 0.978 min on `embedding` (0.9967 / 0.993 on `features`); 1.4-1.8x FP32 at batch 1 and 8, about
-    # 10% behind the 8-bit trunk on VNNI. The 7-bit trunk alone (stem + first depthwise in FP32) fails on
-    # `embedding` (0.990 / 0.969).
+    # and the first MBConv block (fed by float tensors) and pooling/FC/alignment head in FP32, the rest INT8.
+    # AVX2 kernels (AMD EPYC with AVX-512/VNNI hidden from ONNX Runtime, tools/avx2_only), 2 threads, 256 gate /
+    # 128 calibration photos: cosine 0.9912 mean / 0.978 min on `embedding`, ~1.4x the pad-folded FP32 tower at
+    # batch 1 and 8 (1.6-1.7x the tower with Pads). Keeping the second block in FP32 too (the fallback) gains
+    # accuracy (0.9934 / 0.978) but loses speed (1.2-1.4x). The 7-bit trunk alone (stem + first depthwise in
+    # FP32) fails on `embedding` (0.990 / 0.969).
+    Scheme("conv_trunk_keep_first_block_reduce_range", reduce_range=True, keep_fp32=("first_block", "tail")),
     Scheme("conv_trunk_keep_first_blocks_reduce_range", reduce_range=True, keep_fp32=("first_blocks", "tail")),
     # 8-bit weights: more accurate (0.9973 / 0.990 on `embedding`) but they saturate without VNNI (0.981 / 0.954
     # on `features` under qemu Haswell), so served only on VNNI CPUs (engine.cpu_features.int8_mismatch)
@@ -123,7 +128,9 @@ def conv_groups(model_path: Path) -> dict[str, list[str]]:
     ends = {convs[0].name, convs[-1].name}
     last = max(i for i, n in enumerate(nodes) if n.op_type == "Conv")
     return {"stem": [convs[0].name], "first_depthwise": depthwise[:1], "head": [convs[-1].name],
-            # stem + the first two MBConv blocks of Lite0 (1 + 2 + 3 convs), all fed by float tensors
+            # stem + the first MBConv block (depthwise + pointwise), and + the second (1 + 2 + 3 convs), all fed
+            # by float tensors
+            "first_block": [n.name for n in convs[:3]],
             "first_blocks": [n.name for n in convs[:6]],
             "depthwise": depthwise,
             "pointwise": [n.name for n in convs if n.name not in ends and n.name not in depthwise],
@@ -204,7 +211,8 @@ def quantize(pre_path: Path, out: Path, scheme: Scheme, cache: Path, groups: dic
     quantize_static(str(pre_path), str(out), None, quant_format=QuantFormat.QDQ,
                     op_types_to_quantize=list(scheme.op_types) if scheme.op_types else None,
                     per_channel=scheme.per_channel, reduce_range=scheme.reduce_range, activation_type=act,
-                    weight_type=QuantType.QInt8, nodes_to_exclude=exclude,
+                    weight_type={"s8": QuantType.QInt8, "u8": QuantType.QUInt8}[scheme.weight_type],
+                    nodes_to_exclude=exclude,
                     nodes_to_quantize=list(scheme.only_nodes) or None,
                     calibrate_method=methods[scheme.calibrate], calibration_cache_path=str(cache),
                     extra_options={"ActivationSymmetric": scheme.activation_symmetric,
@@ -218,7 +226,9 @@ def items_per_second(fp32_path: Path, int8_path: Path, x: np.ndarray, output: st
                      seconds: float = 1.5) -> dict:
     """Items/s of FP32 and INT8 per batch size, timed alternately (one run each, in turn) so a noisy
     neighbour on a shared machine slows both alike; medians over ~`seconds` per model and batch."""
-    cfg = SessionConfig(intra_op_threads=threads)
+    # no spinning: a session's pool spins after its run and takes the cores from the other one's next run
+    # (alternating with spinning on, both ran 2-3x slower and batch-1 ratios swung 1.06-1.68x under AVX2)
+    cfg = SessionConfig(intra_op_threads=threads, allow_spinning=False)
     sessions = {"fp32": create_session(fp32_path, cfg), "int8": create_session(int8_path, cfg)}
     result: dict = {}
     for b in batches:

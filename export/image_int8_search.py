@@ -135,6 +135,13 @@ SEARCH_SCHEMES = (
     Scheme("conv_trunk_keep_stem_first_depthwise_reduce_range_percentile", calibrate="percentile",
            reduce_range=True, keep_fp32=("stem", "first_depthwise", "tail")),
     Scheme("conv_trunk_keep_first_blocks_reduce_range", reduce_range=True, keep_fp32=("first_blocks", "tail")),
+    Scheme("conv_trunk_keep_first_block_reduce_range", reduce_range=True, keep_fp32=("first_block", "tail")),
+    # u8 weights (u8u8 kernels): 8-bit weights that cannot saturate without VNNI either
+    Scheme("conv_trunk_keep_stem_first_depthwise_u8u8", weight_type="u8",
+           keep_fp32=("stem", "first_depthwise", "tail")),
+    Scheme("conv_trunk_keep_stem_u8u8", weight_type="u8", keep_fp32=("stem", "tail")),
+    Scheme("conv_trunk_keep_first_block_u8u8", weight_type="u8", keep_fp32=("first_block", "tail")),
+    Scheme("conv_trunk_keep_first_blocks_u8u8", weight_type="u8", keep_fp32=("first_blocks", "tail")),
     Scheme("conv_only_keep_depthwise_stem_head_tail", op_types=("Conv",),
            keep_fp32=("stem", "depthwise", "head", "tail")),
 )
@@ -178,12 +185,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reduce-range", action="store_true",
                     help="sensitivity and greedy schemes with 7-bit weights (what CPUs without VNNI can run)")
     ap.add_argument("--json", type=Path, help="write the findings here")
+    ap.add_argument("--output", default="features", choices=("features", "embedding"),
+                    help="the output gated: `kuamo export` gates `embedding` (the alignment head's)")
     args = ap.parse_args(argv)
 
     from kuamo.export.image_tower import gate_and_calibration_photos
 
     progress = StepProgress("image INT8 scheme search")
-    output = "features"
+    output = args.output
     with tempfile.TemporaryDirectory(prefix="kuamo-int8-search-") as tmp_name:
         tmp = Path(tmp_name)
         fp32 = args.fp32

@@ -119,13 +119,24 @@ def test_a_conv_kept_in_fp32_keeps_its_pad_in_fp32(tmp_path: Path) -> None:
     assert saturation_free({"settings": scheme.settings(), "float_convs_fed_by_dq": 0})
 
 
+def test_saturation_free_needs_7_bit_or_u8_weights_and_no_dq_fed_float_conv() -> None:
+    def entry(scheme: Scheme, fed: int = 0) -> dict:
+        return {"settings": scheme.settings(), "float_convs_fed_by_dq": fed}
+
+    assert not saturation_free(entry(Scheme("s8")))  # 8-bit s8 weights: int16 pair sums saturate on AVX2
+    assert saturation_free(entry(Scheme("u8", weight_type="u8")))  # u8u8 kernels widen to 16 bits first
+    assert not saturation_free(entry(Scheme("r", reduce_range=True), fed=1))
+    assert not saturation_free({"settings": {"reduce_range": True}})  # an export from before the count
+
+
 def test_export_prefers_a_scheme_that_is_the_same_with_or_without_vnni() -> None:
     first = EXPORT_SCHEMES[0]
     assert first.reduce_range and first.per_channel
     assert for_cpu(first, {"vnni": False}) == first == for_cpu(first, {"vnni": True})
     # the 8-bit fallback, narrowed for a CPU without VNNI, is named so that a duplicate would run once
-    narrowed = for_cpu(EXPORT_SCHEMES[1], {"vnni": False})
-    assert narrowed.reduce_range and narrowed.name == EXPORT_SCHEMES[1].name + "_reduce_range"
+    eight_bit = next(s for s in EXPORT_SCHEMES if not s.reduce_range)
+    narrowed = for_cpu(eight_bit, {"vnni": False})
+    assert narrowed.reduce_range and narrowed.name == eight_bit.name + "_reduce_range"
 
 
 def test_cpu_without_vnni_gets_reduce_range() -> None:
@@ -152,8 +163,8 @@ def test_scheme_settings_are_json_ready() -> None:
 def test_export_order_puts_8_bit_first_only_where_it_cannot_saturate() -> None:
     from kuamo.export.image_int8 import export_order
 
-    portable, eight_bit = EXPORT_SCHEMES[0], EXPORT_SCHEMES[1]
-    assert portable.reduce_range and not eight_bit.reduce_range
+    portable, eight_bit = EXPORT_SCHEMES[0], next(s for s in EXPORT_SCHEMES if not s.reduce_range)
+    assert portable.reduce_range
     vnni = export_order(EXPORT_SCHEMES, {"vnni": True})
     assert vnni[0] == eight_bit and portable in vnni  # the more accurate scheme first on VNNI
     assert export_order(EXPORT_SCHEMES, {"vnni": True}, portable=True)[0] == portable  # --portable-int8
