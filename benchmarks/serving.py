@@ -38,12 +38,14 @@ class Server:
 
 def start_server(models: Path, data: Path, log: Path | None = None, *, max_inflight: int = 256,
                  timeout_s: float = 300, metrics: bool = False, extra_args: Sequence[str] = (),
-                 cpus: Sequence[int] | None = None) -> Server:
+                 cpus: Sequence[int] | None = None, wrapper: Sequence[str] = (),
+                 env: dict[str, str] | None = None) -> Server:
     """Start the server (stderr appended to `log`, or discarded) and return once it is SERVING; `cpus` pins it
-    (as taskset does) before it starts, so every thread it makes inherits the pinning."""
-    cmd = [sys.executable, "-m", "kuamo.cli", "serve", "--port", "0", "--metrics-port", "0" if metrics else "-1",
-           "--models", str(models), "--data", str(data), *extra_args]
-    env = {**os.environ, "KUAMO_SERVER_MAX_INFLIGHT": str(max_inflight)}
+    (as taskset does) before it starts, so every thread it makes inherits the pinning. `wrapper` is a command
+    prefix that execs the server (benchmarks/avx2_only.py's mode) and `env` its environment."""
+    cmd = [*wrapper, sys.executable, "-m", "kuamo.cli", "serve", "--port", "0",
+           "--metrics-port", "0" if metrics else "-1", "--models", str(models), "--data", str(data), *extra_args]
+    env = {**(os.environ if env is None else env), "KUAMO_SERVER_MAX_INFLIGHT": str(max_inflight)}
     pin = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
     if log is None:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,

@@ -54,6 +54,28 @@ serves INT8 on AVX2-only CPUs, which otherwise fall back to FP32 (1.5-1.8x slowe
 `saturation_free: true`, served as INT8 for an AVX2-only CPU's flags); its image.int8.onnx gives the same
 `embedding` under qemu Haswell as natively on 16 photos (max |diff| 1.5e-8, FP32 rounding in the head).
 
+AVX2 kernels, measured (2026-12-05): `python -m kuamo.benchmarks.avx2_only -- python -m
+kuamo.export.image_int8_search --output embedding ...` on the AMD EPYC with AVX-512/VNNI hidden from ONNX Runtime
+(cpuid trapped, see benchmarks/avx2_only.py; FP32 with its Pads, before export.pad_folding), gate on `embedding`:
+
+    scheme                                     cos mean  cos min  b1 x  b8 x   note
+    trunk, 8-bit (the VNNI export's)             0.9360   0.5056  1.57  1.37   saturates: u8s8 int16 pair sums
+    trunk_reduce_range                           0.9900   0.9690  1.40  1.30   fails (min)
+    first_block_reduce_range (3 convs FP32)      0.9912   0.9781  1.63  1.33   <- export first
+    first_blocks_reduce_range (6 convs FP32)     0.9934   0.9783  1.46  1.16   fallback
+    trunk / first_block / first_blocks, u8u8     0.9976-0.9982 >= 0.991 0.45-0.50 0.44  exact but slow: ORT's u8u8
+                                                                                 5x5 depthwise convs (70% of time)
+
+Profile of first_block at batch 8: Pad 13% + DequantizeLinear 12% + QuantizeLinear 6% (a quantised tensor is
+dequantised, padded in float and quantised again before each stride-2 depthwise conv; the FP32 tower spends 17%
+in its Pads). export.pad_folding folds them into the convs: FP32 1.15-1.45x faster, and first_block INT8 then
+runs 1.36-1.37x / 1.47-1.55x the folded FP32 at batch 1 / 8 (2 threads, no spinning; with spinning, alternating
+sessions ran 2-3x slower and batch-1 ratios swung from 1.06 to 1.68). Quantising the pooling and head too:
+batch 1 1.52x but the gate fails (0.9898 / 0.972); all but the Gemms: 1.39x, 0.9904 / 0.975 (too close to the
+gate); 8-bit weight-only MatMulNBits for the head Gemms: 0.72x at batch 1 (slower than FP32 Gemm here).
+u8 weights on the stem and first depthwise only (TensorQuantOverrides) fail the gate (0.984 / 0.936): the
+stem's input quantisation, not its weights, is what costs.
+
 (trunk = stem + first depthwise + tail in FP32, everything from the first pointwise conv to the head conv
 in INT8, minmax calibration.) With 7-bit weights a pair of u8 x s8 products sums to at most 2 x 255 x 63 =
 32,130, so AVX2's int16 pair sums cannot saturate: the reduce_range rows checked are bit-identical under
