@@ -357,8 +357,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="alignment file (.npz from `kuamo align`) to fuse; default: the shipped fashion-tuned one; "
                         "`generic`: the shipped head-only one (frozen backbone, better on non-fashion goods)")
     e.add_argument("--portable-int8", action="store_true",
-                   help="serve the image tower's 7-bit INT8 scheme even on a VNNI CPU, so this export serves INT8 "
-                        "on CPUs without VNNI too (about 0.5 points of recall less; default: 8-bit where VNNI)")
+                   help="7-bit INT8 weights in both towers even on a VNNI CPU, so this export serves INT8 and "
+                        "computes the same on CPUs without VNNI too (about 0.5 points of recall less; default: "
+                        "8-bit where VNNI)")
     e.set_defaults(func=_cmd_export)
 
     bu = sub.add_parser("bundle", help="copy only what `kuamo serve` reads (served precisions, tokenizer, manifest "

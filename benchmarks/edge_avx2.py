@@ -7,7 +7,7 @@ natively, side by side in one run:
 - the image tower, FP32 vs INT8 photos/s at batch 1 and 8 (2 threads, no spinning, alternating runs, median
   of rounds), and the text tower's texts/s at batch 1 / 32 / 64 (to set this core against a real AVX2-only
   CPU's: the issue's AMD EPYC gave 129 / 216 / 231);
-- the INT8 embeddings of the same photos inside the mode and natively (a saturation-free scheme gives the same);
+- the served embeddings of the same photos and titles inside the mode and natively (7-bit weights give the same);
 - one client through gRPC: text and photo query latency, the server inside the mode and natively.
 The core is this machine's, so absolute times are a newer core's running AVX2 code; ratios carry over better.
 
@@ -72,7 +72,22 @@ def tower_speed(models: Path, rounds: int, seconds: float, out: Path) -> dict[st
                               "speedup_per_round": [round(r["int8"] / r["fp32"], 3) for r in per_round]}
     texts = [item.title for item in load_fashion(DEFAULT_FASHION_DIR)[:512]]  # real product titles
     text = _text_tower_ceiling(models, texts, seconds)
+    np.save(out.with_suffix(".text.npy"), _text_encoder(models).encode(texts[:64]))
     return {"cpu_flags": cpu_flags(), "image": image, "text_texts_per_s": text}
+
+
+def _text_encoder(models: Path) -> Any:
+    from kuamo.engine.artifacts import ModelArtifacts
+    from kuamo.engine.encoders import TextEncoder
+    from kuamo.server.app import engine_config
+    from kuamo.server.config import ServerConfig
+
+    return TextEncoder(ModelArtifacts(models), engine_config(ServerConfig(model_dir=models)).encoder)
+
+
+def _agreement(a: np.ndarray, b: np.ndarray) -> dict[str, Any]:
+    cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+    return {"items": len(a), "max_abs_diff": float(np.abs(a - b).max()), "min_cosine": float(cos.min())}
 
 
 def _in_mode(mode: Any, cmd: list[str], **kw: Any) -> subprocess.CompletedProcess:
@@ -124,10 +139,9 @@ def run(quick: bool = False) -> dict[str, Any]:
                                 capture_output=True, text=True)
         res["towers"] = {"avx2_only": json.loads(inside.stdout.splitlines()[-1]),
                          "native": json.loads(native.stdout.splitlines()[-1])}
-        a, b = np.load(tmp / "avx2.npy"), np.load(tmp / "native.npy")
-        cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
-        res["int8_avx2_vs_native"] = {"photos": len(a), "max_abs_diff": float(np.abs(a - b).max()),
-                                      "min_cosine": float(cos.min())}
+        res["int8_avx2_vs_native"] = {
+            "image": _agreement(np.load(tmp / "avx2.npy"), np.load(tmp / "native.npy")),
+            "text": _agreement(np.load(tmp / "avx2.text.npy"), np.load(tmp / "native.text.npy"))}
         print("edge_avx2: gRPC, one client", file=sys.stderr, flush=True)
         catalog, data = bench_catalog(True, models, data=tmp / "data") if quick else \
             bench_catalog(False, models, data=tmp / "data")
@@ -160,7 +174,7 @@ def _markdown(res: dict[str, Any]) -> str:
               "b1 x": x.get("speedup_batch1"), "b8 x": x.get("speedup_batch8")} for x in e["tried"]]
     grpc = [{"server": w, "text p50 ms": v["text"].get("p50_ms"), "text p99 ms": v["text"].get("p99_ms"),
              "photo p50 ms": v["photo"].get("p50_ms"), "photo p99 ms": v["photo"].get("p99_ms")} for w, v in g.items()]
-    x = res["int8_avx2_vs_native"]
+    agree = res["int8_avx2_vs_native"]
     return ("How: `python -m kuamo.benchmarks.avx2_only` hides AVX-512/VNNI from ONNX Runtime (cpuid trapped), numpy, "
             "faiss and /proc/cpuinfo; inside it: " + json.dumps(res["mode"]["seen_inside"]) + ". The core is this "
             "machine's: absolute times are a newer core running AVX2 code (compare the text tower's texts/s with "
@@ -171,8 +185,9 @@ def _markdown(res: dict[str, Any]) -> str:
             + markdown_table(tried, floatfmt=".4f")
             + "\n## Towers (2 threads, no spinning, alternating, median of rounds)\n\n"
             + markdown_table(towers, floatfmt=".2f")
-            + f"\nINT8 embeddings inside the mode vs natively, {x['photos']} photos: max |diff| "
-            f"{x['max_abs_diff']:.2e}, min cosine {x['min_cosine']:.7f}.\n\n"
+            + "\nServed embeddings inside the mode vs natively: " + "; ".join(
+                f"{k} ({v['items']} items) max |diff| {v['max_abs_diff']:.2e}, min cosine {v['min_cosine']:.7f}"
+                for k, v in agree.items()) + ".\n\n"
             f"## One client through gRPC ({res['catalog']})\n\n"
             + markdown_table(grpc, floatfmt=".2f")
             + "\nReproduce: `python -m kuamo.benchmarks.edge_avx2` (`--quick`: sample catalog, fewer rounds).\n")

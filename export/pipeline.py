@@ -184,7 +184,7 @@ def _export_into(out_dir: Path, *, text: str, image: bool, clip: Path | None, he
         else:
             from kuamo.export.text_tower import export_text_tower
 
-            towers["text"] = export_text_tower(out_dir, variant=text, progress=progress)
+            towers["text"] = export_text_tower(out_dir, variant=text, progress=progress, portable_int8=portable_int8)
         if image:
             from kuamo.export.image_tower import export_image_tower
 

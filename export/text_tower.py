@@ -25,6 +25,7 @@ from torch import nn
 
 from kuamo.engine.artifacts import TowerArtifact
 from kuamo.engine.config import EncoderConfig, SessionConfig
+from kuamo.engine.cpu_features import cpu_flags
 from kuamo.engine.encoders import TextEncoder, padding_bounded_chunks
 from kuamo.export.gate import int8_gate, parity_stats
 from kuamo.export.invariance import batch_invariance
@@ -251,7 +252,8 @@ def e5_reference(texts: list[str], kind: str) -> np.ndarray:
     return np.asarray(model.query(texts) if kind == "query" else model.passage(texts), dtype=np.float32)
 
 
-def export_text_tower(out_dir: Path, *, variant: str = "e5", progress: Progress = print) -> dict:
+def export_text_tower(out_dir: Path, *, variant: str = "e5", progress: Progress = print,
+                      portable_int8: bool = False) -> dict:
     if variant not in VARIANTS:
         raise ValueError(f"unknown text variant {variant!r}; expected one of {sorted(VARIANTS)}")
     v = VARIANTS[variant]
@@ -309,8 +311,12 @@ def export_text_tower(out_dir: Path, *, variant: str = "e5", progress: Progress 
 
     progress("text: quantising to INT8 (per-channel weights, activation scales calibrated on real texts)")
     calibration = calibration_texts()
+    cpu = cpu_flags()
+    # 7-bit weights where 8-bit ones would saturate (no VNNI) or for an export meant for both kinds of CPU
     quant = quantize_batch_invariant(fp32_path, int8_path, v["quantize_ops"],
-                                     calibration_feeds(fp32, calibration))
+                                     calibration_feeds(fp32, calibration),
+                                     reduce_range=portable_int8 or not cpu["vnni"])
+    quant["cpu"] = cpu
     quant["calibration"]["texts"] = (f"{len(calibration)} texts x 2 prefixes: export/data/parity_texts.jsonl + "
                                      "fashion titles outside the gate sample")
     int8 = _encoder(int8_path, tok_path, spec, "int8")

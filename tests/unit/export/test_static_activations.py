@@ -109,3 +109,21 @@ def test_uint8_params_include_zero_and_cover_the_range() -> None:
     scale, zp = uint8_params(-3.0, 1.0)
     assert 0 < zp < 255 and (0 - zp) * scale == pytest.approx(-3.0, abs=scale)
     assert uint8_params(0.0, 0.0) == (1.0, 0)
+
+
+@pytest.mark.parametrize("reduce_range", [False, True])
+def test_reduce_range_gives_7_bit_weights_and_is_recorded(tmp_path: Path, reduce_range: bool) -> None:
+    """7-bit weights (|w| <= 63) are what keeps AVX2's int16 pair sums from saturating; the record says so."""
+    from kuamo.export.static_activations import quantize_batch_invariant
+
+    rng = np.random.default_rng(0)
+    fp32, out = tmp_path / "m.onnx", tmp_path / "m.int8.onnx"
+    _two_layer_model(fp32, rng)
+    calibration = [{"x": rng.standard_normal((40, 64)).astype(np.float32)} for _ in range(3)]
+    record = quantize_batch_invariant(fp32, out, ["MatMul"], calibration, reduce_range=reduce_range)
+    assert record["reduce_range"] is reduce_range
+    model = onnx.load(str(out))
+    weights = [numpy_helper.to_array(i) for i in model.graph.initializer if i.data_type == TensorProto.INT8]
+    assert weights
+    peak = max(int(np.abs(w.astype(np.int32)).max()) for w in weights)
+    assert peak <= 64 if reduce_range else peak == 127
