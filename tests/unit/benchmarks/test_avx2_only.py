@@ -34,11 +34,11 @@ EXACT, SATURATED = 64 * 255 * 127, 32 * 32767
 
 
 @pytest.fixture(scope="module")
-def mode():
+def mode(tmp_path_factory: pytest.TempPathFactory):
     from kuamo.benchmarks.avx2_only import prepare
 
     try:
-        env = prepare()
+        env = prepare(tmp_path_factory.mktemp("avx2_only"))  # not the user's ~/.cache
         subprocess.run(env.command(["true"]), env=env.env(), check=True, capture_output=True)
     except (RuntimeError, subprocess.CalledProcessError) as exc:  # e.g. no mount namespaces in this container
         pytest.skip(f"AVX2-only mode unavailable here: {exc}")

@@ -1,0 +1,57 @@
+"""The AVX2-only benchmark's tower measurement on the shipped models, natively and inside the mode: both run,
+report positive speeds, and write the served embeddings that the benchmark cross-checks."""
+
+from __future__ import annotations
+
+import json
+import platform
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.models
+
+
+def _tower_speed_cmd(model_dir: Path, out: Path) -> list[str]:
+    return [sys.executable, "-m", "kuamo.benchmarks.edge_avx2", "--tower-speed", str(model_dir), "--rounds", "1",
+            "--seconds", "0.2", "--embeddings", str(out)]
+
+
+def _check(report: dict, out: Path) -> None:
+    for b in ("batch1", "batch8"):
+        assert report["image"][b]["fp32_photos_per_s"] > 0 and report["image"][b]["int8_photos_per_s"] > 0
+    assert set(report["text_texts_per_s"]) == {"1", "32", "64"}
+    image, text = np.load(out), np.load(out.with_suffix(".text.npy"))
+    assert image.shape == (64, 384) and text.shape == (64, 384)
+    np.testing.assert_allclose(np.linalg.norm(text, axis=1), 1.0, atol=1e-4)
+
+
+def test_tower_speed_natively(model_dir: Path, fashion_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "native.npy"
+    done = subprocess.run(_tower_speed_cmd(model_dir, out), capture_output=True, text=True, check=True)
+    _check(json.loads(done.stdout.splitlines()[-1]), out)
+
+
+@pytest.mark.skipif(platform.system() != "Linux" or platform.machine() != "x86_64"
+                    or any(shutil.which(t) is None for t in ("gcc", "objdump", "unshare")),
+                    reason="the AVX2-only mode needs Linux x86-64 with gcc, objdump and unshare")
+def test_tower_speed_inside_the_avx2_only_mode(model_dir: Path, fashion_dir: Path, tmp_path: Path) -> None:
+    from kuamo.benchmarks.avx2_only import prepare
+
+    try:
+        mode = prepare(tmp_path / "cache")
+    except RuntimeError as exc:
+        pytest.skip(str(exc))
+    out = tmp_path / "avx2.npy"
+    done = subprocess.run(mode.command(_tower_speed_cmd(model_dir, out)), env=mode.env(), capture_output=True,
+                          text=True)
+    if done.returncode and "unshare" in done.stderr:  # no mount namespaces in this container
+        pytest.skip(done.stderr.strip().splitlines()[-1])
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(done.stdout.splitlines()[-1])
+    assert not report["cpu_flags"]["avx512"] and not report["cpu_flags"]["vnni"]
+    _check(report, out)
