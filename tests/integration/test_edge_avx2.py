@@ -55,3 +55,34 @@ def test_tower_speed_inside_the_avx2_only_mode(model_dir: Path, fashion_dir: Pat
     report = json.loads(done.stdout.splitlines()[-1])
     assert not report["cpu_flags"]["avx512"] and not report["cpu_flags"]["vnni"]
     _check(report, out)
+
+
+@pytest.mark.skipif(platform.system() != "Linux" or platform.machine() != "x86_64"
+                    or any(shutil.which(t) is None for t in ("gcc", "objdump", "unshare")),
+                    reason="the AVX2-only mode needs Linux x86-64 with gcc, objdump and unshare")
+def test_engine_inside_the_mode_serves_int8_image_only_if_it_cannot_saturate(model_dir: Path,
+                                                                             tmp_path: Path) -> None:
+    """A VNNI export's 8-bit image tower falls back to FP32 on an AVX2-only CPU; a 7-bit one stays INT8."""
+    from kuamo.benchmarks.avx2_only import prepare
+
+    try:
+        mode = prepare(tmp_path / "cache")
+    except RuntimeError as exc:
+        pytest.skip(str(exc))
+    probe = ("import json; from kuamo.engine.artifacts import ModelArtifacts; "
+             f"a = ModelArtifacts({str(model_dir)!r}); "
+             "print(json.dumps({k: a.tower(k).precision for k in a.towers}))")
+    done = subprocess.run(mode.command([sys.executable, "-c", probe]), env=mode.env(), capture_output=True, text=True)
+    if done.returncode and "unshare" in done.stderr:
+        pytest.skip(done.stderr.strip().splitlines()[-1])
+    assert done.returncode == 0, done.stderr[-2000:]
+    served = json.loads(done.stdout.splitlines()[-1])
+    image = json.loads((model_dir / "manifest.json").read_text())["towers"]["image"]
+    q = image.get("quantization", {})
+    if image.get("serve") != "int8":
+        assert served["image"] == "fp32"
+    elif q.get("cpu", {}).get("vnni") and not q.get("saturation_free"):
+        assert served["image"] == "fp32"
+        assert "serving FP32" in done.stderr
+    else:
+        assert served["image"] == "int8"
