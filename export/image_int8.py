@@ -71,7 +71,7 @@ EXPORT_SCHEMES = (
     # 7-bit weights, so one export serves CPUs with and without VNNI alike: they cannot saturate AVX2's int16
     # pair sums (outputs bit-identical to native under qemu's AVX2-only Haswell model, 24 photos). The stem
     # and the first MBConv block (fed by float tensors) and pooling/FC/alignment head in FP32, the rest INT8.
-    # AVX2 kernels (AMD EPYC with AVX-512/VNNI hidden from ONNX Runtime, tools/avx2_only), 2 threads, 256 gate /
+    # AVX2 kernels (AMD EPYC with AVX-512/VNNI hidden, benchmarks/avx2_only.py), 2 threads, 256 gate /
     # 128 calibration photos: cosine 0.9912 mean / 0.978 min on `embedding`, ~1.4x the pad-folded FP32 tower at
     # batch 1 and 8 (1.6-1.7x the tower with Pads). Keeping the second block in FP32 too (the fallback) gains
     # accuracy (0.9934 / 0.978) but loses speed (1.2-1.4x). The 7-bit trunk alone (stem + first depthwise in
