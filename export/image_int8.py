@@ -72,10 +72,10 @@ EXPORT_SCHEMES = (
     # pair sums (outputs bit-identical to native under qemu's AVX2-only Haswell model, 24 photos). The stem
     # and the first MBConv block (fed by float tensors) and pooling/FC/alignment head in FP32, the rest INT8.
     # AVX2 kernels (AMD EPYC with AVX-512/VNNI hidden, benchmarks/avx2_only.py), 2 threads, 256 gate /
-    # 128 calibration photos: cosine 0.9912 mean / 0.978 min on `embedding`, ~1.4x the pad-folded FP32 tower at
-    # batch 1 and 8 (1.6-1.7x the tower with Pads). Keeping the second block in FP32 too (the fallback) gains
-    # accuracy (0.9934 / 0.978) but loses speed (1.2-1.4x). The 7-bit trunk alone (stem + first depthwise in
-    # FP32) fails on `embedding` (0.990 / 0.969).
+    # 128 calibration photos: cosine 0.9912 mean / 0.978 min on `embedding`; 1.37-1.40x / 1.47-1.63x the
+    # pad-folded FP32 tower at batch 1 / 8 (1.6-1.9x / 2.0-2.2x the tower with Pads). Keeping the second
+    # block in FP32 too (the fallback) gains accuracy (0.9934 / 0.978) but loses speed (1.2-1.4x). The 7-bit
+    # trunk alone (stem + first depthwise in FP32) fails on `embedding` (0.990 / 0.969).
     Scheme("conv_trunk_keep_first_block_reduce_range", reduce_range=True, keep_fp32=("first_block", "tail")),
     Scheme("conv_trunk_keep_first_blocks_reduce_range", reduce_range=True, keep_fp32=("first_blocks", "tail")),
     # 8-bit weights: more accurate (0.9973 / 0.990 on `embedding`) but they saturate without VNNI (0.981 / 0.954
