@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kuamo.engine.cpu_features import cpu_flags, int8_mismatch
+from kuamo.engine.cpu_features import cpu_flags, int8_drift, int8_mismatch
 from kuamo.engine.errors import ArtifactError
 
 log = logging.getLogger(__name__)
@@ -114,6 +114,8 @@ class ModelArtifacts:
             elif why:  # a bundle without the FP32 graph: serving wrong vectors silently is worse than refusing
                 raise ArtifactError(f"{name} tower: {why.replace('; serving FP32', '')}; this model directory "
                                     "has no FP32 graph to fall back to (a bundle made elsewhere)")
+            elif drift := int8_drift(spec.get("quantization", {}), cpu_flags()):
+                log.warning("%s tower: %s", name, drift)
         if chosen not in PRECISIONS:
             raise ArtifactError(f"unknown precision {precision!r}; expected auto, fp32 or int8")
         file_name = spec.get("files", {}).get(chosen)

@@ -54,3 +54,16 @@ def int8_mismatch(quantization: dict[str, Any], here: dict[str, Any]) -> str | N
     return (f"the INT8 scheme {chosen!r} was gated on a CPU with VNNI ({made_on.get('model', '?')}); this CPU "
             f"({here.get('model', '?')}) has none, where its 8-bit weights can saturate (cosine to FP32 0.94 mean / "
             "0.74 min measured without VNNI); serving FP32. Run `kuamo export` on this kind of CPU to choose for it")
+
+
+def int8_drift(quantization: dict[str, Any], here: dict[str, Any]) -> str | None:
+    """Why a tower quantised as `quantization` computes somewhat differently on a CPU with the features `here`
+    though it may still be served, or None. The text tower's record (weights from quantize_dynamic, no scheme
+    choice): 8-bit weights saturate some int16 pair sums without VNNI, so its vectors drift from those of a VNNI
+    CPU (gate 0.9965 / 0.9929 with VNNI vs 0.9950 / 0.9904 with AVX2 kernels: still within the gate)."""
+    if "chosen" in quantization or here.get("vnni") or quantization.get("weight_type") != "QInt8" \
+            or quantization.get("reduce_range") is not False:
+        return None
+    return ("its 8-bit INT8 weights saturate some sums on this CPU (no VNNI): still within the accuracy gate, but "
+            "its vectors differ slightly from those a VNNI CPU computes, e.g. a catalog indexed there; "
+            "`kuamo export --portable-int8` makes 7-bit weights that compute the same on both")

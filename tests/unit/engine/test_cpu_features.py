@@ -9,7 +9,7 @@ import pytest
 
 import kuamo.engine.artifacts as artifacts
 from kuamo.engine.artifacts import ModelArtifacts
-from kuamo.engine.cpu_features import cpu_flags, int8_mismatch
+from kuamo.engine.cpu_features import cpu_flags, int8_drift, int8_mismatch
 from kuamo.engine.errors import ArtifactError
 from kuamo.export.pipeline import write_manifest
 
@@ -69,3 +69,26 @@ def test_a_bundle_without_fp32_is_refused_rather_than_served_wrong(tmp_path: Pat
     monkeypatch.setattr(artifacts, "cpu_flags", lambda: AVX2)
     with pytest.raises(ArtifactError, match="no FP32 graph"):
         ModelArtifacts(_image_dir(tmp_path, with_fp32=False)).tower("image")
+
+
+TEXT_8_BIT = {"weight_type": "QInt8", "per_channel": True, "reduce_range": False, "cpu": VNNI}
+
+
+def test_8_bit_text_weights_on_a_cpu_without_vnni_are_served_with_a_warning(tmp_path: Path, monkeypatch,
+                                                                            caplog) -> None:
+    assert "saturate" in int8_drift(TEXT_8_BIT, AVX2)
+    assert int8_drift(TEXT_8_BIT, VNNI) is None
+    assert int8_drift({**TEXT_8_BIT, "reduce_range": True}, AVX2) is None  # 7-bit: the same on both
+    assert int8_drift(_quant(), AVX2) is None  # the image record: int8_mismatch's business
+    (tmp_path / "text.int8.onnx").write_bytes(b"int8 bytes")
+    write_manifest(tmp_path, {"text": {"files": {"int8": "text.int8.onnx"}, "serve": "int8", "dim": 4,
+                                       "quantization": TEXT_8_BIT}})
+    monkeypatch.setattr(artifacts, "cpu_flags", lambda: AVX2)
+    with caplog.at_level(logging.WARNING, logger="kuamo.engine.artifacts"):
+        assert ModelArtifacts(tmp_path).tower("text").precision == "int8"
+    assert "--portable-int8" in caplog.text
+    caplog.clear()
+    monkeypatch.setattr(artifacts, "cpu_flags", lambda: VNNI)
+    with caplog.at_level(logging.WARNING, logger="kuamo.engine.artifacts"):
+        assert ModelArtifacts(tmp_path).tower("text").precision == "int8"
+    assert caplog.text == ""
