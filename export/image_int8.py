@@ -207,11 +207,11 @@ def quantize(pre_path: Path, out: Path, scheme: Scheme, cache: Path, groups: dic
                "entropy": CalibrationMethod.Entropy}
     kept = {n for g in scheme.keep_fp32 for n in groups[g]} | set(scheme.keep_nodes)
     exclude = sorted(kept | set(pads_feeding(pre_path, kept)))
-    act = {"u8": QuantType.QUInt8, "s8": QuantType.QInt8}[scheme.activation_type]
+    types = {"u8": QuantType.QUInt8, "s8": QuantType.QInt8}
     quantize_static(str(pre_path), str(out), None, quant_format=QuantFormat.QDQ,
                     op_types_to_quantize=list(scheme.op_types) if scheme.op_types else None,
-                    per_channel=scheme.per_channel, reduce_range=scheme.reduce_range, activation_type=act,
-                    weight_type={"s8": QuantType.QInt8, "u8": QuantType.QUInt8}[scheme.weight_type],
+                    per_channel=scheme.per_channel, reduce_range=scheme.reduce_range,
+                    activation_type=types[scheme.activation_type], weight_type=types[scheme.weight_type],
                     nodes_to_exclude=exclude,
                     nodes_to_quantize=list(scheme.only_nodes) or None,
                     calibrate_method=methods[scheme.calibrate], calibration_cache_path=str(cache),
