@@ -22,12 +22,14 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import platform
 import re
 import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 # numpy's dispatch groups above AVX2 (X86_V3); each group holds the AVX-512 targets of that generation
@@ -46,8 +48,9 @@ class Avx2Only:
     cpuinfo: Path
     patched: int  # cpuid + xgetbv instructions replaced
 
-    def env(self, base: dict[str, str] | None = None) -> dict[str, str]:
-        env = dict(os.environ if base is None else base)
+    def env(self) -> dict[str, str]:
+        """This process's environment plus the mode's settings."""
+        env = dict(os.environ)
         env.update(LD_PRELOAD=str(self.trap), KUAMO_AVX2_ONLY_SITES=str(self.sites),
                    NPY_DISABLE_CPU_FEATURES=NUMPY_DISABLED, FAISS_SIMD_LEVEL="AVX2",
                    PYTHONPATH=os.pathsep.join([str(self.site), *filter(None, [env.get("PYTHONPATH")])]))
@@ -57,6 +60,10 @@ class Avx2Only:
         """`cmd` in a private mount namespace whose /proc/cpuinfo has no AVX-512/VNNI flags."""
         unshare = ["unshare", "-m"] if os.geteuid() == 0 else ["unshare", "-r", "-m"]
         return [*unshare, "sh", "-c", f'mount --bind {self.cpuinfo} /proc/cpuinfo && exec "$@"', "avx2-only", *cmd]
+
+    def run(self, cmd: list[str], **kw: Any) -> subprocess.CompletedProcess:
+        """subprocess.run of `cmd` inside the mode (`kw` as for subprocess.run)."""
+        return subprocess.run(self.command(cmd), env=self.env(), **kw)
 
 
 def _extension() -> Path:
@@ -97,11 +104,18 @@ def _patch(src: Path, dst: Path) -> list[str]:
     return sites
 
 
+def unavailable() -> str | None:
+    """Why the mode cannot be built on this machine, or None."""
+    if platform.system() != "Linux" or platform.machine() != "x86_64":
+        return f"the AVX2-only mode needs Linux on x86-64, not {platform.system()} on {platform.machine()}"
+    missing = [tool for tool in ("gcc", "objdump", "unshare") if shutil.which(tool) is None]
+    return f"the AVX2-only mode needs {', '.join(f'`{t}`' for t in missing)} on PATH" if missing else None
+
+
 def prepare(cache: Path | None = None) -> Avx2Only:
     """Build (once per onnxruntime build; cached) and return the AVX2-only environment."""
-    for tool in ("gcc", "objdump", "unshare"):
-        if shutil.which(tool) is None:
-            raise RuntimeError(f"the AVX2-only mode needs `{tool}` on PATH")
+    if why := unavailable():
+        raise RuntimeError(why)
     ext = _extension()
     digest = hashlib.sha256(ext.read_bytes()[: 1 << 20] + str(ext.stat().st_size).encode()).hexdigest()[:12]
     cache = cache or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "kuamo" / "avx2_only"
@@ -141,7 +155,7 @@ def check(env: Avx2Only) -> dict:
     """What a Python process sees inside the mode (cpu flags, which onnxruntime, numpy's and faiss's level)."""
     import json
 
-    out = subprocess.run(env.command([sys.executable, "-c", CHECK]), env=env.env(), capture_output=True,
+    out = env.run([sys.executable, "-c", CHECK], capture_output=True,
                          text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -157,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
     if not cmd:
         return 0
-    return subprocess.run(env.command(cmd), env=env.env()).returncode
+    return env.run(cmd).returncode
 
 
 if __name__ == "__main__":

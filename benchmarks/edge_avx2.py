@@ -4,9 +4,9 @@ Runs `kuamo export` and `kuamo serve` inside benchmarks/avx2_only.py's mode (ONN
 see no AVX-512 and no VNNI and take their AVX2 kernels; kuamo's CPU check reads flags without them) and
 natively, side by side in one run:
 - the export's own choice: which INT8 image scheme it served, its gate and speed (manifest);
-- the image tower, FP32 vs INT8 photos/s at batch 1 and 8 (2 threads, no spinning, alternating runs, median
-  of rounds), and the text tower's texts/s at batch 1 / 32 / 64 (to set this core against a real AVX2-only
-  CPU's: the issue's AMD EPYC gave 129 / 216 / 231);
+- the image tower, FP32 vs INT8 photos/s at batch 1 and 8 (the export's timing, image_int8.items_per_second:
+  2 threads, no spinning, alternating runs; median of rounds), and the text tower's texts/s at batch 1 / 32 /
+  64 (to set this core against a real AVX2-only CPU's: the issue's AMD EPYC gave 129 / 216 / 231);
 - the served embeddings of the same photos and titles inside the mode and natively (7-bit weights give the same);
 - one client through gRPC: text and photo query latency, the server inside the mode and natively.
 The core is this machine's, so absolute times are a newer core's running AVX2 code; ratios carry over better.
@@ -30,68 +30,42 @@ from typing import Any
 import numpy as np
 
 from kuamo.benchmarks.common import machine_info, markdown_table, write_results
+from kuamo.export.gate import cosine_rows
 
 TARGETS = {"image_int8_vs_fp32_batch1": 1.4, "image_int8_vs_fp32_batch8": 1.4, "text_p50_ms": 10.0,
            "photo_p50_ms": 20.0}
 
 
 def tower_speed(models: Path, rounds: int, seconds: float, out: Path) -> dict[str, Any]:
-    """In this process (inside the mode or not): image FP32 vs INT8 and text INT8 speed; writes the INT8
-    embeddings of the gate photos' first 64 to `out` (.npy) for the cross-check."""
-    from kuamo.benchmarks.server import _text_tower_ceiling
-    from kuamo.engine.config import SessionConfig
+    """In this process (inside the mode or not): image FP32 vs INT8 and text INT8 speed; writes the served
+    embeddings of 64 gate photos to `out` and of 64 titles beside it (.text.npy) for the cross-check."""
+    from kuamo.benchmarks.server import _text_tower_ceiling, served_text_encoder
     from kuamo.engine.cpu_features import cpu_flags
     from kuamo.engine.imaging import ImagePreprocess
     from kuamo.engine.session import create_session
+    from kuamo.export.image_int8 import items_per_second
     from kuamo.export.image_tower import gate_and_calibration_photos
     from kuamo.export.samples import DEFAULT_FASHION_DIR, load_fashion
 
     x, _ = gate_and_calibration_photos(64, 8, ImagePreprocess())
-    cfg = SessionConfig(intra_op_threads=2, allow_spinning=False)  # spinning pools steal the other's cores
-    sessions = {k: create_session(models / f, cfg) for k, f in (("fp32", "image.onnx"), ("int8", "image.int8.onnx"))}
-    np.save(out, sessions["int8"].run(["embedding"], {"pixel_values": x})[0])
+    fp32, int8 = models / "image.onnx", models / "image.int8.onnx"
+    np.save(out, create_session(int8).run(["embedding"], {"pixel_values": x})[0])
+    # the export's own timing (2 threads, no spinning, alternating runs), repeated: the median of the rounds
+    per_round = [items_per_second(fp32, int8, x, "embedding", seconds=seconds) for _ in range(rounds)]
     image: dict[str, Any] = {}
-    for b in (1, 8):
-        feeds = {"pixel_values": x[:b]}
-        per_round = []
-        for _ in range(rounds):
-            times: dict[str, list[float]] = {k: [] for k in sessions}
-            for s in sessions.values():
-                s.run(["embedding"], feeds)
-            end = time.perf_counter() + seconds
-            while time.perf_counter() < end:
-                for k, s in sessions.items():
-                    t0 = time.perf_counter()
-                    s.run(["embedding"], feeds)
-                    times[k].append(time.perf_counter() - t0)
-            per_round.append({k: b / statistics.median(v) for k, v in times.items()})
-        fp32 = statistics.median(r["fp32"] for r in per_round)
-        int8 = statistics.median(r["int8"] for r in per_round)
-        image[f"batch{b}"] = {"fp32_photos_per_s": round(fp32, 1), "int8_photos_per_s": round(int8, 1),
-                              "speedup": round(int8 / fp32, 3),
-                              "speedup_per_round": [round(r["int8"] / r["fp32"], 3) for r in per_round]}
+    for b in ("batch1", "batch8"):
+        f = statistics.median(r[b]["fp32_items_per_s"] for r in per_round)
+        i = statistics.median(r[b]["int8_items_per_s"] for r in per_round)
+        image[b] = {"fp32_photos_per_s": round(f, 1), "int8_photos_per_s": round(i, 1), "speedup": round(i / f, 3),
+                    "speedup_per_round": [r[b]["speedup"] for r in per_round]}
     texts = [item.title for item in load_fashion(DEFAULT_FASHION_DIR)[:512]]  # real product titles
     text = _text_tower_ceiling(models, texts, seconds)
-    np.save(out.with_suffix(".text.npy"), _text_encoder(models).encode(texts[:64]))
+    np.save(out.with_suffix(".text.npy"), served_text_encoder(models).encode(texts[:64]))
     return {"cpu_flags": cpu_flags(), "image": image, "text_texts_per_s": text}
 
 
-def _text_encoder(models: Path) -> Any:
-    from kuamo.engine.artifacts import ModelArtifacts
-    from kuamo.engine.encoders import TextEncoder
-    from kuamo.server.app import engine_config
-    from kuamo.server.config import ServerConfig
-
-    return TextEncoder(ModelArtifacts(models), engine_config(ServerConfig(model_dir=models)).encoder)
-
-
 def _agreement(a: np.ndarray, b: np.ndarray) -> dict[str, Any]:
-    cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
-    return {"items": len(a), "max_abs_diff": float(np.abs(a - b).max()), "min_cosine": float(cos.min())}
-
-
-def _in_mode(mode: Any, cmd: list[str], **kw: Any) -> subprocess.CompletedProcess:
-    return subprocess.run(mode.command(cmd), env=mode.env(), **kw)
+    return {"items": len(a), "max_abs_diff": float(np.abs(a - b).max()), "min_cosine": float(cosine_rows(a, b).min())}
 
 
 def _grpc(models: Path, data: Path, catalog: Path, n_text: int, n_image: int, mode: Any | None) -> dict[str, Any]:
@@ -121,7 +95,7 @@ def run(quick: bool = False) -> dict[str, Any]:
         models = tmp / "models" / "avx2"
         print("edge_avx2: kuamo export inside the AVX2-only mode", file=sys.stderr, flush=True)
         t0 = time.perf_counter()
-        _in_mode(mode, [sys.executable, "-m", "kuamo.cli", "export", "--out", str(models)], check=True,
+        mode.run([sys.executable, "-m", "kuamo.cli", "export", "--out", str(models)], check=True,
                  stdout=subprocess.DEVNULL)
         manifest = json.loads((models / "manifest.json").read_text(encoding="utf-8"))
         q = manifest["towers"]["image"]["quantization"]
@@ -133,7 +107,7 @@ def run(quick: bool = False) -> dict[str, Any]:
         print("edge_avx2: tower speed inside the mode and natively", file=sys.stderr, flush=True)
         speed_cmd = [sys.executable, "-m", "kuamo.benchmarks.edge_avx2", "--tower-speed", str(models),
                      "--rounds", str(rounds), "--seconds", str(seconds)]
-        inside = _in_mode(mode, [*speed_cmd, "--embeddings", str(tmp / "avx2.npy")], check=True,
+        inside = mode.run([*speed_cmd, "--embeddings", str(tmp / "avx2.npy")], check=True,
                           capture_output=True, text=True)
         native = subprocess.run([*speed_cmd, "--embeddings", str(tmp / "native.npy")], check=True,
                                 capture_output=True, text=True)

@@ -100,17 +100,22 @@ async def _interleaved(targets: dict[str, str], models: Path, data: Path, texts:
 CEILING_BATCHES = (1, 32, 64)
 
 
-def _text_tower_ceiling(models: Path, texts: list[str], seconds: float) -> dict[str, Any]:
-    """The text tower alone, in this process with no server running, the session configured as the server
-    configures it: texts/s at each batch size. Its best is an upper bound on any server's text QPS here."""
-    from kuamo.benchmarks.encoders import _time_batches
+def served_text_encoder(models: Path) -> Any:
+    """The text tower in this process, its session configured as `kuamo serve` configures it."""
     from kuamo.engine.artifacts import ModelArtifacts
     from kuamo.engine.encoders import TextEncoder
     from kuamo.server.app import engine_config
     from kuamo.server.config import ServerConfig
 
-    cfg = engine_config(ServerConfig(model_dir=models))
-    enc = TextEncoder(ModelArtifacts(models), cfg.encoder)
+    return TextEncoder(ModelArtifacts(models), engine_config(ServerConfig(model_dir=models)).encoder)
+
+
+def _text_tower_ceiling(models: Path, texts: list[str], seconds: float) -> dict[str, Any]:
+    """The text tower alone, in this process with no server running, the session configured as the server
+    configures it: texts/s at each batch size. Its best is an upper bound on any server's text QPS here."""
+    from kuamo.benchmarks.encoders import _time_batches
+
+    enc = served_text_encoder(models)
     items = texts * 8  # enough chunks of 64 for the time budget, which ends the run
     return {str(b): {"texts_per_s": _time_batches(enc.encode, items, b, seconds)[1]["items_per_s"]}
             for b in CEILING_BATCHES}

@@ -34,3 +34,19 @@ def _tokenizer_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]
         if "KUAMO_TOKENIZER_CACHE" not in os.environ:
             mp.setenv("KUAMO_TOKENIZER_CACHE", str(tmp_path_factory.mktemp("tokenizer_cache")))
         yield
+
+
+@pytest.fixture(scope="session")
+def avx2_only_mode(tmp_path_factory: pytest.TempPathFactory):
+    """benchmarks/avx2_only.py's mode, built once per run in a temp dir (not the user's ~/.cache): patching ONNX
+    Runtime takes seconds. Skips where it cannot be built or run (not Linux x86-64, no gcc/objdump/unshare, no
+    mount namespaces in this container)."""
+    from kuamo.benchmarks.avx2_only import prepare, unavailable
+
+    if why := unavailable():
+        pytest.skip(why)
+    env = prepare(tmp_path_factory.mktemp("avx2_only"))
+    done = env.run(["true"], capture_output=True, text=True)
+    if done.returncode:
+        pytest.skip(f"AVX2-only mode unavailable here: {done.stderr.strip()}")
+    return env

@@ -4,8 +4,6 @@ report positive speeds, and write the served embeddings that the benchmark cross
 from __future__ import annotations
 
 import json
-import platform
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -36,45 +34,23 @@ def test_tower_speed_natively(model_dir: Path, fashion_dir: Path, tmp_path: Path
     _check(json.loads(done.stdout.splitlines()[-1]), out)
 
 
-@pytest.mark.skipif(platform.system() != "Linux" or platform.machine() != "x86_64"
-                    or any(shutil.which(t) is None for t in ("gcc", "objdump", "unshare")),
-                    reason="the AVX2-only mode needs Linux x86-64 with gcc, objdump and unshare")
-def test_tower_speed_inside_the_avx2_only_mode(model_dir: Path, fashion_dir: Path, tmp_path: Path) -> None:
-    from kuamo.benchmarks.avx2_only import prepare
-
-    try:
-        mode = prepare(tmp_path / "cache")
-    except RuntimeError as exc:
-        pytest.skip(str(exc))
+def test_tower_speed_inside_the_avx2_only_mode(avx2_only_mode, model_dir: Path, fashion_dir: Path,
+                                               tmp_path: Path) -> None:
     out = tmp_path / "avx2.npy"
-    done = subprocess.run(mode.command(_tower_speed_cmd(model_dir, out)), env=mode.env(), capture_output=True,
-                          text=True)
-    if done.returncode and "unshare" in done.stderr:  # no mount namespaces in this container
-        pytest.skip(done.stderr.strip().splitlines()[-1])
+    done = avx2_only_mode.run(_tower_speed_cmd(model_dir, out), capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads(done.stdout.splitlines()[-1])
     assert not report["cpu_flags"]["avx512"] and not report["cpu_flags"]["vnni"]
     _check(report, out)
 
 
-@pytest.mark.skipif(platform.system() != "Linux" or platform.machine() != "x86_64"
-                    or any(shutil.which(t) is None for t in ("gcc", "objdump", "unshare")),
-                    reason="the AVX2-only mode needs Linux x86-64 with gcc, objdump and unshare")
-def test_engine_inside_the_mode_serves_int8_image_only_if_it_cannot_saturate(model_dir: Path,
-                                                                             tmp_path: Path) -> None:
+def test_engine_inside_the_mode_serves_int8_image_only_if_it_cannot_saturate(avx2_only_mode,
+                                                                             model_dir: Path) -> None:
     """A VNNI export's 8-bit image tower falls back to FP32 on an AVX2-only CPU; a 7-bit one stays INT8."""
-    from kuamo.benchmarks.avx2_only import prepare
-
-    try:
-        mode = prepare(tmp_path / "cache")
-    except RuntimeError as exc:
-        pytest.skip(str(exc))
     probe = ("import json; from kuamo.engine.artifacts import ModelArtifacts; "
              f"a = ModelArtifacts({str(model_dir)!r}); "
              "print(json.dumps({k: a.tower(k).precision for k in a.towers}))")
-    done = subprocess.run(mode.command([sys.executable, "-c", probe]), env=mode.env(), capture_output=True, text=True)
-    if done.returncode and "unshare" in done.stderr:
-        pytest.skip(done.stderr.strip().splitlines()[-1])
+    done = avx2_only_mode.run([sys.executable, "-c", probe], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     served = json.loads(done.stdout.splitlines()[-1])
     image = json.loads((model_dir / "manifest.json").read_text())["towers"]["image"]

@@ -4,19 +4,15 @@ numpy and faiss see no AVX-512."""
 
 from __future__ import annotations
 
-import platform
-import shutil
 import subprocess
 import sys
 
 import pytest
 
+from kuamo.benchmarks.avx2_only import unavailable
 from kuamo.engine.cpu_features import cpu_flags
 
-pytestmark = pytest.mark.skipif(
-    platform.system() != "Linux" or platform.machine() != "x86_64"
-    or any(shutil.which(t) is None for t in ("gcc", "objdump", "unshare")),
-    reason="the AVX2-only mode needs Linux x86-64 with gcc, objdump and unshare")
+pytestmark = pytest.mark.skipif(unavailable() is not None, reason=str(unavailable()))
 
 # 64 products of 255 x 127: exact 2,072,640; AVX2's vpmaddubsw sums pairs in int16, so 32 x 32,767
 PROBE = """
@@ -33,31 +29,18 @@ print(int(s.run(None, {"a": np.full((4, 64), 255, np.uint8), "b": np.full((64, 1
 EXACT, SATURATED = 64 * 255 * 127, 32 * 32767
 
 
-@pytest.fixture(scope="module")
-def mode(tmp_path_factory: pytest.TempPathFactory):
-    from kuamo.benchmarks.avx2_only import prepare
-
-    try:
-        env = prepare(tmp_path_factory.mktemp("avx2_only"))  # not the user's ~/.cache
-        subprocess.run(env.command(["true"]), env=env.env(), check=True, capture_output=True)
-    except (RuntimeError, subprocess.CalledProcessError) as exc:  # e.g. no mount namespaces in this container
-        pytest.skip(f"AVX2-only mode unavailable here: {exc}")
-    return env
-
-
-def test_inside_the_mode_nothing_sees_avx512(mode) -> None:
+def test_inside_the_mode_nothing_sees_avx512(avx2_only_mode) -> None:
     from kuamo.benchmarks.avx2_only import check
 
-    seen = check(mode)
+    seen = check(avx2_only_mode)
     assert seen["cpu_flags"]["avx2"] and not seen["cpu_flags"]["avx512"] and not seen["cpu_flags"]["vnni"]
-    assert seen["onnxruntime"].startswith(str(mode.site))
+    assert seen["onnxruntime"].startswith(str(avx2_only_mode.site))
     assert seen["numpy_dispatch_avx512"] == [] and seen["faiss_simd"] == "AVX2"
-    assert mode.patched > 0
+    assert avx2_only_mode.patched > 0
 
 
-def test_u8s8_sums_saturate_inside_the_mode_as_on_an_avx2_cpu(mode) -> None:
-    inside = subprocess.run(mode.command([sys.executable, "-c", PROBE]), env=mode.env(), capture_output=True,
-                            text=True, check=True)
+def test_u8s8_sums_saturate_inside_the_mode_as_on_an_avx2_cpu(avx2_only_mode) -> None:
+    inside = avx2_only_mode.run([sys.executable, "-c", PROBE], capture_output=True, text=True, check=True)
     assert int(inside.stdout.strip()) == SATURATED
     native = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, check=True)
     assert int(native.stdout.strip()) == (EXACT if cpu_flags()["vnni"] else SATURATED)
