@@ -95,7 +95,7 @@ def _cmd_align(args: argparse.Namespace) -> int:
     if args.from_scratch:
         base = dataclasses.replace(base, from_base=False, alpha=Recipe().alpha)
     recipe = with_overrides(base, epochs=args.epochs, alpha=args.alpha, seed=args.seed, distill=args.distill,
-                            patience=args.patience, fused_guard=args.fused_guard)
+                            patience=args.patience, fused_guard=args.fused_guard, fused_rank=args.fused_rank)
     card = run_align(catalog=catalog, model_dir=args.models, out=out, recipe=recipe, limit=args.limit,
                      progress=progress, catalog_config=cfg, cache_dir=args.cache_dir)
     rep = card["adaptation"]
@@ -403,6 +403,9 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--fused-guard", type=float, default=None, metavar="W",
                    help="validation penalty per point of fused title->product R@1 lost against the shipped head "
                         "(default: the recipe's, 3 when adapting; 0 trades fused search for photo search)")
+    a.add_argument("--fused-rank", type=float, default=None, metavar="W",
+                   help="weight of ranking each title query above its text competitors by text + image, as the "
+                        "engine fuses them (default: the recipe's, 1 when adapting; 0 leaves it out)")
     a.add_argument("--from-scratch", action="store_true",
                    help="train a new head instead of adapting the one the models serve")
     a.add_argument("--seed", type=int, default=None, help="random seed (default: the recipe's)")

@@ -16,19 +16,21 @@ VALIDATION_RULE = (f"not held out and sha1('val:' + str(id))[:4] mod 100 < {VALI
                    "(early stopping and the regularisation choice; never trained on)")
 
 
+def id_bucket(product_id: int | str, salt: str = "") -> int:
+    """0..99 from sha1(salt + id string): the stable buckets every split here is made of."""
+    digest = hashlib.sha1(f"{salt}{product_id}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") % 100
+
+
 def is_held_out(product_id: int | str) -> bool:
     """Stable 90/10 split: sha1 of the id string, first 4 bytes mod 100 < 10 -> held out."""
-    digest = hashlib.sha1(str(product_id).encode("utf-8")).digest()
-    return int.from_bytes(digest[:4], "big") % 100 < HELD_OUT_PERCENT
+    return id_bucket(product_id) < HELD_OUT_PERCENT
 
 
 def is_validation(product_id: int | str) -> bool:
     """A second stable 10% of what is not held out: what adapting early-stops on. Kept apart from the held-out
     split so the figures reported on that one were not chosen on it."""
-    if is_held_out(product_id):
-        return False
-    digest = hashlib.sha1(f"val:{product_id}".encode()).digest()
-    return int.from_bytes(digest[:4], "big") % 100 < VALIDATION_PERCENT
+    return not is_held_out(product_id) and id_bucket(product_id, "val:") < VALIDATION_PERCENT
 
 
 def never_trained_on(alignment: dict) -> Callable[[int | str], bool] | None:

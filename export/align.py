@@ -9,7 +9,7 @@ the catalog's own values); samples with the same target text are all positives.
 
 Any catalog `kuamo index` accepts can be read (export/catalog_items.py, same mapping options). Adapting to a
 catalog (AdaptRecipe, `kuamo align --catalog`) starts from the shipped head, distils towards its outputs,
-keeps a second 10% out to early-stop on (evaluation/split.py is_validation), and reports held-out vs
+ranks each title query above its text competitors by the engine's fused score, keeps a second 10% out to early-stop on (evaluation/split.py is_validation), and reports held-out vs
 trained-on products for the adapted and the shipped head on the whole catalog as one pool.
 """
 
@@ -34,12 +34,12 @@ from kuamo.engine.config import EncoderConfig
 from kuamo.engine.encoders import ImageEncoder, TextEncoder
 from kuamo.engine.errors import InvalidInput
 from kuamo.engine.vectors import l2_normalize
-from kuamo.evaluation.catalog_tasks import category_task, headline, subset_tasks
+from kuamo.evaluation.catalog_tasks import FUSED_WEIGHTS, category_task, headline, subset_tasks
 from kuamo.evaluation.split import SPLIT_RULE, VALIDATION_RULE, is_held_out, is_validation
 from kuamo.export.align_head import AlignHead, HeadShape
 from kuamo.export.catalog_items import CatalogItem, LoadedCatalog, load_catalog
 from kuamo.export.centroids import training_centroids
-from kuamo.export.contrastive import multi_positive_infonce
+from kuamo.export.contrastive import fused_ranking_loss, multi_positive_infonce, text_competitors
 from kuamo.export.samples import FashionItem, packaged_lines
 
 Progress = Callable[[str], None]
@@ -87,6 +87,13 @@ class Recipe:
     # one validation query is worth about 0.5 point, so smaller gains are noise and the start state stays
     min_gain: float = 0.0
     fused_guard: float = 0.0  # validation penalty per point of fused title R@1 lost against the shipped head
+    # weight of the fused-ranking term (contrastive.fused_ranking_loss): each title query against its
+    # `hard_negatives` text competitors, scored as the engine fuses text and image. Without it a head that aligns
+    # photos with titles better widens the image scores' spread and fused title search falls; with it the image
+    # block learns to settle what the text cannot (benchmarks/results/adapt_catalog.md, adapt_folds.md)
+    fused_rank: float = 0.0
+    hard_negatives: int = 20
+    fused_scale: float = 100.0  # fused cosines differ by hundredths between competitors: a sharp softmax
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -102,6 +109,7 @@ class AdaptRecipe(Recipe):
     patience: int | None = 5
     min_gain: float = 0.5
     fused_guard: float = 3.0
+    fused_rank: float = 1.0
 
 
 def cache_key(art: ModelArtifacts, items: Sequence[FashionItem], *, image: bool = True) -> str:
@@ -172,7 +180,8 @@ def train_head(features: np.ndarray, logits: np.ndarray, targets: np.ndarray, ta
                recipe: Recipe, class_text: np.ndarray, progress: Progress = print,
                alternatives: Sequence[Alternative] = (), *, init: AlignHead | None = None,
                teacher: np.ndarray | None = None, validate: Callable[[AlignHead], float] | None = None,
-               history: list[dict] | None = None) -> AlignHead:
+               history: list[dict] | None = None,
+               fused_pairs: tuple[np.ndarray, np.ndarray] | None = None) -> AlignHead:
     """Symmetric InfoNCE. A sample's target is its title, or with probability `share` one of the
     alternatives (vectors per sample, target ids per sample, share, optional mask of the samples that have
     one) such as attribute templates; every sample in the batch with the same target id counts as a positive.
@@ -181,7 +190,10 @@ def train_head(features: np.ndarray, logits: np.ndarray, targets: np.ndarray, ta
     its outputs on the same samples and `recipe.distill` weighs 1 - cos(output, teacher) in the loss (what
     keeps products added later ranking as the trained-on ones do), and `validate` scores the head on products
     it never trains on after every epoch (and before the first): the best state is kept, and training stops
-    after `recipe.patience` epochs without a better score."""
+    after `recipe.patience` epochs without a better score.
+
+    `fused_pairs` (title query vectors, document vectors of the same samples) with `recipe.fused_rank` > 0 add
+    the fused-ranking term: each title query against its own product and its text competitors among the samples."""
     torch.manual_seed(recipe.seed)
     rng = np.random.default_rng(recipe.seed)
     x = np.concatenate([features, logits], axis=1)
@@ -206,6 +218,11 @@ def train_head(features: np.ndarray, logits: np.ndarray, targets: np.ndarray, ta
     bounds = np.cumsum([alt[2] for alt in alternatives])
     if bounds.size and bounds[-1] >= 1:
         raise ValueError("alternative target shares must sum to less than 1")
+    fused = None
+    if fused_pairs is not None and recipe.fused_rank > 0 and len(x) > 1:
+        q_np, doc_np = fused_pairs
+        cand = np.concatenate([np.arange(len(x))[:, None], text_competitors(q_np, doc_np, recipe.hard_negatives)], 1)
+        fused = (torch.from_numpy(q_np.astype(np.float32)), torch.from_numpy(doc_np.astype(np.float32)), cand)
     best = (validate(head.eval()), 0, copy.deepcopy(head.state_dict())) if validate else None
     if history is not None and best:
         history.append({"epoch": 0, "validation": round(best[0], 3)})
@@ -227,6 +244,13 @@ def train_head(features: np.ndarray, logits: np.ndarray, targets: np.ndarray, ta
             if teacher_t is not None:
                 out = head(feats_t[idx], logits_t[idx])
                 loss = loss + recipe.distill * (1 - (out * teacher_t[idx]).sum(1)).mean()
+            if fused is not None:
+                q_t, doc_t, cand = fused
+                c = cand[idx]
+                img_c = head(feats_t[c.reshape(-1)], logits_t[c.reshape(-1)]).reshape(*c.shape, -1)
+                same = torch.from_numpy(target_ids[c] == target_ids[idx][:, None]).float()
+                loss = loss + recipe.fused_rank * fused_ranking_loss(q_t[idx], doc_t[c], img_c, same, FUSED_WEIGHTS,
+                                                                     recipe.fused_scale)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -340,9 +364,13 @@ def adaptation_report(heads: dict[str, AlignHead | None], data: dict[str, np.nda
 
 def run_align(*, catalog: Path, model_dir: Path, out: Path, cache_dir: Path = Path(".cache/align"),
               recipe: Recipe | None = None, limit: int | None = None, progress: Progress = print,
-              catalog_config: CatalogConfig | None = None, min_products: int = MIN_PRODUCTS) -> dict:
+              catalog_config: CatalogConfig | None = None, min_products: int = MIN_PRODUCTS,
+              held_out: Callable[[str], bool] = is_held_out,
+              validation: Callable[[str], bool] = is_validation) -> dict:
     """Train on the catalog (any `kuamo index` accepts), evaluate on its held-out 10%, write <out> + align.json
-    beside it. With a recipe that has `patience` (AdaptRecipe), a second 10% is kept out to early-stop on."""
+    beside it. With a recipe that has `patience` (AdaptRecipe), a second 10% is kept out to early-stop on.
+    `held_out` / `validation` replace the stable splits (benchmarks/adapt_catalog.py's folds; such a head is for
+    measuring, since the engine's blend chooser knows only the stable splits)."""
     from kuamo.evaluation.tasks import evaluate_embeddings
 
     recipe = recipe or Recipe()
@@ -350,8 +378,8 @@ def run_align(*, catalog: Path, model_dir: Path, out: Path, cache_dir: Path = Pa
     check_adaptable(loaded, min_products)
     items = loaded.items
     ids = [str(it.id) for it in items]
-    test = np.asarray([is_held_out(i) for i in ids])
-    val = np.asarray([is_validation(i) for i in ids]) if recipe.patience is not None else np.zeros(len(ids), bool)
+    test = np.asarray([held_out(i) for i in ids])
+    val = np.asarray([validation(i) for i in ids]) & ~test if recipe.patience is not None else np.zeros(len(ids), bool)
     tr = ~test & ~val
     if min(int(test.sum()), MIN_SPLIT if recipe.patience is None else int(val.sum())) < MIN_SPLIT:
         raise InvalidInput(f"{loaded.file}: only {int(test.sum())} held-out and {int(val.sum())} validation "
@@ -393,7 +421,8 @@ def run_align(*, catalog: Path, model_dir: Path, out: Path, cache_dir: Path = Pa
     history: list[dict] = []
     head = train_head(data["features"][tr], data["logits"][tr], data["title"][tr], title_ids[tr], recipe,
                       class_text, progress, alternatives, init=base, teacher=data["embedding"][tr],
-                      validate=validate if recipe.patience is not None else None, history=history)
+                      validate=validate if recipe.patience is not None else None, history=history,
+                      fused_pairs=(data["title"][tr], data["doc"][tr]))
     leaf_names = sorted({it.leaf for it in items if it.leaf})
     leaf_vec = dict(zip(leaf_names, encode_unique(leaf_names, model_dir)[0], strict=True)) if leaf_names else {}
     heads: dict[str, AlignHead | None] = {"adapted": head, "shipped": None}
