@@ -9,8 +9,9 @@ the catalog's own values); samples with the same target text are all positives.
 
 Any catalog `kuamo index` accepts can be read (export/catalog_items.py, same mapping options). Adapting to a
 catalog (AdaptRecipe, `kuamo align --catalog`) starts from the shipped head, distils towards its outputs,
-ranks each title query above its text competitors by the engine's fused score, keeps a second 10% out to early-stop on (evaluation/split.py is_validation), and reports held-out vs
-trained-on products for the adapted and the shipped head on the whole catalog as one pool.
+ranks each title query above its text competitors by the engine's fused score, keeps a second 10% out to
+early-stop on (evaluation/split.py is_validation), and reports held-out vs trained-on products for the adapted
+and the shipped head on the whole catalog as one pool.
 """
 
 from __future__ import annotations
