@@ -282,18 +282,23 @@ def _tokens_from_file(path: Path | None) -> list[str]:
     return tokens
 
 
-def _weight(text: str) -> tuple[str, float]:
-    """--weight NAME=VALUE -> (name, value); argparse turns the ArgumentTypeError into one line and exit 2."""
-    name, sep, value = text.partition("=")
-    if not sep or not name.strip():
-        raise argparse.ArgumentTypeError(f"{text!r} is not NAME=VALUE (e.g. image=0.7)")
+def _non_negative(value: str, what: str = "weight") -> float:
+    """A finite number >= 0; argparse turns the ArgumentTypeError into one line and exit 2."""
     try:
         number = float(value)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"weight {name.strip()!r} needs a number, got {value!r}") from None
+        raise argparse.ArgumentTypeError(f"{what} needs a number, got {value!r}") from None
     if not math.isfinite(number) or number < 0:
-        raise argparse.ArgumentTypeError(f"weight {name.strip()!r} must be a finite number >= 0, got {value!r}")
-    return name.strip(), number
+        raise argparse.ArgumentTypeError(f"{what} must be a finite number >= 0, got {value!r}")
+    return number
+
+
+def _weight(text: str) -> tuple[str, float]:
+    """--weight NAME=VALUE -> (name, value)."""
+    name, sep, value = text.partition("=")
+    if not sep or not name.strip():
+        raise argparse.ArgumentTypeError(f"{text!r} is not NAME=VALUE (e.g. image=0.7)")
+    return name.strip(), _non_negative(value, f"weight {name.strip()!r}")
 
 
 def _photo(path: str) -> bytes:
@@ -395,15 +400,15 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--epochs", type=int, default=None, help="most training epochs (default: the recipe's)")
     a.add_argument("--alpha", type=float, default=None, help="weight of the trained head vs the zero-shot map "
                                                             "(default: the recipe's; the shipped head's when adapting)")
-    a.add_argument("--distill", type=float, default=None, metavar="W",
+    a.add_argument("--distill", type=_non_negative, default=None, metavar="W",
                    help="weight of staying close to the shipped head's outputs when adapting (default: the recipe's; "
                         "0 lets the head learn the catalog's photos by heart)")
     a.add_argument("--patience", type=int, default=None, metavar="N",
                    help="stop after N epochs without a better score on the validation tenth (default: the recipe's)")
-    a.add_argument("--fused-guard", type=float, default=None, metavar="W",
+    a.add_argument("--fused-guard", type=_non_negative, default=None, metavar="W",
                    help="validation penalty per point of fused title->product R@1 lost against the shipped head "
                         "(default: the recipe's, 3 when adapting; 0 trades fused search for photo search)")
-    a.add_argument("--fused-rank", type=float, default=None, metavar="W",
+    a.add_argument("--fused-rank", type=_non_negative, default=None, metavar="W",
                    help="weight of ranking each title query above its text competitors by text + image, as the "
                         "engine fuses them (default: the recipe's, 1 when adapting; 0 leaves it out)")
     a.add_argument("--from-scratch", action="store_true",

@@ -26,6 +26,7 @@ from typing import Any
 
 from kuamo.benchmarks.common import machine_info, markdown_table, write_results
 
+DEFAULT_VARIANT = "adapted (default AdaptRecipe)"
 MEASURES = (("title_to_product_fused", "R@1"), ("title_to_product_fused", "R@10"), ("title_to_product_image", "R@1"),
             ("title_to_product_image", "R@10"), ("photo_to_photo", "P@10"))
 
@@ -78,7 +79,7 @@ def run(models: Path, fashion: Path, out: Path, folds: int) -> dict[str, Any]:
     from kuamo.export.align import AdaptRecipe
 
     variants = {"adapted, no fused-ranking term": dataclasses.replace(AdaptRecipe(), fused_rank=0.0),
-                "adapted (default AdaptRecipe)": AdaptRecipe()}
+                DEFAULT_VARIANT: AdaptRecipe()}
     res: dict[str, Any] = {"suite": "adapt_folds", "machine": machine_info(), "models": str(models), "folds": folds,
                            "recipe": dataclasses.asdict(AdaptRecipe()), "catalogs": {}}
     for name, gendered in (("article-type leaves", False), ("gendered leaves", True)):
@@ -88,8 +89,7 @@ def run(models: Path, fashion: Path, out: Path, folds: int) -> dict[str, Any]:
             print(f"adapt_folds: {name}, {label}", file=sys.stderr, flush=True)
             rows[label] = run_variant(feed, models, out / "cache", recipe, folds)
         res["catalogs"][name] = rows
-    default = "adapted (default AdaptRecipe)"
-    res["done_when"] = {name: _verdict(rows[default]) for name, rows in res["catalogs"].items()}
+    res["done_when"] = {name: _verdict(rows[DEFAULT_VARIANT]) for name, rows in res["catalogs"].items()}
     write_results("adapt_folds", res, "Adapting to a catalog: every product held out once (10 folds)",
                   lambda: _markdown(res), res["machine"])
     return res

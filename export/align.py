@@ -370,7 +370,7 @@ def run_align(*, catalog: Path, model_dir: Path, out: Path, cache_dir: Path = Pa
               validation: Callable[[str], bool] = is_validation) -> dict:
     """Train on the catalog (any `kuamo index` accepts), evaluate on its held-out 10%, write <out> + align.json
     beside it. With a recipe that has `patience` (AdaptRecipe), a second 10% is kept out to early-stop on.
-    `held_out` / `validation` replace the stable splits (benchmarks/adapt_catalog.py's folds; such a head is for
+    `held_out` / `validation` replace the stable splits (benchmarks/adapt_folds.py's folds; such a head is for
     measuring, since the engine's blend chooser knows only the stable splits)."""
     from kuamo.evaluation.tasks import evaluate_embeddings
 

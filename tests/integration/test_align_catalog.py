@@ -54,3 +54,16 @@ def test_align_refuses_a_catalog_too_small(model_dir: Path, fashion_dir: Path, t
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("kuamo: error")]
     assert len(err) == 1 and "has 40 products with a photo" in err[0] and "at least 250" in err[0]
     assert not (tmp_path / "head" / "align_head.npz").exists()
+
+
+@pytest.mark.parametrize("option", ["--fused-rank", "--fused-guard", "--distill"])
+@pytest.mark.parametrize(("value", "says"), [("abc", "needs a number"), ("-1", ">= 0"), ("nan", "finite"),
+                                             ("inf", "finite")])
+def test_align_weights_refuse_garbage_in_one_line(option: str, value: str, says: str, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as stop:  # argparse: before any model or catalog is read
+        _align(tmp_path / "feed.csv", tmp_path / "head", tmp_path / "models", option, value)
+    assert stop.value.code == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert len(err) == 1 and option in err[0] and says in err[0], err
+    assert not (tmp_path / "head").exists()
