@@ -40,7 +40,7 @@ $(BUF_STAMP): $(STAMP)
 		npm install --prefix .cache/buf --no-audit --no-fund @bufbuild/buf@1.75.0 >/dev/null 2>&1)
 	touch $(BUF_STAMP)
 
-$(MODELS)/manifest.json: $(STAMP)
+$(MODELS)/manifest.json: $(STAMP) export/heads/align_head.npz
 	$(BIN)/kuamo export --out $(MODELS)
 
 models: $(MODELS)/manifest.json

@@ -9,8 +9,11 @@ and photo-only (the label-free criterion decides). The score is the same for bot
 the photo-only chooser never sees: mean of category P@10 (articleType names with >= 5 photos as queries),
 title R@10 (own photo) and photo->photo P@10 (same articleType).
 
-Split: the label-free thresholds are chosen on the "val" half (groups Watches, Personal Care, Free Items;
-held-out photos with even ids) and reported on the "test" half (Eyewear, Jewellery, Sporting Goods; odd ids).
+Label-free rule (engine/zero_shot_blend.py label_free_beta): beta = share + (1 - share) x far_beta, share = the
+photos within near_cosine of a training centroid. near_cosine is calibrated as `kuamo align` does it, on the
+val half's held-out fashion photos (products of the training kind the head never saw); far_beta is chosen on
+the "val" half (groups Watches, Personal Care, Free Items; held-out photos with even ids) and reported on the
+"test" half (Eyewear, Jewellery, Sporting Goods; odd ids).
 
     python -m kuamo.benchmarks.blend_choice --models /tmp/blend/generic   # `kuamo export --head generic`
 """
@@ -18,7 +21,6 @@ held-out photos with even ids) and reported on the "test" half (Eyewear, Jewelle
 from __future__ import annotations
 
 import argparse
-import itertools
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -29,13 +31,14 @@ from kuamo.benchmarks.common import machine_info, markdown_table, write_json, wr
 from kuamo.engine.vectors import l2_normalize
 from kuamo.engine.zero_shot_blend import (
     BETAS,
-    LABEL_FREE_STEPS,
+    FAR_BETA,
+    LABEL_FREE_STEP,
     MIN_CATEGORY_PHOTOS,
     SAMPLE,
     ZeroShotMap,
     choose_beta,
     label_free_beta,
-    label_free_score,
+    near_share,
     spread,
 )
 
@@ -92,26 +95,17 @@ def _catalogs(items: list, ood: np.ndarray, test: np.ndarray) -> dict[str, dict[
     return out
 
 
-def choose_steps(points: Sequence[tuple[float, dict[float, float]]]) -> tuple[tuple[float, float], ...]:
-    """Label-free thresholds from (label-free score, {beta: catalog score}) of the validation catalogs:
-    the (beta 1, beta 0.5) cut-offs, at midpoints between observed scores, that minimise the worst regret,
-    then the total; ties keep the cut-off in the middle of the widest gap."""
-    xs = sorted(s for s, _ in points)
-    cuts = [-np.inf] + [(a + b) / 2 for a, b in itertools.pairwise(xs)] + [np.inf]
-    best = None
-    for hi, lo in itertools.product(cuts, cuts):
-        if lo > hi:
-            continue
-        steps = ((hi, 1.0), (lo, 0.5))
-        regrets = [max(sc.values()) - sc[label_free_beta(s, steps)] for s, sc in points]
-        key = (round(max(regrets), 6), round(sum(regrets), 6))
-        if best is None or key < best[0]:
-            best = (key, steps)
-    return tuple((float(t), b) for t, b in best[1])  # type: ignore[index]
+def choose_far_beta(points: Sequence[tuple[float, Callable[[float], float], float]]) -> float:
+    """far_beta for label_free_beta from the validation catalogs' (near share, score at a beta, best fixed
+    score): the one on the LABEL_FREE_STEP grid whose worst regret is least, then the total; ties keep the
+    larger (nearer the tuned vector)."""
+    grid = [round(i * LABEL_FREE_STEP, 4) for i in range(round(1 / LABEL_FREE_STEP) + 1)]
 
+    def key(far: float) -> tuple[float, float, float]:
+        regrets = [best - score(label_free_beta(share, far)) for share, score, best in points]
+        return round(max(regrets), 6), round(sum(regrets), 6), -far
 
-def _json_steps(steps: Sequence[tuple[float, float]]) -> list:
-    return [[t if np.isfinite(t) else None, b] for t, b in steps]  # -inf is not JSON
+    return min(grid, key=key)
 
 
 def run(quick: bool = False, model_dir: Path | str = "/tmp/blend/generic") -> dict:
@@ -130,7 +124,7 @@ def run(quick: bool = False, model_dir: Path | str = "/tmp/blend/generic") -> di
         template,
         train_head,
     )
-    from kuamo.export.centroids import training_centroids
+    from kuamo.export.centroids import near_cosine, training_centroids
     from kuamo.export.samples import DEFAULT_FASHION_DIR, load_fashion
 
     torch.manual_seed(0)
@@ -167,44 +161,60 @@ def run(quick: bool = False, model_dir: Path | str = "/tmp/blend/generic") -> di
     articles = np.asarray([it.attrs["articleType"] for it in items])
     raw_titles = [it.title for it in items]
     title_q = l2_normalize(d["title"])
-    rows, points = [], {"val": [], "test": []}
-    for half, cats in _catalogs(items, ood, test).items():
+    catalogs = _catalogs(items, ood, test)
+    # calibrated as `kuamo align` calibrates it: on products of the training kind the head never trained on
+    near = near_cosine(d["features"][catalogs["val"]["fashion held-out"]], centroids)
+    memo: dict[tuple[str, str, float], dict[str, float]] = {}
+
+    def scored(half: str, name: str, idx: np.ndarray, beta: float) -> dict[str, float]:
+        key = (half, name, round(beta, 4))
+        if key not in memo:
+            memo[key] = score_catalog(zs.blend(emb[idx], d["logits"][idx], beta), title_q[idx], articles[idx],
+                                      name_vec)
+        return memo[key]
+
+    rows, points = [], []
+    for half, cats in catalogs.items():
         for name, idx in cats.items():
-            fixed = {b: score_catalog(zs.blend(emb[idx], d["logits"][idx], b), title_q[idx], articles[idx], name_vec)
-                     for b in BETAS}
+            fixed = {b: scored(half, name, idx, b) for b in BETAS}
             s = idx[spread(len(idx), SAMPLE)]
             labelled = choose_beta(zs, emb[s], d["logits"][s], title_q[s], list(articles[s]), encode_names,
                                    titles=[raw_titles[i] for i in s])
-            lf = label_free_score(d["features"][s], centroids)
-            points[half].append((name, lf, {b: fixed[b]["score"] for b in BETAS}))
-            rows.append({"half": half, "catalog": name, "photos": len(idx), "fixed": fixed, "label_free": lf,
-                         "labelled_beta": labelled.beta})
-    steps = choose_steps([(lf, sc) for _, lf, sc in points["val"]])
+            share = near_share(d["features"][s], centroids, near)
+            best = max(BETAS, key=lambda b, f=fixed: (f[b]["score"], b))
+            rows.append({"half": half, "catalog": name, "photos": len(idx), "fixed": fixed, "near_share": share,
+                         "labelled_beta": labelled.beta, "best": best})
+            if half == "val":
+                points.append((share, lambda b, h=half, n=name, i=idx: scored(h, n, i, b)["score"],
+                               fixed[best]["score"]))
+    far = choose_far_beta(points)
     table = []
     for r in rows:
-        best = max(BETAS, key=lambda b: (r["fixed"][b]["score"], b))
+        idx = catalogs[r["half"]][r["catalog"]]
         for variant, beta in (("categories + titles", r["labelled_beta"]),
-                              ("photo-only", label_free_beta(r["label_free"], steps))):
-            got = r["fixed"][beta]["score"]
+                              ("photo-only", label_free_beta(r["near_share"], far))):
+            got = scored(r["half"], r["catalog"], idx, beta)["score"]
             table.append({"half": r["half"], "catalog": r["catalog"], "photos": r["photos"], "labels": variant,
-                          "chosen_beta": f"{beta:g}", "score_at_chosen": round(got, 1), "best_fixed_beta": f"{best:g}",
-                          "best_score": round(r["fixed"][best]["score"], 1),
-                          "regret": round(r["fixed"][best]["score"] - got, 1),
-                          "label_free_score": f"{r['label_free']:.3f}"})
+                          "chosen_beta": f"{beta:g}", "score_at_chosen": round(got, 1),
+                          "best_fixed_beta": f"{r['best']:g}", "best_score": round(r["fixed"][r["best"]]["score"], 1),
+                          "regret": round(r["fixed"][r["best"]]["score"] - got, 1),
+                          "near_share": f"{r['near_share']:.2f}"})
+    shipped_regrets = [r["fixed"][r["best"]]["score"]
+                       - scored(r["half"], r["catalog"], catalogs[r["half"]][r["catalog"]],
+                                label_free_beta(r["near_share"]))["score"] for r in rows]
     res = {"suite": "blend_choice", "machine": machine_info(), "models": str(md), "quick": quick,
            "train_photos": int(train.sum()), "ood_groups": {"masterCategory": OOD_MASTER, "subCategory": OOD_SUB},
-           "halves": HALVES, "label_free_steps_chosen_on_val": _json_steps(steps),
-           "label_free_steps_shipped": _json_steps(LABEL_FREE_STEPS),
-           "table": table, "per_beta": [{k: v for k, v in r.items() if k != "labelled_beta"} for r in rows],
+           "halves": HALVES, "near_cosine_calibrated_on_val": near, "far_beta_chosen_on_val": far,
+           "far_beta_shipped": FAR_BETA, "table": table,
+           "per_beta": [{k: v for k, v in r.items() if k not in ("labelled_beta", "best")} for r in rows],
            "done": all(t["regret"] <= DONE_WHEN for t in table if t["half"] == "test"),
-           "done_with_shipped_steps": all(
-               r["fixed"][max(BETAS, key=lambda b, r=r: (r["fixed"][b]["score"], b))]["score"]
-               - r["fixed"][label_free_beta(r["label_free"])]["score"] <= DONE_WHEN for r in rows)}
+           "done_with_shipped_far_beta": all(x <= DONE_WHEN for x in shipped_regrets)}
     write_json("blend_choice", res)
     body = (f"Head-only recipe on `{md}` (pretrained backbone), trained on {int(train.sum())} training photos "
             "without the held-out groups. score = mean of hidden-label category P@10, title R@10 and "
-            f"photo->photo P@10. Label-free steps chosen on the val half: {steps} "
-            f"(score >= first: beta 1; >= second: 0.5; else 0). Done when every test-half regret <= {DONE_WHEN}: "
+            f"photo->photo P@10. Label-free: near_cosine {near:.3f} (5th percentile over the val half's held-out "
+            f"fashion photos), far_beta {far:g} chosen on the val half (shipped: {FAR_BETA:g}); beta = share + "
+            f"(1 - share) x far_beta. Done when every test-half regret <= {DONE_WHEN}: "
             f"**{res['done']}**.\n\n" + markdown_table(table, floatfmt=".1f")
             + "\n\nScore at every fixed beta (mean of the three hidden-label measures):\n\n"
             + markdown_table([{"half": r["half"], "catalog": r["catalog"],

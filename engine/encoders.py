@@ -168,6 +168,7 @@ class ImageEncoder(OnnxEncoder):
         cen = artifacts.towers["image"].get("centroids")  # the label-free blend criterion (zero_shot_blend)
         if cen and cen.get("from_output") in self.output_names:
             self.centroids = np.load(artifacts.file(cen["file"])).astype(np.float32)
+            self.near_cosine = cen.get("near_cosine")  # None in model sets exported before it was calibrated
 
     @classmethod
     def from_tower(cls, tower: TowerArtifact, cfg: EncoderConfig | None = None) -> ImageEncoder:
@@ -183,6 +184,7 @@ class ImageEncoder(OnnxEncoder):
         self.max_batch = int(self.tower.spec.get("max_batch", 32))
         self.zero_shot: ZeroShotMap | None = None
         self.centroids: np.ndarray | None = None
+        self.near_cosine: float | None = None
         self.beta = 1.0  # weight of the embedding against the zero-shot map (engine/zero_shot_blend.py)
 
     def set_blend(self, beta: float) -> None:

@@ -20,9 +20,16 @@ When the choice is made again (engine.Engine.image_blend_due): a choice made on 
 provisional and is made again once a run offers REGROW times as many photos (and at least MIN_SAMPLE); a
 catalog that stored nothing has no choice that binds; `kuamo index --image-blend auto|BETA` re-chooses or
 sets it. A catalog with no labels to measure (no category with MIN_CATEGORY_PHOTOS photos, fewer than
-MIN_SAMPLE distinct titles: a photo collection) is judged label-free (label_free_beta): how close its
-photos' pooled backbone features lie to k-means centroids of the training photos' features, shipped beside
-the head (CENTROIDS_FILE); near = the training catalog's kind of goods, keep the tuned vector.
+MIN_SAMPLE distinct titles: a photo collection) is judged label-free (label_free_beta): the share of its photos
+whose pooled backbone features lie near k-means centroids of the training photos' features (CENTROIDS_FILE,
+shipped beside the head) keeps the tuned vector, the rest get FAR_BETA:
+
+    beta = share + (1 - share) * FAR_BETA,  share = photos with max-cosine to a centroid >= near_cosine
+
+near_cosine is calibrated where the head is trained (export/centroids.py near_cosine): the cosine that 95% of
+the training catalog's products it never trained on reach. A share, not the mean cosine, because a mixed
+catalog (some goods like the training catalog's, some not) and a catalog of one unlike kind can have the same
+mean cosine and need different blends (benchmarks/results/blend_choice.md).
 """
 
 from __future__ import annotations
@@ -43,11 +50,14 @@ BETAS = (1.0, 0.75, 0.5, 0.25, 0.0)
 AUTO = "auto"
 MIN_SAMPLE = 50  # fewer photos than this: too few to choose by; keep beta = 1, provisionally
 REGROW = 4  # a provisional choice is made again once a run offers this many times the photos it was made on
-# label-free: (lowest mean max-cosine to the training centroids, beta), nearest first; below all of them: 0.
-# Chosen by benchmarks/blend_choice.py on its validation half (head-only export, pretrained backbone): fashion
-# photos score 0.84-0.88, unlike goods 0.50-0.63; below 0.54 the validation catalogs lost least at 0.5 (beta 0
-# cost Personal Care 4 points), so no score maps to 0 yet. Measured for that backbone only.
-LABEL_FREE_STEPS: tuple[tuple[float, float], ...] = ((0.54, 1.0), (-math.inf, 0.5))
+# label-free: the beta of photos unlike the training goods. Chosen by benchmarks/blend_choice.py on its
+# validation half (head-only export, pretrained backbone): the worst validation regret is least at 0.3 (0.4
+# points; 0 would cost Personal Care 4 points). Measured for that backbone only.
+FAR_BETA = 0.3
+# near_cosine for a model set exported before it was calibrated with the head: the value calibrated for the
+# pretrained backbone's generic head (benchmarks/blend_choice.py, 0.708)
+NEAR_COSINE_FALLBACK = 0.71
+LABEL_FREE_STEP = 0.05  # the label-free beta is rounded to this: a re-choice on a grown sample rarely re-embeds
 MIN_CATEGORY_PHOTOS = 5
 MARGIN = 2.0  # points of (category P@10 + title R@10) a blend must gain over the exported vector
 SAMPLE = 800  # photos read for the choice (about 12 s of image encoding on 2 cores)
@@ -115,17 +125,17 @@ def grown_enough(stored: dict, photos: int) -> bool:
     return photos >= max(MIN_SAMPLE, REGROW * int(stored.get("photos", 0)))
 
 
-def label_free_score(features: np.ndarray, centroids: np.ndarray) -> float:
-    """Mean over photos of the best cosine to a training centroid: near 1 = the training catalog's goods."""
+def near_share(features: np.ndarray, centroids: np.ndarray, near_cosine: float) -> float:
+    """Share of photos whose pooled features lie within near_cosine of a training centroid: the training
+    catalog's kind of goods."""
     f, c = l2_normalize(np.asarray(features, np.float32)), l2_normalize(np.asarray(centroids, np.float32))
-    return float((f @ c.T).max(axis=1).mean()) if len(f) else 0.0
+    return float(((f @ c.T).max(axis=1) >= near_cosine).mean()) if len(f) else 0.0
 
 
-def label_free_beta(score: float, steps: Sequence[tuple[float, float]] | None = None) -> float:
-    for lowest, beta in LABEL_FREE_STEPS if steps is None else steps:
-        if score >= lowest:
-            return float(beta)
-    return 0.0
+def label_free_beta(share: float, far_beta: float = FAR_BETA) -> float:
+    """The tuned vector for the near share, far_beta for the rest, rounded to LABEL_FREE_STEP."""
+    beta = share + (1 - share) * far_beta
+    return float(min(1.0, max(0.0, round(round(beta / LABEL_FREE_STEP) * LABEL_FREE_STEP, 4))))
 
 
 def _precision_at_10(scores: np.ndarray, relevant: np.ndarray) -> float:
@@ -143,12 +153,12 @@ def choose_beta(zero_shot: ZeroShotMap, embedding: np.ndarray, logits: np.ndarra
                 leaves: Sequence[str], encode_names: Callable[[list[str]], np.ndarray],
                 betas: Sequence[float] = BETAS, *, has_title: Sequence[bool] | None = None,
                 titles: Sequence[str] | None = None, features: np.ndarray | None = None,
-                centroids: np.ndarray | None = None,
-                steps: Sequence[tuple[float, float]] | None = None) -> BlendChoice:
+                centroids: np.ndarray | None = None, near_cosine: float | None = None,
+                far_beta: float = FAR_BETA) -> BlendChoice:
     """Pick beta for one catalog sample. `title_vecs` = the products' titles as queries (n, d; rows where
     `has_title` is False are ignored); `leaves` = each product's leaf category ("" when it has none);
     `encode_names(list[str])` = text tower, query mode. With no labels to measure, `features` (pooled backbone
-    features) and `centroids` decide label-free, through `steps` (default LABEL_FREE_STEPS)."""
+    features), `centroids` and `near_cosine` (default NEAR_COSINE_FALLBACK) decide label-free (label_free_beta)."""
     n = len(embedding)
     if n < MIN_SAMPLE:
         return BlendChoice(1.0, n, reason=f"{n} photos < {MIN_SAMPLE}: kept the tuned vector for now")
@@ -159,7 +169,7 @@ def choose_beta(zero_shot: ZeroShotMap, embedding: np.ndarray, logits: np.ndarra
     distinct = (len({t.strip() for t, h in zip(titles, with_title, strict=True) if h and t.strip()})
                 if titles is not None else int(with_title.sum()))
     if len(names) < 2 and distinct < MIN_SAMPLE:
-        return _label_free(n, features, centroids, steps)
+        return _label_free(n, features, centroids, near_cosine, far_beta)
     name_vecs = encode_names(names) if len(names) >= 2 else None
     queries = l2_normalize(np.asarray(title_vecs, dtype=np.float32)[with_title])
     own = np.flatnonzero(with_title)
@@ -182,17 +192,20 @@ def choose_beta(zero_shot: ZeroShotMap, embedding: np.ndarray, logits: np.ndarra
     return choice
 
 
-def _label_free(n: int, features: np.ndarray | None, centroids: np.ndarray | None,
-                steps: Sequence[tuple[float, float]] | None) -> BlendChoice:
+def _label_free(n: int, features: np.ndarray | None, centroids: np.ndarray | None, near_cosine: float | None,
+                far_beta: float) -> BlendChoice:
     if features is None or centroids is None:
         return BlendChoice(1.0, n, reason="no category names or distinct titles to measure, and the models carry "
                                           f"no {CENTROIDS_FILE} to judge the photos by: kept the tuned vector")
-    score = label_free_score(features, centroids)
-    steps = LABEL_FREE_STEPS if steps is None else steps
-    beta = label_free_beta(score, steps)
-    return BlendChoice(beta, n, scores={beta: {"label_free": round(score, 4)}},
-                       reason=f"no labels to measure: the photos' mean max-cosine to the training centroids is "
-                              f"{score:.3f} (steps {tuple(steps)})")
+    calibrated = near_cosine is not None
+    cosine = float(near_cosine) if calibrated else NEAR_COSINE_FALLBACK
+    share = near_share(features, centroids, cosine)
+    beta = label_free_beta(share, far_beta)
+    source = "calibrated with the head" if calibrated else "the pretrained backbone's; the models carry none"
+    return BlendChoice(beta, n, scores={beta: {"near_share": round(share, 4), "near_cosine": round(cosine, 4)}},
+                       reason=f"no labels to measure: {share:.0%} of the photos lie near the training goods "
+                              f"(max-cosine >= {cosine:.3f} to a training centroid, {source}); beta = share + "
+                              f"(1 - share) x {far_beta:g}")
 
 
 def spread(total: int, n: int = SAMPLE) -> list[int]:
@@ -232,4 +245,5 @@ def choose_for_photos(image_encoder: Any, encode_query: Callable[[list[str]], np
         title_vecs[has_title] = enc
     return choose_beta(image_encoder.zero_shot, outs[names[0]], outs["logits"], title_vecs,
                        [leaves[i] for i in keep], encode_query, has_title=has_title, titles=kept_titles,
-                       features=outs.get("features"), centroids=centroids)
+                       features=outs.get("features"), centroids=centroids,
+                       near_cosine=getattr(image_encoder, "near_cosine", None))

@@ -39,7 +39,7 @@ from kuamo.evaluation.catalog_tasks import FUSED_WEIGHTS, category_task, headlin
 from kuamo.evaluation.split import SPLIT_RULE, VALIDATION_RULE, is_held_out, is_validation
 from kuamo.export.align_head import AlignHead, HeadShape
 from kuamo.export.catalog_items import CatalogItem, LoadedCatalog, load_catalog
-from kuamo.export.centroids import training_centroids
+from kuamo.export.centroids import near_cosine, training_centroids
 from kuamo.export.contrastive import fused_ranking_loss, multi_positive_infonce, text_competitors
 from kuamo.export.samples import FashionItem, packaged_lines
 
@@ -443,8 +443,14 @@ def run_align(*, catalog: Path, model_dir: Path, out: Path, cache_dir: Path = Pa
                  "backbone": {"delta_sha256": delta_digest(backbone), **_backbone_provenance()}}
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    # the training photos' feature centroids travel with the head: the engine's label-free blend criterion
-    head.save(out, extra={**(backbone or {}), "centroids": training_centroids(data["features"][tr])})
+    # the training photos' feature centroids travel with the head (the engine's label-free blend criterion),
+    # with the cosine that counts as "near" them, calibrated on products it did not train on
+    centroids = training_centroids(data["features"][tr])
+    unseen = val if val.any() else test
+    extra_arrays = {"centroids": centroids}
+    if unseen.any():
+        extra_arrays["near_cosine"] = np.float32(near_cosine(data["features"][unseen], centroids))
+    head.save(out, extra={**(backbone or {}), **extra_arrays})
     data_card = {"file": str(loaded.file), "mapping": loaded.mapping, "rows": loaded.rows, "products": len(items),
                  "left_out": loaded.skipped, "validation": int(val.sum()),
                  "validation_split": VALIDATION_RULE if recipe.patience is not None else None,

@@ -74,11 +74,12 @@ class AlignHead(nn.Module):
     def load(cls, path: Path | str) -> AlignHead:
         with np.load(path) as data:
             centroids = data["centroids"].astype(np.float32) if "centroids" in data.files else None
+            near = float(data["near_cosine"]) if "near_cosine" in data.files else None
             f, lg, h, o = (int(x) for x in data["shape"])
             head = cls(HeadShape(features=f, logits=lg, hidden=h, out=o))
             state = {}
             for k in data.files:
-                if k in ("shape", "centroids") or k.startswith("backbone.") or k.endswith(".scale"):
+                if k in ("shape", "centroids", "near_cosine") or k.startswith("backbone.") or k.endswith(".scale"):
                     continue
                 if k.endswith(".q"):
                     state[k[:-2]] = torch.from_numpy(dequantise_rows(data[k], data[f"{k[:-2]}.scale"]))
@@ -86,6 +87,7 @@ class AlignHead(nn.Module):
                     state[k] = torch.from_numpy(data[k].astype(np.float32))
         head.load_state_dict(state, strict=True)
         head.centroids = centroids  # training photos' feature centroids (export/centroids.py), when the file has them
+        head.near_cosine = near  # export/centroids.py near_cosine, when the file has it
         return head.eval()
 
 

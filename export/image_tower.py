@@ -196,6 +196,8 @@ def export_image_tower(out_dir: Path, *, progress: Progress = print, head: nn.Mo
     if centroids is not None:  # written by `kuamo align` (export/centroids.py); older head files carry none
         np.save(centroids_path, np.asarray(centroids).astype(np.float16))
         spec["centroids"] = {"file": CENTROIDS_FILE, "from_output": "features", "k": len(centroids)}
+        if getattr(head, "near_cosine", None) is not None:
+            spec["centroids"]["near_cosine"] = round(float(head.near_cosine), 4)
 
     serve, reason, quant = "fp32", "INT8 not attempted (--no-int8)", {}
     if int8:

@@ -1,6 +1,7 @@
 """The blend rules over the real towers on a 140-product slice of the fashion catalog: a 30-photo trial run
 chooses provisionally, the full slice chooses again, --image-blend 0 re-embeds the catalog, and a photo
-collection (no titles, no categories) is judged label-free or, without centroids, keeps the tuned vector."""
+collection (no titles, no categories) is judged label-free: fashion photos lie near the shipped head's training
+centroids and keep the tuned vector, drawings unlike any product get the far blend."""
 
 from __future__ import annotations
 
@@ -9,13 +10,15 @@ import csv
 import dataclasses
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from kuamo.engine.engine import Engine, EngineConfig
 from kuamo.engine.ingest import aindex_catalog
 from kuamo.engine.types import Query
 from kuamo.engine.vector_provenance import ENCODERS_META
-from kuamo.engine.zero_shot_blend import MIN_SAMPLE, REGROW
+from kuamo.engine.zero_shot_blend import FAR_BETA, MIN_SAMPLE, REGROW
 
 pytestmark = pytest.mark.models
 
@@ -69,20 +72,44 @@ def test_trial_run_then_full_slice_then_set_blend(tmp_path, model_dir, fashion_d
     asyncio.run(main())
 
 
-def test_photo_collection_is_judged_without_labels(tmp_path, model_dir, fashion_dir) -> None:
-    path = _slice(fashion_dir, tmp_path / "photos" / "photos.csv", MIN_SAMPLE + 10, photo_only=True)
-
-    async def main() -> None:
-        eng = await Engine.open(EngineConfig(model_dir=model_dir, data_dir=tmp_path / "data"))
+def _index_photo_collection(path: Path, image_root: Path, data_dir: Path, model_dir: Path) -> dict:
+    async def main() -> dict:
+        eng = await Engine.open(EngineConfig(model_dir=model_dir, data_dir=data_dir))
         try:
-            rep = await aindex_catalog(path, eng, progress=False, image_root=fashion_dir)
-            choice = rep.image_blend
-            assert choice["photos"] == MIN_SAMPLE + 10 and rep.accepted == MIN_SAMPLE + 10
-            if getattr(eng.image_encoder, "centroids", None) is None:
-                assert choice["beta"] == 1.0 and "image_centroids" in choice["reason"]
-            else:  # fashion photos lie near the training photos: the tuned vector stays
-                assert choice["beta"] == 1.0 and "label_free" in choice["scores"]["1.0"]
+            assert eng.image_encoder.centroids is not None and eng.image_encoder.near_cosine is not None
+            rep = await aindex_catalog(path, eng, progress=False, image_root=image_root)
+            assert rep.accepted == MIN_SAMPLE + 10
+            return rep.image_blend
         finally:
             await eng.close()
 
-    asyncio.run(main())
+    return asyncio.run(main())
+
+
+def test_photo_collection_is_judged_without_labels(tmp_path, model_dir, fashion_dir) -> None:
+    """The shipped model set carries the head's training centroids and calibrated near_cosine: fashion photos
+    (the training kind of goods) keep the tuned vector, within the 5% of unseen fashion photos allowed to fall
+    outside near_cosine."""
+    path = _slice(fashion_dir, tmp_path / "photos" / "photos.csv", MIN_SAMPLE + 10, photo_only=True)
+    choice = _index_photo_collection(path, fashion_dir, tmp_path / "data", model_dir)
+    share = choice["scores"][str(choice["beta"])]["near_share"]
+    assert choice["photos"] == MIN_SAMPLE + 10 and share >= 0.9 and choice["beta"] >= 0.95
+    assert "calibrated with the head" in choice["reason"]
+
+
+def test_drawings_unlike_any_product_get_the_far_blend(tmp_path, model_dir) -> None:
+    """Synthetic drawings (stripes and rings in random colours) lie far from every training centroid."""
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "drawings"
+    (folder / "images").mkdir(parents=True)
+    rows = ["id,image"]
+    yy, xx = np.mgrid[0:224, 0:224]
+    for i in range(MIN_SAMPLE + 10):
+        a, b = rng.integers(0, 256, (2, 3))
+        period = int(rng.integers(6, 40))
+        mask = ((xx + yy) // period % 2 == 0) if i % 2 else (np.hypot(xx - 112, yy - 112) // period % 2 == 0)
+        Image.fromarray(np.where(mask[..., None], a, b).astype(np.uint8)).save(folder / "images" / f"d{i}.png")
+        rows.append(f"d{i},images/d{i}.png")
+    (folder / "photos.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    choice = _index_photo_collection(folder / "photos.csv", folder, tmp_path / "data", model_dir)
+    assert choice["scores"][str(choice["beta"])]["near_share"] <= 0.1 and choice["beta"] <= FAR_BETA + 0.05

@@ -15,12 +15,13 @@ from kuamo.engine.errors import InvalidInput
 from kuamo.engine.types import Product
 from kuamo.engine.vector_provenance import BLEND_META
 from kuamo.engine.zero_shot_blend import (
-    LABEL_FREE_STEPS,
+    FAR_BETA,
     MIN_SAMPLE,
+    NEAR_COSINE_FALLBACK,
     ZeroShotMap,
     choose_beta,
     label_free_beta,
-    label_free_score,
+    near_share,
 )
 
 KINDS = ["lamp", "kettle", "pillow", "towel", "candle", "mirror"]
@@ -99,24 +100,55 @@ def _features(n: int, near: bool, seed: int = 1) -> tuple[np.ndarray, np.ndarray
     return centroids, far + 0.05 * np.abs(rng.standard_normal((n, 64)))
 
 
-DESIGNED_STEPS = ((0.8, 1.0), (0.6, 0.5))  # near >= 0.8 -> 1, far < 0.6 -> 0
+def _max_cosines(feats: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+    f, c = feats / np.linalg.norm(feats, axis=1, keepdims=True), centroids / np.linalg.norm(centroids, axis=1,
+                                                                                            keepdims=True)
+    return (f @ c.T).max(axis=1)
 
 
-@pytest.mark.parametrize("steps", [DESIGNED_STEPS, None])
 @pytest.mark.parametrize("near", [True, False])
-def test_a_catalog_without_labels_is_judged_by_its_distance_from_the_training_photos(near, steps) -> None:
-    """Near features keep the tuned vector; far-off ones get the steps' lowest beta: 0 with designed steps,
-    0.5 with the shipped (measured) ones, whose floor is 0.5."""
+def test_a_catalog_without_labels_is_judged_by_its_distance_from_the_training_photos(near) -> None:
+    """Photos near the training centroids keep the tuned vector; far-off ones get FAR_BETA."""
     zs, emb, logits, titles, _ = _catalog(120, "embedding")
     centroids, feats = _features(120, near)
     no_labels = [""] * 120
     choice = choose_beta(zs, emb, logits, titles, no_labels, encode_names, has_title=[False] * 120,
-                         titles=[""] * 120, features=feats, centroids=centroids, steps=steps)
-    floor = 0.0 if steps else LABEL_FREE_STEPS[-1][1]
-    expected = 1.0 if near else floor
-    assert choice.beta == expected and "label_free" in choice.scores[expected]
-    score = label_free_score(feats, centroids)
-    assert score >= 0.8 if near else score < LABEL_FREE_STEPS[0][0]
+                         titles=[""] * 120, features=feats, centroids=centroids, near_cosine=0.8)
+    expected = 1.0 if near else FAR_BETA
+    assert choice.beta == expected and choice.scores[expected]["near_share"] == (1.0 if near else 0.0)
+    assert "calibrated with the head" in choice.reason
+
+
+def test_a_mixed_photo_collection_gets_the_share_of_near_photos() -> None:
+    """A quarter of the photos like the training goods, the rest far off: beta = 0.25 + 0.75 x far_beta."""
+    zs, emb, logits, titles, _ = _catalog(120, "embedding")
+    centroids, near = _features(30, near=True)
+    _, far = _features(90, near=False)
+    feats = np.concatenate([near, far])
+    assert near_share(feats, centroids, 0.8) == 0.25
+    choice = choose_beta(zs, emb, logits, titles, [""] * 120, encode_names, has_title=[False] * 120,
+                         titles=[""] * 120, features=feats, centroids=centroids, near_cosine=0.8, far_beta=0.2)
+    assert choice.beta == 0.4
+
+
+def test_near_is_the_calibrated_cosine_not_a_constant() -> None:
+    """The same photos judged against a stricter calibration count as far: near_cosine decides."""
+    zs, emb, logits, titles, _ = _catalog(120, "embedding")
+    centroids, feats = _features(120, near=True)
+    above = float(_max_cosines(feats, centroids).max()) + 1e-3
+    choice = choose_beta(zs, emb, logits, titles, [""] * 120, encode_names, has_title=[False] * 120,
+                         titles=[""] * 120, features=feats, centroids=centroids, near_cosine=above)
+    assert choice.beta == FAR_BETA
+
+
+def test_a_model_set_without_calibration_uses_the_fallback_cosine() -> None:
+    zs, emb, logits, titles, _ = _catalog(120, "embedding")
+    centroids, feats = _features(120, near=True)
+    assert _max_cosines(feats, centroids).min() >= NEAR_COSINE_FALLBACK
+    choice = choose_beta(zs, emb, logits, titles, [""] * 120, encode_names, has_title=[False] * 120,
+                         titles=[""] * 120, features=feats, centroids=centroids)
+    assert choice.beta == 1.0 and choice.scores[1.0]["near_cosine"] == NEAR_COSINE_FALLBACK
+    assert "carry none" in choice.reason
 
 
 def test_the_same_photos_with_labels_are_measured_not_judged_label_free() -> None:
@@ -130,8 +162,8 @@ def test_one_repeated_title_is_no_label() -> None:
     zs, emb, logits, titles, _ = _catalog(120, "embedding")
     centroids, far = _features(120, near=False)
     choice = choose_beta(zs, emb, logits, titles, [""] * 120, encode_names, titles=["IMG"] * 120,
-                         features=far, centroids=centroids, steps=DESIGNED_STEPS)
-    assert choice.beta == 0.0 and "label_free" in choice.scores[0.0]
+                         features=far, centroids=centroids, near_cosine=0.8, far_beta=0.0)
+    assert choice.beta == 0.0 and "near_share" in choice.scores[0.0]
 
 
 def test_without_centroids_a_label_free_catalog_keeps_the_tuned_vector() -> None:
@@ -140,9 +172,9 @@ def test_without_centroids_a_label_free_catalog_keeps_the_tuned_vector() -> None
     assert choice.beta == 1.0 and "image_centroids" in choice.reason
 
 
-def test_label_free_steps() -> None:
-    steps = ((0.8, 1.0), (0.6, 0.5))
-    assert [label_free_beta(x, steps) for x in (0.9, 0.8, 0.7, 0.59)] == [1.0, 1.0, 0.5, 0.0]
+def test_label_free_beta_rounds_to_its_grid() -> None:
+    assert [label_free_beta(x, 0.3) for x in (1.0, 0.5, 0.0, 0.03)] == [1.0, 0.65, 0.3, 0.3]
+    assert label_free_beta(0.49, 0.0) == 0.5
 
 
 class BlendableImageEncoder(FakeImageEncoder):

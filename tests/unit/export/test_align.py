@@ -39,7 +39,7 @@ def test_head_roundtrip_keeps_outputs(tmp_path: Path) -> None:
     assert a.shape == (5, 384) and np.allclose(np.linalg.norm(a, axis=1), 1, atol=1e-5)
     assert (a * b).sum(1).min() > 0.999  # int8 weight rows, fp16 buffers
     assert float(again.alpha) == pytest.approx(0.7, abs=1e-3)
-    assert again.centroids is None  # head files written before centroids still load
+    assert again.centroids is None and again.near_cosine is None  # older head files still load
 
 
 def test_head_file_carries_the_training_centroids(tmp_path: Path) -> None:
@@ -55,8 +55,25 @@ def test_head_file_carries_the_training_centroids(tmp_path: Path) -> None:
     unit = blobs / np.linalg.norm(blobs, axis=1, keepdims=True)
     assert (unit @ cen.astype(np.float32).T).max(axis=1).min() > 0.99  # every blob found
     head = AlignHead(HeadShape(hidden=32)).eval()
-    head.save(tmp_path / "h.npz", extra={"centroids": cen})
-    assert np.allclose(AlignHead.load(tmp_path / "h.npz").centroids, cen.astype(np.float32))
+    head.save(tmp_path / "h.npz", extra={"centroids": cen, "near_cosine": np.float32(0.75)})
+    again = AlignHead.load(tmp_path / "h.npz")
+    assert np.allclose(again.centroids, cen.astype(np.float32)) and again.near_cosine == pytest.approx(0.75)
+
+
+def test_near_cosine_is_what_most_unseen_products_reach() -> None:
+    """near_cosine = the 5th percentile of unseen photos' best cosine to a centroid: 95 of 100 photos of the
+    training kind count as near, and photos off every centroid do not."""
+    from kuamo.export.centroids import near_cosine
+
+    rng = np.random.default_rng(1)
+    cen = np.eye(4, 64, dtype=np.float32)
+    spread = np.linspace(0.0, 1.0, 100)  # off-axis weight: best cosine falls from 1 to 1/sqrt(2)
+    unseen = cen[rng.integers(0, 4, 100)] + spread[:, None] * np.eye(64, dtype=np.float32)[10]
+    near = near_cosine(unseen, cen)
+    best = (unseen / np.linalg.norm(unseen, axis=1, keepdims=True) @ cen.T).max(axis=1)
+    assert (best >= near).sum() == 95 and 0.7 < near < 0.75
+    with pytest.raises(ValueError, match="at least one product"):
+        near_cosine(np.zeros((0, 64), np.float32), cen)
 
 
 def test_training_separates_pairs_on_synthetic_data() -> None:
