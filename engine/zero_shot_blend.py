@@ -46,6 +46,7 @@ from kuamo.engine.vectors import l2_normalize, softmax_rows
 
 ZERO_SHOT_FILE = "image_zero_shot.npy"
 CENTROIDS_FILE = "image_centroids.npy"  # k-means centroids of the training photos' pooled features
+SIDE_FILES = ("zero_shot", "centroids")  # image tower spec keys whose {"file": ...} ships beside the graph
 BETAS = (1.0, 0.75, 0.5, 0.25, 0.0)
 AUTO = "auto"
 MIN_SAMPLE = 50  # fewer photos than this: too few to choose by; keep beta = 1, provisionally

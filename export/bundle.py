@@ -1,5 +1,5 @@
 """`kuamo bundle`: a deployable model directory with only what `kuamo serve` reads: each tower's served
-precision, the tokenizer, the zero-shot map, and a manifest listing exactly those files with their sha256.
+precision, the tokenizer, the zero-shot map and centroids, and a manifest listing exactly those files with their sha256.
 An export keeps the FP32 graphs beside the INT8 ones (the text FP32 graph alone is 449 MB of the 650 MB);
 a CPU or edge box needs neither. torch-free: it only copies and re-lists files."""
 
@@ -16,6 +16,7 @@ from typing import Any
 
 from kuamo.engine.artifacts import MANIFEST_NAME, ModelArtifacts
 from kuamo.engine.errors import InvalidInput
+from kuamo.engine.zero_shot_blend import SIDE_FILES
 
 
 def served_manifest(manifest: dict[str, Any]) -> dict[str, Any]:
@@ -33,8 +34,7 @@ def served_manifest(manifest: dict[str, Any]) -> dict[str, Any]:
                                    f"{', '.join(dropped)} left out)".strip()
         if spec.get("tokenizer"):
             keep.add(spec["tokenizer"])
-        if spec.get("zero_shot", {}).get("file"):
-            keep.add(spec["zero_shot"]["file"])
+        keep.update(spec[key]["file"] for key in SIDE_FILES if spec.get(key, {}).get("file"))
     out["files"] = {name: entry for name, entry in manifest.get("files", {}).items() if name in keep}
     missing = keep - set(out["files"])
     if missing:

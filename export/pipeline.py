@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from kuamo.engine.artifacts import MANIFEST_FORMAT, MANIFEST_NAME, sha256_file
+from kuamo.engine.zero_shot_blend import SIDE_FILES
 
 Progress = Callable[[str], None]
 
@@ -30,7 +31,7 @@ def _referenced_files(towers: dict) -> list[str]:
         for key in ("tokenizer",):
             if spec.get(key):
                 names.add(spec[key])
-        for key in ("zero_shot", "centroids"):  # files beside the image graph (engine/zero_shot_blend.py)
+        for key in SIDE_FILES:  # files beside the image graph (engine/zero_shot_blend.py)
             if spec.get(key):
                 names.add(spec[key]["file"])
     return sorted(names)

@@ -16,6 +16,7 @@ from kuamo.engine.artifacts import ModelArtifacts
 from kuamo.engine.engine import Engine, EngineConfig
 from kuamo.engine.errors import ArtifactError, InvalidInput
 from kuamo.engine.types import Product, Query
+from kuamo.engine.zero_shot_blend import SIDE_FILES
 from kuamo.export.bundle import write_bundle
 
 pytestmark = pytest.mark.models
@@ -32,8 +33,9 @@ def test_bundle_holds_only_what_serve_reads(bundle: Path, model_dir: Path) -> No
     full = ModelArtifacts(model_dir).manifest
     served = {spec["files"][spec["serve"]] for spec in full["towers"].values()}
     manifest = json.loads((bundle / "manifest.json").read_text())
-    expected = served | {"tokenizer.json"} | {s["zero_shot"]["file"] for s in full["towers"].values()
-                                              if s.get("zero_shot")}
+    beside = {s[key]["file"] for s in full["towers"].values() for key in SIDE_FILES if s.get(key)}
+    assert {"image_zero_shot.npy", "image_centroids.npy"} <= beside  # the shipped head carries both
+    expected = served | {"tokenizer.json"} | beside
     assert set(manifest["files"]) == expected
     assert {p.name for p in bundle.iterdir()} == expected | {"manifest.json"}
     assert sum(p.stat().st_size for p in bundle.iterdir()) <= 200 * 10**6  # issue 21: bundle <= 200 MB
