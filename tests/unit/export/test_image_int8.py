@@ -171,3 +171,45 @@ def test_export_order_puts_8_bit_first_only_where_it_cannot_saturate() -> None:
     avx2 = export_order(EXPORT_SCHEMES, {"vnni": False})
     assert avx2[0] == portable and all(s.reduce_range for s in avx2[: len(EXPORT_SCHEMES)])  # 7-bit first
     assert len(avx2) == len(set(avx2))
+
+
+class ConvThenHead(nn.Module):
+    """A conv trunk, global pooling and a two-layer head: the shape of the image tower's tail."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 32, 3, stride=2)
+        self.head = nn.Sequential(nn.Linear(32, 256), nn.GELU(), nn.Linear(256, 128))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(nn.functional.relu6(self.conv(x)).mean(dim=(2, 3)))
+
+
+def test_tail_weights_make_the_float_head_blockwise_int8(tmp_path: Path) -> None:
+    """With tail_weights, the Gemms the QDQ pass kept in FP32 become MatMulNBits; the convs stay QDQ and the
+    output stays within quantisation error of the FP32-tail scheme."""
+    import onnx
+    import onnxruntime as ort
+
+    torch.manual_seed(0)
+    fp32 = tmp_path / "tail.onnx"
+    torch.onnx.export(ConvThenHead().eval(), (torch.zeros(1, 3, 32, 32),), str(fp32), input_names=["pixel_values"],
+                      output_names=["embedding"], opset_version=17, dynamo=False,
+                      dynamic_axes={"pixel_values": {0: "batch"}})
+    pre = preprocess_for_quantization(fp32, tmp_path / "pre.onnx")
+    gemms = [n.name for n in onnx.load(str(pre)).graph.node if n.op_type == "Gemm"]
+    x = np.random.default_rng(0).uniform(-1, 1, (16, 3, 32, 32)).astype(np.float32)
+    cache = calibrate(pre, x, "minmax", tmp_path / "minmax.json")
+    plain = Scheme("keep_head", keep_nodes=tuple(gemms))
+    blockwise = replace(plain, tail_weights="int8_blockwise")
+    outs = {}
+    for scheme in (plain, blockwise):
+        path = quantize(pre, tmp_path / f"{scheme.tail_weights}.onnx", scheme, cache, conv_groups(pre))
+        ops = [n.op_type for n in onnx.load(str(path)).graph.node]
+        assert ("MatMulNBits" in ops) == (scheme is blockwise) and ("Gemm" in ops) == (scheme is plain)
+        assert "QuantizeLinear" in ops  # the conv is INT8 either way
+        outs[scheme.tail_weights] = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(
+            ["embedding"], {"pixel_values": x})[0]
+    a, b = outs["fp32"], outs["int8_blockwise"]
+    assert ((a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)).min() > 0.999
+    assert blockwise.settings()["tail_weights"] == "int8_blockwise"  # the manifest records it
