@@ -86,6 +86,16 @@ def test_quantised_model_tracks_fp32_and_exclusions_are_reported(tiny: tuple[Pat
     assert float_convs_fed_by_dq(risky) == groups["depthwise"]
 
 
+def _export(cls: type[nn.Module], path: Path, output: str) -> Path:
+    """The module built under a fixed seed, as a tower-shaped ONNX file: `pixel_values` (batch, 3, 32, 32)
+    -> `output`."""
+    torch.manual_seed(0)
+    torch.onnx.export(cls().eval(), (torch.zeros(1, 3, 32, 32),), str(path), input_names=["pixel_values"],
+                      output_names=[output], opset_version=17, dynamo=False,
+                      dynamic_axes={"pixel_values": {0: "batch"}})
+    return path
+
+
 class PaddedStem(nn.Module):
     """TF SAME padding as Lite0 exports it: an explicit Pad node in front of the stem conv."""
 
@@ -102,12 +112,8 @@ class PaddedStem(nn.Module):
 def test_a_conv_kept_in_fp32_keeps_its_pad_in_fp32(tmp_path: Path) -> None:
     """A quantised Pad would put a DequantizeLinear in front of the "FP32" stem, whose weights ORT then
     quantises to 8 bits at load time: not FP32, and not saturation-free without VNNI."""
-    torch.manual_seed(0)
-    fp32 = tmp_path / "padded.onnx"
-    torch.onnx.export(PaddedStem().eval(), (torch.zeros(1, 3, 32, 32),), str(fp32), input_names=["pixel_values"],
-                      output_names=["features"], opset_version=17, dynamo=False,
-                      dynamic_axes={"pixel_values": {0: "batch"}})
-    pre = preprocess_for_quantization(fp32, tmp_path / "pre.onnx")
+    pre = preprocess_for_quantization(_export(PaddedStem, tmp_path / "padded.onnx", "features"),
+                                      tmp_path / "pre.onnx")
     groups = conv_groups(pre)
     pads = pads_feeding(pre, groups["stem"])
     assert len(pads) == 1
@@ -191,12 +197,8 @@ def test_tail_weights_make_the_float_head_blockwise_int8(tmp_path: Path) -> None
     import onnx
     import onnxruntime as ort
 
-    torch.manual_seed(0)
-    fp32 = tmp_path / "tail.onnx"
-    torch.onnx.export(ConvThenHead().eval(), (torch.zeros(1, 3, 32, 32),), str(fp32), input_names=["pixel_values"],
-                      output_names=["embedding"], opset_version=17, dynamo=False,
-                      dynamic_axes={"pixel_values": {0: "batch"}})
-    pre = preprocess_for_quantization(fp32, tmp_path / "pre.onnx")
+    pre = preprocess_for_quantization(_export(ConvThenHead, tmp_path / "tail.onnx", "embedding"),
+                                      tmp_path / "pre.onnx")
     gemms = [n.name for n in onnx.load(str(pre)).graph.node if n.op_type == "Gemm"]
     x = np.random.default_rng(0).uniform(-1, 1, (16, 3, 32, 32)).astype(np.float32)
     cache = calibrate(pre, x, "minmax", tmp_path / "minmax.json")
