@@ -20,7 +20,7 @@ from kuamo.engine.imaging import ImagePreprocess, decode_image, preprocess
 from kuamo.engine.session import create_session
 from kuamo.engine.text_tokenizer import TextTokenizer, load_text_tokenizer
 from kuamo.engine.vectors import l2_normalize
-from kuamo.engine.zero_shot_blend import ZeroShotMap
+from kuamo.engine.zero_shot_blend import ZeroShotMap, parse_near_cosine
 
 TEXT_KINDS = ("query", "document")
 
@@ -168,7 +168,7 @@ class ImageEncoder(OnnxEncoder):
         cen = artifacts.towers["image"].get("centroids")  # the label-free blend criterion (zero_shot_blend)
         if cen and cen.get("from_output") in self.output_names:
             self.centroids = np.load(artifacts.file(cen["file"])).astype(np.float32)
-            self.near_cosine = cen.get("near_cosine")  # None in model sets exported before it was calibrated
+            self.near_cosine = parse_near_cosine(cen.get("near_cosine"))  # None: exported before calibration
 
     @classmethod
     def from_tower(cls, tower: TowerArtifact, cfg: EncoderConfig | None = None) -> ImageEncoder:

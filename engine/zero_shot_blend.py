@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from kuamo.engine.errors import InvalidInput, KuamoError
+from kuamo.engine.errors import ArtifactError, InvalidInput, KuamoError
 from kuamo.engine.vectors import l2_normalize, softmax_rows
 
 ZERO_SHOT_FILE = "image_zero_shot.npy"
@@ -124,6 +124,17 @@ def is_provisional(stored: dict) -> bool:
 def grown_enough(stored: dict, photos: int) -> bool:
     """A provisional choice is made again on a run that offers `photos` photos to measure."""
     return photos >= max(MIN_SAMPLE, REGROW * int(stored.get("photos", 0)))
+
+
+def parse_near_cosine(value: object) -> float | None:
+    """The manifest's towers.image.centroids.near_cosine: None (not calibrated) or a cosine in (0, 1]; anything
+    else is a broken manifest, refused at load rather than failing the first photo-only ingest."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) \
+            or not 0 < value <= 1:
+        raise ArtifactError(f"manifest towers.image.centroids.near_cosine must be a cosine in (0, 1], got {value!r}")
+    return float(value)
 
 
 def near_share(features: np.ndarray, centroids: np.ndarray, near_cosine: float) -> float:

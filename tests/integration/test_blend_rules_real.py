@@ -113,3 +113,23 @@ def test_drawings_unlike_any_product_get_the_far_blend(tmp_path, model_dir) -> N
     (folder / "photos.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
     choice = _index_photo_collection(folder / "photos.csv", folder, tmp_path / "data", model_dir)
     assert choice["scores"][str(choice["beta"])]["near_share"] <= 0.1 and choice["beta"] <= FAR_BETA + 0.05
+
+
+def test_a_manifest_with_a_broken_near_cosine_is_refused_at_load(tmp_path, model_dir) -> None:
+    """The served files, linked; the manifest edited to carry a string where the calibrated cosine goes."""
+    import json
+
+    from kuamo.engine.artifacts import ModelArtifacts
+    from kuamo.engine.encoders import ImageEncoder
+    from kuamo.engine.errors import ArtifactError
+
+    broken = tmp_path / "models"
+    broken.mkdir()
+    for f in model_dir.iterdir():
+        if f.name != "manifest.json":
+            (broken / f.name).symlink_to(f)
+    manifest = json.loads((model_dir / "manifest.json").read_text())
+    manifest["towers"]["image"]["centroids"]["near_cosine"] = "0.74"
+    (broken / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ArtifactError, match="near_cosine must be a cosine in"):
+        ImageEncoder(ModelArtifacts(broken))

@@ -11,7 +11,7 @@ import pytest
 from fake_encoders import DIM, FakeImageEncoder, FakeTextEncoder, png, word_vec
 
 from kuamo.engine.engine import Engine, EngineConfig
-from kuamo.engine.errors import InvalidInput
+from kuamo.engine.errors import ArtifactError, InvalidInput
 from kuamo.engine.types import Product
 from kuamo.engine.vector_provenance import BLEND_META
 from kuamo.engine.zero_shot_blend import (
@@ -22,6 +22,7 @@ from kuamo.engine.zero_shot_blend import (
     choose_beta,
     label_free_beta,
     near_share,
+    parse_near_cosine,
 )
 
 KINDS = ["lamp", "kettle", "pillow", "towel", "candle", "mirror"]
@@ -260,3 +261,14 @@ def test_switched_off_or_unable_to_blend(tmp_path) -> None:
         plain.calibrate_image_blend(*_products(60))
     for e in (off, plain):
         asyncio.run(e.close(snapshot=False))
+
+
+@pytest.mark.parametrize("bad", ["0.7", float("nan"), 0.0, -0.2, 1.5, True, [0.7]])
+def test_a_broken_near_cosine_in_the_manifest_is_refused_with_its_field(bad) -> None:
+    with pytest.raises(ArtifactError, match="near_cosine must be a cosine in"):
+        parse_near_cosine(bad)
+
+
+def test_near_cosine_absent_or_valid_loads() -> None:
+    assert parse_near_cosine(None) is None and parse_near_cosine(0.7372) == pytest.approx(0.7372)
+    assert parse_near_cosine(1) == 1.0
