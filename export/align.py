@@ -125,6 +125,19 @@ def cache_key(art: ModelArtifacts, items: Sequence[FashionItem], *, image: bool 
     return h.hexdigest()[:16]
 
 
+def image_outputs(img: ImageEncoder, paths: Sequence[Path], names: list[str],
+                  batch: int = 64) -> dict[str, np.ndarray]:
+    """The image tower's named outputs for photo files, `batch` photos at a time."""
+    from tqdm import tqdm
+
+    parts: dict[str, list[np.ndarray]] = {n: [] for n in names}
+    for start in tqdm(range(0, len(paths), batch), desc="image features", unit="batch"):
+        out = img.encode_outputs([p.read_bytes() for p in paths[start: start + batch]], names)
+        for n in names:
+            parts[n].append(out[n])
+    return {n: np.concatenate(parts[n]) for n in names}
+
+
 def extract_features(items: Sequence[Any], model_dir: Path, cache_dir: Path,
                      progress: Progress = print, batch: int = 64) -> dict[str, np.ndarray]:
     """features (n,1280), logits (n,1000), embedding (n,384): the image tower's served output, i.e. the
@@ -140,21 +153,15 @@ def extract_features(items: Sequence[Any], model_dir: Path, cache_dir: Path,
             return {k: data[k] for k in data.files}
     img = ImageEncoder(art, EncoderConfig(precision="fp32"))
     txt = TextEncoder(art, EncoderConfig(precision="fp32"))
-    names = ["features", "logits", img.embedding_output]
-    parts: dict[str, list[np.ndarray]] = {n: [] for n in names}
-    for start in tqdm(range(0, len(items), batch), desc="image features", unit="batch"):
-        out = img.encode_outputs([it.image_path.read_bytes() for it in items[start: start + batch]], names)
-        for n in names:
-            parts[n].append(out[n])
+    image = image_outputs(img, [it.image_path for it in items], ["features", "logits", img.embedding_output], batch)
 
     def encode(texts: list[str], kind: str, desc: str) -> np.ndarray:
         vecs = [txt.encode(texts[s: s + 256], kind=kind) for s in tqdm(range(0, len(texts), 256), desc=desc)]
         return np.concatenate(vecs) if vecs else np.zeros((0, art.towers["text"]["dim"]), np.float32)
 
     texts = [getattr(it, "text", it.title) for it in items]
-    data = {"ids": np.asarray([str(it.id) for it in items]), "features": np.concatenate(parts["features"]),
-            "logits": np.concatenate(parts["logits"]),
-            "embedding": l2_normalize(np.concatenate(parts[img.embedding_output])),
+    data = {"ids": np.asarray([str(it.id) for it in items]), "features": image["features"],
+            "logits": image["logits"], "embedding": l2_normalize(image[img.embedding_output]),
             "title": encode(texts, "query", "title targets"),
             "doc": encode([getattr(it, "document", t) for it, t in zip(items, texts, strict=True)], "document",
                           "document vectors")}

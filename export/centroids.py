@@ -35,33 +35,24 @@ def near_cosine(features: np.ndarray, centroids: np.ndarray, quantile: float = N
     return float(np.quantile(best, quantile))
 
 
-def pooled_features(paths: list[Path], model_dir: Path, batch: int = 64) -> np.ndarray:
-    """Pooled backbone features (n, d) of photo files through a model set's FP32 image graph."""
-    from tqdm import tqdm
-
-    from kuamo.engine.artifacts import ModelArtifacts
-    from kuamo.engine.config import EncoderConfig
-    from kuamo.engine.encoders import ImageEncoder
-
-    img = ImageEncoder(ModelArtifacts(model_dir), EncoderConfig(precision="fp32"))
-    parts = [img.encode_outputs([p.read_bytes() for p in paths[s: s + batch]], ["features"])["features"]
-             for s in tqdm(range(0, len(paths), batch), desc="pooled features", unit="batch")]
-    return np.concatenate(parts)
-
-
 def fit_head_file(head_path: Path, model_dir: Path, catalog: Path) -> tuple[int, float]:
     """Write centroids and near_cosine into a head file trained before they existed (the shipped heads): the
     centroids over the catalog's training split, near_cosine over its held-out split, which the head never
     trained on, both with the pooled features of `model_dir` (a model set exported from this head, so the
     same backbone). Returns (centroids, near_cosine)."""
+    from kuamo.engine.artifacts import ModelArtifacts
+    from kuamo.engine.config import EncoderConfig
+    from kuamo.engine.encoders import ImageEncoder
     from kuamo.evaluation.split import is_held_out
+    from kuamo.export.align import image_outputs
     from kuamo.export.samples import load_fashion
 
     with np.load(head_path) as data:
         arrays = {k: data[k] for k in data.files}
     items = load_fashion(catalog)
     held = np.asarray([is_held_out(it.id) for it in items])
-    feats = pooled_features([it.image_path for it in items], model_dir)
+    img = ImageEncoder(ModelArtifacts(model_dir), EncoderConfig(precision="fp32"))
+    feats = image_outputs(img, [it.image_path for it in items], ["features"])["features"]
     arrays["centroids"] = training_centroids(feats[~held])
     arrays["near_cosine"] = np.float32(near_cosine(feats[held], arrays["centroids"]))
     np.savez_compressed(head_path, **arrays)

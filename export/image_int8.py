@@ -229,8 +229,9 @@ def quantize(pre_path: Path, out: Path, scheme: Scheme, cache: Path, groups: dic
     if scheme.tail_weights == "int8_blockwise":
         from kuamo.export.weight_only import quantise_float_matmuls
 
-        quantise_float_matmuls(out)
-    cap_ir_version(out)
+        quantise_float_matmuls(out)  # rewrites the file once, IR version capped
+    else:
+        cap_ir_version(out)
     return out
 
 

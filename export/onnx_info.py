@@ -31,9 +31,16 @@ def describe(path: Path | str) -> dict:
             "producer": f"{model.producer_name} {model.producer_version}".strip()}
 
 
-def cap_ir_version(path: Path | str) -> None:
-    """Rewrite a model whose IR version is newer than the runtime accepts."""
-    model = onnx.load(str(path))
+def cap_ir(model: onnx.ModelProto) -> bool:
+    """In memory: lower an IR version newer than the runtime accepts. Returns whether it changed."""
     if model.ir_version > MAX_IR_VERSION:
         model.ir_version = MAX_IR_VERSION
+        return True
+    return False
+
+
+def cap_ir_version(path: Path | str) -> None:
+    """Rewrite a model file whose IR version is newer than the runtime accepts."""
+    model = onnx.load(str(path))
+    if cap_ir(model):
         onnx.save(model, str(path))

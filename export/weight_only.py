@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kuamo.export.onnx_info import cap_ir_version
+from kuamo.export.onnx_info import cap_ir
 
 # weights per scale along K. 16, 32 and 64 give a photo the same vector alone or batched (bit for bit, with AVX2
 # and AVX-512 VNNI kernels); 128 and 256 do not (max |diff| 3e-4: ORT runs another kernel for one row, which
@@ -59,7 +59,7 @@ def gemms_to_matmuls(model) -> int:
 
 def quantise_float_matmuls(path: Path) -> int:
     """In place: the float Gemm/MatMul nodes of the ONNX file at `path` get 8-bit blockwise weights
-    (MatMulNBits). Returns how many nodes became MatMulNBits."""
+    (MatMulNBits), written with an IR version the runtime accepts. Returns how many nodes became MatMulNBits."""
     import onnx
     from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer
 
@@ -73,6 +73,6 @@ def quantise_float_matmuls(path: Path) -> int:
                                      op_types_to_quantize=("MatMul",))
     quantizer.process()
     out = quantizer.model.model
+    cap_ir(out)
     onnx.save(out, str(path))
-    cap_ir_version(path)
     return sum(n.op_type == "MatMulNBits" for n in out.graph.node)
