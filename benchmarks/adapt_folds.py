@@ -34,8 +34,8 @@ MEASURES = (("title_to_product_fused", "R@1"), ("title_to_product_fused", "R@10"
 def fold_split(fold: int, folds: int) -> Callable[[str], bool]:
     from kuamo.engine.split_rule import id_bucket
 
-    lo, width = fold * 100 // folds, 100 // folds
-    return lambda pid: lo <= id_bucket(pid) < lo + width
+    lo, hi = fold * 100 // folds, (fold + 1) * 100 // folds  # 3 folds: 0-32, 33-65, 66-99
+    return lambda pid: lo <= id_bucket(pid) < hi
 
 
 def pooled(reports: list[dict], head: str) -> dict[str, Any]:
@@ -134,8 +134,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--models", type=Path, default=Path("models/default"), help="exported model directory")
     p.add_argument("--fashion", type=Path, default=DEFAULT_FASHION_DIR, help="fashion catalog directory")
     p.add_argument("--out", type=Path, default=Path("/tmp/adapt-folds"), help="where the feeds and caches go")
-    p.add_argument("--folds", type=int, default=10, help="number of folds (each product held out in one)")
+    p.add_argument("--folds", type=int, default=10, help="number of folds, 2..100 (each product held out in one)")
     args = p.parse_args(argv)
+    if not 2 <= args.folds <= 100:
+        p.error(f"--folds must be within 2..100 (the id buckets are 0..99), got {args.folds}")
     run(args.models, args.fashion, args.out, args.folds)
 
 

@@ -3,15 +3,27 @@ split, and pooled figures weigh each fold by its held-out queries."""
 
 from __future__ import annotations
 
-from kuamo.benchmarks.adapt_folds import MEASURES, fold_split, pooled
+import pytest
+
+from kuamo.benchmarks.adapt_folds import MEASURES, fold_split, main, pooled
 from kuamo.engine.split_rule import is_held_out
 
 
-def test_every_product_is_held_out_in_exactly_one_fold() -> None:
+@pytest.mark.parametrize("n", [10, 3, 7])
+def test_every_product_is_held_out_in_exactly_one_fold(n: int) -> None:
+    """Also when 100 buckets do not split evenly: with 3 folds bucket 99 once fell in none."""
     ids = [f"{i:x}" for i in range(3000)] + list(range(3000))
-    folds = [fold_split(f, 10) for f in range(10)]
+    folds = [fold_split(f, n) for f in range(n)]
     assert all(sum(f(i) for f in folds) == 1 for i in ids)
-    assert [folds[0](i) for i in ids] == [is_held_out(i) for i in ids]
+    if n == 10:
+        assert [folds[0](i) for i in ids] == [is_held_out(i) for i in ids]
+
+
+@pytest.mark.parametrize("folds", ["0", "1", "101", "-3"])
+def test_a_fold_count_outside_the_buckets_is_refused(folds: str, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--folds", folds])
+    assert exit_info.value.code == 2 and "--folds must be within 2..100" in capsys.readouterr().err
 
 
 def _report(held: int, value: float) -> dict:
