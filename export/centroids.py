@@ -59,7 +59,7 @@ def fit_head_file(head_path: Path, model_dir: Path, catalog: Path) -> tuple[int,
     return len(arrays["centroids"]), float(arrays["near_cosine"])
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     import argparse
 
     from kuamo.export.samples import DEFAULT_FASHION_DIR
@@ -68,7 +68,11 @@ def main() -> None:
     ap.add_argument("--head", type=Path, required=True)
     ap.add_argument("--models", type=Path, required=True, help="a model set exported from this head")
     ap.add_argument("--catalog", type=Path, default=Path(DEFAULT_FASHION_DIR))
-    a = ap.parse_args()
+    a = ap.parse_args(argv)
+    if not a.head.is_file():
+        ap.error(f"--head {a.head} is not a head file")
+    if not (a.models / "manifest.json").is_file():
+        ap.error(f"--models {a.models} has no manifest.json (a model set exported from this head)")
     k, near = fit_head_file(a.head, a.models, a.catalog)
     print(f"{a.head}: {k} centroids, near_cosine {near:.4f}")
 

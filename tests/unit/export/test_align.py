@@ -187,3 +187,13 @@ def test_templates_come_from_the_catalog_own_values() -> None:
     en, zh = leaf_templates(items, vocab)
     assert en == ["a photo of black Watches for men", "a photo of Pans", ""]
     assert zh == ["男士黑色手表", "", ""]  # no Chinese name for "Pans": no Chinese template, never an empty text
+
+
+def test_head_calibration_cli_names_a_missing_head_or_model_set(tmp_path: Path, capsys) -> None:
+    from kuamo.export.centroids import main
+
+    for argv, says in ((["--head", str(tmp_path / "none.npz"), "--models", str(tmp_path)], "is not a head file"),
+                       (["--head", __file__, "--models", str(tmp_path)], "has no manifest.json")):
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        assert exit_info.value.code == 2 and says in capsys.readouterr().err
