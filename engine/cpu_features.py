@@ -31,13 +31,19 @@ def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> dict[str, Any]:
             "vnni": bool({"avx512_vnni", "avx_vnni"} & flags), "amx_int8": "amx_int8" in flags}
 
 
+WIDENING_GROUPS = {"depthwise", "first_depthwise"}  # export/image_int8.py groups run by MLAS's depthwise kernels
+
+
 def saturation_free(entry: dict[str, Any]) -> bool:
     """Whether the INT8 scheme recorded as `entry` (one of the manifest's `quantization.tried`) computes the same
     on every x86 CPU: 7-bit s8 weights or u8 weights (ORT's u8u8 kernels widen both sides to 16 bits before
-    multiplying), and no FP32 conv that ORT would quantise to 8 bits at load time."""
+    multiplying), 8-bit s8 weights only on depthwise convs (widened likewise), and no FP32 conv that ORT would
+    quantise to 8 bits at load time."""
     settings = entry.get("settings", {})
     exact = bool(settings.get("reduce_range")) or settings.get("weight_type") == "u8"
-    return exact and entry.get("float_convs_fed_by_dq") == 0
+    # 8-bit s8 weights kept under reduce_range only where MLAS's depthwise kernels widen to 16 bits first
+    widened = set(settings.get("full_range") or ()) <= WIDENING_GROUPS
+    return exact and widened and entry.get("float_convs_fed_by_dq") == 0
 
 
 def int8_mismatch(quantization: dict[str, Any], here: dict[str, Any]) -> str | None:

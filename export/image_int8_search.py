@@ -61,8 +61,8 @@ kuamo.export.image_int8_search --output embedding ...` on the AMD EPYC with AVX-
     scheme                                     cos mean  cos min  b1 x  b8 x   note
     trunk, 8-bit (the VNNI export's)             0.9360   0.5056  1.57  1.37   saturates: u8s8 int16 pair sums
     trunk_reduce_range                           0.9900   0.9690  1.40  1.30   fails (min)
-    first_block_reduce_range (3 convs FP32)      0.9912   0.9781  1.63  1.33   <- export first
-    first_blocks_reduce_range (6 convs FP32)     0.9934   0.9783  1.46  1.16   fallback
+    first_block_reduce_range (3 convs FP32)      0.9912   0.9781  1.63  1.33   exported until the gate took 1,024
+    first_blocks_reduce_range (6 convs FP32)     0.9934   0.9783  1.46  1.16   photos (image_int8.EXPORT_SCHEMES)
     trunk / first_block / first_blocks, u8u8     0.9976-0.9982 >= 0.991 0.45-0.50 0.44  exact but slow: ORT's u8u8
                                                                                  5x5 depthwise convs (70% of time)
 
@@ -111,6 +111,7 @@ from pathlib import Path
 
 from kuamo.engine.imaging import ImagePreprocess
 from kuamo.export.image_int8 import (
+    EXPORT_SCHEMES,
     Evaluation,
     Scheme,
     calibrate,
@@ -158,6 +159,7 @@ SEARCH_SCHEMES = (
            reduce_range=True, keep_fp32=("stem", "first_depthwise", "tail")),
     Scheme("conv_trunk_keep_first_blocks_reduce_range", reduce_range=True, keep_fp32=("first_blocks", "tail")),
     Scheme("conv_trunk_keep_first_block_reduce_range", reduce_range=True, keep_fp32=("first_block", "tail")),
+    *EXPORT_SCHEMES[:2],  # 7-bit 1x1 convs, 8-bit depthwise, u8 projections
     # u8 weights (u8u8 kernels): 8-bit weights that cannot saturate without VNNI either
     Scheme("conv_trunk_keep_stem_first_depthwise_u8u8", weight_type="u8",
            keep_fp32=("stem", "first_depthwise", "tail")),

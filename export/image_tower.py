@@ -30,7 +30,11 @@ from kuamo.export.tuned_backbone import apply_delta, delta_digest
 Progress = Callable[[str], None]
 OPSET = 17
 PARITY_SEED = 4321
-GATE_PHOTOS, CALIBRATION_PHOTOS = 256, 128  # disjoint sets of real photos
+# Disjoint sets of real photos. The INT8 gate's minimum is taken over 1,024 photos: over 256 it was a draw
+# (benchmarks/int8_parity.py: the AVX2 7-bit scheme that passed on its 256 had 112 of the 20,873 fashion
+# photos below the 0.97 bound, and 77% of random 256-photo samples would have failed it). PyTorch parity
+# (exact to 1e-6 every time) and batch invariance (one run per photo) stay on the first 256 gate photos.
+GATE_PHOTOS, CALIBRATION_PHOTOS, CHECK_PHOTOS = 1024, 128, 256
 
 
 class ImageTower(nn.Module):
@@ -137,7 +141,7 @@ def image_invariance(path: Path, x: np.ndarray, output: str) -> dict:
     def run(xs: list[np.ndarray]) -> np.ndarray:
         return sess.run([output], {"pixel_values": np.stack(xs)})[0]
 
-    return {"photos": "the gate photos", **batch_invariance(run, list(x), rounds=1)}
+    return {"photos": f"{len(x)} of the gate photos", **batch_invariance(run, list(x), rounds=1)}
 
 
 def export_image_tower(out_dir: Path, *, progress: Progress = print, head: nn.Module | None = None,
@@ -166,8 +170,8 @@ def export_image_tower(out_dir: Path, *, progress: Progress = print, head: nn.Mo
     export_onnx(copy.deepcopy(tower), fp32_path, pre.size)
 
     x, calibration = gate_and_calibration_photos(GATE_PHOTOS, CALIBRATION_PHOTOS, pre, photos=photos)
-    progress(f"image: parity of ONNX FP32 against PyTorch on {len(x)} real photos")
-    ref, got = run_torch(tower, x), run_onnx(fp32_path, x)
+    progress(f"image: parity of ONNX FP32 against PyTorch on {min(len(x), CHECK_PHOTOS)} real photos")
+    ref, got = run_torch(tower, x[:CHECK_PHOTOS]), run_onnx(fp32_path, x[:CHECK_PHOTOS])
     parity = {f"fp32_vs_torch_{name}": parity_stats(ref[name], got[name]) for name in tower.output_names}
     parity["fp32_vs_torch"] = parity["fp32_vs_torch_features"]
 
@@ -212,7 +216,8 @@ def export_image_tower(out_dir: Path, *, progress: Progress = print, head: nn.Mo
             reason = quant["reason"]
             parity["int8_vs_fp32"] = quant.get("gate", {"passed": False, "reason": reason})
     progress(f"image: batch invariance of the served {serve} graph (each photo alone vs inside mixed batches)")
-    spec["batch_invariance"] = {serve: image_invariance(out_dir / spec["files"][serve], x, embedding_output)}
+    spec["batch_invariance"] = {serve: image_invariance(out_dir / spec["files"][serve], x[:CHECK_PHOTOS],
+                                                        embedding_output)}
     spec.update({"serve": serve, "serve_reason": reason, "quantization": quant, "parity": parity,
                  "onnx": {"fp32": describe(fp32_path),
                           **({"int8": describe(int8_path)} if "int8" in spec["files"] else {})},

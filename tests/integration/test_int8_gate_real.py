@@ -67,9 +67,11 @@ def test_manifest_records_the_gate_and_serve_decision(model_dir: Path) -> None:
 
 
 def test_export_scheme_is_portable_and_passes_the_gate_on_real_photos(model_dir: Path, tmp_path: Path) -> None:
-    """The image scheme an export tries first has 7-bit weights and no FP32 conv behind a DequantizeLinear, so
-    its INT8 sums cannot saturate without VNNI (bit-identical outputs under qemu's AVX2-only Haswell model):
-    the gate passed here holds on AVX2-only CPUs too. Calibration photos are disjoint from the gate photos."""
+    """The image scheme an export tries first has portable weights (7-bit s8 1x1 convs; 8 bits only on the
+    depthwise convs and a u8 projection, whose kernels widen to 16 bits) and no FP32 conv behind a
+    DequantizeLinear, so its INT8 sums cannot saturate without VNNI: the gate passed here holds on AVX2-only
+    CPUs too (benchmarks/int8_parity.py runs it with AVX2 kernels). Calibration photos are disjoint from the
+    gate photos."""
     from kuamo.engine.imaging import ImagePreprocess
     from kuamo.export.image_int8 import (
         EXPORT_SCHEMES,

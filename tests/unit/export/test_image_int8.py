@@ -215,3 +215,45 @@ def test_tail_weights_make_the_float_head_blockwise_int8(tmp_path: Path) -> None
     a, b = outs["fp32"], outs["int8_blockwise"]
     assert ((a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)).min() > 0.999
     assert blockwise.settings()["tail_weights"] == "int8_blockwise"  # the manifest records it
+
+
+def _weights(model: Path) -> dict[str, np.ndarray]:
+    import onnx
+    from onnx import numpy_helper
+
+    return {i.name: numpy_helper.to_array(i) for i in onnx.load(str(model)).graph.initializer}
+
+
+def test_full_range_depthwise_and_u8_projection_weights(tiny: tuple[Path, Path, np.ndarray], tmp_path: Path) -> None:
+    """The portable export scheme's parts: 1x1 convs 7-bit s8, depthwise 8-bit s8, a projection 8-bit u8, all
+    per channel; and only the depthwise part counts as saturation-free."""
+    fp32, pre, x = tiny
+    groups = conv_groups(pre)
+    assert groups["project"] == ["/pw/Conv"] and groups["second_project"] == []  # one block: dw -> pw
+    cache = calibrate(pre, x, "minmax", tmp_path / "cal.json")
+    seven = quantize(pre, tmp_path / "seven.onnx", Scheme("r", reduce_range=True), cache, groups)
+    mixed_scheme = Scheme("m", reduce_range=True, full_range=("depthwise",), u8_weights=("project",))
+    mixed = quantize(pre, tmp_path / "mixed.onnx", mixed_scheme, cache, groups)
+
+    def conv_weight(model: Path, part: str) -> np.ndarray:
+        w = {k: v for k, v in _weights(model).items() if part in k and v.ndim == 4}
+        (arr,) = w.values()
+        return arr
+
+    dw7, dw8 = conv_weight(seven, "dw"), conv_weight(mixed, "dw")
+    assert dw7.dtype == dw8.dtype == np.int8
+    assert np.abs(dw7.astype(int)).max() <= 64 < np.abs(dw8.astype(int)).max()  # 7 vs 8 bits
+    assert conv_weight(seven, "pw").dtype == np.int8 and conv_weight(mixed, "pw").dtype == np.uint8
+    per_channel = {k: v for k, v in _weights(mixed).items() if "dw" in k and "scale" in k}
+    assert any(v.size == 8 for v in per_channel.values())  # one scale per output channel, not per tensor
+    got = run_outputs(mixed, x, ["features"])["features"]
+    ref = run_outputs(fp32, x, ["features"])["features"]
+    cos = (got * ref).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(ref, axis=1)
+    assert cos.min() > 0.99
+
+    def entry(scheme: Scheme) -> dict:
+        return {"settings": scheme.settings(), "float_convs_fed_by_dq": 0}
+
+    assert saturation_free(entry(mixed_scheme))
+    assert not saturation_free(entry(Scheme("p", reduce_range=True, full_range=("pointwise",))))
+    assert all(saturation_free(entry(s)) for s in EXPORT_SCHEMES if s.reduce_range)
