@@ -338,22 +338,24 @@ class EmbedSpec:
 
 
 class StoredHashes:
-    """The content hashes a re-run may skip on, as two arrays: sorted row keys and their sha256 digests."""
+    """The content hashes a re-run may skip on, as two arrays: sorted row keys and their sha256 digests (n, 32)
+    uint8. Not numpy "S32": it drops trailing zero bytes on the way out, so 1 digest in 256 (one ending in 00)
+    never matched and its product was re-embedded on every re-run."""
 
     def __init__(self, hashes: dict[int, str]) -> None:
         keys = np.fromiter(hashes, dtype=np.int64, count=len(hashes))
         order = np.argsort(keys)
         self.keys = keys[order]
-        digests = np.array([bytes.fromhex(hashes[int(k)]) for k in keys], dtype="S32") if len(keys) else \
-            np.zeros(0, dtype="S32")
-        self.digests = digests[order]
+        digests = np.frombuffer(b"".join(bytes.fromhex(hashes[int(k)]) for k in keys), dtype=np.uint8)
+        self.digests = digests.reshape(len(keys), 32)[order]
 
     def __len__(self) -> int:
         return len(self.keys)
 
     def matches(self, key: int, content_hash: str) -> bool:
         i = int(np.searchsorted(self.keys, key))
-        return i < len(self.keys) and int(self.keys[i]) == key and bytes(self.digests[i]) == bytes.fromhex(content_hash)
+        return (i < len(self.keys) and int(self.keys[i]) == key
+                and self.digests[i].tobytes() == bytes.fromhex(content_hash))
 
 
 class CatalogEmbedder:

@@ -269,3 +269,8 @@ def test_stored_hashes_match_exactly() -> None:
     assert not stored.matches(row_key(5), "cd" * 32)
     assert not stored.matches(row_key(6), h)
     assert len(StoredHashes({})) == 0
+    # digests ending (or starting) in zero bytes: 1 in 256 sha256 digests ends in 00
+    tail, head, zeros = "ab" * 31 + "00", "00" + "ab" * 31, "00" * 32
+    stored = StoredHashes({1: tail, 2: head, 3: zeros})
+    assert stored.matches(1, tail) and stored.matches(2, head) and stored.matches(3, zeros)
+    assert not stored.matches(1, "ab" * 31 + "01") and not stored.matches(3, "00" * 31 + "01")
