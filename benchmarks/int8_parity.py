@@ -27,7 +27,9 @@ from typing import Any
 
 import numpy as np
 
+from kuamo.benchmarks.baselines_data import overlap_at_k
 from kuamo.benchmarks.common import machine_info, markdown_table, write_results
+from kuamo.engine.vectors import l2_normalize
 from kuamo.export.gate import GateThresholds, cosine_rows
 
 GATE_SAMPLES = (256, 1024)  # the export's gate size before and since (export/image_tower.py GATE_PHOTOS)
@@ -44,13 +46,12 @@ def encode_catalog(model_dir: Path, precision: str, fashion: Path, limit: int | 
     from kuamo.engine.config import EncoderConfig
     from kuamo.engine.cpu_features import cpu_flags
     from kuamo.engine.encoders import ImageEncoder
+    from kuamo.export.align import image_outputs
     from kuamo.export.samples import load_fashion
 
     items = load_fashion(fashion)[:limit]
     enc = ImageEncoder(ModelArtifacts(model_dir), EncoderConfig(model_dir=model_dir, precision=precision))
-    parts = [enc.encode_outputs([it.image_path.read_bytes() for it in items[i:i + BATCH]], ["embedding"])["embedding"]
-             for i in range(0, len(items), BATCH)]
-    np.save(out, np.concatenate(parts))
+    np.save(out, image_outputs(enc, [it.image_path for it in items], ["embedding"], BATCH)["embedding"])
     return {"cpu_flags": cpu_flags(), "photos": len(items),
             "engine_serves_here": ModelArtifacts(model_dir).tower("image").precision}
 
@@ -90,11 +91,6 @@ def top_k(queries: np.ndarray, items: np.ndarray, k: int = 10, exclude: np.ndarr
     return np.concatenate(out)
 
 
-def overlap(a: np.ndarray, b: np.ndarray) -> float:
-    """Mean share of each row of `a` found in the same row of `b` (two top-k index lists)."""
-    return float(np.mean([len(set(x) & set(y)) / len(x) for x, y in zip(a.tolist(), b.tolist(), strict=True)]))
-
-
 def search_parity(int8: np.ndarray, fp32: np.ndarray, titles: np.ndarray, articles: np.ndarray,
                   queries: np.ndarray) -> dict[str, Any]:
     """photo->photo and title->photo over the whole catalog with INT8 vs FP32 image vectors (unit rows)."""
@@ -104,13 +100,9 @@ def search_parity(int8: np.ndarray, fp32: np.ndarray, titles: np.ndarray, articl
     for p in ("int8", "fp32"):
         res[f"photo_P@10_{p}"] = float((articles[photo[p]] == articles[queries][:, None]).mean() * 100)
         res[f"title_R@10_{p}"] = float((title[p] == queries[:, None]).any(axis=1).mean() * 100)
-    res["photo_top10_overlap"] = overlap(photo["int8"], photo["fp32"])
-    res["title_top10_overlap"] = overlap(title["int8"], title["fp32"])
+    res["photo_top10_overlap"] = overlap_at_k(photo["int8"], photo["fp32"])
+    res["title_top10_overlap"] = overlap_at_k(title["int8"], title["fp32"])
     return res
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
 
 def _encode(cmd_prefix: list[str], model_dir: Path, precision: str, fashion: Path, limit: int | None, out: Path,
@@ -156,9 +148,9 @@ def run(models: Path, fashion: Path, limit: int | None = None, avx2: bool = True
             sha = manifest["files"][manifest["towers"]["image"]["files"]["fp32"]]["sha256"]
             if sha not in fp32_done:  # the same FP32 graph (the export is deterministic) is encoded once
                 _encode(me, md, "fp32", fashion, limit, tmp / f"fp32-{sha[:12]}.npy")
-                fp32_done[sha] = _unit(np.load(tmp / f"fp32-{sha[:12]}.npy"))
+                fp32_done[sha] = l2_normalize(np.load(tmp / f"fp32-{sha[:12]}.npy"))
             seen = _encode(me, md, "int8", fashion, limit, tmp / "int8.npy", mode_)
-            int8, fp32 = _unit(np.load(tmp / "int8.npy")), fp32_done[sha]
+            int8, fp32 = l2_normalize(np.load(tmp / "int8.npy")), fp32_done[sha]
             cos = cosine_rows(int8, fp32)
             q = manifest["towers"]["image"].get("quantization", {})
             worst = np.argsort(cos)[:5]

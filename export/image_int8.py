@@ -240,6 +240,8 @@ def weight_overrides(model_path: Path, scheme: Scheme, groups: dict[str, list[st
     bits) groups; per channel (axis 0), as the rest: an override without an axis quantises per tensor."""
     from onnxruntime.quantization import QuantType
 
+    if not scheme.full_range and not scheme.u8_weights:
+        return {}  # the model need not be read again
     weight_of = {n.name: n.input[1] for n in onnx.load(str(model_path), load_external_data=False).graph.node
                  if n.op_type == "Conv"}
     out: dict = {}

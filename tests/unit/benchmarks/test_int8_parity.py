@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from kuamo.benchmarks.int8_parity import cosine_summary, gate_sample_odds, main, overlap, search_parity, top_k
+from kuamo.benchmarks.baselines_data import overlap_at_k as overlap
+from kuamo.benchmarks.int8_parity import cosine_summary, gate_sample_odds, main, search_parity, top_k
 from kuamo.export.gate import GateThresholds
 
 GATE = GateThresholds()
