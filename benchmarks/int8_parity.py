@@ -210,6 +210,11 @@ def main(argv: list[str] | None = None) -> None:
     a = ap.parse_args(argv)
     if a.limit is not None and a.limit < 20:
         ap.error(f"--limit must be at least 20 photos, got {a.limit}")
+    for flag, models in (("--models", a.models), ("--avx2-models", a.avx2_models)):
+        if models is not None and not (models / "manifest.json").is_file():
+            ap.error(f"{flag} {models} has no manifest.json (run `kuamo export --out DIR` first)")
+    if not (a.fashion / "products.csv").is_file():
+        ap.error(f"--fashion {a.fashion} has no products.csv (the fashion catalog's layout)")
     if a.encode:
         print(json.dumps(encode_catalog(a.models, a.encode, a.fashion, a.limit, a.out)))
         return

@@ -3,6 +3,8 @@ sample failing, and search parity between two sets of image vectors."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -69,3 +71,20 @@ def test_a_limit_too_small_to_measure_is_refused(capsys: pytest.CaptureFixture[s
     with pytest.raises(SystemExit) as e:
         main(["--limit", "5", "--no-avx2"])
     assert e.value.code == 2 and "--limit must be at least 20 photos, got 5" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flag", ["--models", "--avx2-models", "--fashion"])
+def test_a_directory_that_is_not_what_the_flag_needs_is_refused(flag: str, tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    fashion = tmp_path / "fashion"
+    fashion.mkdir()
+    (fashion / "products.csv").write_text("id,productDisplayName\n", encoding="utf-8")
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "manifest.json").write_text("{}", encoding="utf-8")
+    args = {"--models": str(models), "--avx2-models": str(models), "--fashion": str(fashion)}
+    args[flag] = str(tmp_path / "empty")
+    with pytest.raises(SystemExit) as e:
+        main(["--no-avx2", *[x for kv in args.items() for x in kv]])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and f"{flag} {tmp_path / 'empty'} has no " in err
