@@ -4,9 +4,10 @@ fixed beta, with labels and without them (a photo collection, judged label-free)
 Catalogs built from the fashion photos, on a head trained as in align_generalisation.py's head-only section
 (pretrained backbone; the groups Watches, Eyewear, Jewellery, Personal Care, Free Items, Sporting Goods kept
 out of training): those groups (goods unlike the training ones), the held-out 10% of the rest (the training
-kind of goods), and both mixed. Each catalog comes labelled (leaf category + title, what the chooser measures)
-and photo-only (the label-free criterion decides). The score is the same for both variants and uses labels
-the photo-only chooser never sees: mean of category P@10 (articleType names with >= 5 photos as queries),
+kind of goods), and both mixed. Each catalog comes labelled (leaf category + title, what the chooser measures),
+with titles only (a captioned photo collection), with categories only (titles that say nothing, e.g. SKU codes)
+and photo-only (the label-free criterion decides). The score is the same for every variant and uses labels
+the chooser may not see: mean of category P@10 (articleType names with >= 5 photos as queries),
 title R@10 (own photo) and photo->photo P@10 (same articleType).
 
 Label-free rule (engine/zero_shot_blend.py label_free_beta): beta = share + (1 - share) x far_beta, share = the
@@ -44,6 +45,9 @@ from kuamo.engine.zero_shot_blend import (
 
 HALVES = {"val": ("Watches", "Personal Care", "Free Items"), "test": ("Eyewear", "Jewellery", "Sporting Goods")}
 TRAIN_PHOTOS = 3000  # training photos the head (and the centroids) see: a spread of the training split
+# what the chooser may measure in each labelled variant: (category names, titles); a captioned photo
+# collection without categories is "titles only", a catalog whose titles are SKU codes "categories only"
+LABELLED = {"categories + titles": (True, True), "titles only": (False, True), "categories only": (True, False)}
 DONE_WHEN = 2.0  # points: the chosen blend's score within this of the best fixed beta's
 
 
@@ -178,21 +182,25 @@ def run(quick: bool = False, model_dir: Path | str = "/tmp/blend/generic") -> di
         for name, idx in cats.items():
             fixed = {b: scored(half, name, idx, b) for b in BETAS}
             s = idx[spread(len(idx), SAMPLE)]
-            labelled = choose_beta(zs, emb[s], d["logits"][s], title_q[s], list(articles[s]), encode_names,
-                                   titles=[raw_titles[i] for i in s])
             share = near_share(d["features"][s], centroids, near)
             best = max(BETAS, key=lambda b, f=fixed: (f[b]["score"], b))
             rows.append({"half": half, "catalog": name, "photos": len(idx), "fixed": fixed, "near_share": share,
-                         "labelled_beta": labelled.beta, "best": best})
+                         "sample": s, "best": best})
             if half == "val":
                 points.append((share, lambda b, h=half, n=name, i=idx: scored(h, n, i, b)["score"],
                                fixed[best]["score"]))
     far = choose_far_beta(points)
     table = []
     for r in rows:
-        idx = catalogs[r["half"]][r["catalog"]]
-        for variant, beta in (("categories + titles", r["labelled_beta"]),
-                              ("photo-only", label_free_beta(r["near_share"], far))):
+        idx, s = catalogs[r["half"]][r["catalog"]], r["sample"]
+        # as the engine calls it: the labels measured against the photos' label-free verdict
+        r["labelled"] = {variant: choose_beta(zs, emb[s], d["logits"][s], title_q[s],
+                                              list(articles[s]) if cats else [""] * len(s), encode_names,
+                                              titles=[raw_titles[i] if caps else "" for i in s],
+                                              has_title=[caps] * len(s), features=d["features"][s],
+                                              centroids=centroids, near_cosine=near, far_beta=far).beta
+                         for variant, (cats, caps) in LABELLED.items()}
+        for variant, beta in (*r["labelled"].items(), ("photo-only", label_free_beta(r["near_share"], far))):
             got = scored(r["half"], r["catalog"], idx, beta)["score"]
             table.append({"half": r["half"], "catalog": r["catalog"], "photos": r["photos"], "labels": variant,
                           "chosen_beta": f"{beta:g}", "score_at_chosen": round(got, 1),
@@ -206,7 +214,7 @@ def run(quick: bool = False, model_dir: Path | str = "/tmp/blend/generic") -> di
            "train_photos": int(train.sum()), "ood_groups": {"masterCategory": OOD_MASTER, "subCategory": OOD_SUB},
            "halves": HALVES, "near_cosine_calibrated_on_val": near, "far_beta_chosen_on_val": far,
            "far_beta_shipped": FAR_BETA, "table": table,
-           "per_beta": [{k: v for k, v in r.items() if k not in ("labelled_beta", "best")} for r in rows],
+           "per_beta": [{k: v for k, v in r.items() if k not in ("labelled", "best", "sample")} for r in rows],
            "done": all(t["regret"] <= DONE_WHEN for t in table if t["half"] == "test"),
            "done_with_shipped_far_beta": all(x <= DONE_WHEN for x in shipped_regrets)}
     write_json("blend_choice", res)

@@ -10,10 +10,14 @@ first products are indexed:
 
 scored on a sample of the catalog's own products: each leaf category name as a query (precision@10 over
 photos of that category, categories with >= MIN_CATEGORY_PHOTOS photos) plus each product's title as a
-query (recall@10 of its own photo). The best beta wins only when it beats the exported vector (beta 1) by
-MARGIN points: on the fashion catalog the betas near 1 differ by under a point, and that is noise (the
+query (recall@10 of its own photo). The best beta wins only when it beats the photos' own verdict by MARGIN
+points: the label-free beta below, snapped to BETAS (1 for a catalog of the training kind, and 1 when the models
+carry no centroids). On the fashion catalog the betas near 1 differ by under a point, and that is noise (the
 served and FP32 towers chose differently on the same sample before the margin), while on goods unlike
-fashion the zero-shot side wins by 20 points. The choice is stored with the catalog; every vector in one
+fashion the zero-shot side wins by 20 points. Labels that cannot tell the blends apart are no evidence: titles
+that repeat one product kind ("Fastrack Men Sunglasses") find their own photo at chance with every beta, and
+when beta 1 won those ties a far-off captioned catalog kept the fashion vector (6.4 points lost on the
+validation half of benchmarks/results/blend_choice.md, 0.0 with the photos' verdict as the default). The choice is stored with the catalog; every vector in one
 index shares one beta, so a changed beta re-embeds the catalog (its encoder fingerprint names beta).
 
 When the choice is made again (engine.Engine.image_blend_due): a choice made on fewer than MIN_SAMPLE photos is
@@ -60,7 +64,7 @@ FAR_BETA = 0.3
 NEAR_COSINE_FALLBACK = 0.71
 LABEL_FREE_STEP = 0.05  # the label-free beta is rounded to this: a re-choice on a grown sample rarely re-embeds
 MIN_CATEGORY_PHOTOS = 5
-MARGIN = 2.0  # points of (category P@10 + title R@10) a blend must gain over the exported vector
+MARGIN = 2.0  # points of (category P@10 + title R@10) a blend must gain over the photos' label-free verdict
 SAMPLE = 800  # photos read for the choice (about 12 s of image encoding on 2 cores)
 
 
@@ -180,15 +184,21 @@ def choose_beta(zero_shot: ZeroShotMap, embedding: np.ndarray, logits: np.ndarra
     names = [str(x) for x, c in zip(names, counts, strict=True) if c >= MIN_CATEGORY_PHOTOS]
     distinct = (len({t.strip() for t, h in zip(titles, with_title, strict=True) if h and t.strip()})
                 if titles is not None else int(with_title.sum()))
+    label_free = _label_free(n, features, centroids, near_cosine, far_beta)
     if len(names) < 2 and distinct < MIN_SAMPLE:
-        return _label_free(n, features, centroids, near_cosine, far_beta)
+        return label_free
+    # what the labels must beat by MARGIN: the photos' own verdict, snapped to the measured grid (a catalog of
+    # the training kind keeps 1), or 1 where the models carry no centroids
+    grid = sorted({1.0, *betas}, reverse=True)
+    default = min(grid, key=lambda b: (abs(b - label_free.beta), -b))
     name_vecs = encode_names(names) if len(names) >= 2 else None
     queries = l2_normalize(np.asarray(title_vecs, dtype=np.float32)[with_title])
     own = np.flatnonzero(with_title)
-    choice = BlendChoice(1.0, n, reason=f"category P@10 + title R@10 on the catalog's own products; "
-                                        f"beta < 1 only when {MARGIN:g} points better than 1")
+    choice = BlendChoice(default, n, reason=f"category P@10 + title R@10 on the catalog's own products; another "
+                                            f"beta than {default:g} only when {MARGIN:g} points better"
+                                            + (f" ({label_free.reason})" if default < 1 else ""))
     totals = {}
-    for beta in sorted({1.0, *betas}, reverse=True):
+    for beta in grid:
         v = zero_shot.blend(embedding, logits, beta)
         task = {}
         if distinct >= MIN_SAMPLE:
@@ -199,7 +209,7 @@ def choose_beta(zero_shot: ZeroShotMap, embedding: np.ndarray, logits: np.ndarra
         choice.scores[beta] = task
         totals[beta] = sum(task.values())
     best = max(totals, key=lambda b: (totals[b], b))  # ties keep the larger beta
-    if totals[best] >= totals[1.0] + MARGIN:
+    if totals[best] >= totals[default] + MARGIN:
         choice.beta = float(best)
     return choice
 

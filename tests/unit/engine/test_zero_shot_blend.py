@@ -16,6 +16,7 @@ from kuamo.engine.types import Product
 from kuamo.engine.vector_provenance import BLEND_META
 from kuamo.engine.zero_shot_blend import (
     FAR_BETA,
+    MARGIN,
     MIN_SAMPLE,
     NEAR_COSINE_FALLBACK,
     ZeroShotMap,
@@ -152,11 +153,31 @@ def test_a_model_set_without_calibration_uses_the_fallback_cosine() -> None:
     assert "carry none" in choice.reason
 
 
-def test_the_same_photos_with_labels_are_measured_not_judged_label_free() -> None:
+def test_labels_that_measure_a_difference_win_over_the_distance() -> None:
+    """Far-off photos (label-free verdict 0.25 on the grid) whose zero-shot map is confidently wrong: the labels
+    measure beta 1 ahead by more than MARGIN, so the tuned vector is kept."""
     zs, emb, logits, titles, kinds = _catalog(120, "embedding")
+    wrong = np.zeros_like(logits)
+    wrong[np.arange(120), [(KINDS.index(k) + 1) % len(KINDS) for k in kinds]] = 8.0
     centroids, far = _features(120, near=False)
-    choice = choose_beta(zs, emb, logits, titles, kinds, encode_names, features=far, centroids=centroids)
-    assert choice.beta == 1.0 and "category_P@10" in choice.scores[1.0]  # labels win over the distance
+    choice = choose_beta(zs, emb, wrong, titles, kinds, encode_names, features=far, centroids=centroids)
+    totals = {b: sum(t.values()) for b, t in choice.scores.items()}
+    assert choice.beta == 1.0 and totals[1.0] >= totals[0.25] + MARGIN
+
+
+def test_labels_that_cannot_tell_the_blends_apart_leave_the_photos_verdict() -> None:
+    """The zero-shot side carries nothing (uniform logits), so every beta ranks alike on the labels: far-off
+    photos get the label-free beta (snapped to the measured grid), near ones keep the tuned vector; before,
+    beta 1 won every such tie and a far-off captioned collection kept the fashion vector."""
+    zs, emb, logits, titles, kinds = _catalog(120, "embedding")
+    for near, expected in ((False, 0.25), (True, 1.0)):
+        centroids, feats = _features(120, near=near)
+        choice = choose_beta(zs, emb, logits, titles, [""] * 120, encode_names, features=feats,
+                             centroids=centroids, near_cosine=0.8)
+        totals = {b: sum(t.values()) for b, t in choice.scores.items()}
+        assert "title_R@10" in choice.scores[1.0] and max(totals.values()) < totals[expected] + MARGIN
+        assert choice.beta == expected
+        assert ("near the training goods" in choice.reason) == (not near)
 
 
 def test_one_repeated_title_is_no_label() -> None:
