@@ -17,8 +17,9 @@ served and FP32 towers chose differently on the same sample before the margin), 
 fashion the zero-shot side wins by 20 points. Labels that cannot tell the blends apart are no evidence: titles
 that repeat one product kind ("Fastrack Men Sunglasses") find their own photo at chance with every beta, and
 when beta 1 won those ties a far-off captioned catalog kept the fashion vector (6.4 points lost on the
-validation half of benchmarks/results/blend_choice.md, 0.0 with the photos' verdict as the default). The choice is stored with the catalog; every vector in one
-index shares one beta, so a changed beta re-embeds the catalog (its encoder fingerprint names beta).
+validation half of benchmarks/results/blend_choice.md, 0.0 with the photos' verdict as the default). The
+choice is stored with the catalog; every vector in one index shares one beta, so a changed beta re-embeds the
+catalog (its encoder fingerprint names beta).
 
 When the choice is made again (engine.Engine.image_blend_due): a choice made on fewer than MIN_SAMPLE photos is
 provisional and is made again once a run offers REGROW times as many photos (and at least MIN_SAMPLE); a

@@ -169,7 +169,7 @@ def test_labels_that_cannot_tell_the_blends_apart_leave_the_photos_verdict() -> 
     """The zero-shot side carries nothing (uniform logits), so every beta ranks alike on the labels: far-off
     photos get the label-free beta (snapped to the measured grid), near ones keep the tuned vector; before,
     beta 1 won every such tie and a far-off captioned collection kept the fashion vector."""
-    zs, emb, logits, titles, kinds = _catalog(120, "embedding")
+    zs, emb, logits, titles, _ = _catalog(120, "embedding")
     for near, expected in ((False, 0.25), (True, 1.0)):
         centroids, feats = _features(120, near=near)
         choice = choose_beta(zs, emb, logits, titles, [""] * 120, encode_names, features=feats,
