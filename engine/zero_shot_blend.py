@@ -187,6 +187,8 @@ def choose_beta(zero_shot: ZeroShotMap, embedding: np.ndarray, logits: np.ndarra
                 if titles is not None else int(with_title.sum()))
     label_free = _label_free(n, features, centroids, near_cosine, far_beta)
     if len(names) < 2 and distinct < MIN_SAMPLE:
+        if label_free.scores:
+            label_free.reason = f"no labels to measure: {label_free.reason}"
         return label_free
     # what the labels must beat by MARGIN: the photos' own verdict, snapped to the measured grid (a catalog of
     # the training kind keeps 1), or 1 where the models carry no centroids
@@ -197,7 +199,8 @@ def choose_beta(zero_shot: ZeroShotMap, embedding: np.ndarray, logits: np.ndarra
     own = np.flatnonzero(with_title)
     choice = BlendChoice(default, n, reason=f"category P@10 + title R@10 on the catalog's own products; another "
                                             f"beta than {default:g} only when {MARGIN:g} points better"
-                                            + (f" ({label_free.reason})" if default < 1 else ""))
+                                            + (f" ({default:g}: the photos' own verdict, {label_free.reason})"
+                                               if default < 1 else ""))
     totals = {}
     for beta in grid:
         v = zero_shot.blend(embedding, logits, beta)
@@ -217,6 +220,7 @@ def choose_beta(zero_shot: ZeroShotMap, embedding: np.ndarray, logits: np.ndarra
 
 def _label_free(n: int, features: np.ndarray | None, centroids: np.ndarray | None, near_cosine: float | None,
                 far_beta: float) -> BlendChoice:
+    """The photos' own verdict: beta from how many lie near the training goods (1 without centroids)."""
     if features is None or centroids is None:
         return BlendChoice(1.0, n, reason="no category names or distinct titles to measure, and the models carry "
                                           f"no {CENTROIDS_FILE} to judge the photos by: kept the tuned vector")
@@ -226,9 +230,8 @@ def _label_free(n: int, features: np.ndarray | None, centroids: np.ndarray | Non
     beta = label_free_beta(share, far_beta)
     source = "calibrated with the head" if calibrated else "the pretrained backbone's; the models carry none"
     return BlendChoice(beta, n, scores={beta: {"near_share": round(share, 4), "near_cosine": round(cosine, 4)}},
-                       reason=f"no labels to measure: {share:.0%} of the photos lie near the training goods "
-                              f"(max-cosine >= {cosine:.3f} to a training centroid, {source}); beta = share + "
-                              f"(1 - share) x {far_beta:g}")
+                       reason=f"{share:.0%} of the photos lie near the training goods (max-cosine >= {cosine:.3f} "
+                              f"to a training centroid, {source}); beta = share + (1 - share) x {far_beta:g}")
 
 
 def spread(total: int, n: int = SAMPLE) -> list[int]:
