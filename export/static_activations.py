@@ -16,7 +16,7 @@ included (ORT only fuses a bias that is the Add's second input; this export's bi
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -36,33 +36,37 @@ def dynamic_quant_inputs(model_path: Path | str) -> list[str]:
     return [n.input[0] for n in graph.node if n.op_type == "DynamicQuantizeLinear"]
 
 
-def activation_ranges(model_path: Path | str, batches: Iterable[Feeds], *, mask_input: str = "attention_mask"
-                      ) -> dict[str, tuple[float, float]]:
-    """(min, max) of every DynamicQuantizeLinear input over the real (unpadded) tokens of `batches`.
-
-    The tensors are read from `model_path` itself by exposing them as extra graph outputs; token-shaped
-    tensors ([batch, seq, ...]) are masked with the batch's attention mask, so padding never widens a range.
-    """
-    names = dynamic_quant_inputs(model_path)
+def masked_activations(model_path: Path | str, names: Sequence[str], batches: Iterable[Feeds], *,
+                       mask_input: str = "attention_mask") -> Iterator[dict[str, np.ndarray]]:
+    """The tensors `names` of `model_path` for each of `batches`, read by exposing them as extra graph outputs;
+    token-shaped ones ([batch, seq, ...]) keep only the real tokens of the batch's attention mask (rows of
+    [tokens, ...]), so padding never counts."""
     model = onnx.load(str(model_path))
     existing = {o.name for o in model.graph.output}
     model.graph.output.extend(helper.make_empty_tensor_value_info(n) for n in names if n not in existing)
-    lo = {n: np.inf for n in names}
-    hi = {n: -np.inf for n in names}
-    with tempfile.TemporaryDirectory(prefix="kuamo-ranges-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="kuamo-probe-") as tmp:
         path = Path(tmp) / "probe.onnx"
         onnx.save(model, str(path))
         del model
         sess = create_session(path, SessionConfig(intra_op_threads=0))
         for feeds in batches:
             mask = feeds.get(mask_input)
-            outs = sess.run(names, feeds)
-            for name, x in zip(names, outs, strict=True):
-                if mask is not None and x.ndim >= 2 and x.shape[:2] == mask.shape:
-                    x = x[mask.astype(bool)]
-                if x.size:
-                    lo[name] = min(lo[name], float(x.min()))
-                    hi[name] = max(hi[name], float(x.max()))
+            outs = sess.run(list(names), feeds)
+            yield {name: x[mask.astype(bool)] if mask is not None and x.ndim >= 2 and x.shape[:2] == mask.shape
+                   else x for name, x in zip(names, outs, strict=True)}
+
+
+def activation_ranges(model_path: Path | str, batches: Iterable[Feeds], *, mask_input: str = "attention_mask"
+                      ) -> dict[str, tuple[float, float]]:
+    """(min, max) of every DynamicQuantizeLinear input over the real (unpadded) tokens of `batches`."""
+    names = dynamic_quant_inputs(model_path)
+    lo = {n: np.inf for n in names}
+    hi = {n: -np.inf for n in names}
+    for outs in masked_activations(model_path, names, batches, mask_input=mask_input):
+        for name, x in outs.items():
+            if x.size:
+                lo[name] = min(lo[name], float(x.min()))
+                hi[name] = max(hi[name], float(x.max()))
     missing = [n for n in names if not np.isfinite(lo[n])]
     if missing:
         raise RuntimeError(f"calibration never reached {len(missing)} quantised inputs, e.g. {missing[0]}")

