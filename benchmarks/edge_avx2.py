@@ -7,7 +7,9 @@ natively, side by side in one run:
 - the image tower, FP32 vs INT8 photos/s at batch 1 and 8 (the export's timing, image_int8.items_per_second:
   2 threads, no spinning, alternating runs; median of rounds), and the text tower's texts/s at batch 1 / 32 /
   64 (to set this core against a real AVX2-only CPU's: the issue's AMD EPYC gave 129 / 216 / 231);
-- the served embeddings of the same photos and titles inside the mode and natively (7-bit weights give the same);
+- the served embeddings of the same photos and titles inside the mode and natively (7-bit weights give the same
+  integer sums; FP32 kernels such as Softmax differ in the last bit, which can flip a rounding at the next
+  quantisation);
 - one client through gRPC: text and photo query latency, the server inside the mode and natively.
 The core is this machine's, so absolute times are a newer core's running AVX2 code; ratios carry over better.
 
