@@ -45,14 +45,19 @@ def _product(it: Any) -> Any:
 
 
 async def _engine(models: Path, items: list, data: Path, **config: Any) -> Any:
-    """An engine over `items` (indexed once into `data`; unchanged products are skipped on a rerun)."""
+    """An engine over `items` (indexed once into `data`; unchanged products are skipped on a rerun, and all of
+    them re-embedded when the models changed since, as `kuamo index` does)."""
     from kuamo.engine.engine import Engine, EngineConfig
 
-    engine = await Engine.open(EngineConfig(model_dir=models, data_dir=data, **config))
+    engine = await Engine.open(EngineConfig(model_dir=models, data_dir=data, allow_stale_vectors=True, **config))
     products = [_product(it) for it in items]
     for start in range(0, len(products), 256):
         chunk = items[start: start + 256]
         await engine.upsert(products[start: start + 256], [it.image_path.read_bytes() for it in chunk])
+    left = await engine.settle_stale_vectors()
+    if left:  # the cached catalog holds products that are not in `items`: not the catalog this run measures
+        await engine.close()
+        raise RuntimeError(f"{data}: {left} products keep vectors from other models; delete the folder")
     return engine
 
 
