@@ -7,8 +7,11 @@ out of training): those groups (goods unlike the training ones), the held-out 10
 kind of goods), and both mixed. Each catalog comes labelled (leaf category + title, what the chooser measures),
 with titles only (a captioned photo collection), with categories only (titles that say nothing, e.g. SKU codes)
 and photo-only (the label-free criterion decides). The score is the same for every variant and uses labels
-the chooser may not see: mean of category P@10 (articleType names with >= 5 photos as queries),
-title R@10 (own photo) and photo->photo P@10 (same articleType).
+the chooser may not see: mean of category mAP (articleType names with >= 5 photos as queries, average
+precision over the catalog's whole ranking), title R@10 (own photo) and photo->photo P@10 (same articleType).
+Until stop 30 the category term was P@10: on the test half's unlike catalog that is 4 queries, three of them
+categories of 6-22 photos (Pendant, Footballs, Earrings) whose P@10 is capped below 100 and turns on a few
+photos, so one beta's lead was 4 photos; that score is still reported beside (regret_P@10_score).
 
 Label-free rule (engine/zero_shot_blend.py label_free_beta): beta = share + (1 - share) x far_beta, share = the
 photos within near_cosine of a training centroid. near_cosine is calibrated as `kuamo align` does it, on the
@@ -42,6 +45,7 @@ from kuamo.engine.zero_shot_blend import (
     near_share,
     spread,
 )
+from kuamo.evaluation.metrics import mean_average_precision
 
 HALVES = {"val": ("Watches", "Personal Care", "Free Items"), "test": ("Eyewear", "Jewellery", "Sporting Goods")}
 TRAIN_PHOTOS = 3000  # training photos the head (and the centroids) see: a spread of the training split
@@ -67,16 +71,26 @@ def score_catalog(v: np.ndarray, titles: np.ndarray, articles: np.ndarray,
     out = {"title_R@10": float((((titles @ v.T) > own).sum(axis=1) < 10).mean() * 100)}
     names, counts = np.unique(articles, return_counts=True)
     names = names[counts >= MIN_CATEGORY_PHOTOS]
+    record = {}
     if len(names):
-        q = l2_normalize(np.stack([name_vec(str(n)) for n in names]))
-        out["category_P@10"] = _p_at_10(q @ v.T, articles[None, :] == names[:, None])
+        q = l2_normalize(np.stack([name_vec(str(n)) for n in names])) @ v.T
+        relevant = articles[None, :] == names[:, None]
+        out["category_mAP"] = mean_average_precision(q, relevant)
+        record["category_P@10"] = _p_at_10(q, relevant)
+        # which queries carry the verdict (JSON only): a catalog's few small categories can outweigh its big one
+        record["category_AP"] = {str(n): mean_average_precision(q[i:i + 1], relevant[i:i + 1])
+                                 for i, n in enumerate(names)}
     s = v @ v.T
     np.fill_diagonal(s, -np.inf)
     same = articles[:, None] == articles[None, :]
     np.fill_diagonal(same, False)
     out["photo_P@10"] = _p_at_10(s, same)
     out["score"] = float(np.mean(list(out.values())))
-    return out
+    # the score before category_mAP replaced category P@10 (stop 29-30's table), kept for the record
+    if record:
+        record["score_with_category_P@10"] = float(np.mean([out["title_R@10"], record["category_P@10"],
+                                                            out["photo_P@10"]]))
+    return {**out, **record}
 
 
 def _catalogs(items: list, ood: np.ndarray, test: np.ndarray) -> dict[str, dict[str, np.ndarray]]:
@@ -202,11 +216,14 @@ def run(quick: bool = False, model_dir: Path | str = "/tmp/blend/generic") -> di
                          for variant, (cats, caps) in LABELLED.items()}
         for variant, beta in (*r["labelled"].items(), ("photo-only", label_free_beta(r["near_share"], far))):
             got = scored(r["half"], r["catalog"], idx, beta)["score"]
+            old = "score_with_category_P@10"
+            old_regret = (max(f[old] for f in r["fixed"].values()) - scored(r["half"], r["catalog"], idx, beta)[old]
+                          if old in r["fixed"][r["best"]] else float("nan"))
             table.append({"half": r["half"], "catalog": r["catalog"], "photos": r["photos"], "labels": variant,
                           "chosen_beta": f"{beta:g}", "score_at_chosen": round(got, 1),
                           "best_fixed_beta": f"{r['best']:g}", "best_score": round(r["fixed"][r["best"]]["score"], 1),
                           "regret": round(r["fixed"][r["best"]]["score"] - got, 1),
-                          "near_share": f"{r['near_share']:.2f}"})
+                          "regret_P@10_score": round(old_regret, 1), "near_share": f"{r['near_share']:.2f}"})
     shipped_regrets = [r["fixed"][r["best"]]["score"]
                        - scored(r["half"], r["catalog"], catalogs[r["half"]][r["catalog"]],
                                 label_free_beta(r["near_share"]))["score"] for r in rows]
@@ -216,11 +233,15 @@ def run(quick: bool = False, model_dir: Path | str = "/tmp/blend/generic") -> di
            "far_beta_shipped": FAR_BETA, "table": table,
            "per_beta": [{k: v for k, v in r.items() if k not in ("labelled", "best", "sample")} for r in rows],
            "done": all(t["regret"] <= DONE_WHEN for t in table if t["half"] == "test"),
+           "done_with_category_P@10": all(not t["regret_P@10_score"] > DONE_WHEN for t in table
+                                          if t["half"] == "test"),
            "done_with_shipped_far_beta": all(x <= DONE_WHEN for x in shipped_regrets)}
     write_json("blend_choice", res)
     body = (f"Head-only recipe on `{md}` (pretrained backbone), trained on {int(train.sum())} training photos "
-            "without the held-out groups. score = mean of hidden-label category P@10, title R@10 and "
-            f"photo->photo P@10. Label-free: near_cosine {near:.3f} (5th percentile over the val half's held-out "
+            "without the held-out groups. score = mean of hidden-label category mAP, title R@10 and "
+            "photo->photo P@10 (regret_P@10_score: the same with category P@10, the score until stop 30; "
+            f"every test regret <= {DONE_WHEN} with it: **{res['done_with_category_P@10']}**). "
+            f"Label-free: near_cosine {near:.3f} (5th percentile over the val half's held-out "
             f"fashion photos), far_beta {far:g} chosen on the val half (shipped: {FAR_BETA:g}); beta = share + "
             f"(1 - share) x far_beta. Done when every test-half regret <= {DONE_WHEN}: "
             f"**{res['done']}**.\n\n" + markdown_table(table, floatfmt=".1f")

@@ -57,9 +57,10 @@ AUTO = "auto"
 MIN_SAMPLE = 50  # fewer photos than this: too few to choose by; keep beta = 1, provisionally
 REGROW = 4  # a provisional choice is made again once a run offers this many times the photos it was made on
 # label-free: the beta of photos unlike the training goods. Chosen by benchmarks/blend_choice.py on its
-# validation half (head-only export, pretrained backbone): the worst validation regret is least at 0.3 (0.4
-# points; 0 would cost Personal Care 4 points). Measured for that backbone only.
-FAR_BETA = 0.3
+# validation half (head-only export, pretrained backbone): the worst validation regret is least at 0.2 (0.4
+# points; 0 would cost Personal Care 2.1 points). 0.3 until the score's category term became mAP (stop 31).
+# Measured for that backbone only; the test half's unlike catalog wants 0 (see blend_choice.md).
+FAR_BETA = 0.2
 # near_cosine for a model set exported before it was calibrated with the head: the value calibrated for the
 # pretrained backbone's generic head (benchmarks/blend_choice.py, 0.708)
 NEAR_COSINE_FALLBACK = 0.71
