@@ -17,7 +17,7 @@ import grpc
 from kuamo.benchmarks.bench_catalog import bench_catalog
 from kuamo.benchmarks.common import latency_stats, machine_info, markdown_table, quick_models_main, write_results
 from kuamo.benchmarks.loadgen import search_requests
-from kuamo.benchmarks.serving import start_server, stop_server
+from kuamo.benchmarks.serving import CACHES_OFF, start_server, stop_server
 from kuamo.engine.config import DEFAULT_MODEL_DIR, RECOMMENDED_HYBRID_WEIGHTS
 from kuamo.proto.kuamo.v1 import kuamo_pb2 as pb
 from kuamo.proto.kuamo.v1 import kuamo_pb2_grpc as pb_grpc
@@ -38,7 +38,7 @@ def run(quick: bool = False, *, models: Path = DEFAULT_MODEL_DIR) -> dict[str, A
     _, _, texts = search_requests(catalog, 60 if quick else 400, 1)
     res: dict[str, Any] = {"suite": "hybrid_latency", "quick": quick, "machine": machine_info(),
                            "catalog": str(catalog), "queries": len(texts), "weights": chosen_weights()}
-    s = start_server(models, data, extra_args=["--query-cache-entries", "0", "--result-cache-entries", "0"])
+    s = start_server(models, data, extra_args=list(CACHES_OFF))
     on: list[float] = []
     off: list[float] = []
     try:

@@ -100,7 +100,7 @@ def run_zipf(models: Path, data: Path, catalog: Path, *, seconds: float,
              fashion: Path | None = None) -> dict[str, Any]:
     """p50/p99/QPS at 8 and 32 clients and at a fixed open-loop rate, caches on vs off, and the server-reported
     hit rates."""
-    from kuamo.benchmarks.serving import serving
+    from kuamo.benchmarks.serving import CACHES_OFF, serving
     from kuamo.export.samples import DEFAULT_FASHION_DIR
 
     queries = distinct_queries(catalog)
@@ -111,7 +111,7 @@ def run_zipf(models: Path, data: Path, catalog: Path, *, seconds: float,
                            "phases": {}}
     rate = None  # the open-loop phases' offered load: OPEN_LOOP_SHARE of the caches-off 32-client capacity
     # caches off first: its capacity sets the open-loop rate both servers then get
-    for cache, extra in (("off", ("--query-cache-entries", "0", "--result-cache-entries", "0")), ("on", ())):
+    for cache, extra in (("off", CACHES_OFF), ("on", ())):
         with serving(models, data, metrics=True, max_inflight=256, timeout_s=600, extra_args=extra) as s:
             assert s.metrics_port is not None
             for seed, c in enumerate((*CLIENTS, "open"), start=1):

@@ -18,6 +18,9 @@ from pathlib import Path
 from typing import Any
 
 DEADLINE_S = 10.0  # per call, where a slower answer counts as a hang
+# `kuamo serve` flags that make every query do the work: a load that repeats its queries is otherwise answered
+# from the result cache at a rate no Python load generator can outrun
+CACHES_OFF = ("--query-cache-entries", "0", "--result-cache-entries", "0")
 
 
 @dataclass
@@ -94,7 +97,7 @@ def server_process(models: Path, data: Path, *, batching: bool = True, max_infli
     """`kuamo serve` (batching on or off, asyncio or uvloop, query cache on or off) with stderr discarded; yields
     its target."""
     extra = (([] if batching else ["--no-batching"]) + (["--event-loop", event_loop] if event_loop else [])
-             + ([] if query_cache else ["--query-cache-entries", "0", "--result-cache-entries", "0"]))
+             + ([] if query_cache else list(CACHES_OFF)))
     with serving(models, data, max_inflight=max_inflight, timeout_s=timeout_s, extra_args=extra) as s:
         yield s.target
 
