@@ -4,7 +4,7 @@ import math
 
 import numpy as np
 
-from kuamo.evaluation.metrics import mean_average_precision
+from kuamo.evaluation.metrics import average_precision, mean_average_precision
 
 
 def test_average_precision_reads_every_relevant_rank() -> None:
@@ -28,4 +28,6 @@ def test_queries_without_relevant_items_are_left_out() -> None:
     scores = np.array([[0.5, 0.4], [0.5, 0.4]])
     relevant = np.array([[False, True], [False, False]])
     assert mean_average_precision(scores, relevant) == 50.0
+    per_query = average_precision(scores, relevant)
+    assert per_query[0] == 50.0 and math.isnan(per_query[1])
     assert math.isnan(mean_average_precision(scores, np.zeros((2, 2), bool)))
