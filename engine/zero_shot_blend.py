@@ -8,8 +8,9 @@ first products are indexed:
 
     image vector = normalise(beta * embedding + (1 - beta) * zero_shot),  beta in BETAS
 
-scored on a sample of the catalog's own products: each leaf category name as a query (precision@10 over
-photos of that category, categories with >= MIN_CATEGORY_PHOTOS photos) plus each product's title as a
+scored on a sample of the catalog's own products: each leaf category name as a query (average precision over
+the sample's photos of that category, categories with >= MIN_CATEGORY_PHOTOS photos; P@10 until stop 32,
+which caps a category of 5-9 photos below 100 and reads only the top 10) plus each product's title as a
 query (recall@10 of its own photo). The best beta wins only when it beats the photos' own verdict by MARGIN
 points: the label-free beta below, snapped to BETAS (1 for a catalog of the training kind, and 1 when the models
 carry no centroids). On the fashion catalog the betas near 1 differ by under a point, and that is noise (the
@@ -46,6 +47,7 @@ from typing import Any
 
 import numpy as np
 
+from kuamo.engine.average_precision import mean_average_precision
 from kuamo.engine.errors import ArtifactError, InvalidInput, KuamoError
 from kuamo.engine.vectors import l2_normalize, softmax_rows
 
@@ -66,7 +68,7 @@ FAR_BETA = 0.2
 NEAR_COSINE_FALLBACK = 0.71
 LABEL_FREE_STEP = 0.05  # the label-free beta is rounded to this: a re-choice on a grown sample rarely re-embeds
 MIN_CATEGORY_PHOTOS = 5
-MARGIN = 2.0  # points of (category P@10 + title R@10) a blend must gain over the photos' label-free verdict
+MARGIN = 2.0  # points of (category mAP + title R@10) a blend must gain over the photos' label-free verdict
 SAMPLE = 800  # photos read for the choice (about 12 s of image encoding on 2 cores)
 
 
@@ -156,11 +158,6 @@ def label_free_beta(share: float, far_beta: float = FAR_BETA) -> float:
     return float(min(1.0, max(0.0, round(round(beta / LABEL_FREE_STEP) * LABEL_FREE_STEP, 4))))
 
 
-def _precision_at_10(scores: np.ndarray, relevant: np.ndarray) -> float:
-    top = np.argsort(-scores, axis=1)[:, :10]
-    return float(np.take_along_axis(relevant, top, 1).mean() * 100)
-
-
 def _recall_at_10_own(scores: np.ndarray, own: np.ndarray) -> float:
     """scores (queries, gallery); own[q] = the gallery index of query q's own photo."""
     mine = scores[np.arange(len(own)), own][:, None]
@@ -198,7 +195,7 @@ def choose_beta(zero_shot: ZeroShotMap, embedding: np.ndarray, logits: np.ndarra
     name_vecs = encode_names(names) if len(names) >= 2 else None
     queries = l2_normalize(np.asarray(title_vecs, dtype=np.float32)[with_title])
     own = np.flatnonzero(with_title)
-    choice = BlendChoice(default, n, reason=f"category P@10 + title R@10 on the catalog's own products; another "
+    choice = BlendChoice(default, n, reason=f"category mAP + title R@10 on the catalog's own products; another "
                                             f"beta than {default:g} only when {MARGIN:g} points better"
                                             + (f" ({default:g}: the photos' own verdict, {label_free.reason})"
                                                if default < 1 else ""))
@@ -210,7 +207,7 @@ def choose_beta(zero_shot: ZeroShotMap, embedding: np.ndarray, logits: np.ndarra
             task["title_R@10"] = _recall_at_10_own(queries @ v.T, own)
         if name_vecs is not None:
             relevant = labels[None, :] == np.asarray(names, dtype=object)[:, None]
-            task["category_P@10"] = _precision_at_10(l2_normalize(name_vecs) @ v.T, relevant)
+            task["category_mAP"] = mean_average_precision(l2_normalize(name_vecs) @ v.T, relevant)
         choice.scores[beta] = task
         totals[beta] = sum(task.values())
     best = max(totals, key=lambda b: (totals[b], b))  # ties keep the larger beta

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
+# re-exported (the names evaluation users import); defined in the engine, which the blend chooser reads them in
+from kuamo.engine.average_precision import average_precision as average_precision
+from kuamo.engine.average_precision import mean_average_precision as mean_average_precision
+
 KS = (1, 5, 10)
 METRIC_NAMES = (*(f"R@{k}" for k in KS), "MRR", "nDCG@10", "P@5", "Rfrac@5", "F1@5", "P@10", "Rfrac@10", "F1@10")
 
@@ -44,22 +48,3 @@ def retrieval_metrics(scores: np.ndarray, relevant: np.ndarray, k_max: int = 10)
         f1 = np.where(p + r > 0, 2 * p * r / np.maximum(p + r, 1e-12), 0.0)
         out[f"F1@{k}"] = float(f1.mean() * 100)
     return out
-
-
-def average_precision(scores: np.ndarray, relevant: np.ndarray) -> np.ndarray:
-    """Average precision of each query over the whole ranking, in % (NaN for a query with no relevant item).
-    Unlike P@10 it is not capped for a category of fewer than 10 items, and it reads every relevant item's
-    rank, not only the ones that make the top 10 (a steadier verdict for a query over a small catalog)."""
-    relevant = np.asarray(relevant, bool)
-    order = np.argsort(-scores, axis=1, kind="stable")
-    hits = np.take_along_axis(relevant, order, axis=1)
-    precision = np.cumsum(hits, axis=1) / np.arange(1, hits.shape[1] + 1)
-    n_rel = hits.sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(n_rel > 0, (precision * hits).sum(axis=1) / n_rel * 100, np.nan)
-
-
-def mean_average_precision(scores: np.ndarray, relevant: np.ndarray) -> float:
-    """Mean of average_precision over the queries with >= 1 relevant item, in % (NaN when none has one)."""
-    ap = average_precision(scores, relevant)
-    return float(np.nanmean(ap)) if np.isfinite(ap).any() else float("nan")
