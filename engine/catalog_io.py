@@ -6,6 +6,7 @@ products.csv) and "generic" (obvious e-commerce column names; unknown columns be
 
 from __future__ import annotations
 
+import codecs
 import csv
 import dataclasses
 import json
@@ -17,18 +18,63 @@ from typing import Any
 
 from kuamo.engine.catalog_map import CatalogConfig, category_of, check_columns
 from kuamo.engine.errors import InvalidInput
+from kuamo.engine.feed_values import amount_text, first_image_ref, is_url
 from kuamo.engine.ids import ProductId, canonical_id
 from kuamo.engine.types import CATEGORY_SEP, AttrValue, Product
 
 MAPPINGS = ("auto", "fashion", "generic")
 
 
+DELIMITERS = (",", ";", "\t", "|")  # what a ".csv" export may be separated by (spreadsheets in many locales: ";")
+
+
+def csv_delimiter(path: Path) -> str:
+    """The separator of a CSV file's header line: the most frequent of DELIMITERS (",", the default, on a
+    tie); a .tsv file is tab-separated."""
+    if path.suffix.lower() == ".tsv":
+        return "\t"
+    with open(path, newline="", encoding="utf-8-sig", errors="replace") as f:
+        header = f.readline()
+    counts = {d: header.count(d) for d in DELIMITERS}
+    best = max(DELIMITERS, key=lambda d: counts[d])
+    return best if counts[best] > counts[","] else ","
+
+
+def check_utf8(path: Path, chunk: int = 1 << 20) -> None:
+    """A text catalog must be UTF-8: InvalidInput naming the first undecodable byte's line, before any row is
+    stored (a merchant's cp1252 or GBK export would otherwise fail halfway through the ingest)."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    lines = 1
+    with open(path, "rb") as f:
+        while True:
+            block = f.read(chunk)
+            try:
+                decoder.decode(block, final=not block)
+            except UnicodeDecodeError as exc:  # exc.object: the bytes held back from the last block + this one
+                line = lines + exc.object[:exc.start].count(b"\n")
+                raise InvalidInput(f"{path.name} is not UTF-8 text: byte 0x{exc.object[exc.start]:02x} on line "
+                                   f"{line} cannot be decoded; save the file as UTF-8 (e.g. iconv -f cp1252 -t "
+                                   "utf-8, or -f gbk for a Chinese export)", field="path") from None
+            if not block:
+                return
+            lines += block.count(b"\n")
+
+
 def read_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """(1-based data row number, row dict). Malformed JSONL lines come back as {"__error__": reason}."""
     suffix = path.suffix.lower()
+    try:
+        yield from _read_rows(path, suffix)
+    except UnicodeDecodeError:  # header_of checked the file; it changed since
+        check_utf8(path)
+        raise
+
+
+def _read_rows(path: Path, suffix: str) -> Iterator[tuple[int, dict[str, Any]]]:
     if suffix in (".csv", ".tsv"):
+        delimiter = csv_delimiter(path)
         with open(path, newline="", encoding="utf-8-sig") as f:
-            reader = csv.DictReader(f, delimiter="\t" if suffix == ".tsv" else ",")
+            reader = csv.DictReader(f, delimiter=delimiter)
             for n, row in enumerate(reader, start=1):
                 yield n, row
     elif suffix in (".jsonl", ".ndjson"):
@@ -58,6 +104,9 @@ def read_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
 
 
 def header_of(path: Path) -> list[str]:
+    """The first row's columns (every reader calls this first: a text catalog is checked to be UTF-8 here)."""
+    if path.suffix.lower() in (".csv", ".tsv", ".jsonl", ".ndjson"):
+        check_utf8(path)
     for _, row in read_rows(path):
         return list(row)
     return []
@@ -102,9 +151,11 @@ GENERIC = ColumnMapping(
     name="generic", id=("id", "product_id", "sku_id", "item_id"),
     title=("title", "name", "product_name", "productDisplayName"),
     description=("description", "desc", "details"),
-    category=("category", "category_path", "categories"), brand=("brand", "manufacturer"),
+    # product_type / google_product_category / image_link: Google Merchant Center's names
+    category=("category", "category_path", "categories", "product_type", "google_product_category"),
+    brand=("brand", "manufacturer"),
     price=("price", "sale_price", "list_price"), rating=("rating", "stars", "average_rating"),
-    image=("image", "image_path", "image_file", "image_ref"),
+    image=("image", "image_path", "image_file", "image_ref", "image_link", "image_url"),
     numeric_attributes=("year", "popularity", "reviews", "review_count"),
 )
 
@@ -156,10 +207,8 @@ def _number(row: dict[str, Any], cols: tuple[str, ...], field: str, *, lo: float
     col, v = _first_of(row, cols)
     if v is None:
         return None
-    if isinstance(v, str):
-        v = v.strip().replace(",", "").lstrip("$¥€£")
     try:
-        f = float(v)
+        f = float(amount_text(v) if isinstance(v, str) else v)
     except (TypeError, ValueError):
         raise RowError(field, f"bad {field} in column {col}: {v!r} is not a number") from None
     if not math.isfinite(f) or not lo <= f <= hi:
@@ -244,7 +293,12 @@ def to_product(row: dict[str, Any], m: ColumnMapping, root: Path) -> tuple[Produ
         if v is not None:
             attributes[c] = v
     image_path: Path | None = None
-    ref = _first(row, m.image)
+    image_col, cell = _first_of(row, m.image)
+    ref = first_image_ref(cell) if cell is not None else None
+    if ref is not None and is_url(ref):
+        raise RowError("image", f"image in column {image_col} is a URL ({ref[:80]}): kuamo reads photos from files "
+                       "inside the catalog directory and does not download them; fetch them there and map the "
+                       "column of their paths (--map image=COLUMN)", pid)
     if ref is None and m.image_template:
         ref = m.image_template.format(id=pid)
     if ref is None and not title:  # a photo-only product is fine, a text-only one too; neither is nothing

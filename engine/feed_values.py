@@ -1,0 +1,52 @@
+"""Values as merchants' feeds write them: prices with a currency ("81.70 USD", "€ 1.299,00", "1 299,00 zł") and
+decimal commas, and image cells that hold a URL or a JSON list of paths (engine/catalog_io.py reads the rows)."""
+
+from __future__ import annotations
+
+import json
+import re
+
+# a currency at either end: an ISO 4217 code (Google Merchant Center writes "15.00 USD") or a symbol
+_CURRENCY = re.compile(r"^(?:[A-Z]{3}|[^\d\s.,+-]{1,3})\s*|\s*(?:[A-Z]{3}|[^\d\s.,+-]{1,3})$")
+_GROUPING = str.maketrans("", "", " \u00a0\u202f'’")  # thousands separators other than , and .
+_THOUSANDS_COMMAS = re.compile(r"^\d{1,3}(,\d{3})+$")  # 1,299 / 12,345,678
+_THOUSANDS_DOTS = re.compile(r"^\d{1,3}(\.\d{3}){2,}$")  # 1.234.567 (one dot alone is a decimal point)
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def amount_text(text: str) -> str:
+    """A feed's amount as float() reads it: the currency at either end dropped, thousands separators removed
+    and a decimal comma made a point. The last of ',' and '.' is the decimal mark when both appear
+    ("1.299,00" and "1,299.00"); a lone ',' is a decimal mark unless it groups thousands ("12,50" -> 12.50,
+    "1,299" -> 1299). Text that is not an amount comes back in a form float() refuses."""
+    s = text.strip()
+    for _ in range(2):  # "US$ 5" / "5 EUR" / "$5": at most one currency at each end
+        s = _CURRENCY.sub("", s, count=1).strip()
+    s = s.translate(_GROUPING)
+    if "," in s and "." in s:
+        decimal, grouping = (",", ".") if s.rfind(",") > s.rfind(".") else (".", ",")
+        return s.replace(grouping, "").replace(decimal, ".")
+    if "," in s:
+        return s.replace(",", "") if _THOUSANDS_COMMAS.match(s) else s.replace(",", ".", 1)
+    if _THOUSANDS_DOTS.match(s):
+        return s.replace(".", "")
+    return s
+
+
+def is_url(ref: str) -> bool:
+    return bool(_URL.match(ref.strip()))
+
+
+def first_image_ref(value: object) -> str | None:
+    """The photo a cell names: the cell itself, or the first entry of a JSON list of them (feeds that list
+    several photos per product: '["images/a.jpg", "images/b.jpg"]')."""
+    if isinstance(value, list):
+        return first_image_ref(value[0]) if value else None
+    text = str(value).strip()
+    if text.startswith("["):
+        try:
+            inner = json.loads(text)
+        except json.JSONDecodeError:
+            return text
+        return first_image_ref(inner) if isinstance(inner, list) else text
+    return text or None
