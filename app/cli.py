@@ -433,7 +433,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     ix = sub.add_parser("index", help="ingest a catalog (CSV / JSONL / Parquet) into the store and index; "
                                      "resumable; --ray embeds it on a Ray cluster")
-    ix.add_argument("catalog", type=Path, help="products.csv or a .jsonl file")
+    ix.add_argument("catalog", type=Path, help="the catalog file: .csv, .tsv, .jsonl, .xml (an RSS/Atom product "
+                    "feed), each may be .gz; or .parquet")
     ix.add_argument("--mapping", choices=("auto", "fashion", "generic"), default=None, help="column names to "
                     "expect (default auto: fashion when its columns are there, else generic)")
     ix.add_argument("--map", default=None, metavar="FIELD=COLUMN,...",

@@ -1,17 +1,13 @@
-"""Catalog files -> raw rows, and raw rows -> (Product, image bytes) with the column mappings.
+"""Raw rows -> (Product, image bytes) with the column mappings (engine/feed_files.py reads the files into rows).
 
-Readers: CSV, JSONL, Parquet (only when pyarrow is importable). Mappings: "fashion" (the Kaggle fashion
+Mappings: "fashion" (the Kaggle fashion
 products.csv) and "generic" (obvious e-commerce column names; unknown columns become attributes).
 """
 
 from __future__ import annotations
 
-import codecs
-import csv
 import dataclasses
-import json
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,93 +19,6 @@ from kuamo.engine.ids import ProductId, canonical_id
 from kuamo.engine.types import CATEGORY_SEP, AttrValue, Product
 
 MAPPINGS = ("auto", "fashion", "generic")
-
-
-DELIMITERS = (",", ";", "\t", "|")  # what a ".csv" export may be separated by (spreadsheets in many locales: ";")
-
-
-def csv_delimiter(path: Path) -> str:
-    """The separator of a CSV file's header line: the most frequent of DELIMITERS (",", the default, on a
-    tie); a .tsv file is tab-separated."""
-    if path.suffix.lower() == ".tsv":
-        return "\t"
-    with open(path, newline="", encoding="utf-8-sig", errors="replace") as f:
-        header = f.readline()
-    counts = {d: header.count(d) for d in DELIMITERS}
-    best = max(DELIMITERS, key=lambda d: counts[d])
-    return best if counts[best] > counts[","] else ","
-
-
-def check_utf8(path: Path, chunk: int = 1 << 20) -> None:
-    """A text catalog must be UTF-8: InvalidInput naming the first undecodable byte's line, before any row is
-    stored (a merchant's cp1252 or GBK export would otherwise fail halfway through the ingest)."""
-    decoder = codecs.getincrementaldecoder("utf-8")()
-    lines = 1
-    with open(path, "rb") as f:
-        while True:
-            block = f.read(chunk)
-            try:
-                decoder.decode(block, final=not block)
-            except UnicodeDecodeError as exc:  # exc.object: the bytes held back from the last block + this one
-                line = lines + exc.object[:exc.start].count(b"\n")
-                raise InvalidInput(f"{path.name} is not UTF-8 text: byte 0x{exc.object[exc.start]:02x} on line "
-                                   f"{line} cannot be decoded; save the file as UTF-8 (e.g. iconv -f cp1252 -t "
-                                   "utf-8, or -f gbk for a Chinese export)", field="path") from None
-            if not block:
-                return
-            lines += block.count(b"\n")
-
-
-def read_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(1-based data row number, row dict). Malformed JSONL lines come back as {"__error__": reason}."""
-    suffix = path.suffix.lower()
-    try:
-        yield from _read_rows(path, suffix)
-    except UnicodeDecodeError:  # header_of checked the file; it changed since
-        check_utf8(path)
-        raise
-
-
-def _read_rows(path: Path, suffix: str) -> Iterator[tuple[int, dict[str, Any]]]:
-    if suffix in (".csv", ".tsv"):
-        delimiter = csv_delimiter(path)
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            reader = csv.DictReader(f, delimiter=delimiter)
-            for n, row in enumerate(reader, start=1):
-                yield n, row
-    elif suffix in (".jsonl", ".ndjson"):
-        with open(path, encoding="utf-8") as f:
-            for n, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    yield n, {"__error__": f"not valid JSON: {exc}"}
-                    continue
-                yield n, obj if isinstance(obj, dict) else {"__error__": "line is not a JSON object"}
-    elif suffix == ".parquet":
-        try:
-            import pyarrow.parquet as pq
-        except ImportError as exc:
-            raise InvalidInput("reading Parquet needs pyarrow, which is not installed; convert to CSV or JSONL",
-                               field="path") from exc
-        n = 0
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=4096):
-            for row in batch.to_pylist():
-                n += 1
-                yield n, row
-    else:
-        raise InvalidInput(f"unknown catalog format {suffix!r}: use .csv, .tsv, .jsonl or .parquet", field="path")
-
-
-def header_of(path: Path) -> list[str]:
-    """The first row's columns (every reader calls this first: a text catalog is checked to be UTF-8 here)."""
-    if path.suffix.lower() in (".csv", ".tsv", ".jsonl", ".ndjson"):
-        check_utf8(path)
-    for _, row in read_rows(path):
-        return list(row)
-    return []
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -1,5 +1,5 @@
 """Values as merchants' feeds write them: prices with a currency ("81.70 USD", "€ 1.299,00", "1 299,00 zł") and
-decimal commas, and image cells that hold a URL or a JSON list of paths (engine/catalog_io.py reads the rows)."""
+decimal commas, and image cells that hold a URL or a JSON list of paths (engine/catalog_io.py maps the rows)."""
 
 from __future__ import annotations
 

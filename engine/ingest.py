@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kuamo.engine.catalog_io import RowBatch, RowError, header_of, mapping_for, read_rows, row_id, to_product
+from kuamo.engine.catalog_io import RowBatch, RowError, mapping_for, row_id, to_product
 from kuamo.engine.catalog_map import CatalogConfig, check_config
 from kuamo.engine.errors import InvalidInput
+from kuamo.engine.feed_files import header_of, read_rows
 from kuamo.engine.ids import ProductId
 from kuamo.engine.types import Product, Rejection
 from kuamo.engine.zero_shot_blend import AUTO, SAMPLE, BlendChoice, parse_image_blend, spread

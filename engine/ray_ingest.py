@@ -5,7 +5,7 @@ each loading the towers once with ProductEncoder.load) -> this process (the driv
 into its engine, embedded or any backend, with Engine.write_rows in chunks.
 
 The same rows, products, rejections and vectors as the single-process `kuamo index` (engine/ingest.py):
-- the file is read with catalog_io.read_rows, not Ray's pyarrow readers, which type columns by guessing (an id
+- the file is read with feed_files.read_rows, not Ray's pyarrow readers, which type columns by guessing (an id
   "007" becomes 7), fail the whole read on one malformed JSON line or short CSV row, and number no rows;
 - the image blend is decided here before the run, as single-process does, and the actors are given its beta;
   an actor whose model files make another fingerprint than the driver's refuses to start;
@@ -39,11 +39,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from kuamo.engine.catalog_io import ColumnMapping, RowError, _row_id, header_of, mapping_for, read_rows, to_product
+from kuamo.engine.catalog_io import ColumnMapping, RowError, _row_id, mapping_for, to_product
 from kuamo.engine.catalog_map import CatalogConfig, check_config
 from kuamo.engine.config import EncoderConfig
 from kuamo.engine.cpu_budget import usable_cores
 from kuamo.engine.errors import ArtifactError, InvalidInput, KuamoError, NotReady
+from kuamo.engine.feed_files import header_of, read_rows
 from kuamo.engine.ids import ProductId, row_key
 from kuamo.engine.ingest import IngestReport, finish_run, say, start_run
 from kuamo.engine.store import StoredRow, check_owner

@@ -1,9 +1,9 @@
 """The products `kuamo align --catalog` adapts to, read from any catalog `kuamo index` accepts.
 
-The rows go through the indexer's own reader and column mapping (engine/catalog_io.py: CSV/TSV/JSONL/Parquet,
---map, --category-path, --category-depth, the [catalog] TOML section), so a feed that indexes also adapts, and
-a second reader cannot drift from the first. A product is usable for adapting when it has a photo and some
-text to align it with (a title, else its category path).
+The rows go through the indexer's own reader and column mapping (engine/feed_files.py and catalog_io.py:
+CSV/TSV/JSONL/XML/Parquet, --map, --category-path, --category-depth, the [catalog] TOML section), so a feed
+that indexes also adapts, and a second reader cannot drift from the first. A product is usable for adapting
+when it has a photo and some text to align it with (a title, else its category path).
 """
 
 from __future__ import annotations
@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kuamo.engine.catalog_io import RowError, header_of, mapping_for, read_rows, to_product
+from kuamo.engine.catalog_io import RowError, mapping_for, to_product
 from kuamo.engine.catalog_map import CatalogConfig, check_config
 from kuamo.engine.errors import InvalidInput
+from kuamo.engine.feed_files import header_of, read_rows
 from kuamo.engine.ids import ProductId
 from kuamo.engine.rows import document_text
 from kuamo.engine.types import CATEGORY_SEP

@@ -1,20 +1,22 @@
 """Feed files as merchants export them: a Google Merchant Center TSV ("15.00 USD" prices, product_type paths,
 image_link), semicolon-separated CSV, decimal commas, non-UTF-8 files, photos named by URL or in a JSON list
-(fake encoders; engine/feed_values.py, engine/catalog_io.py)."""
+an RSS/Atom XML feed, gzip-compressed files (fake encoders; engine/feed_files.py, feed_values.py, catalog_io.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import csv
+import gzip
 from pathlib import Path
 
 import pytest
 from fake_encoders import FakeImageEncoder, FakeTextEncoder, png
 
 from kuamo.cli import main
-from kuamo.engine.catalog_io import GENERIC, RowError, csv_delimiter, header_of, to_product
+from kuamo.engine.catalog_io import GENERIC, RowError, to_product
 from kuamo.engine.engine import Engine, EngineConfig
 from kuamo.engine.errors import InvalidInput, NotFound
+from kuamo.engine.feed_files import csv_delimiter, header_of
 from kuamo.engine.feed_values import amount_text, first_image_ref
 from kuamo.engine.ingest import index_catalog
 from kuamo.engine.types import Query
@@ -135,3 +137,85 @@ def test_the_first_photo_of_a_json_list_is_the_products(tmp_path) -> None:
     assert image == tmp_path / "red.png" and product.image_ref == "red.png"
     assert first_image_ref(["x.jpg", "y.jpg"]) == "x.jpg" and first_image_ref("[]") is None
     assert first_image_ref("[not json") == "[not json"
+
+
+GMC_XML = """<?xml version="1.0" encoding="{enc}"?>
+<rss version="2.0" xmlns:g="http://base.google.com/ns/1.0">
+<channel><title>Shop</title><link>https://shop.example</link>
+<item>
+  <g:id>SKU-00a1</g:id><title>Red Enamel Pan</title><link>https://shop.example/p/1</link>
+  <g:price>15.00 USD</g:price><g:image_link>red.png</g:image_link>
+  <g:additional_image_link>blue.png</g:additional_image_link>
+  <g:product_type>Home &gt; Kitchen &gt; Pans</g:product_type><g:product_type>Sale</g:product_type>
+  <g:shipping><g:country>US</g:country><g:price>4.95 USD</g:price></g:shipping>
+  <g:brand>Acme</g:brand>
+</item>
+<item>
+  <g:id>SKU-00b2</g:id><title>{mug}</title><g:price>4,50 EUR</g:price><g:image_link>blue.png</g:image_link>
+  <g:product_type>Home &gt; Kitchen &gt; Mugs</g:product_type>
+</item>
+</channel></rss>
+"""
+
+
+@pytest.mark.parametrize("compressed", [False, True])
+@pytest.mark.parametrize("encoding", ["utf-8", "iso-8859-1"])
+def test_a_merchant_center_xml_feed_indexes_without_a_map(tmp_path, compressed, encoding) -> None:
+    """An RSS 2.0 feed with the g: namespace: one product per <item>, its declared encoding honoured; a
+    repeated element keeps the first value, a nested one (shipping) is left out; also gzip-compressed."""
+    root = tmp_path / "feed"
+    root.mkdir()
+    (root / "red.png").write_bytes(png("red"))
+    (root / "blue.png").write_bytes(png("blue"))
+    body = GMC_XML.format(enc=encoding, mug="Tasse bleue à café").encode(encoding)
+    path = root / ("feed.xml.gz" if compressed else "feed.xml")
+    path.write_bytes(gzip.compress(body) if compressed else body)
+    assert {"id", "title", "price", "image_link", "product_type", "brand"} <= set(header_of(path))
+    assert "shipping" not in header_of(path)
+    eng = make_engine(tmp_path)
+    rep = index_catalog(path, engine=eng, progress=False)
+    assert (rep.accepted, rep.rejected) == (2, [])
+    pan, mug = asyncio.run(eng.get("SKU-00a1")), asyncio.run(eng.get("SKU-00b2"))
+    assert (pan.price, pan.category, pan.image_ref, pan.brand) == (15.0, "Home/Kitchen/Pans", "red.png", "Acme")
+    assert (mug.title, mug.price, mug.category) == ("Tasse bleue à café", 4.5, "Home/Kitchen/Mugs")
+    asyncio.run(eng.close(snapshot=False))
+
+
+def test_a_broken_xml_feed_keeps_the_items_before_and_reports_the_rest(tmp_path) -> None:
+    path = tmp_path / "feed.xml"
+    path.write_text(GMC_XML.format(enc="utf-8", mug="Mug").split("<item>\n  <g:id>SKU-00b2")[0] + "<item><g:id>x<")
+    (tmp_path / "red.png").write_bytes(png("red"))
+    (tmp_path / "blue.png").write_bytes(png("blue"))
+    eng = make_engine(tmp_path)
+    rep = index_catalog(path, engine=eng, progress=False)
+    assert rep.accepted == 1 and len(rep.rejected) == 1
+    assert rep.rejected[0].row == 2 and "the XML stops parsing after 1 items" in rep.rejected[0].reason
+    asyncio.run(eng.close(snapshot=False))
+
+
+def test_a_gzipped_csv_is_read_and_checked_like_a_plain_one(tmp_path) -> None:
+    plain = write(tmp_path / "feed" / "products.csv", ["id", "title", "price", "image"],
+                  [["a1", "Red Pan", "12,50", "red.png"]], delimiter=";")
+    packed = plain.with_name("products.csv.gz")
+    packed.write_bytes(gzip.compress(plain.read_bytes()))
+    assert csv_delimiter(packed) == ";" and header_of(packed) == ["id", "title", "price", "image"]
+    eng = make_engine(tmp_path)
+    assert index_catalog(packed, engine=eng, progress=False).accepted == 1
+    assert asyncio.run(eng.get("a1")).price == 12.5
+    asyncio.run(eng.close(snapshot=False))
+    bad = plain.with_name("bad.csv.gz")
+    bad.write_bytes(gzip.compress("id,title\na1,Café\n".encode("cp1252")))
+    with pytest.raises(InvalidInput, match=r"bad\.csv\.gz is not UTF-8 text: byte 0xe9 on line 2"):
+        header_of(bad)
+    truncated = plain.with_name("cut.csv.gz")
+    truncated.write_bytes(gzip.compress(plain.read_bytes())[:-12])
+    with pytest.raises(InvalidInput, match=r"cut\.csv\.gz cannot be read"):
+        header_of(truncated)
+
+
+@pytest.mark.parametrize("name", ["feed.xlsx", "feed.parquet.gz", "feed", "feed.gz"])
+def test_an_unknown_format_names_the_ones_read(tmp_path, name) -> None:
+    path = tmp_path / name
+    path.write_bytes(b"x")
+    with pytest.raises(InvalidInput, match=r"unknown catalog format .*\.csv, \.tsv, \.jsonl, \.xml"):
+        header_of(path)
