@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 import re
 
-# a currency at either end: an ISO 4217 code (Google Merchant Center writes "15.00 USD") or a symbol
-_CURRENCY = re.compile(r"^(?:[A-Z]{3}|[^\d\s.,+-]{1,3})\s*|\s*(?:[A-Z]{3}|[^\d\s.,+-]{1,3})$")
+# an amount between an optional currency before it and after it ("Rs. 1,299", "15.00 USD", "1 299,00 zł"): the
+# core runs from an optional sign and a leading decimal mark (".99") to the last digit
+_AMOUNT = re.compile(r"^(\D*?)([+-]?[.,]?\d(?:.*\d)?)(\D*)$")
+CURRENCY_CHARS = 4  # at most this many characters of currency on either side ("US$", "EUR", "Rs.", "руб.")
 _GROUPING = str.maketrans("", "", " \u00a0\u202f'’")  # thousands separators other than , and .
 _THOUSANDS_COMMAS = re.compile(r"^\d{1,3}(,\d{3})+$")  # 1,299 / 12,345,678
 _THOUSANDS_DOTS = re.compile(r"^\d{1,3}(\.\d{3}){2,}$")  # 1.234.567 (one dot alone is a decimal point)
@@ -15,14 +17,15 @@ _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
 def amount_text(text: str) -> str:
-    """A feed's amount as float() reads it: the currency at either end dropped, thousands separators removed
-    and a decimal comma made a point. The last of ',' and '.' is the decimal mark when both appear
-    ("1.299,00" and "1,299.00"); a lone ',' is a decimal mark unless it groups thousands ("12,50" -> 12.50,
-    "1,299" -> 1299). Text that is not an amount comes back in a form float() refuses."""
-    s = text.strip()
-    for _ in range(2):  # "US$ 5" / "5 EUR" / "$5": at most one currency at each end
-        s = _CURRENCY.sub("", s, count=1).strip()
-    s = s.translate(_GROUPING)
+    """A feed's amount as float() reads it: a currency on either side dropped, thousands separators removed and
+    a decimal comma made a point. The last of ',' and '.' is the decimal mark when both appear ("1.299,00" and
+    "1,299.00"); a lone ',' is a decimal mark unless it groups thousands ("12,50" -> 12.50, "1,299" -> 1299).
+    Text that is not an amount comes back in a form float() refuses ("cheap 5", "10-20")."""
+    s = text.strip().replace("\u2212", "-")  # the minus sign
+    m = _AMOUNT.match(s)
+    if m is None or any(len(side.strip()) > CURRENCY_CHARS for side in (m[1], m[3])):
+        return s
+    s = m[2].translate(_GROUPING)
     if "," in s and "." in s:
         decimal, grouping = (",", ".") if s.rfind(",") > s.rfind(".") else (".", ",")
         return s.replace(grouping, "").replace(decimal, ".")

@@ -46,13 +46,14 @@ def make_engine(tmp_path: Path) -> Engine:
     ("81.70 USD", 81.70), ("USD 81.70", 81.70), ("$1,299.00", 1299.0), ("€ 1.299,00", 1299.0),
     ("12,50", 12.5), ("12,50 EUR", 12.5), ("1,299", 1299.0), ("1 299,00 zł", 1299.0), ("1\u00a0299,00 €", 1299.0),
     ("1.234.567", 1234567.0), ("19.99", 19.99), ("R$ 5,00", 5.0), ("CHF 1'299.50", 1299.5), ("¥3999", 3999.0),
-    ("4,5", 4.5), ("7", 7.0),
+    ("4,5", 4.5), ("7", 7.0), ("Rs. 1,299", 1299.0), ("₹ 1,299.50", 1299.5), (".99", 0.99), ("$.99", 0.99),
+    ("руб. 1 299", 1299.0), ("\u22125", -5.0), ("-3.5", -3.5),
 ])
 def test_amounts_as_feeds_write_them(text, value) -> None:
     assert float(amount_text(text)) == pytest.approx(value)
 
 
-@pytest.mark.parametrize("text", ["cheap", "10-20", "nan", "", "USD"])
+@pytest.mark.parametrize("text", ["cheap", "10-20", "", "USD", "cheap 5", "5 dollars", "4.5 stars"])
 def test_text_that_is_no_amount_stays_unreadable(text) -> None:
     with pytest.raises(ValueError):
         float(amount_text(text))
@@ -65,6 +66,9 @@ def test_a_decimal_comma_is_not_read_as_thousands() -> None:
     assert (product.price, product.rating) == (12.5, 4.5)
     with pytest.raises(RowError, match=r"bad price in column price: 'twelve' is not a number"):
         to_product({**row, "price": "twelve"}, GENERIC, Path("."))
+    for bad in ("nan", "-1 USD", "inf"):
+        with pytest.raises(RowError, match=r"bad price in column price"):
+            to_product({**row, "price": bad}, GENERIC, Path("."))
 
 
 def test_a_google_merchant_center_feed_indexes_without_a_map(tmp_path) -> None:
