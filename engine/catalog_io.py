@@ -77,9 +77,26 @@ def pick_mapping(name: str, columns: list[str]) -> ColumnMapping:
     return GENERIC
 
 
+ALIAS_FIELDS = ("id", "title", "description", "category", "category_levels", "brand", "price", "rating", "image",
+                 "attributes", "numeric_attributes")
+
+
+def _as_written(aliases: tuple[str, ...] | None, columns: list[str]) -> tuple[str, ...] | None:
+    """The mapping's column names as this file writes them: "Title", " Price " and "IMAGE_LINK" are title,
+    price and image_link (spreadsheet exports capitalise); a name the file has exactly wins."""
+    if aliases is None:
+        return None
+    written = {}
+    for c in columns:
+        written.setdefault(c.strip().casefold(), c)
+    return tuple(a if a in columns else written.get(a.casefold(), a) for a in aliases)
+
+
 def mapping_for(cfg: CatalogConfig, columns: list[str]) -> ColumnMapping:
-    """The named (or detected) mapping with the configured columns and category-path settings on top."""
+    """The named (or detected) mapping, its column names matched to the file's whatever their case, with the
+    configured columns (exact names) and category-path settings on top."""
     m = pick_mapping(cfg.mapping, columns)
+    m = dataclasses.replace(m, **{f: _as_written(getattr(m, f), columns) for f in ALIAS_FIELDS})
     check_columns(cfg.map, columns)
     changes: dict[str, Any] = {target: (col,) for target, col in cfg.map.items()}
     if "category" in cfg.map:

@@ -13,7 +13,8 @@ import pytest
 from fake_encoders import FakeImageEncoder, FakeTextEncoder, png
 
 from kuamo.cli import main
-from kuamo.engine.catalog_io import GENERIC, RowError, to_product
+from kuamo.engine.catalog_io import GENERIC, RowError, mapping_for, to_product
+from kuamo.engine.catalog_map import CatalogConfig, check_config
 from kuamo.engine.engine import Engine, EngineConfig
 from kuamo.engine.errors import InvalidInput, NotFound
 from kuamo.engine.feed_files import csv_delimiter, header_of
@@ -223,3 +224,18 @@ def test_an_unknown_format_names_the_ones_read(tmp_path, name) -> None:
     path.write_bytes(b"x")
     with pytest.raises(InvalidInput, match=r"unknown catalog format .*\.csv, \.tsv, \.jsonl, \.xml"):
         header_of(path)
+
+
+def test_column_names_match_whatever_their_case(tmp_path) -> None:
+    """A spreadsheet export's "ID", " Title ", "Price", "Image_Link" are the generic id, title, price and photo;
+    a --map names its column exactly."""
+    path = write(tmp_path / "feed" / "products.csv", ["ID", " Title ", "Price", "Image_Link", "Colour"],
+                 [["a1", "Red Pan", "12.50", "red.png", "red"]])
+    eng = make_engine(tmp_path)
+    rep = index_catalog(path, engine=eng, progress=False)
+    assert (rep.accepted, rep.rejected) == (1, [])
+    pan = asyncio.run(eng.get("a1"))
+    assert (pan.title, pan.price, pan.image_ref, pan.attributes) == ("Red Pan", 12.5, "red.png", {"Colour": "red"})
+    asyncio.run(eng.close(snapshot=False))
+    with pytest.raises(InvalidInput, match="the column map names columns the catalog does not have: title=title"):
+        mapping_for(check_config(CatalogConfig(map={"title": "title"})), header_of(path))
