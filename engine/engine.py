@@ -63,6 +63,11 @@ def _default_weights() -> dict[str, float]:
     return {"text": 0.5, "image": 0.5, "rating": 0.25, "price": 0.25}
 
 
+# Recommend example weights are relative (the query vector is a weighted sum): above this a few float32
+# products overflow to inf and the ranking is NaN (found by tests/unit/server/test_properties.py)
+MAX_EXAMPLE_WEIGHT = 1e6
+
+
 @dataclass(frozen=True, kw_only=True)
 class EngineConfig:
     model_dir: Path = DEFAULT_MODEL_DIR
@@ -595,9 +600,9 @@ class Engine:
         validate_modifiers(rq.modifiers)
         for name, ex in (("positives", rq.positives), ("negatives", rq.negatives)):
             for pid, w in ex.items():
-                if not isinstance(w, int | float) or not np.isfinite(w) or w <= 0:
-                    raise InvalidInput(f"weight of product {pid} must be a finite number > 0, got {plain(w)}",
-                                       field=name)
+                if not isinstance(w, int | float) or not np.isfinite(w) or not 0 < w <= MAX_EXAMPLE_WEIGHT:
+                    raise InvalidInput(f"weight of product {pid} must be a number > 0 and <= {MAX_EXAMPLE_WEIGHT:g}, "
+                                       f"got {plain(w)}", field=name)
         pseudo = personaliser.pseudonym(check_user_id(rq.user_id)) if rq.user_id is not None else None
         keyed = dataclasses.replace(rq, positives={key_of(i, "positives"): w for i, w in rq.positives.items()},
                                     negatives={key_of(i, "negatives"): w for i, w in rq.negatives.items()})

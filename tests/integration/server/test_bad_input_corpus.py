@@ -589,6 +589,8 @@ CASES: list[Case] = [
         "positives"),
     err("recommend-weight-nan", "Recommend", recommend(positives=[pb.Example(id=1000, weight=math.nan)]),
         "positives"),
+    err("recommend-weight-overflowing", "Recommend", recommend(positives=[pb.Example(id=1000, weight=3e38)]),
+        "positives"),
     err("recommend-negative-weight-below-zero", "Recommend",
         recommend(positives=[pb.Example(id=1000)], negatives=[pb.Example(id=1001, weight=-2.0)]), "negatives"),
     err("recommend-user-id-overlong", "Recommend", recommend(user_id="u" * 300), "user_id"),
