@@ -15,7 +15,8 @@ from typing import Any
 from kuamo.engine.catalog_map import CatalogConfig, category_of, check_columns
 from kuamo.engine.errors import InvalidInput
 from kuamo.engine.feed_values import amount_text, first_image_ref, is_url
-from kuamo.engine.ids import ProductId, canonical_id
+from kuamo.engine.ids import ProductId, canonical_id, row_key
+from kuamo.engine.store import check_owner
 from kuamo.engine.types import CATEGORY_SEP, AttrValue, Product
 
 MAPPINGS = ("auto", "fashion", "generic")
@@ -249,3 +250,34 @@ class RowBatch:
     products: list[Product] = field(default_factory=list)
     images: list[bytes | None] = field(default_factory=list)
     rows: list[int] = field(default_factory=list)  # file row number of each product
+
+
+class FirstRows:
+    """The file row that first had each product id, for an ingest run (single process and Ray alike): the first
+    row with an id is indexed, a later one is rejected naming it. Keyed by row key, so "7" and 7 are one id."""
+
+    def __init__(self) -> None:
+        self._seen: dict[int, tuple[ProductId, int]] = {}
+
+    def repeat(self, row: dict[str, Any], n: int, m: ColumnMapping) -> tuple[ProductId, ProductId, int] | None:
+        """(this row's id, the earlier row's id, its row number) when an earlier row had this row's id (or row
+        key); None when row `n` is the first, or has no readable id (to_product says why)."""
+        if "__error__" in row:
+            return None
+        try:
+            pid = _row_id(row, m)
+        except RowError:
+            return None
+        first = self._seen.setdefault(row_key(pid), (pid, n))
+        return None if first[1] == n else (pid, *first)
+
+
+def repeat_reason(pid: ProductId, first_id: ProductId, first_row: int) -> str:
+    """Why a row whose id an earlier row had is rejected: the same id, or another id with its row key."""
+    if first_id == pid:  # both canonical (canonical_id): "7" and 7 are one id
+        return f"id {pid!r} appears again: row {first_row} has it already (the first row with an id is indexed)"
+    try:
+        check_owner(pid, first_id)
+    except InvalidInput as exc:
+        return f"{exc.message} (row {first_row})"
+    return f"id {pid!r} appears again (row {first_row})"

@@ -15,7 +15,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kuamo.engine.catalog_io import RowBatch, RowError, mapping_for, row_id, to_product
+from kuamo.engine.catalog_io import (
+    FirstRows,
+    RowBatch,
+    RowError,
+    mapping_for,
+    repeat_reason,
+    row_id,
+    to_product,
+)
 from kuamo.engine.catalog_map import CatalogConfig, check_config
 from kuamo.engine.errors import InvalidInput
 from kuamo.engine.feed_files import header_of, read_rows
@@ -91,6 +99,7 @@ async def aindex_catalog(path: Path | str, engine: Engine, *, mapping: str = "au
 
     bar = tqdm(total=limit, unit="rows", desc=f"index {path.name}", disable=not progress, file=sys.stderr)
     batch = RowBatch()
+    seen = FirstRows()  # the first row with an id is indexed (as a Ray run does)
 
     async def flush() -> None:
         if not batch.products:
@@ -109,6 +118,11 @@ async def aindex_catalog(path: Path | str, engine: Engine, *, mapping: str = "au
             if limit is not None and report.rows_read >= limit:
                 break
             report.rows_read += 1
+            repeat = seen.repeat(row, n, m)
+            if repeat is not None:
+                report.rejected.append(Rejection(row=n, id=repeat[0], field="id", reason=repeat_reason(*repeat)))
+                bar.update(1)
+                continue
             try:
                 product, image_path = to_product(row, m, root)
                 image = await asyncio.to_thread(image_path.read_bytes) if image_path is not None else None

@@ -39,13 +39,20 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from kuamo.engine.catalog_io import ColumnMapping, RowError, _row_id, mapping_for, to_product
+from kuamo.engine.catalog_io import (
+    ColumnMapping,
+    FirstRows,
+    RowError,
+    mapping_for,
+    repeat_reason,
+    to_product,
+)
 from kuamo.engine.catalog_map import CatalogConfig, check_config
 from kuamo.engine.config import EncoderConfig
 from kuamo.engine.cpu_budget import usable_cores
 from kuamo.engine.errors import ArtifactError, InvalidInput, KuamoError, NotReady
 from kuamo.engine.feed_files import header_of, read_rows
-from kuamo.engine.ids import ProductId, row_key
+from kuamo.engine.ids import row_key
 from kuamo.engine.ingest import IngestReport, finish_run, say, start_run
 from kuamo.engine.store import StoredRow, check_owner
 from kuamo.engine.types import Rejection
@@ -258,10 +265,10 @@ def _reachable(address: str, timeout_s: float) -> None:
 def read_blocks(path: str, mapping: ColumnMapping, limit: int | None, block_rows: int) -> Iterator[Any]:
     """Arrow tables of (file row number, pickled raw row, read seconds), `block_rows` rows each. A row whose id
     an earlier row already had becomes a "__duplicate__" marker: the first row wins, whichever actor embeds
-    which (single-process rejects a repeat within one batch of 256 rows and lets the last one win across them)."""
+    which (catalog_io.FirstRows, as in a single-process run)."""
     import pyarrow as pa
 
-    seen: dict[int, tuple[ProductId, int]] = {}
+    seen = FirstRows()
     rows: list[int] = []
     raws: list[bytes] = []
     count = 0
@@ -285,16 +292,9 @@ def _block(pa: Any, rows: list[int], raws: list[bytes], seconds: float) -> Any:
                      "read_s": pa.array([seconds] + [0.0] * (len(rows) - 1), pa.float64())})
 
 
-def _mark_duplicate(row: dict[str, Any], n: int, m: ColumnMapping, seen: dict[int, tuple[ProductId, int]]
-                    ) -> dict[str, Any]:
-    if "__error__" in row:
-        return row
-    try:
-        pid = _row_id(row, m)
-    except RowError:
-        return row  # the actor reports it with its reason
-    first = seen.setdefault(row_key(pid), (pid, n))
-    return row if first[1] == n else {"__duplicate__": (pid, first[0], first[1])}
+def _mark_duplicate(row: dict[str, Any], n: int, m: ColumnMapping, seen: FirstRows) -> dict[str, Any]:
+    repeat = seen.repeat(row, n, m)
+    return row if repeat is None else {"__duplicate__": repeat}
 
 
 def _datasource(path: Path, mapping: ColumnMapping, limit: int | None, block_rows: int) -> Any:
@@ -444,9 +444,7 @@ class CatalogEmbedder:
         spec = self.spec
         if "__duplicate__" in row:
             pid, first_id, first_row = row["__duplicate__"]
-            return "rejected", Rejection(row=n, id=pid, field="id", reason=(
-                f"id {pid!r} appears again: row {first_row} has it already (the first row with an id is indexed)"
-                if first_id == pid else _collision(pid, first_id, first_row)))
+            return "rejected", Rejection(row=n, id=pid, field="id", reason=repeat_reason(pid, first_id, first_row))
         product = None
         try:
             product, image_path = to_product(row, spec.mapping, Path(spec.root))
@@ -462,14 +460,6 @@ class CatalogEmbedder:
         if self.stored is not None and self.stored.matches(row_key(t.product.id), t.content_hash):
             return "unchanged", t.product.id
         return "todo", t
-
-
-def _collision(pid: ProductId, other: ProductId, first_row: int) -> str:
-    try:
-        check_owner(pid, other)
-    except InvalidInput as exc:
-        return f"{exc.message} (row {first_row})"
-    return f"id {pid!r} appears again (row {first_row})"
 
 
 def _fault_once() -> None:

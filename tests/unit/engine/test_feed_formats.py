@@ -239,3 +239,20 @@ def test_column_names_match_whatever_their_case(tmp_path) -> None:
     asyncio.run(eng.close(snapshot=False))
     with pytest.raises(InvalidInput, match="the column map names columns the catalog does not have: title=title"):
         mapping_for(check_config(CatalogConfig(map={"title": "title"})), header_of(path))
+
+
+@pytest.mark.parametrize("batch_size", [1, 256])
+def test_the_first_row_with_an_id_is_indexed_wherever_the_repeat_falls(tmp_path, batch_size) -> None:
+    """A repeated id is rejected naming the row that had it, whether the repeat lands in the same upsert batch
+    or a later one (before: "appears twice in one upsert" in one batch, a silent overwrite across batches);
+    "7" and 7 are one id. A Ray run does the same (engine/ray_ingest.py read_blocks)."""
+    path = write(tmp_path / "feed" / "products.csv", ["id", "title", "image"],
+                 [["a1", "Red Pan", "red.png"], ["b2", "Blue Mug", "blue.png"], ["a1", "Red Pan v2", "blue.png"],
+                  ["7", "Kettle", ""], ["7", "Kettle again", ""]])
+    eng = make_engine(tmp_path)
+    rep = index_catalog(path, engine=eng, progress=False, batch_size=batch_size)
+    assert rep.accepted == 3
+    assert [(r.row, r.id, r.field) for r in rep.rejected] == [(3, "a1", "id"), (5, 7, "id")]
+    assert rep.rejected[0].reason == "id 'a1' appears again: row 1 has it already (the first row with an id is indexed)"
+    assert asyncio.run(eng.get("a1")).title == "Red Pan"
+    asyncio.run(eng.close(snapshot=False))
