@@ -22,6 +22,7 @@ DELIMITERS = (",", ";", "\t", "|")  # what a ".csv" export may be separated by (
 TEXT_FORMATS = (".csv", ".tsv", ".jsonl", ".ndjson")
 FORMATS = (*TEXT_FORMATS, ".xml", ".parquet")
 XML_ROWS = ("item", "entry")  # RSS 2.0 / Atom: the elements that are one product each
+HEADER_ROWS = 1000  # rows whose keys make a JSONL / XML / Parquet catalog's columns
 
 
 def file_format(path: Path) -> str:
@@ -152,9 +153,15 @@ def _xml_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
 
 
 def header_of(path: Path) -> list[str]:
-    """The first row's columns (every reader calls this first: a text catalog is checked to be UTF-8 here)."""
-    if file_format(path) in TEXT_FORMATS:
+    """The catalog's columns (every reader calls this first: a text catalog is checked to be UTF-8 here). A CSV
+    has its header; JSONL, XML and Parquet rows may each carry other keys (an optional <g:brand>), so there it is
+    every key of the first HEADER_ROWS rows, in the order first seen."""
+    fmt = file_format(path)
+    if fmt in TEXT_FORMATS:
         check_utf8(path)
-    for _, row in read_rows(path):
-        return [c for c in row if c != "__error__"]
-    return []
+    columns: dict[str, None] = {}
+    for i, (_, row) in enumerate(read_rows(path)):
+        columns.update(dict.fromkeys(c for c in row if c != "__error__"))
+        if fmt in (".csv", ".tsv") or i + 1 >= HEADER_ROWS:
+            break
+    return list(columns)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import gzip
+import json
 from pathlib import Path
 
 import pytest
@@ -255,4 +256,22 @@ def test_the_first_row_with_an_id_is_indexed_wherever_the_repeat_falls(tmp_path,
     assert [(r.row, r.id, r.field) for r in rep.rejected] == [(3, "a1", "id"), (5, 7, "id")]
     assert rep.rejected[0].reason == "id 'a1' appears again: row 1 has it already (the first row with an id is indexed)"
     assert asyncio.run(eng.get("a1")).title == "Red Pan"
+    asyncio.run(eng.close(snapshot=False))
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "xml"])
+def test_a_column_only_later_rows_carry_can_be_mapped(tmp_path, fmt) -> None:
+    """JSONL lines and XML items may each carry other keys: the first row without a brand must not make
+    --map brand=maker a column the catalog "does not have"."""
+    rows = [{"id": "a1", "title": "Red Pan"}, {"id": "b2", "title": "Blue Mug", "maker": "Acme"}]
+    path = tmp_path / f"feed.{fmt}"
+    if fmt == "jsonl":
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    else:
+        items = "".join("<item>" + "".join(f"<g:{k}>{v}</g:{k}>" for k, v in r.items()) + "</item>" for r in rows)
+        path.write_text(f'<rss xmlns:g="http://base.google.com/ns/1.0"><channel>{items}</channel></rss>')
+    assert header_of(path) == ["id", "title", "maker"]
+    eng = make_engine(tmp_path)
+    rep = index_catalog(path, engine=eng, progress=False, catalog=CatalogConfig(map={"brand": "maker"}))
+    assert rep.accepted == 2 and asyncio.run(eng.get("b2")).brand == "Acme"
     asyncio.run(eng.close(snapshot=False))
