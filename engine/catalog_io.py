@@ -1,7 +1,7 @@
 """Raw rows -> (Product, image bytes) with the column mappings (engine/feed_files.py reads the files into rows).
 
-Mappings: "fashion" (the Kaggle fashion
-products.csv) and "generic" (obvious e-commerce column names; unknown columns become attributes).
+Mappings: "fashion" (the Kaggle fashion products.csv) and "generic" (obvious e-commerce column names, matched
+whatever their case; unknown columns become attributes).
 """
 
 from __future__ import annotations
@@ -82,22 +82,26 @@ ALIAS_FIELDS = ("id", "title", "description", "category", "category_levels", "br
                  "attributes", "numeric_attributes")
 
 
-def _as_written(aliases: tuple[str, ...] | None, columns: list[str]) -> tuple[str, ...] | None:
-    """The mapping's column names as this file writes them: "Title", " Price " and "IMAGE_LINK" are title,
-    price and image_link (spreadsheet exports capitalise); a name the file has exactly wins."""
-    if aliases is None:
-        return None
-    written = {}
+def _as_written(m: ColumnMapping, columns: list[str]) -> ColumnMapping:
+    """The mapping with its column names as this file writes them: "Title", " Price " and "IMAGE_LINK" are
+    title, price and image_link (spreadsheet exports capitalise); a name the file has exactly wins."""
+    exact = set(columns)
+    written: dict[str, str] = {}
     for c in columns:
         written.setdefault(c.strip().casefold(), c)
-    return tuple(a if a in columns else written.get(a.casefold(), a) for a in aliases)
+
+    def name(alias: str) -> str:
+        return alias if alias in exact else written.get(alias.casefold(), alias)
+
+    return dataclasses.replace(m, **{f: tuple(map(name, aliases)) for f in ALIAS_FIELDS
+                                     if (aliases := getattr(m, f)) is not None})
 
 
 def mapping_for(cfg: CatalogConfig, columns: list[str]) -> ColumnMapping:
     """The named (or detected) mapping, its column names matched to the file's whatever their case, with the
     configured columns (exact names) and category-path settings on top."""
     m = pick_mapping(cfg.mapping, columns)
-    m = dataclasses.replace(m, **{f: _as_written(getattr(m, f), columns) for f in ALIAS_FIELDS})
+    m = _as_written(m, columns)
     check_columns(cfg.map, columns)
     changes: dict[str, Any] = {target: (col,) for target, col in cfg.map.items()}
     if "category" in cfg.map:
