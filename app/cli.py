@@ -141,7 +141,8 @@ def _cmd_index(args: argparse.Namespace) -> int:
     catalog = load_catalog_config(args.config, overrides={
         "mapping": args.mapping, "map": args.map, "category_path": args.category_path,
         "category_depth": args.category_depth, "max_rejected_share": args.max_rejected_share,
-        "max_image_pixels": args.max_image_pixels, "image_blend": args.image_blend})
+        "max_image_pixels": args.max_image_pixels, "image_blend": args.image_blend,
+        "fetch_photos": args.fetch_photos or None, "fetch_workers": args.fetch_workers})
     # a catalog other models made opens here (and only here) so that indexing it again re-embeds it
     cfg = EngineConfig(model_dir=args.models, data_dir=args.data, allow_stale_vectors=True,
                        image_blend=catalog.image_blend, **_index_backend(args),
@@ -449,6 +450,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="exit 2 when more than this share of rows is rejected (default 1.0: only when all are)")
     ix.add_argument("--max-image-pixels", type=int, default=None, metavar="N",
                     help="refuse photos above N pixels (default 40000000); bigger photos below it are scaled down")
+    ix.add_argument("--fetch-photos", action="store_true",
+                    help="download photos the feed names by http(s) URL (e.g. image_link) into "
+                         "CATALOG_DIR/kuamo-photos first; a later run downloads only what it lacks or failed")
+    ix.add_argument("--fetch-workers", type=int, default=None, metavar="N",
+                    help="downloads at a time for --fetch-photos (default 16)")
     ix.add_argument("--image-blend", default=None, metavar="auto|BETA",
                     help="image vector = BETA x tuned vector + (1-BETA) x zero-shot map: a number in 0..1 sets it, "
                          "auto chooses it again on this catalog now (default: chosen when the catalog is new or "

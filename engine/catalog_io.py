@@ -16,6 +16,7 @@ from kuamo.engine.catalog_map import CatalogConfig, category_of, check_columns
 from kuamo.engine.errors import InvalidInput
 from kuamo.engine.feed_values import amount_text, first_image_ref, is_url
 from kuamo.engine.ids import ProductId, canonical_id, row_key
+from kuamo.engine.photo_fetch import fetch_failure, photo_name
 from kuamo.engine.store import check_owner
 from kuamo.engine.types import CATEGORY_SEP, AttrValue, Product
 
@@ -38,6 +39,7 @@ class ColumnMapping:
     image: tuple[str, ...] = ()
     image_template: str | None = None  # e.g. "images/{id}.jpg" relative to the catalog file
     image_required: bool = False
+    fetched_photos: str | None = None  # folder (in the catalog directory) holding the photos of URL cells
     attributes: tuple[str, ...] | None = None  # None = every column not mapped above
     numeric_attributes: tuple[str, ...] = ()  # parsed as numbers
     aliases_first: bool = True  # for tuple fields: the first column present wins
@@ -177,6 +179,28 @@ def _inside(root: Path, ref: str, pid: ProductId) -> Path:
     return path
 
 
+def photo_url(row: dict[str, Any], m: ColumnMapping) -> str | None:
+    """The URL of the row's photo when its image cell names one (what --fetch-photos downloads), else None."""
+    cell = _first(row, m.image)
+    ref = first_image_ref(cell) if cell is not None else None
+    return ref.strip() if ref is not None and is_url(ref) else None
+
+
+def _fetched(root: Path, m: ColumnMapping, column: str, url: str, pid: ProductId) -> Path:
+    """The local copy of a photo named by URL (engine/photo_fetch.py put it there), or why there is none."""
+    if m.fetched_photos is None:
+        raise RowError("image", f"image in column {column} is a URL ({url[:80]}): download the photos with "
+                       "kuamo index --fetch-photos (into the catalog directory), or map a column of local paths "
+                       "(--map image=COLUMN)", pid)
+    folder = root / m.fetched_photos
+    path = folder / photo_name(url)
+    if path.is_file():
+        return path
+    failure = fetch_failure(folder, url)
+    raise RowError("image", f"photo {url[:120]} could not be fetched: {failure}" if failure else
+                   f"photo {url[:120]} has not been fetched (run kuamo index --fetch-photos)", pid)
+
+
 def _tried(cols: tuple[str, ...]) -> str:
     return ", ".join(cols) if cols else "(none)"
 
@@ -227,15 +251,13 @@ def to_product(row: dict[str, Any], m: ColumnMapping, root: Path) -> tuple[Produ
     image_col, cell = _first_of(row, m.image)
     ref = first_image_ref(cell) if cell is not None else None
     if ref is not None and is_url(ref):
-        raise RowError("image", f"image in column {image_col} is a URL ({ref[:80]}): kuamo reads photos from files "
-                       "inside the catalog directory and does not download them; fetch them there and map the "
-                       "column of their paths (--map image=COLUMN)", pid)
+        image_path = _fetched(root, m, image_col, ref, pid)
     if ref is None and m.image_template:
         ref = m.image_template.format(id=pid)
     if ref is None and not title:  # a photo-only product is fine, a text-only one too; neither is nothing
         raise RowError("title", f"no title and no photo: tried title columns {_tried(m.title)} and image columns "
                        f"{_tried(m.image)} (map them with --map title=COLUMN,image=COLUMN)", pid)
-    if ref is not None:
+    if ref is not None and image_path is None:
         image_path = _inside(root, str(ref), pid)
         if not image_path.is_file():
             raise RowError("image", f"missing image: {image_path} does not exist", pid)

@@ -18,6 +18,9 @@ TARGETS = ("id", "title", "description", "category", "brand", "price", "rating",
 AUTO_SEPS = (" >> ", ">>", " > ", ">", "|")
 
 
+MAX_FETCH_WORKERS = 256  # more parallel downloads than this is a denial of service on the merchant's CDN
+
+
 @dataclass(frozen=True, kw_only=True)
 class CatalogConfig:
     """`kuamo index` settings: defaults < TOML [catalog] < KUAMO_CATALOG_* < flags (server/config.py)."""
@@ -28,6 +31,8 @@ class CatalogConfig:
     category_depth: int | None = None  # keep the first N levels (None = all but a trailing product name)
     max_rejected_share: float = 1.0  # exit 2 above this share of rejected rows (1.0: only when all are)
     max_image_pixels: int = 40_000_000  # photos above it are refused; below it big ones are scaled down
+    fetch_photos: bool = False  # download photos named by URL into the catalog directory (engine/photo_fetch.py)
+    fetch_workers: int = 16  # downloads at a time
     # the image blend (zero_shot_blend): None = chosen when due, "auto" = chosen again now, or a beta in 0..1
     image_blend: float | str | None = None
 
@@ -68,6 +73,12 @@ def check_config(cfg: CatalogConfig) -> CatalogConfig:
     px = cfg.max_image_pixels
     if isinstance(px, bool) or not isinstance(px, int) or px < 1:
         raise InvalidInput(f"max_image_pixels must be an integer >= 1, got {px!r}", field="max_image_pixels")
+    workers = cfg.fetch_workers
+    if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= MAX_FETCH_WORKERS:
+        raise InvalidInput(f"fetch_workers must be an integer within 1..{MAX_FETCH_WORKERS}, got {workers!r}",
+                           field="fetch_workers")
+    if not isinstance(cfg.fetch_photos, bool):
+        raise InvalidInput(f"fetch_photos must be true or false, got {cfg.fetch_photos!r}", field="fetch_photos")
     return cfg
 
 

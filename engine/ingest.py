@@ -8,6 +8,7 @@ only re-reads files. Bad rows never stop the run; they are listed with the field
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -16,10 +17,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kuamo.engine.catalog_io import (
+    ColumnMapping,
     FirstRows,
     RowBatch,
     RowError,
     mapping_for,
+    photo_url,
     repeat_reason,
     row_id,
     to_product,
@@ -28,6 +31,7 @@ from kuamo.engine.catalog_map import CatalogConfig, check_config
 from kuamo.engine.errors import InvalidInput
 from kuamo.engine.feed_files import header_of, read_rows
 from kuamo.engine.ids import ProductId
+from kuamo.engine.photo_fetch import FETCHED_DIR, fetch_all
 from kuamo.engine.types import Product, Rejection
 from kuamo.engine.zero_shot_blend import AUTO, SAMPLE, BlendChoice, parse_image_blend, spread
 
@@ -47,6 +51,7 @@ class IngestReport:
     image_blend: dict | None = None  # set or chosen on this run, else None
     stale: str | None = None  # why the catalog's vectors were re-embedded (other models made them), else None
     stale_left: int = 0  # products still holding vectors from other models (not in this file)
+    photos: dict | None = None  # --fetch-photos: what was downloaded (photo_fetch.FetchSummary), else None
 
     @property
     def rejected_share(self) -> float:
@@ -71,7 +76,7 @@ class IngestReport:
                 "rejected_by_field": reasons,
                 "rejected_share": round(self.rejected_share, 4), "seconds": round(self.seconds, 2),
                 "rows_per_s": round(self.rows_per_s, 1), "image_blend": self.image_blend,
-                "re_embedded_because": self.stale, "stale_left": self.stale_left,
+                "re_embedded_because": self.stale, "stale_left": self.stale_left, "photos": self.photos,
                 "rejections": [{"row": r.row, "id": r.id, "field": r.field, "reason": r.reason}
                                for r in self.rejected]}
 
@@ -92,6 +97,7 @@ async def aindex_catalog(path: Path | str, engine: Engine, *, mapping: str = "au
     m = mapping_for(cfg, header_of(path))
     root = Path(image_root) if image_root is not None else path.parent
     report = IngestReport(path=str(path), mapping=m.name)
+    m = await fetch_feed_photos(engine, report, path, m, cfg, root, limit, progress)
     t0 = time.perf_counter()
     await start_run(engine, report, path, m, root, limit, progress)
 
@@ -145,6 +151,37 @@ async def aindex_catalog(path: Path | str, engine: Engine, *, mapping: str = "au
     await finish_run(engine, report, path, snapshot=snapshot, progress=progress)
     report.seconds = time.perf_counter() - t0
     return report
+
+
+async def fetch_feed_photos(engine: Engine, report: IngestReport, path: Path, m: ColumnMapping, cfg: CatalogConfig,
+                            root: Path, limit: int | None, progress: bool) -> ColumnMapping:
+    """--fetch-photos, before anything else reads a photo (single process and Ray alike): every photo URL of
+    the rows to index downloaded into root/FETCHED_DIR; the mapping then reads URL cells from there."""
+    if not cfg.fetch_photos:
+        return m
+    urls = await asyncio.to_thread(_photo_urls, path, m, limit)
+    from tqdm import tqdm
+
+    with tqdm(total=len(urls), unit="photos", desc="fetch photos", disable=not progress, file=sys.stderr) as bar:
+        summary = await asyncio.to_thread(fetch_all, urls, root / FETCHED_DIR,
+                                          max_bytes=engine.config.encoder.max_image_bytes,
+                                          workers=cfg.fetch_workers, progress=bar.update)
+    report.photos = summary.to_dict()
+    if progress and summary.failed:
+        say(f"{summary.failed} of {summary.urls} photo URLs could not be fetched ({summary.failures}); their rows "
+            f"are rejected with the reason, and the next run tries them again")
+    return dataclasses.replace(m, fetched_photos=FETCHED_DIR)
+
+
+def _photo_urls(path: Path, m: ColumnMapping, limit: int | None) -> list[str]:
+    urls = []
+    for i, (_, row) in enumerate(read_rows(path)):
+        if limit is not None and i >= limit:
+            break
+        url = photo_url(row, m)
+        if url is not None:
+            urls.append(url)
+    return urls
 
 
 async def start_run(engine: Engine, report: IngestReport, path: Path, m: Any, root: Path, limit: int | None,

@@ -53,7 +53,7 @@ from kuamo.engine.cpu_budget import usable_cores
 from kuamo.engine.errors import ArtifactError, InvalidInput, KuamoError, NotReady
 from kuamo.engine.feed_files import header_of, read_rows
 from kuamo.engine.ids import row_key
-from kuamo.engine.ingest import IngestReport, finish_run, say, start_run
+from kuamo.engine.ingest import IngestReport, fetch_feed_photos, finish_run, say, start_run
 from kuamo.engine.store import StoredRow, check_owner
 from kuamo.engine.types import Rejection
 
@@ -539,7 +539,7 @@ async def aray_index_catalog(path: Path | str, engine: Engine, *, workers: int |
         raise NotReady("connect to Ray first (engine.ray_ingest.ray_session)", field="ray")
     t_start = time.perf_counter()
     path = Path(path).absolute()  # actors run in other directories
-    m, root = _check_args(path, limit, batch_rows, catalog, mapping, image_root)
+    m, root, cfg = _check_args(path, limit, batch_rows, catalog, mapping, image_root)
     workers, per, threads = _plan(workers, cpus_per_worker)
     nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
     report = RayIngestReport(path=str(path), mapping=m.name, address=session.address if session else "connected",
@@ -548,6 +548,7 @@ async def aray_index_catalog(path: Path | str, engine: Engine, *, workers: int |
     if progress:
         say(f"ray: {report.address}, {nodes} node(s), {ray.cluster_resources().get('CPU', 0):g} CPUs; {workers} "
             f"worker(s) x {per:g} CPU ({threads} ONNX thread(s) each)")
+    m = await fetch_feed_photos(engine, report, path, m, cfg, root, limit, progress)
     await start_run(engine, report, path, m, root, limit, progress)
     stored = await asyncio.to_thread(stored_hashes, engine)
     stored_ref = ray.put(stored)  # kept referenced here until the end: a restarted actor reads it again
@@ -611,7 +612,7 @@ async def aray_index_catalog(path: Path | str, engine: Engine, *, workers: int |
 
 
 def _check_args(path: Path, limit: int | None, batch_rows: int, catalog: CatalogConfig | None, mapping: str,
-                image_root: Path | str | None) -> tuple[ColumnMapping, Path]:
+                image_root: Path | str | None) -> tuple[ColumnMapping, Path, CatalogConfig]:
     if not path.is_file():
         raise InvalidInput(f"catalog file {path} does not exist", field="path")
     if limit is not None and limit < 0:
@@ -621,7 +622,7 @@ def _check_args(path: Path, limit: int | None, batch_rows: int, catalog: Catalog
     cfg = check_config(catalog if catalog is not None else CatalogConfig(mapping=mapping))
     m = mapping_for(cfg, header_of(path))  # also: an unknown format fails here, not in a read task
     root = Path(image_root).absolute() if image_root is not None else path.parent
-    return m, root
+    return m, root, cfg
 
 
 def _count_rows(path: Path, limit: int | None) -> int:

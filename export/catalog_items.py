@@ -3,11 +3,13 @@
 The rows go through the indexer's own reader and column mapping (engine/feed_files.py and catalog_io.py:
 CSV/TSV/JSONL/XML/Parquet, --map, --category-path, --category-depth, the [catalog] TOML section), so a feed
 that indexes also adapts, and a second reader cannot drift from the first. A product is usable for adapting
-when it has a photo and some text to align it with (a title, else its category path).
+when it has a photo and some text to align it with (a title, else its category path). Photos a feed names by
+URL are read from the copies `kuamo index --fetch-photos` stored beside it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +20,7 @@ from kuamo.engine.catalog_map import CatalogConfig, check_config
 from kuamo.engine.errors import InvalidInput
 from kuamo.engine.feed_files import header_of, read_rows
 from kuamo.engine.ids import ProductId
+from kuamo.engine.photo_fetch import FETCHED_DIR
 from kuamo.engine.rows import document_text
 from kuamo.engine.types import CATEGORY_SEP
 
@@ -79,6 +82,8 @@ def load_catalog(path: Path | str, cfg: CatalogConfig | None = None, limit: int 
     file = catalog_file(path)
     cfg = check_config(cfg or CatalogConfig())
     mapping = mapping_for(cfg, header_of(file))
+    if (file.parent / FETCHED_DIR).is_dir():  # photos named by URL, as `kuamo index --fetch-photos` stored them
+        mapping = dataclasses.replace(mapping, fetched_photos=FETCHED_DIR)
     items: list[CatalogItem] = []
     skipped: Counter[str] = Counter()
     rows = 0

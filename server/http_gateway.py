@@ -50,7 +50,9 @@ from google.protobuf.message import Message
 from google.rpc import status_pb2
 
 from kuamo.engine.errors import InvalidInput, KuamoError, NotFound, NotReady
+from kuamo.engine.feed_values import is_url
 from kuamo.engine.ids import canonical_id
+from kuamo.engine.photo_fetch import FETCHED_DIR, photo_name
 from kuamo.proto.kuamo.v1 import kuamo_pb2 as pb
 from kuamo.proto.kuamo.v2 import kuamo_pb2 as pb2
 from kuamo.server.status import field_path, retry_after_s, rich_status, status_for, status_of
@@ -91,6 +93,19 @@ WEB_DIR = Path(__file__).resolve().parent / "web"
 UNGUARDED = ("/healthz", "/readyz", "/", "/static/")  # probes and the page's own files: no data in them
 PHOTO_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".webp": "image/webp",
                ".gif": "image/gif"}
+
+
+def _sniffed_type(path: Path) -> str | None:
+    """The image type of a file without a suffix (a fetched photo) from its first bytes."""
+    with open(path, "rb") as f:
+        head = f.read(12)
+    if head.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    if head.startswith(b"\x89PNG"):
+        return "image/png"
+    if head.startswith(b"GIF8"):
+        return "image/gif"
+    return "image/webp" if head[:4] == b"RIFF" and head[8:12] == b"WEBP" else None
 
 
 def to_json(msg: Message) -> dict[str, Any]:
@@ -322,8 +337,10 @@ class HttpGateway:
         if self.catalog_dir is None:
             raise NotFound("this server shows no photos (start it with --catalog-dir)", field="id")
         product = await self.srv.servicer.engine.get(canonical_id(raw))
-        path = self._inside_catalog(product.image_ref or "")
-        kind = PHOTO_TYPES.get(path.suffix.lower())
+        ref = product.image_ref or ""
+        # a photo the feed named by URL is shown from the copy `kuamo index --fetch-photos` stored, by its bytes
+        path = self._inside_catalog(f"{FETCHED_DIR}/{photo_name(ref)}" if is_url(ref) else ref)
+        kind = PHOTO_TYPES.get(path.suffix.lower()) if path.suffix else _sniffed_type(path)
         if kind is None:
             raise NotFound(f"product {raw} has no photo kuamo shows ({path.suffix or 'no'} file type)", field="id")
         size = path.stat().st_size

@@ -208,6 +208,38 @@ def test_a_worker_that_dies_is_retried(model_dir: Path, catalog: Path, cluster: 
     assert report.rows_read == GOOD + BAD and report.accepted == GOOD and len(report.rejected) == BAD
 
 
+def test_photos_named_by_url_are_fetched_once_by_the_driver(model_dir: Path, fashion_dir: Path, cluster: str,
+                                                          tmp_path: Path) -> None:
+    """--fetch-photos with --ray: the driver downloads into the catalog directory, the actors read the copies."""
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    from kuamo.engine.catalog_map import CatalogConfig
+
+    images = fashion_dir / "images"
+    ids = sorted(p.stem for p in images.glob("*.jpg"))[:6]
+    cdn = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(SimpleHTTPRequestHandler, directory=str(images)))
+    cdn.RequestHandlerClass.log_message = lambda *a: None  # type: ignore[method-assign]
+    threading.Thread(target=cdn.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{cdn.server_address[1]}"
+    feed = tmp_path / "shop" / "feed.csv"
+    feed.parent.mkdir()
+    with open(feed, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["id", "title", "image_link"])
+        w.writerows([[f"u{i}", f"product {i}", f"{base}/{i}.jpg"] for i in ids] + [["gone", "x", f"{base}/0.jpg"]])
+    try:
+        report = ray_index_catalog(feed, config=_config(model_dir, tmp_path / "data"), address=cluster, workers=2,
+                                   batch_rows=2, progress=False, catalog=CatalogConfig(fetch_photos=True))
+    finally:
+        cdn.shutdown()
+        cdn.server_close()
+    assert (report.accepted, [(r.id, r.field) for r in report.rejected]) == (len(ids), [("gone", "image")])
+    assert "could not be fetched: HTTP 404" in report.rejected[0].reason
+    assert report.photos is not None and report.photos["fetched"] == len(ids)
+
+
 def test_an_unreachable_address_fails_quickly_and_names_it(model_dir: Path, catalog: Path, tmp_path: Path,
                                                            capsys: pytest.CaptureFixture[str]) -> None:
     with socket.socket() as s:  # a port nobody listens on

@@ -134,7 +134,7 @@ def test_a_photo_named_by_url_is_refused_with_what_to_do(tmp_path) -> None:
         to_product(row, GENERIC, tmp_path)
     assert exc.value.field == "image" and exc.value.id == "a1"
     assert "column image_link is a URL (https://cdn.example/pan.jpg)" in exc.value.reason
-    assert "does not download" in exc.value.reason and "--map image=COLUMN" in exc.value.reason
+    assert "kuamo index --fetch-photos" in exc.value.reason and "--map image=COLUMN" in exc.value.reason
 
 
 def test_the_first_photo_of_a_json_list_is_the_products(tmp_path) -> None:

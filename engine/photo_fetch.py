@@ -1,0 +1,154 @@
+"""Photos a feed names by URL (Google Merchant Center's image_link, a marketplace's CDN links), downloaded once
+into a folder inside the catalog directory so that every reader (single process, Ray actors, the blend
+sample, `kuamo align`) reads them as local files through the same checks.
+
+One file per URL, named by its SHA-256 (`photo_name`): a second run finds it and downloads nothing. A URL that
+fails leaves `<name>.failed` holding the reason, so its row is rejected with that reason, and the next run tries
+it again. http and https only; a body larger than the photo limit is cut off, not stored. Standard library
+only (urllib): the serve-only install carries no HTTP client of its own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+FETCHED_DIR = "kuamo-photos"  # inside the catalog directory: Ray nodes that see the catalog see its photos
+FAILED_SUFFIX = ".failed"
+TIMEOUT_S = 20.0  # per attempt: connect and each read
+ATTEMPTS = 3  # a timeout, a reset connection, HTTP 429 or 5xx are tried again; anything else is final
+BACKOFF_S = 0.5  # before attempt 2; doubled before each later one
+USER_AGENT = "kuamo-photo-fetch/1 (+https://github.com/kuamo)"
+_CHUNK = 1 << 16
+
+
+def photo_name(url: str) -> str:
+    """The file a URL's photo is stored under (hex SHA-256 of the URL as written, surrounding spaces dropped)."""
+    return hashlib.sha256(url.strip().encode("utf-8")).hexdigest()
+
+
+def fetch_failure(folder: Path, url: str) -> str | None:
+    """Why the last fetch of `url` into `folder` failed, or None (fetched, or never tried)."""
+    failed = folder / (photo_name(url) + FAILED_SUFFIX)
+    try:
+        return failed.read_text(encoding="utf-8").strip() or "unknown failure"
+    except FileNotFoundError:
+        return None
+
+
+@dataclass
+class FetchSummary:
+    urls: int = 0  # distinct photo URLs in the rows read
+    fetched: int = 0  # downloaded on this run
+    cached: int = 0  # there already from an earlier run
+    failed: int = 0
+    bytes: int = 0  # downloaded on this run
+    seconds: float = 0.0
+    failures: dict[str, int] = field(default_factory=dict)  # reason (status / error kind) -> URLs
+
+    def to_dict(self) -> dict:
+        return {"urls": self.urls, "fetched": self.fetched, "cached": self.cached, "failed": self.failed,
+                "bytes": self.bytes, "seconds": round(self.seconds, 2), "failures": dict(self.failures)}
+
+
+class _Refused(Exception):
+    """A final failure: no further attempt."""
+
+
+def _download(url: str, max_bytes: int, timeout_s: float) -> bytes:
+    scheme = urlsplit(url).scheme.lower()
+    if scheme not in ("http", "https"):
+        raise _Refused(f"not http(s): {scheme or 'no scheme'}:// is not fetched")
+    req = urllib.request.Request(url, headers={"User-Agent": USER_AGENT, "Accept": "image/*,*/*;q=0.5"})
+    with urllib.request.urlopen(req, timeout=timeout_s) as resp:  # scheme checked above
+        declared = resp.headers.get("Content-Length")
+        if declared and declared.isdigit() and int(declared) > max_bytes:
+            raise _Refused(f"too large: {int(declared):,} bytes, above the photo limit of {max_bytes:,}")
+        body = bytearray()
+        while chunk := resp.read(_CHUNK):
+            body += chunk
+            if len(body) > max_bytes:
+                raise _Refused(f"too large: over the photo limit of {max_bytes:,} bytes")
+    if not body:
+        raise _Refused("empty: the server sent no bytes")
+    return bytes(body)
+
+
+def _reason(exc: BaseException) -> tuple[str, bool]:
+    """(reason for the row, worth another attempt)."""
+    if isinstance(exc, _Refused):
+        return str(exc), False
+    if isinstance(exc, urllib.error.HTTPError):
+        return f"HTTP {exc.code} {exc.reason}".strip(), exc.code == 429 or exc.code >= 500
+    if isinstance(exc, TimeoutError | socket.timeout):
+        return "timed out", True
+    if isinstance(exc, urllib.error.URLError):
+        inner = exc.reason
+        if isinstance(inner, TimeoutError | socket.timeout):
+            return "timed out", True
+        return f"cannot connect: {inner}", not isinstance(inner, socket.gaierror)
+    if isinstance(exc, ValueError):  # urllib's "unknown url type", a URL with spaces or no host
+        return f"not a fetchable URL: {exc}", False
+    return f"{type(exc).__name__}: {exc}", isinstance(exc, OSError)
+
+
+def fetch_one(url: str, folder: Path, *, max_bytes: int, timeout_s: float = TIMEOUT_S,
+              attempts: int = ATTEMPTS, backoff_s: float = BACKOFF_S) -> tuple[str, int]:
+    """Download one URL into folder: ("fetched", bytes), ("cached", 0) or ("failed: REASON", 0)."""
+    name = photo_name(url)
+    target, failed = folder / name, folder / (name + FAILED_SUFFIX)
+    if target.is_file():
+        return "cached", 0
+    reason = ""
+    for attempt in range(max(1, attempts)):
+        if attempt:
+            time.sleep(backoff_s * 2 ** (attempt - 1))
+        try:
+            body = _download(url.strip(), max_bytes, timeout_s)
+        except Exception as exc:  # every failure becomes the row's reason, none stops the run
+            reason, again = _reason(exc)
+            if again:
+                continue
+            break
+        tmp = folder / f"{name}.{os.getpid()}.{id(body)}.part"
+        tmp.write_bytes(body)
+        os.replace(tmp, target)  # whole or absent: a killed run never leaves half a photo under the name
+        failed.unlink(missing_ok=True)
+        return "fetched", len(body)
+    failed.write_text(reason + "\n", encoding="utf-8")
+    return f"failed: {reason}", 0
+
+
+def fetch_all(urls: Iterable[str], folder: Path, *, max_bytes: int, workers: int = 16,
+              timeout_s: float = TIMEOUT_S, attempts: int = ATTEMPTS, backoff_s: float = BACKOFF_S,
+              progress: Callable[[int], None] | None = None) -> FetchSummary:
+    """Every distinct URL into folder, `workers` downloads at a time (network-bound: threads, not cores)."""
+    t0 = time.perf_counter()
+    folder.mkdir(parents=True, exist_ok=True)
+    unique = list(dict.fromkeys(u.strip() for u in urls))
+    out = FetchSummary(urls=len(unique))
+    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="kuamo-fetch") as pool:
+        for status, size in pool.map(lambda u: fetch_one(u, folder, max_bytes=max_bytes, timeout_s=timeout_s,
+                                                         attempts=attempts, backoff_s=backoff_s), unique):
+            if status == "fetched":
+                out.fetched += 1
+                out.bytes += size
+            elif status == "cached":
+                out.cached += 1
+            else:
+                out.failed += 1
+                kind = status.removeprefix("failed: ").split(":")[0]
+                out.failures[kind] = out.failures.get(kind, 0) + 1
+            if progress is not None:
+                progress(1)
+    out.seconds = time.perf_counter() - t0
+    return out

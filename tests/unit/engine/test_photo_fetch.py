@@ -1,0 +1,210 @@
+"""Photos a feed names by URL, downloaded by `kuamo index --fetch-photos` (engine/photo_fetch.py) from a real
+HTTP server on a loopback port: what is stored, what a failure tells the row, what a second run does."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from fake_encoders import FakeImageEncoder, FakeTextEncoder, png
+
+from kuamo.cli import main
+from kuamo.engine.catalog_io import GENERIC, RowError, to_product
+from kuamo.engine.catalog_map import CatalogConfig
+from kuamo.engine.engine import Engine, EngineConfig
+from kuamo.engine.ingest import index_catalog
+from kuamo.engine.photo_fetch import FAILED_SUFFIX, FETCHED_DIR, fetch_all, fetch_failure, photo_name
+from kuamo.engine.types import Query
+
+LIMIT = 4096  # bytes a photo may have in these tests
+
+
+class PhotoServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), Handler)
+        self.hits: Counter[str] = Counter()
+        self.lock = threading.Lock()
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class Handler(BaseHTTPRequestHandler):
+    server: PhotoServer
+
+    def log_message(self, *args: object) -> None:  # quiet test output
+        pass
+
+    def do_GET(self) -> None:
+        with self.server.lock:
+            self.server.hits[self.path] += 1
+            hits = self.server.hits[self.path]
+        name = self.path.rsplit("/", 1)[-1]
+        if self.path.startswith("/img/"):
+            self._send(200, png(name.split(".")[0]))
+        elif self.path == "/flaky.png" and hits == 1:
+            self._send(503, b"busy")
+        elif self.path == "/flaky.png":
+            self._send(200, png("green"))
+        elif self.path == "/big.png":
+            self._send(200, b"\x89PNG" + b"0" * (2 * LIMIT))
+        elif self.path == "/big-unannounced.png":  # no Content-Length: the limit holds while reading
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"\x89PNG" + b"0" * (2 * LIMIT))
+            self.close_connection = True
+        elif self.path == "/slow.png":
+            time.sleep(1.5)
+            self._send(200, png("red"))
+        elif self.path == "/empty.png":
+            self._send(200, b"")
+        else:
+            self._send(404, b"no such photo")
+
+    def _send(self, code: int, body: bytes) -> None:
+        self.send_response(code)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+@pytest.fixture
+def server() -> Iterator[PhotoServer]:
+    srv = PhotoServer()
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+
+
+def fetch(urls: list[str], folder: Path, **kw: object):
+    return fetch_all(urls, folder, max_bytes=LIMIT, workers=4, timeout_s=kw.pop("timeout_s", 5.0),
+                     backoff_s=0.05, **kw)
+
+
+def test_each_url_is_stored_once_under_its_hash(server, tmp_path) -> None:
+    urls = [f"{server.base}/img/red.png", f"{server.base}/img/blue.png", f" {server.base}/img/red.png "]
+    got = fetch(urls, tmp_path)
+    assert (got.urls, got.fetched, got.cached, got.failed) == (2, 2, 0, 0)
+    assert (tmp_path / photo_name(urls[0])).read_bytes() == png("red")
+    assert (tmp_path / photo_name(urls[1])).read_bytes() == png("blue")
+    assert server.hits["/img/red.png"] == 1  # the same URL twice (spaces aside) is one download
+    again = fetch(urls, tmp_path)
+    assert (again.fetched, again.cached) == (0, 2) and server.hits["/img/red.png"] == 1
+
+
+@pytest.mark.parametrize(("path", "reason"), [
+    ("/missing.png", "HTTP 404"),
+    ("/big.png", f"too large: {2 * LIMIT + 4:,} bytes, above the photo limit of {LIMIT:,}"),
+    ("/big-unannounced.png", f"too large: over the photo limit of {LIMIT:,} bytes"),
+    ("/empty.png", "empty: the server sent no bytes"),
+])
+def test_a_failed_url_leaves_its_reason_and_no_photo(server, tmp_path, path, reason) -> None:
+    url = server.base + path
+    got = fetch([url], tmp_path)
+    assert (got.fetched, got.failed) == (0, 1)
+    assert not (tmp_path / photo_name(url)).exists()
+    assert reason in fetch_failure(tmp_path, url)
+    assert server.hits[path] == 1  # a final answer is not asked again
+    assert not list(tmp_path.glob("*.part"))
+
+
+def test_a_busy_server_is_asked_again_and_a_later_run_retries_what_failed(server, tmp_path) -> None:
+    url = f"{server.base}/flaky.png"
+    got = fetch([url], tmp_path)  # 503, then 200 on the second attempt
+    assert (got.fetched, got.failed, server.hits["/flaky.png"]) == (1, 0, 2)
+    missing = f"{server.base}/img-later/red.png"
+    assert fetch([missing], tmp_path).failed == 1 and fetch_failure(tmp_path, missing)
+    assert fetch([missing], tmp_path).failed == 1 and server.hits["/img-later/red.png"] == 2  # tried again
+
+
+def test_a_timeout_and_a_closed_port_are_reasons_not_crashes(server, tmp_path) -> None:
+    slow = f"{server.base}/slow.png"
+    got = fetch([slow], tmp_path, timeout_s=0.3, attempts=1)
+    assert got.failed == 1 and fetch_failure(tmp_path, slow) == "timed out"
+    closed = "http://127.0.0.1:9/nothing.png"  # discard port: nothing listens
+    got = fetch([closed], tmp_path, attempts=1)
+    assert got.failed == 1 and fetch_failure(tmp_path, closed).startswith("cannot connect")
+    ftp = "ftp://127.0.0.1/a.png"
+    assert fetch([ftp], tmp_path).failed == 1 and "not http(s)" in fetch_failure(tmp_path, ftp)
+
+
+def feed(tmp_path: Path, base: str) -> Path:
+    path = tmp_path / "shop" / "products.tsv"
+    path.parent.mkdir(parents=True)
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f, delimiter="\t")
+        w.writerow(["id", "title", "image_link", "price"])
+        w.writerow(["SKU-1", "Red Pan", f"{base}/img/red.png", "15.00 USD"])
+        w.writerow(["SKU-2", "Blue Mug", f"{base}/img/blue.png", "4.50 USD"])
+        w.writerow(["SKU-3", "Lost Cup", f"{base}/gone.png", "3.00 USD"])
+    return path
+
+
+def make_engine(tmp_path: Path) -> Engine:
+    return Engine(EngineConfig(data_dir=tmp_path / "data"), text_encoder=FakeTextEncoder(),
+                  image_encoder=FakeImageEncoder())
+
+
+def test_a_feed_of_photo_urls_indexes_with_fetch_photos(server, tmp_path) -> None:
+    path = feed(tmp_path, server.base)
+    eng = make_engine(tmp_path)
+    rep = index_catalog(path, engine=eng, progress=False, catalog=CatalogConfig(fetch_photos=True))
+    assert rep.accepted == 2 and [(r.id, r.field) for r in rep.rejected] == [("SKU-3", "image")]
+    assert "could not be fetched: HTTP 404" in rep.rejected[0].reason
+    assert rep.to_dict()["photos"] | {"seconds": 0, "bytes": 0} == {
+        "urls": 3, "fetched": 2, "cached": 0, "failed": 1, "bytes": 0, "seconds": 0,
+        "failures": {"HTTP 404 Not Found": 1}}
+    mug = asyncio.run(eng.get("SKU-2"))
+    assert mug.image_ref == f"{server.base}/img/blue.png"  # the product keeps its URL; the copy is kuamo's
+    assert (path.parent / FETCHED_DIR / photo_name(mug.image_ref)).is_file()
+    assert asyncio.run(eng.search(Query(image=png("blue"), k=1))).hits[0].id == "SKU-2"
+    # a second run downloads only what failed, and re-embeds nothing
+    again = index_catalog(path, engine=eng, progress=False, catalog=CatalogConfig(fetch_photos=True))
+    assert (again.unchanged, again.photos["cached"], again.photos["failed"]) == (2, 2, 1)
+    assert server.hits["/img/red.png"] == 1 and server.hits["/gone.png"] == 2
+    asyncio.run(eng.close(snapshot=False))
+
+
+def test_without_fetch_photos_a_url_says_how_to_get_it(server, tmp_path) -> None:
+    path = feed(tmp_path, server.base)
+    eng = make_engine(tmp_path)
+    rep = index_catalog(path, engine=eng, progress=False)
+    assert rep.accepted == 0 and rep.photos is None and sum(server.hits.values()) == 0
+    assert all("--fetch-photos" in r.reason for r in rep.rejected)
+    asyncio.run(eng.close(snapshot=False))
+
+
+def test_a_url_fetched_and_then_missing_names_both_runs(tmp_path) -> None:
+    m = GENERIC.__class__(**{**GENERIC.__dict__, "fetched_photos": FETCHED_DIR})
+    row = {"id": "a1", "title": "Pan", "image_link": "https://cdn.example/pan.jpg"}
+    with pytest.raises(RowError) as exc:
+        to_product(row, m, tmp_path)
+    assert "has not been fetched (run kuamo index --fetch-photos)" in exc.value.reason
+    (tmp_path / FETCHED_DIR).mkdir()
+    (tmp_path / FETCHED_DIR / (photo_name(row["image_link"]) + FAILED_SUFFIX)).write_text("HTTP 410 Gone\n")
+    with pytest.raises(RowError) as exc:
+        to_product(row, m, tmp_path)
+    assert exc.value.reason.endswith("could not be fetched: HTTP 410 Gone")
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--fetch-workers", "0"], "fetch_workers must be an integer within 1..256, got 0"),
+    (["--fetch-workers", "100000"], "fetch_workers must be an integer within 1..256"),
+])
+def test_bad_fetch_settings_are_refused_before_any_download(server, tmp_path, capsys, flags, message) -> None:
+    path = feed(tmp_path, server.base)
+    assert main(["index", str(path), "--fetch-photos", *flags, "--data", str(tmp_path / "d")]) == 2
+    assert message in capsys.readouterr().err
+    assert sum(server.hits.values()) == 0
