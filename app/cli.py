@@ -385,7 +385,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="catalog to adapt the shipped head to: any file `kuamo index` reads (CSV, TSV, JSONL, "
                         "Parquet) or a directory holding products.csv (default: retrain the shipped head on the "
                         "fashion catalog)")
-    a.add_argument("--mapping", choices=("auto", "fashion", "generic"), default=None,
+    a.add_argument("--mapping", choices=("auto", "fashion", "generic", "shopify"), default=None,
                    help="column names to expect, as for `kuamo index` (default auto)")
     a.add_argument("--map", default=None, metavar="FIELD=COLUMN,...",
                    help="feed columns for kuamo's fields, as for `kuamo index` (e.g. id=uniq_id,title=product_name,"
@@ -436,8 +436,9 @@ def build_parser() -> argparse.ArgumentParser:
                                      "resumable; --ray embeds it on a Ray cluster")
     ix.add_argument("catalog", type=Path, help="the catalog file: .csv, .tsv, .jsonl, .xml (an RSS/Atom product "
                     "feed), each may be .gz; or .parquet")
-    ix.add_argument("--mapping", choices=("auto", "fashion", "generic"), default=None, help="column names to "
-                    "expect (default auto: fashion when its columns are there, else generic)")
+    ix.add_argument("--mapping", choices=("auto", "fashion", "generic", "shopify"), default=None,
+                    help="column names to expect (default auto: fashion or a Shopify product export when their "
+                         "columns are there, else generic)")
     ix.add_argument("--map", default=None, metavar="FIELD=COLUMN,...",
                     help="feed columns for kuamo's fields, e.g. id=uniq_id,title=product_name,category="
                          "product_category_tree,price=retail_price (fields: id title description category brand "

@@ -8,19 +8,20 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from kuamo.engine.catalog_map import CatalogConfig, category_of, check_columns
 from kuamo.engine.errors import InvalidInput
-from kuamo.engine.feed_values import amount_text, first_image_ref, is_url
+from kuamo.engine.feed_values import amount_text, first_image_ref, html_text, is_url
 from kuamo.engine.ids import ProductId, canonical_id, row_key
 from kuamo.engine.photo_fetch import fetch_failure, photo_name
 from kuamo.engine.store import check_owner
 from kuamo.engine.types import CATEGORY_SEP, AttrValue, Product
 
-MAPPINGS = ("auto", "fashion", "generic")
+MAPPINGS = ("auto", "fashion", "generic", "shopify")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -40,6 +41,9 @@ class ColumnMapping:
     image_template: str | None = None  # e.g. "images/{id}.jpg" relative to the catalog file
     image_required: bool = False
     fetched_photos: str | None = None  # folder (in the catalog directory) holding the photos of URL cells
+    # a row right below a row with the same id and no title of its own continues that product (Shopify's
+    # variant and extra-photo rows): left out, not rejected
+    continuation_rows: bool = False
     attributes: tuple[str, ...] | None = None  # None = every column not mapped above
     numeric_attributes: tuple[str, ...] = ()  # parsed as numbers
     aliases_first: bool = True  # for tuple fields: the first column present wins
@@ -72,11 +76,23 @@ GENERIC = ColumnMapping(
 )
 
 
+# Shopify's product CSV export: one row per variant and per extra photo, the product's fields on its first row
+SHOPIFY = ColumnMapping(
+    name="shopify", id=("Handle",), title=("Title",), description=("Body (HTML)",),
+    category=("Product Category", "Type"), brand=("Vendor",), price=("Variant Price",),
+    image=("Image Src", "Variant Image"), attributes=("Type", "Tags", "Status", "Published", "Gift Card"),
+    continuation_rows=True,
+)
+SHOPIFY_COLUMNS = {"handle", "variant price"}  # what tells a Shopify export (auto), whatever their case
+
+
 def pick_mapping(name: str, columns: list[str]) -> ColumnMapping:
     if name not in MAPPINGS:
         raise InvalidInput(f"mapping must be one of {MAPPINGS}, got {name!r}", field="mapping")
     if name == "fashion" or (name == "auto" and {"productDisplayName", "masterCategory"} <= set(columns)):
         return FASHION
+    if name == "shopify" or (name == "auto" and SHOPIFY_COLUMNS <= {c.strip().casefold() for c in columns}):
+        return SHOPIFY
     return GENERIC
 
 
@@ -263,7 +279,7 @@ def to_product(row: dict[str, Any], m: ColumnMapping, root: Path) -> tuple[Produ
             raise RowError("image", f"missing image: {image_path} does not exist", pid)
     elif m.image_required:
         raise RowError("image", f"missing image: the row names no image (tried columns {_tried(m.image)})", pid)
-    desc = _first(row, m.description)
+    desc = html_text(_first(row, m.description))
     brand = _first(row, m.brand)
     product = Product(id=pid, title=title, description=str(desc or "").strip(), category=_category(row, m, title),
                       brand=None if brand is None else str(brand).strip(), price=price, rating=rating,
@@ -278,24 +294,50 @@ class RowBatch:
     rows: list[int] = field(default_factory=list)  # file row number of each product
 
 
+class Repeat(NamedTuple):
+    pid: ProductId  # this row's id
+    first_id: ProductId  # the id of the row that had it first (the same, or another with its row key)
+    first_row: int
+    continuation: bool  # the row continues the product above it (ColumnMapping.continuation_rows)
+
+
 class FirstRows:
     """The file row that first had each product id, for an ingest run (single process and Ray alike): the first
     row with an id is indexed, a later one is rejected naming it. Keyed by row key, so "7" and 7 are one id."""
 
     def __init__(self) -> None:
         self._seen: dict[int, tuple[ProductId, int]] = {}
+        self._previous: int | None = None  # row key of the last row with a readable id
 
-    def repeat(self, row: dict[str, Any], n: int, m: ColumnMapping) -> tuple[ProductId, ProductId, int] | None:
-        """(this row's id, the earlier row's id, its row number) when an earlier row had this row's id (or row
-        key); None when row `n` is the first, or has no readable id (to_product says why)."""
+    def repeat(self, row: dict[str, Any], n: int, m: ColumnMapping) -> Repeat | None:
+        """The earlier row with this row's id (or row key), or None when row `n` is the first, or has no
+        readable id (to_product says why)."""
         if "__error__" in row:
             return None
         try:
             pid = _row_id(row, m)
         except RowError:
             return None
-        first = self._seen.setdefault(row_key(pid), (pid, n))
-        return None if first[1] == n else (pid, *first)
+        key = row_key(pid)
+        previous, self._previous = self._previous, key
+        first = self._seen.setdefault(key, (pid, n))
+        if first[1] == n:
+            return None
+        continues = m.continuation_rows and previous == key and _first(row, m.title) is None
+        return Repeat(pid, *first, continuation=continues)
+
+
+def product_rows(rows: Iterable[tuple[int, dict[str, Any]]], m: ColumnMapping) -> Iterator[tuple[int, dict[str, Any]]]:
+    """The rows that are products under the mapping: continuation rows (a Shopify variant or extra photo) left
+    out, for the passes that only look at products (the blend sample, the photo fetch, `kuamo align`)."""
+    if not m.continuation_rows:
+        yield from rows
+        return
+    seen = FirstRows()
+    for n, row in rows:
+        again = seen.repeat(row, n, m)
+        if again is None or not again.continuation:
+            yield n, row
 
 
 def repeat_reason(pid: ProductId, first_id: ProductId, first_row: int) -> str:

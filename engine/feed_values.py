@@ -3,6 +3,7 @@ decimal commas, and image cells that hold a URL or a JSON list of paths (engine/
 
 from __future__ import annotations
 
+import html
 import json
 import re
 
@@ -53,3 +54,14 @@ def first_image_ref(value: object) -> str | None:
             return text
         return first_image_ref(inner) if isinstance(inner, list) else text
     return text or None
+
+
+_TAG = re.compile(r"<[A-Za-z/!?][^<>]*>")
+
+
+def html_text(value: object) -> object:
+    """A description as text: HTML tags (Shopify's Body (HTML), many GMC descriptions) become spaces and
+    entities their characters; a cell without tags is returned as it is (None stays None)."""
+    if not isinstance(value, str) or not _TAG.search(value):
+        return value
+    return " ".join(html.unescape(_TAG.sub(" ", value)).split())

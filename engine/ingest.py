@@ -23,6 +23,7 @@ from kuamo.engine.catalog_io import (
     RowError,
     mapping_for,
     photo_url,
+    product_rows,
     repeat_reason,
     row_id,
     to_product,
@@ -51,6 +52,7 @@ class IngestReport:
     image_blend: dict | None = None  # set or chosen on this run, else None
     stale: str | None = None  # why the catalog's vectors were re-embedded (other models made them), else None
     stale_left: int = 0  # products still holding vectors from other models (not in this file)
+    continuation_rows: int = 0  # rows continuing the product above (a Shopify variant or extra photo): left out
     photos: dict | None = None  # --fetch-photos: what was downloaded (photo_fetch.FetchSummary), else None
 
     @property
@@ -73,7 +75,7 @@ class IngestReport:
             reasons[r.field] = reasons.get(r.field, 0) + 1
         return {"path": self.path, "mapping": self.mapping, "rows_read": self.rows_read,
                 "accepted": self.accepted, "unchanged": self.unchanged, "rejected": len(self.rejected),
-                "rejected_by_field": reasons,
+                "rejected_by_field": reasons, "continuation_rows": self.continuation_rows,
                 "rejected_share": round(self.rejected_share, 4), "seconds": round(self.seconds, 2),
                 "rows_per_s": round(self.rows_per_s, 1), "image_blend": self.image_blend,
                 "re_embedded_because": self.stale, "stale_left": self.stale_left, "photos": self.photos,
@@ -126,7 +128,11 @@ async def aindex_catalog(path: Path | str, engine: Engine, *, mapping: str = "au
             report.rows_read += 1
             repeat = seen.repeat(row, n, m)
             if repeat is not None:
-                report.rejected.append(Rejection(row=n, id=repeat[0], field="id", reason=repeat_reason(*repeat)))
+                if repeat.continuation:
+                    report.continuation_rows += 1
+                else:
+                    report.rejected.append(Rejection(row=n, id=repeat.pid, field="id", reason=repeat_reason(
+                        repeat.pid, repeat.first_id, repeat.first_row)))
                 bar.update(1)
                 continue
             try:
@@ -175,7 +181,7 @@ async def fetch_feed_photos(engine: Engine, report: IngestReport, path: Path, m:
 
 def _photo_urls(path: Path, m: ColumnMapping, limit: int | None) -> list[str]:
     urls = []
-    for i, (_, row) in enumerate(read_rows(path)):
+    for i, (_, row) in enumerate(product_rows(read_rows(path), m)):
         if limit is not None and i >= limit:
             break
         url = photo_url(row, m)
@@ -242,7 +248,8 @@ def blend_sample(path: Path, m: Any, root: Path, limit: int | None, n: int = SAM
     with their photo bytes; rows that fail to parse or read are skipped here and reported by the run. `keep`
     limits the sample to the products it accepts by id (an adapted head's never-trained-on products)."""
     if keep is None:
-        total = sum(1 for _ in read_rows(path))  # a counting pass: the rows are never all held in memory
+        # a counting pass: the rows are never all held in memory
+        total = sum(1 for _ in product_rows(read_rows(path), m))
         total = total if limit is None else min(total, limit)
         wanted = set(spread(total, n))
     else:  # the counting pass notes the eligible rows' numbers (ints, not rows)
@@ -251,7 +258,7 @@ def blend_sample(path: Path, m: Any, root: Path, limit: int | None, n: int = SAM
         wanted = {eligible[k] for k in spread(len(eligible), n)}
     products: list[Product] = []
     images: list[bytes | None] = []
-    for i, (_, row) in enumerate(read_rows(path)):
+    for i, (_, row) in enumerate(product_rows(read_rows(path), m)):
         if i >= total:
             break
         if i not in wanted:
@@ -268,7 +275,7 @@ def blend_sample(path: Path, m: Any, root: Path, limit: int | None, n: int = SAM
 
 def _eligible_rows(path: Path, m: Any, limit: int | None,
                    keep: Callable[[ProductId], bool]) -> Iterator[tuple[int, dict[str, Any]]]:
-    for i, (_, row) in enumerate(read_rows(path)):
+    for i, (_, row) in enumerate(product_rows(read_rows(path), m)):
         if limit is not None and i >= limit:
             return
         try:

@@ -362,7 +362,7 @@ class StoredHashes:
 class CatalogEmbedder:
     """A Ray actor of the pool: loads the towers once, then turns blocks of raw rows into committed-ready rows,
     rejections and skips. Output: one row per input row (kind "ok" / "unchanged" / "rejected", a pickled
-    payload) plus the batch's timings on its first row."""
+    payload; "continuation" for a row continuing the product above) plus the batch's timings on its first row."""
 
     def __init__(self, spec: EmbedSpec) -> None:
         import ray
@@ -439,11 +439,13 @@ class CatalogEmbedder:
             return rows, bad
 
     def _check(self, n: int, row: dict[str, Any]) -> tuple[str, Any]:
-        """("todo", Pending) | ("unchanged", id) | ("rejected", Rejection) for one raw row, as single-process
-        checks it (engine/ingest.py + Engine.upsert)."""
+        """("todo", Pending) | ("unchanged", id) | ("rejected", Rejection) | ("continuation", None) for one raw row,
+        as single-process checks it (engine/ingest.py + Engine.upsert)."""
         spec = self.spec
         if "__duplicate__" in row:
-            pid, first_id, first_row = row["__duplicate__"]
+            pid, first_id, first_row, continuation = row["__duplicate__"]
+            if continuation:  # a Shopify variant or extra-photo row: part of the product above, not a product
+                return "continuation", None
             return "rejected", Rejection(row=n, id=pid, field="id", reason=repeat_reason(pid, first_id, first_row))
         product = None
         try:
@@ -680,6 +682,8 @@ def _take(batch: dict[str, np.ndarray], pending: list[tuple[int, StoredRow]], re
             pending.append((n, obj))
         elif kind == "unchanged":
             report.unchanged += 1
+        elif kind == "continuation":
+            report.continuation_rows += 1
         else:
             report.rejected.append(obj)
             if obj.field == "id" and "appears again" in obj.reason:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kuamo.engine.catalog_io import RowError, mapping_for, to_product
+from kuamo.engine.catalog_io import RowError, mapping_for, product_rows, to_product
 from kuamo.engine.catalog_map import CatalogConfig, check_config
 from kuamo.engine.errors import InvalidInput
 from kuamo.engine.feed_files import header_of, read_rows
@@ -87,7 +87,7 @@ def load_catalog(path: Path | str, cfg: CatalogConfig | None = None, limit: int 
     items: list[CatalogItem] = []
     skipped: Counter[str] = Counter()
     rows = 0
-    for _, row in read_rows(file):
+    for _, row in product_rows(read_rows(file), mapping):
         if limit is not None and len(items) >= limit:
             break
         rows += 1

@@ -240,6 +240,27 @@ def test_photos_named_by_url_are_fetched_once_by_the_driver(model_dir: Path, fas
     assert report.photos is not None and report.photos["fetched"] == len(ids)
 
 
+def test_shopify_variant_rows_are_left_out_as_single_process_does(model_dir: Path, fashion_dir: Path, cluster: str,
+                                                                  tmp_path: Path) -> None:
+    shop = tmp_path / "shop"
+    shop.mkdir()
+    ids = sorted(p.stem for p in (fashion_dir / "images").glob("*.jpg"))[:3]
+    for i in ids:
+        shutil.copy(fashion_dir / "images" / f"{i}.jpg", shop)
+    feed = shop / "products_export.csv"
+    with open(feed, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["Handle", "Title", "Variant Price", "Image Src"])
+        for i in ids:
+            w.writerows([[f"h{i}", f"product {i}", "10.00", f"{i}.jpg"], [f"h{i}", "", "12.00", ""],
+                         [f"h{i}", "", "", f"{i}.jpg"]])
+    got = ray_index_catalog(feed, config=_config(model_dir, tmp_path / "ray"), address=cluster, workers=2,
+                            batch_rows=2, progress=False)
+    ref = index_catalog(feed, config=_config(model_dir, tmp_path / "single"), progress=False)
+    assert (got.mapping, got.accepted, got.continuation_rows, got.rejected) == ("shopify", 3, 6, [])
+    assert (ref.accepted, ref.continuation_rows, ref.rejected) == (3, 6, [])
+
+
 def test_an_unreachable_address_fails_quickly_and_names_it(model_dir: Path, catalog: Path, tmp_path: Path,
                                                            capsys: pytest.CaptureFixture[str]) -> None:
     with socket.socket() as s:  # a port nobody listens on

@@ -275,3 +275,67 @@ def test_a_column_only_later_rows_carry_can_be_mapped(tmp_path, fmt) -> None:
     rep = index_catalog(path, engine=eng, progress=False, catalog=CatalogConfig(map={"brand": "maker"}))
     assert rep.accepted == 2 and asyncio.run(eng.get("b2")).brand == "Acme"
     asyncio.run(eng.close(snapshot=False))
+
+
+SHOPIFY_HEADER = ["Handle", "Title", "Body (HTML)", "Vendor", "Product Category", "Type", "Tags", "Published",
+                  "Option1 Name", "Option1 Value", "Variant SKU", "Variant Grams", "Variant Inventory Qty",
+                  "Variant Price", "Variant Compare At Price", "Image Src", "Image Position", "Image Alt Text",
+                  "Gift Card", "SEO Title", "Variant Image", "Status"]
+
+
+def shopify_row(**cells: str) -> list[str]:
+    return [cells.get(c.replace(" ", "_").replace("(", "").replace(")", "").lower(), "") for c in SHOPIFY_HEADER]
+
+
+def shopify_export(tmp_path: Path) -> Path:
+    """Shopify's product CSV as the admin exports it: the product on its first row, one more row per variant
+    (Title empty) and per extra photo (only Handle, Image Src, Image Position)."""
+    return write(tmp_path / "shop" / "products_export_1.csv", SHOPIFY_HEADER, [
+        shopify_row(handle="red-tee", title="Red Tee", body_html="<p>Soft cotton <strong>tee</strong> &amp; more</p>",
+                    vendor="Acme", product_category="Apparel & Accessories > Clothing > Shirts & Tops", type="T-Shirt",
+                    tags="cotton, summer", published="TRUE", option1_name="Size", option1_value="S",
+                    variant_price="19.99", image_src="red.png", image_position="1", status="active"),
+        shopify_row(handle="red-tee", option1_value="M", variant_price="21.99"),
+        shopify_row(handle="red-tee", option1_value="L", variant_price="21.99", variant_image="blue.png"),
+        shopify_row(handle="red-tee", image_src="blue.png", image_position="2"),
+        shopify_row(handle="blue-mug", title="Blue Mug", vendor="Acme", type="Mug", variant_price="4.50",
+                    image_src="blue.png", image_position="1", status="active"),
+        shopify_row(handle="red-tee", title="Red Tee (again)", variant_price="9.00", image_src="red.png"),
+    ])
+
+
+def test_a_shopify_export_indexes_one_product_per_handle(tmp_path) -> None:
+    path = shopify_export(tmp_path)
+    eng = make_engine(tmp_path)
+    rep = index_catalog(path, engine=eng, progress=False)
+    assert (rep.mapping, rep.rows_read, rep.accepted, rep.continuation_rows) == ("shopify", 6, 2, 3)
+    # a later row with the handle and a title of its own is another product under a taken id, not a variant
+    assert [(r.row, r.id, r.field) for r in rep.rejected] == [(6, "red-tee", "id")]
+    tee = asyncio.run(eng.get("red-tee"))
+    assert (tee.title, tee.brand, tee.price, tee.image_ref) == ("Red Tee", "Acme", 19.99, "red.png")
+    assert tee.description == "Soft cotton tee & more"  # Body (HTML) as text
+    assert tee.category == "Apparel & Accessories/Clothing/Shirts & Tops"
+    assert tee.attributes["Tags"] == "cotton, summer" and "Variant Grams" not in tee.attributes
+    mug = asyncio.run(eng.get("blue-mug"))
+    assert (mug.category, mug.price) == ("Mug", 4.5)  # no Product Category: the Type
+    assert rep.to_dict()["continuation_rows"] == 3
+    asyncio.run(eng.close(snapshot=False))
+
+
+def test_variant_rows_are_rejected_as_repeats_in_a_feed_that_is_not_shopify(tmp_path) -> None:
+    path = write(tmp_path / "feed.csv", ["id", "title", "image"], [
+        ["a1", "Pan", "red.png"], ["a1", "", "blue.png"], ["b2", "Mug", "blue.png"]])
+    eng = make_engine(tmp_path)
+    rep = index_catalog(path, engine=eng, progress=False)
+    assert (rep.accepted, rep.continuation_rows, [(r.id, r.field) for r in rep.rejected]) == (2, 0, [("a1", "id")])
+    asyncio.run(eng.close(snapshot=False))
+
+
+@pytest.mark.parametrize(("cell", "text"), [
+    ("<p>Soft <b>cotton</b></p><ul><li>machine wash</li></ul>", "Soft cotton machine wash"),
+    ("Fish &amp; chips <br/>for two", "Fish & chips for two"),
+    ("size < 5 and > 3", "size < 5 and > 3"),  # no tag: left as written
+])
+def test_html_descriptions_become_text(tmp_path, cell, text) -> None:
+    product, _ = to_product({"id": "d1", "title": "t", "description": cell}, GENERIC, tmp_path)
+    assert product.description == text

@@ -208,3 +208,20 @@ def test_bad_fetch_settings_are_refused_before_any_download(server, tmp_path, ca
     assert main(["index", str(path), "--fetch-photos", *flags, "--data", str(tmp_path / "d")]) == 2
     assert message in capsys.readouterr().err
     assert sum(server.hits.values()) == 0
+
+
+def test_a_shopify_export_fetches_each_products_photo_not_its_extra_ones(server, tmp_path) -> None:
+    path = tmp_path / "shop" / "products_export.csv"
+    path.parent.mkdir()
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["Handle", "Title", "Variant Price", "Image Src", "Image Position"])
+        w.writerow(["red-pan", "Red Pan", "15.00", f"{server.base}/img/red.png", "1"])
+        w.writerow(["red-pan", "", "17.00", "", ""])  # a variant
+        w.writerow(["red-pan", "", "", f"{server.base}/img/extra.png", "2"])  # an extra photo
+        w.writerow(["blue-mug", "Blue Mug", "4.50", f"{server.base}/img/blue.png", "1"])
+    eng = make_engine(tmp_path)
+    rep = index_catalog(path, engine=eng, progress=False, catalog=CatalogConfig(fetch_photos=True))
+    assert (rep.accepted, rep.continuation_rows, rep.rejected) == (2, 2, [])
+    assert rep.photos["urls"] == 2 and "/img/extra.png" not in server.hits
+    asyncio.run(eng.close(snapshot=False))
