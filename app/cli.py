@@ -142,7 +142,8 @@ def _cmd_index(args: argparse.Namespace) -> int:
         "mapping": args.mapping, "map": args.map, "category_path": args.category_path,
         "category_depth": args.category_depth, "max_rejected_share": args.max_rejected_share,
         "max_image_pixels": args.max_image_pixels, "image_blend": args.image_blend,
-        "fetch_photos": args.fetch_photos or None, "fetch_workers": args.fetch_workers})
+        "fetch_photos": args.fetch_photos or None, "fetch_workers": args.fetch_workers,
+        "prune": args.prune or None, "max_prune_share": args.max_prune_share})
     # a catalog other models made opens here (and only here) so that indexing it again re-embeds it
     cfg = EngineConfig(model_dir=args.models, data_dir=args.data, allow_stale_vectors=True,
                        image_blend=catalog.image_blend, **_index_backend(args),
@@ -160,6 +161,9 @@ def _cmd_index(args: argparse.Namespace) -> int:
     if report.failed(catalog.max_rejected_share):
         say(f"kuamo index: {len(report.rejected)} of {report.rows_read} rows rejected, above the allowed share "
             f"{catalog.max_rejected_share:g} (--max-rejected-share); see \"rejections\" in the report")
+        return 2
+    if report.pruned and "refused" in report.pruned:
+        say(f"kuamo index: --prune refused: {report.pruned['refused']}")
         return 2
     return 0
 
@@ -456,6 +460,12 @@ def build_parser() -> argparse.ArgumentParser:
                          "CATALOG_DIR/kuamo-photos first; a later run downloads only what it lacks or failed")
     ix.add_argument("--fetch-workers", type=int, default=None, metavar="N",
                     help="downloads at a time for --fetch-photos (default 16)")
+    ix.add_argument("--prune", action="store_true",
+                    help="the file is the whole catalog: after the run, delete the stored products it no longer "
+                         "lists (a row that was rejected this time still lists its product)")
+    ix.add_argument("--max-prune-share", type=float, default=None, metavar="F",
+                    help="refuse --prune (exit 2, nothing deleted) when it would delete more than this share of the "
+                         "stored products (default 0.2: a truncated or wrong file must not empty the catalog)")
     ix.add_argument("--image-blend", default=None, metavar="auto|BETA",
                     help="image vector = BETA x tuned vector + (1-BETA) x zero-shot map: a number in 0..1 sets it, "
                          "auto chooses it again on this catalog now (default: chosen when the catalog is new or "

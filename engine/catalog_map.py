@@ -33,6 +33,8 @@ class CatalogConfig:
     max_image_pixels: int = 40_000_000  # photos above it are refused; below it big ones are scaled down
     fetch_photos: bool = False  # download photos named by URL into the catalog directory (engine/photo_fetch.py)
     fetch_workers: int = 16  # downloads at a time
+    prune: bool = False  # delete the stored products the file no longer lists (engine/prune.py)
+    max_prune_share: float = 0.2  # refuse to prune more than this share of the stored products in one run
     # the image blend (zero_shot_blend): None = chosen when due, "auto" = chosen again now, or a beta in 0..1
     image_blend: float | str | None = None
 
@@ -77,6 +79,11 @@ def check_config(cfg: CatalogConfig) -> CatalogConfig:
     if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= MAX_FETCH_WORKERS:
         raise InvalidInput(f"fetch_workers must be an integer within 1..{MAX_FETCH_WORKERS}, got {workers!r}",
                            field="fetch_workers")
+    prune_share = cfg.max_prune_share
+    if isinstance(prune_share, bool) or not isinstance(prune_share, int | float) or not 0 <= prune_share <= 1:
+        raise InvalidInput(f"max_prune_share must be within 0..1, got {prune_share!r}", field="max_prune_share")
+    if not isinstance(cfg.prune, bool):
+        raise InvalidInput(f"prune must be true or false, got {cfg.prune!r}", field="prune")
     if not isinstance(cfg.fetch_photos, bool):
         raise InvalidInput(f"fetch_photos must be true or false, got {cfg.fetch_photos!r}", field="fetch_photos")
     return cfg

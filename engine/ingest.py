@@ -33,6 +33,7 @@ from kuamo.engine.errors import InvalidInput
 from kuamo.engine.feed_files import header_of, read_rows
 from kuamo.engine.ids import ProductId
 from kuamo.engine.photo_fetch import FETCHED_DIR, fetch_all
+from kuamo.engine.prune import check_prune, prune_unlisted
 from kuamo.engine.types import Product, Rejection
 from kuamo.engine.zero_shot_blend import AUTO, SAMPLE, BlendChoice, parse_image_blend, spread
 
@@ -53,6 +54,7 @@ class IngestReport:
     stale: str | None = None  # why the catalog's vectors were re-embedded (other models made them), else None
     stale_left: int = 0  # products still holding vectors from other models (not in this file)
     continuation_rows: int = 0  # rows continuing the product above (a Shopify variant or extra photo): left out
+    pruned: dict | None = None  # --prune: what was deleted, or why nothing was (engine/prune.py), else None
     photos: dict | None = None  # --fetch-photos: what was downloaded (photo_fetch.FetchSummary), else None
 
     @property
@@ -79,6 +81,7 @@ class IngestReport:
                 "rejected_share": round(self.rejected_share, 4), "seconds": round(self.seconds, 2),
                 "rows_per_s": round(self.rows_per_s, 1), "image_blend": self.image_blend,
                 "re_embedded_because": self.stale, "stale_left": self.stale_left, "photos": self.photos,
+                "pruned": self.pruned,
                 "rejections": [{"row": r.row, "id": r.id, "field": r.field, "reason": r.reason}
                                for r in self.rejected]}
 
@@ -96,6 +99,7 @@ async def aindex_catalog(path: Path | str, engine: Engine, *, mapping: str = "au
     if batch_size < 1:
         raise InvalidInput(f"batch_size must be >= 1, got {batch_size}", field="batch_size")
     cfg = check_config(catalog if catalog is not None else CatalogConfig(mapping=mapping))
+    check_prune(cfg, limit)
     m = mapping_for(cfg, header_of(path))
     root = Path(image_root) if image_root is not None else path.parent
     report = IngestReport(path=str(path), mapping=m.name)
@@ -154,7 +158,7 @@ async def aindex_catalog(path: Path | str, engine: Engine, *, mapping: str = "au
         await flush()
     finally:
         bar.close()
-    await finish_run(engine, report, path, snapshot=snapshot, progress=progress)
+    await finish_run(engine, report, path, m, cfg, snapshot=snapshot, progress=progress)
     report.seconds = time.perf_counter() - t0
     return report
 
@@ -210,15 +214,22 @@ async def start_run(engine: Engine, report: IngestReport, path: Path, m: Any, ro
         say(f"re-embedding every product of this catalog: {report.stale}")
 
 
-async def finish_run(engine: Engine, report: IngestReport, path: Path, *, snapshot: bool, progress: bool) -> None:
-    """After the last row (single process and Ray alike): products left with other models' vectors, and the
-    index snapshot."""
+async def finish_run(engine: Engine, report: IngestReport, path: Path, m: ColumnMapping, cfg: CatalogConfig, *,
+                     snapshot: bool, progress: bool) -> None:
+    """After the last row (single process and Ray alike): --prune, products left with other models' vectors,
+    and the index snapshot."""
+    if cfg.prune:
+        await prune_unlisted(engine, report, path, m, cfg, failed=report.failed(cfg.max_rejected_share))
+        if progress and report.pruned:
+            p = report.pruned
+            say(f"prune: {p['refused']}" if "refused" in p else
+                f"prune: deleted {p['deleted']} of {p['stored']} stored products that {path.name} no longer lists")
     if report.stale:
         report.stale_left = await engine.settle_stale_vectors()
         if report.stale_left and progress:
             say(f"{report.stale_left} products are not in {path.name} and keep vectors from other models: "
                 "upsert them again (with their photos) or delete them")
-    if snapshot and report.accepted:
+    if snapshot and (report.accepted or (report.pruned or {}).get("deleted")):
         await engine.snapshot()
 
 

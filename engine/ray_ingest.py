@@ -54,6 +54,7 @@ from kuamo.engine.errors import ArtifactError, InvalidInput, KuamoError, NotRead
 from kuamo.engine.feed_files import header_of, read_rows
 from kuamo.engine.ids import row_key
 from kuamo.engine.ingest import IngestReport, fetch_feed_photos, finish_run, say, start_run
+from kuamo.engine.prune import check_prune
 from kuamo.engine.store import StoredRow, check_owner
 from kuamo.engine.types import Rejection
 
@@ -604,7 +605,7 @@ async def aray_index_catalog(path: Path | str, engine: Engine, *, workers: int |
         del stored_ref
     report.rejected.sort(key=lambda r: r.row)
     report.actor_loads = len(actors)
-    await finish_run(engine, report, path, snapshot=snapshot, progress=progress)
+    await finish_run(engine, report, path, m, cfg, snapshot=snapshot, progress=progress)
     report.seconds = time.perf_counter() - t_start + report.cluster_start_s
     if progress:
         say(f"ray: {report.rows_read} rows in {report.seconds:.1f} s ({report.rows_per_s:.1f} rows/s; "
@@ -622,6 +623,7 @@ def _check_args(path: Path, limit: int | None, batch_rows: int, catalog: Catalog
     if batch_rows < 1:
         raise InvalidInput(f"batch_rows must be >= 1, got {batch_rows}", field="batch_rows")
     cfg = check_config(catalog if catalog is not None else CatalogConfig(mapping=mapping))
+    check_prune(cfg, limit)
     m = mapping_for(cfg, header_of(path))  # also: an unknown format fails here, not in a read task
     root = Path(image_root).absolute() if image_root is not None else path.parent
     return m, root, cfg
