@@ -321,7 +321,7 @@ def test_the_reader_keeps_single_process_rows(tmp_path: Path) -> None:
     assert [n for n, _ in rows] == [1, 2, 4, 5]  # line numbers, the blank line skipped as single-process
     assert rows[0][1] == {"id": "7", "title": "a"}  # as written: no type guessing
     assert "__error__" in rows[1][1]
-    assert rows[2][1] == {"__duplicate__": (7, 7, 1)}  # "7" and 7 are one id: the first row wins
+    assert rows[2][1] == {"__duplicate__": (7, 7, 1, False)}  # "7" and 7 are one id: the first row wins
     assert len(list(read_blocks(str(path), GENERIC, 3, 2))) == 2  # --limit counts rows, bad ones too
 
 
