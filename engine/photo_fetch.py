@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from kuamo.engine.errors import InvalidInput
+
 FETCHED_DIR = "kuamo-photos"  # inside the catalog directory: Ray nodes that see the catalog see its photos
 FAILED_SUFFIX = ".failed"
 TIMEOUT_S = 20.0  # per attempt: connect and each read
@@ -133,7 +135,14 @@ def fetch_all(urls: Iterable[str], folder: Path, *, max_bytes: int, workers: int
               progress: Callable[[int], None] | None = None) -> FetchSummary:
     """Every distinct URL into folder, `workers` downloads at a time (network-bound: threads, not cores)."""
     t0 = time.perf_counter()
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-test.{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise InvalidInput(f"cannot store fetched photos in {folder}: {exc.strerror or exc}; the catalog's directory "
+                           "must be writable for --fetch-photos", field="fetch_photos") from None
     unique = list(dict.fromkeys(u.strip() for u in urls))
     out = FetchSummary(urls=len(unique))
     with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="kuamo-fetch") as pool:

@@ -19,6 +19,7 @@ from kuamo.cli import main
 from kuamo.engine.catalog_io import GENERIC, RowError, to_product
 from kuamo.engine.catalog_map import CatalogConfig
 from kuamo.engine.engine import Engine, EngineConfig
+from kuamo.engine.errors import InvalidInput
 from kuamo.engine.ingest import index_catalog
 from kuamo.engine.photo_fetch import FAILED_SUFFIX, FETCHED_DIR, fetch_all, fetch_failure, photo_name
 from kuamo.engine.types import Query
@@ -225,3 +226,12 @@ def test_a_shopify_export_fetches_each_products_photo_not_its_extra_ones(server,
     assert (rep.accepted, rep.continuation_rows, rep.rejected) == (2, 2, [])
     assert rep.photos["urls"] == 2 and "/img/extra.png" not in server.hits
     asyncio.run(eng.close(snapshot=False))
+
+
+def test_a_catalog_directory_that_cannot_be_written_is_a_clear_error(server, tmp_path) -> None:
+    blocker = tmp_path / "shop" / FETCHED_DIR
+    blocker.parent.mkdir()
+    blocker.write_text("a file where the folder would go")
+    with pytest.raises(InvalidInput, match=r"cannot store fetched photos in .*kuamo-photos"):
+        fetch([f"{server.base}/img/red.png"], blocker)
+    assert sum(server.hits.values()) == 0
