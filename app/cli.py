@@ -263,7 +263,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
     q = Query(text=args.text, image=args.image, k=args.k,
               filters=parse_filters(args.filter or ()), weights=weights, explain=args.explain,
               rating=args.rating, price=args.price, nprobe=args.nprobe,
-              modifiers=Modifiers(rating_factor=args.rating_boost))
+              modifiers=Modifiers(rating_factor=args.rating_boost), collapse=args.collapse)
     if q.text is None and q.image is None and q.rating is None and q.price is None:
         print("kuamo search: give a text, --image, --rating or --price", file=sys.stderr)
         return 2
@@ -509,6 +509,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--price", type=float, default=None, help="priced around this")
     s.add_argument("--rating-boost", type=float, default=0.0, help="multiply scores by (1 + f * rating/5)")
     s.add_argument("--nprobe", type=int, default=None, help="IVF lists to visit (default: the index's)")
+    s.add_argument("--collapse", default=None, metavar="ATTRIBUTE",
+                   help="one hit per value of this attribute, e.g. item_group_id (a product's sizes and colours "
+                        "as one) or brand")
     s.add_argument("--explain", action="store_true", help="show what each block and rule added to every score")
     s.add_argument("--target", default="127.0.0.1:50051", help="server address (default %(default)s)")
     s.add_argument("--token", default=None, help="bearer token (or --token-file, or KUAMO_TOKEN)")

@@ -441,6 +441,8 @@ class Engine:
         if q.user_weight is not None and not (isinstance(q.user_weight, int | float)
                                               and 0 <= q.user_weight <= 1):
             raise InvalidInput(f"user_weight must be within 0..1, got {plain(q.user_weight)}", field="user_weight")
+        if q.collapse is not None:
+            check_attr_name(q.collapse, "collapse")
 
     def _validate_ranking_weights(self, q: Query) -> None:
         if not isinstance(q.weights, dict):

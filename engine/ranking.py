@@ -31,6 +31,8 @@ from kuamo.engine.understanding import (
 if TYPE_CHECKING:
     from kuamo.engine.engine import EngineConfig
 
+# a collapsed query reads k x this many candidates: a product's variants lie close together and crowd the top
+COLLAPSE_CANDIDATES_PER_HIT = 10
 RECOMMEND_TAU = 0.05  # how much a weaker interest is discounted in the best-match ranking
 # Query.weights["category"]: the weight of a photo query's category agreement (not a fused block)
 CATEGORY_WEIGHT = "category"
@@ -59,6 +61,22 @@ class SearchJob:
     lexical_terms: tuple[str, ...] = ()
     boosts: dict[int, dict[str, float]] | None = None  # row key -> the query understanding's boosts (named)
     understood: Understood | None = None
+
+
+def best_per_value(ranked: list[tuple], products: dict[int, Product], name: str) -> list[tuple]:
+    """The ranked (final, base, id, applied) rows with only the first (best) row per value of attribute `name`
+    ("brand": the product's brand); a product without a value stands alone."""
+    seen: set[object] = set()
+    out = []
+    for row in ranked:
+        p = products.get(row[2])
+        value = None if p is None else (p.brand if name == "brand" else p.attributes.get(name))
+        if value is not None and value != "":
+            if value in seen:
+                continue
+            seen.add(value)
+        out.append(row)
+    return out
 
 
 def is_photo_query(q: Query) -> bool:
@@ -158,6 +176,8 @@ class Ranker:
             n = min(q.k * max(int(self._query_rf(q)), 1), max_k)
         if category and is_photo_query(q) and self.category_prior is not None:
             n = max(n, min(self.config.photo_candidates, max_k))
+        if q.collapse is not None:  # variants crowd each other: enough candidates for k distinct values
+            n = max(n, min(q.k * COLLAPSE_CANDIDATES_PER_HIT, max_k))
         return n
 
     def _query_rf(self, q: Query) -> int:
@@ -182,7 +202,8 @@ class Ranker:
         for i, job in enumerate(jobs):
             q = job.query
             widened = self.n_candidates(q) > self.n_candidates(q, category=False)
-            key = ("all", q.nprobe, q.rerank_factor, widened) if q.filters.is_empty() else ("filtered", i)
+            key = (("all", q.nprobe, q.rerank_factor, widened, q.collapse is not None) if q.filters.is_empty()
+                   else ("filtered", i))
             groups.setdefault(key, []).append(i)
         for members in groups.values():
             t_s = time.perf_counter()
@@ -318,13 +339,15 @@ class Ranker:
             cand_scores = [s + float(b) for s, b in zip(cand_scores, bonus, strict=True)]
         category = dict(zip(cand_ids, bonus.tolist(), strict=True)) if bonus is not None else {}
         products: dict[int, Product] = {}
-        if not q.modifiers.is_empty():  # modifiers read every candidate's product
+        if not q.modifiers.is_empty() or q.collapse is not None:  # these read every candidate's product
             products = self.backend.get_many(cand_ids)
         ranked = []
         for pid, base in zip(cand_ids, cand_scores, strict=True):
             final, applied = apply_modifiers(base, products.get(pid), q.modifiers)
             ranked.append((final, base, pid, applied))
         ranked.sort(key=lambda r: (-r[0], r[2]))
+        if q.collapse is not None:
+            ranked = best_per_value(ranked, products, q.collapse)
         ranked = ranked[: q.k]
         if q.include_products and not products:  # only the k answers (a photo query re-ranks 100 candidates)
             products = self.backend.get_many([r[2] for r in ranked])

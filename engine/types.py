@@ -111,6 +111,9 @@ class Query:
     include_products: bool = True
     user_id: str | None = None  # blends the shopper's taste profile into the query
     user_weight: float | None = None  # 0..1 share of the profile (None = the engine default, 0 = off)
+    # keep only the best hit per value of this attribute ("item_group_id": one hit per product, not one per
+    # size or colour) or of "brand"; products without the attribute each stand alone
+    collapse: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

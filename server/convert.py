@@ -112,14 +112,15 @@ def query_from_pb(q: Any, *, filters: Callable[[Any], Filters] = filters_from_pb
                  targets=dict(q.targets), weights=weights(q.weights), filters=filters(q.filters),
                  modifiers=modifiers_from_pb(q.modifiers), k=k, nprobe=_opt(q, "nprobe"),
                  rerank_factor=_opt(q, "rerank_factor"), explain=q.explain, include_products=not q.omit_products,
-                 user_id=q.user_id or None, user_weight=_opt(q, "user_weight"))
+                 user_id=q.user_id or None, user_weight=_opt(q, "user_weight"), collapse=q.collapse or None)
 
 
 def query_to_pb(q: Query) -> pb.Query:
     return pb.Query(text=q.text or "", image=q.image or b"", rating=q.rating, price=q.price, targets=q.targets,
                     weights=q.weights, filters=filters_to_pb(q.filters), modifiers=modifiers_to_pb(q.modifiers),
                     k=q.k, nprobe=q.nprobe, rerank_factor=q.rerank_factor, explain=q.explain,
-                    omit_products=not q.include_products, user_id=q.user_id or "", user_weight=q.user_weight)
+                    omit_products=not q.include_products, user_id=q.user_id or "", user_weight=q.user_weight,
+                    collapse=q.collapse or "")
 
 
 def _examples(items: Any, field: str, example_id: Callable[[Any, str], ProductId] | None = None

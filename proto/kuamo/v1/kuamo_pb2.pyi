@@ -96,7 +96,7 @@ class Modifiers(_message.Message):
     def __init__(self, rating_factor: _Optional[float] = ..., popularity_weight: _Optional[float] = ..., popularity_field: _Optional[str] = ..., brand_boosts: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class Query(_message.Message):
-    __slots__ = ("text", "image", "rating", "price", "targets", "weights", "filters", "modifiers", "k", "nprobe", "rerank_factor", "explain", "omit_products", "user_id", "user_weight")
+    __slots__ = ("text", "image", "rating", "price", "targets", "weights", "filters", "modifiers", "k", "nprobe", "rerank_factor", "explain", "omit_products", "user_id", "user_weight", "collapse")
     class TargetsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -126,6 +126,7 @@ class Query(_message.Message):
     OMIT_PRODUCTS_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     USER_WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    COLLAPSE_FIELD_NUMBER: _ClassVar[int]
     text: str
     image: bytes
     rating: float
@@ -141,7 +142,8 @@ class Query(_message.Message):
     omit_products: bool
     user_id: str
     user_weight: float
-    def __init__(self, text: _Optional[str] = ..., image: _Optional[bytes] = ..., rating: _Optional[float] = ..., price: _Optional[float] = ..., targets: _Optional[_Mapping[str, float]] = ..., weights: _Optional[_Mapping[str, float]] = ..., filters: _Optional[_Union[Filters, _Mapping]] = ..., modifiers: _Optional[_Union[Modifiers, _Mapping]] = ..., k: _Optional[int] = ..., nprobe: _Optional[int] = ..., rerank_factor: _Optional[int] = ..., explain: _Optional[bool] = ..., omit_products: _Optional[bool] = ..., user_id: _Optional[str] = ..., user_weight: _Optional[float] = ...) -> None: ...
+    collapse: str
+    def __init__(self, text: _Optional[str] = ..., image: _Optional[bytes] = ..., rating: _Optional[float] = ..., price: _Optional[float] = ..., targets: _Optional[_Mapping[str, float]] = ..., weights: _Optional[_Mapping[str, float]] = ..., filters: _Optional[_Union[Filters, _Mapping]] = ..., modifiers: _Optional[_Union[Modifiers, _Mapping]] = ..., k: _Optional[int] = ..., nprobe: _Optional[int] = ..., rerank_factor: _Optional[int] = ..., explain: _Optional[bool] = ..., omit_products: _Optional[bool] = ..., user_id: _Optional[str] = ..., user_weight: _Optional[float] = ..., collapse: _Optional[str] = ...) -> None: ...
 
 class SearchRequest(_message.Message):
     __slots__ = ("request_id", "query")

@@ -106,6 +106,15 @@ def test_search_and_recommend_equal_v1(v1, v2, v2_http) -> None:
     assert isinstance(got, pb2.RecommendResponse) and hits_v2(got) == hits_v1(want) and len(got.hits) == 4
 
 
+def test_collapse_keeps_one_hit_per_brand_in_both_versions(v1, v2, v2_http) -> None:
+    want = v1.Search(pb1.SearchRequest(query=pb1.Query(text="red shirt", k=5, collapse="brand")))
+    got = both(v2, v2_http, "Search", pb2.SearchRequest(query=pb2.Query(text="red shirt", k=5, collapse="brand")))
+    assert hits_v2(got) == hits_v1(want)
+    assert sorted(h.product.brand for h in got.hits) == ["acme", "zeta"]  # the catalog's two brands
+    plain = v2.Search(pb2.SearchRequest(query=pb2.Query(text="red shirt", k=5)))
+    assert len(plain.hits) == 5 and got.hits[0].id == plain.hits[0].id
+
+
 def test_search_stream_items_carry_a_google_rpc_status(v1, v2, v2_http) -> None:
     texts = ["red dress", "blue bag"]
     want = list(v1.SearchStream(iter([pb1.SearchRequest(request_id=str(i), query=pb1.Query(text=t, k=2))

@@ -549,6 +549,8 @@ CASES: list[Case] = [
         "modifiers.popularity_field"),
     err("search-modifier-brand-boost-huge", "Search", search(text="red", modifiers=M(brand_boosts={"acme": 1e9})),
         "modifiers.brand_boosts"),
+    err("search-collapse-bad-name", "Search", search(text="red", collapse="item group"), "collapse"),
+    err("search-collapse-overlong", "Search", search(text="red", collapse="g" * 300), "collapse"),
     # ---- SearchStream
     ok("stream-bad-items-answered-inline", "SearchStream", stream_items, check_stream_items),
     err("stream-corrupt-message-ends-the-call-raw", "SearchStream",

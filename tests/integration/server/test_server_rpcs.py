@@ -193,5 +193,6 @@ def test_query_conversion_round_trips() -> None:
     q = Query(text="红色连衣裙", image=b"\x89PNG", rating=4.5, price=300.0, weights={"text": 1.0, "image": 0.5},
               filters=Filters(category_prefix="Apparel", brands=("a",), price_min=1.0, min_rating=3.0,
                               attributes={"colour": "red", "year": 2012, "new": True, "w": 1.5}, ids=(1, 2)),
-              k=7, nprobe=8, rerank_factor=4, explain=True, include_products=False, user_id="u1")
+              k=7, nprobe=8, rerank_factor=4, explain=True, include_products=False, user_id="u1",
+              collapse="item_group_id")
     assert convert.query_from_pb(convert.query_to_pb(q)) == q
