@@ -15,6 +15,7 @@ from kuamo.engine.errors import ArtifactError, InvalidInput
 from kuamo.engine.types import Product
 from kuamo.engine.vector_provenance import BLEND_META
 from kuamo.engine.zero_shot_blend import (
+    BETAS,
     FAR_BETA,
     MARGIN,
     MIN_SAMPLE,
@@ -67,7 +68,7 @@ def test_choice_follows_the_signal_that_knows_the_catalog(informative, expected)
     zs, emb, logits, titles, kinds = _catalog(120, informative)
     choice = choose_beta(zs, emb, logits, titles, kinds, encode_names)
     assert choice.beta == expected
-    assert set(choice.scores) == {1.0, 0.75, 0.5, 0.25, 0.0} and "category_mAP" in choice.scores[1.0]
+    assert set(choice.scores) == set(BETAS) and "category_mAP" in choice.scores[1.0]
     chosen = sum(choice.scores[choice.beta].values())
     assert all(sum(s.values()) < chosen + MARGIN for s in choice.scores.values())  # nothing beats it by the margin
 
@@ -187,7 +188,8 @@ def test_labels_that_cannot_tell_the_blends_apart_leave_the_photos_verdict() -> 
     photos get the label-free beta (snapped to the measured grid), near ones keep the tuned vector; before,
     beta 1 won every such tie and a far-off captioned collection kept the fashion vector."""
     zs, emb, logits, titles, _ = _catalog(120, "embedding")
-    for near, expected in ((False, 0.25), (True, 1.0)):
+    snapped = min(BETAS, key=lambda b: abs(b - FAR_BETA))  # the label-free beta on the measured grid
+    for near, expected in ((False, snapped), (True, 1.0)):
         centroids, feats = _features(120, near=near)
         choice = choose_beta(zs, emb, logits, titles, [""] * 120, encode_names, features=feats,
                              centroids=centroids, near_cosine=0.8)
