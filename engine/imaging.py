@@ -67,6 +67,20 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
             raise _too_big(int(found.group(1)) if found else 2 * max_pixels + 1, max_pixels) from None
 
 
+def is_image(data: bytes) -> bool:
+    """Whether Pillow recognises the bytes as a photo format (the header only; a photo above the pixel limit
+    counts: decode_image refuses it later with its own reason)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            with Image.open(io.BytesIO(data)) as img:
+                return bool(img.format)
+        except Image.DecompressionBombError:
+            return True
+        except (UnidentifiedImageError, OSError, ValueError):
+            return False
+
+
 def _shrink_on_decode(img: Image.Image, max_side: int) -> Image.Image:
     """Decode a big photo at a reduced size: JPEG through its DCT scaling (draft: 1/2, 1/4, 1/8, never
     below max_side), others by an integer reduce after decoding. Photos within max_side are untouched."""

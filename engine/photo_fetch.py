@@ -23,6 +23,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from kuamo.engine.errors import InvalidInput
+from kuamo.engine.imaging import is_image
 
 FETCHED_DIR = "kuamo-photos"  # inside the catalog directory: Ray nodes that see the catalog see its photos
 FAILED_SUFFIX = ".failed"
@@ -82,6 +83,9 @@ def _download(url: str, max_bytes: int, timeout_s: float) -> bytes:
                 raise _Refused(f"too large: over the photo limit of {max_bytes:,} bytes")
     if not body:
         raise _Refused("empty: the server sent no bytes")
+    if not is_image(bytes(body)):  # a CDN's soft 404 is an HTML page with status 200: not stored, tried again
+        kind = resp.headers.get("Content-Type") or "no Content-Type"
+        raise _Refused(f"not an image: the server sent {len(body):,} bytes of {kind}")
     return bytes(body)
 
 

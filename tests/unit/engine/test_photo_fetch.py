@@ -69,12 +69,16 @@ class Handler(BaseHTTPRequestHandler):
             self._send(200, png("red"))
         elif self.path == "/empty.png":
             self._send(200, b"")
+        elif self.path == "/soft404.png":  # a CDN's "not found" page, with status 200
+            self._send(200, b"<html>Not found</html>", "text/html; charset=utf-8")
         else:
             self._send(404, b"no such photo")
 
-    def _send(self, code: int, body: bytes) -> None:
+    def _send(self, code: int, body: bytes, kind: str | None = None) -> None:
         self.send_response(code)
         self.send_header("Content-Length", str(len(body)))
+        if kind:
+            self.send_header("Content-Type", kind)
         self.end_headers()
         self.wfile.write(body)
 
@@ -110,6 +114,7 @@ def test_each_url_is_stored_once_under_its_hash(server, tmp_path) -> None:
     ("/big.png", f"too large: {2 * LIMIT + 4:,} bytes, above the photo limit of {LIMIT:,}"),
     ("/big-unannounced.png", f"too large: over the photo limit of {LIMIT:,} bytes"),
     ("/empty.png", "empty: the server sent no bytes"),
+    ("/soft404.png", "not an image: the server sent 22 bytes of text/html; charset=utf-8"),
 ])
 def test_a_failed_url_leaves_its_reason_and_no_photo(server, tmp_path, path, reason) -> None:
     url = server.base + path
