@@ -30,6 +30,7 @@ FAILED_SUFFIX = ".failed"
 TIMEOUT_S = 20.0  # per attempt: connect and each read
 ATTEMPTS = 3  # a timeout, a reset connection, HTTP 429 or 5xx are tried again; anything else is final
 BACKOFF_S = 0.5  # before attempt 2; doubled before each later one
+RETRY_AFTER_MAX_S = 30.0  # a throttling CDN's Retry-After is honoured up to this
 USER_AGENT = "kuamo-photo-fetch/1 (+https://github.com/kuamo)"
 _CHUNK = 1 << 16
 
@@ -107,6 +108,14 @@ def _reason(exc: BaseException) -> tuple[str, bool]:
     return f"{type(exc).__name__}: {exc}", isinstance(exc, OSError)
 
 
+def _retry_after(exc: BaseException) -> float:
+    """Seconds a 429 / 503 asks the client to wait (Retry-After in seconds), at most RETRY_AFTER_MAX_S."""
+    if not isinstance(exc, urllib.error.HTTPError) or exc.headers is None:
+        return 0.0
+    value = (exc.headers.get("Retry-After") or "").strip()
+    return min(float(value), RETRY_AFTER_MAX_S) if value.isdigit() else 0.0
+
+
 def fetch_one(url: str, folder: Path, *, max_bytes: int, timeout_s: float = TIMEOUT_S,
               attempts: int = ATTEMPTS, backoff_s: float = BACKOFF_S) -> tuple[str, int]:
     """Download one URL into folder: ("fetched", bytes), ("cached", 0) or ("failed: REASON", 0)."""
@@ -114,14 +123,15 @@ def fetch_one(url: str, folder: Path, *, max_bytes: int, timeout_s: float = TIME
     target, failed = folder / name, folder / (name + FAILED_SUFFIX)
     if target.is_file():
         return "cached", 0
-    reason = ""
+    reason, wait = "", 0.0
     for attempt in range(max(1, attempts)):
         if attempt:
-            time.sleep(backoff_s * 2 ** (attempt - 1))
+            time.sleep(max(wait, backoff_s * 2 ** (attempt - 1)))
         try:
             body = _download(url.strip(), max_bytes, timeout_s)
         except Exception as exc:  # every failure becomes the row's reason, none stops the run
             reason, again = _reason(exc)
+            wait = _retry_after(exc)
             if again:
                 continue
             break

@@ -33,6 +33,7 @@ class PhotoServer(ThreadingHTTPServer):
     def __init__(self) -> None:
         super().__init__(("127.0.0.1", 0), Handler)
         self.hits: Counter[str] = Counter()
+        self.first_ask: dict[str, float] = {}
         self.lock = threading.Lock()
 
     @property
@@ -64,6 +65,15 @@ class Handler(BaseHTTPRequestHandler):
             self.end_headers()
             self.wfile.write(b"\x89PNG" + b"0" * (2 * LIMIT))
             self.close_connection = True
+        elif self.path == "/throttled.png":  # 429 until a second has passed since the first ask
+            first = self.server.first_ask.setdefault(self.path, time.monotonic())
+            if time.monotonic() - first < 1.0:
+                self.send_response(429)
+                self.send_header("Retry-After", "1")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+            else:
+                self._send(200, png("red"))
         elif self.path == "/slow.png":
             time.sleep(1.5)
             self._send(200, png("red"))
@@ -133,6 +143,12 @@ def test_a_busy_server_is_asked_again_and_a_later_run_retries_what_failed(server
     missing = f"{server.base}/img-later/red.png"
     assert fetch([missing], tmp_path).failed == 1 and fetch_failure(tmp_path, missing)
     assert fetch([missing], tmp_path).failed == 1 and server.hits["/img-later/red.png"] == 2  # tried again
+
+
+def test_a_throttled_url_waits_as_long_as_the_server_asks(server, tmp_path) -> None:
+    url = f"{server.base}/throttled.png"  # backoff alone (0.05 s, 0.1 s) would give up inside the second
+    got = fetch([url], tmp_path)
+    assert (got.fetched, got.failed, server.hits["/throttled.png"]) == (1, 0, 2)
 
 
 def test_a_timeout_and_a_closed_port_are_reasons_not_crashes(server, tmp_path) -> None:
