@@ -143,6 +143,7 @@ def _cmd_index(args: argparse.Namespace) -> int:
         "category_depth": args.category_depth, "max_rejected_share": args.max_rejected_share,
         "max_image_pixels": args.max_image_pixels, "image_blend": args.image_blend,
         "fetch_photos": args.fetch_photos or None, "fetch_workers": args.fetch_workers,
+        "refetch_photos": args.refetch_photos or None,
         "prune": args.prune or None, "max_prune_share": args.max_prune_share})
     # a catalog other models made opens here (and only here) so that indexing it again re-embeds it
     cfg = EngineConfig(model_dir=args.models, data_dir=args.data, allow_stale_vectors=True,
@@ -458,6 +459,9 @@ def build_parser() -> argparse.ArgumentParser:
     ix.add_argument("--fetch-photos", action="store_true",
                     help="download photos the feed names by http(s) URL (e.g. image_link) into "
                          "CATALOG_DIR/kuamo-photos first; a later run downloads only what it lacks or failed")
+    ix.add_argument("--refetch-photos", action="store_true",
+                    help="with --fetch-photos: ask again for every stored photo (a conditional GET by its ETag / "
+                         "Last-Modified) and re-embed the products whose photo changed behind the same URL")
     ix.add_argument("--fetch-workers", type=int, default=None, metavar="N",
                     help="downloads at a time for --fetch-photos (default 16)")
     ix.add_argument("--prune", action="store_true",

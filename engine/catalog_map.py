@@ -33,6 +33,7 @@ class CatalogConfig:
     max_image_pixels: int = 40_000_000  # photos above it are refused; below it big ones are scaled down
     fetch_photos: bool = False  # download photos named by URL into the catalog directory (engine/photo_fetch.py)
     fetch_workers: int = 16  # downloads at a time
+    refetch_photos: bool = False  # with fetch_photos: ask again for stored photos (conditional GET), keep changes
     prune: bool = False  # delete the stored products the file no longer lists (engine/prune.py)
     max_prune_share: float = 0.2  # refuse to prune more than this share of the stored products in one run
     # the image blend (zero_shot_blend): None = chosen when due, "auto" = chosen again now, or a beta in 0..1
@@ -84,6 +85,11 @@ def check_config(cfg: CatalogConfig) -> CatalogConfig:
         raise InvalidInput(f"max_prune_share must be within 0..1, got {prune_share!r}", field="max_prune_share")
     if not isinstance(cfg.prune, bool):
         raise InvalidInput(f"prune must be true or false, got {cfg.prune!r}", field="prune")
+    if not isinstance(cfg.refetch_photos, bool):
+        raise InvalidInput(f"refetch_photos must be true or false, got {cfg.refetch_photos!r}",
+                           field="refetch_photos")
+    if cfg.refetch_photos and not cfg.fetch_photos:
+        cfg = dataclasses.replace(cfg, fetch_photos=True)  # revalidating is fetching
     if not isinstance(cfg.fetch_photos, bool):
         raise InvalidInput(f"fetch_photos must be true or false, got {cfg.fetch_photos!r}", field="fetch_photos")
     return cfg

@@ -175,7 +175,8 @@ async def fetch_feed_photos(engine: Engine, report: IngestReport, path: Path, m:
     with tqdm(total=len(urls), unit="photos", desc="fetch photos", disable=not progress, file=sys.stderr) as bar:
         summary = await asyncio.to_thread(fetch_all, urls, root / FETCHED_DIR,
                                           max_bytes=engine.config.encoder.max_image_bytes,
-                                          workers=cfg.fetch_workers, progress=bar.update)
+                                          workers=cfg.fetch_workers, progress=bar.update,
+                                          revalidate=cfg.refetch_photos)
     report.photos = summary.to_dict()
     if progress and summary.failed:
         say(f"{summary.failed} of {summary.urls} photo URLs could not be fetched ({summary.failures}); their rows "

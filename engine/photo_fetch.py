@@ -2,15 +2,18 @@
 into a folder inside the catalog directory so that every reader (single process, Ray actors, the blend
 sample, `kuamo align`) reads them as local files through the same checks.
 
-One file per URL, named by its SHA-256 (`photo_name`): a second run finds it and downloads nothing. A URL that
-fails leaves `<name>.failed` holding the reason, so its row is rejected with that reason, and the next run tries
-it again. http and https only; a body larger than the photo limit is cut off, not stored. Standard library
-only (urllib): the serve-only install carries no HTTP client of its own.
+One file per URL, named by its SHA-256 (`photo_name`): a second run finds it and downloads nothing, unless
+asked to revalidate (--refetch-photos: a conditional GET with the stored ETag / Last-Modified in `<name>.meta`;
+a merchant may replace the photo behind an unchanged URL). A URL that fails leaves `<name>.failed` holding the
+reason, so its row is rejected with that reason, and the next run tries it again; a stored photo whose
+revalidation fails is kept. http and https only; a body larger than the photo limit is cut off, not stored.
+Standard library only (urllib): the serve-only install carries no HTTP client of its own.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import socket
 import time
@@ -27,6 +30,7 @@ from kuamo.engine.imaging import is_image
 
 FETCHED_DIR = "kuamo-photos"  # inside the catalog directory: Ray nodes that see the catalog see its photos
 FAILED_SUFFIX = ".failed"
+META_SUFFIX = ".meta"  # the photo's ETag / Last-Modified, for --refetch-photos
 TIMEOUT_S = 20.0  # per attempt: connect and each read
 ATTEMPTS = 3  # a timeout, a reset connection, HTTP 429 or 5xx are tried again; anything else is final
 BACKOFF_S = 0.5  # before attempt 2; doubled before each later one
@@ -55,25 +59,41 @@ class FetchSummary:
     fetched: int = 0  # downloaded on this run
     cached: int = 0  # there already from an earlier run
     failed: int = 0
+    updated: int = 0  # --refetch-photos: stored photos the server had changed, downloaded again
+    kept: int = 0  # --refetch-photos: stored photos kept because asking again failed
     bytes: int = 0  # downloaded on this run
     seconds: float = 0.0
     failures: dict[str, int] = field(default_factory=dict)  # reason (status / error kind) -> URLs
 
     def to_dict(self) -> dict:
         return {"urls": self.urls, "fetched": self.fetched, "cached": self.cached, "failed": self.failed,
-                "bytes": self.bytes, "seconds": round(self.seconds, 2), "failures": dict(self.failures)}
+                "updated": self.updated, "kept": self.kept, "bytes": self.bytes, "seconds": round(self.seconds, 2),
+                "failures": dict(self.failures)}
 
 
 class _Refused(Exception):
     """A final failure: no further attempt."""
 
 
-def _download(url: str, max_bytes: int, timeout_s: float) -> bytes:
+def _download(url: str, max_bytes: int, timeout_s: float, validators: dict[str, str] | None = None
+              ) -> tuple[bytes | None, dict[str, str]]:
+    """(the photo, its validators (ETag, Last-Modified)), or (None, {}) when `validators` show it unchanged."""
     scheme = urlsplit(url).scheme.lower()
     if scheme not in ("http", "https"):
         raise _Refused(f"not http(s): {scheme or 'no scheme'}:// is not fetched")
-    req = urllib.request.Request(url, headers={"User-Agent": USER_AGENT, "Accept": "image/*,*/*;q=0.5"})
-    with urllib.request.urlopen(req, timeout=timeout_s) as resp:  # scheme checked above
+    headers = {"User-Agent": USER_AGENT, "Accept": "image/*,*/*;q=0.5"}
+    if validators and validators.get("etag"):
+        headers["If-None-Match"] = validators["etag"]
+    if validators and validators.get("last_modified"):
+        headers["If-Modified-Since"] = validators["last_modified"]
+    req = urllib.request.Request(url, headers=headers)
+    try:
+        resp = urllib.request.urlopen(req, timeout=timeout_s)  # scheme checked above
+    except urllib.error.HTTPError as exc:
+        if exc.code == 304 and validators is not None:
+            return None, {}
+        raise
+    with resp:
         declared = resp.headers.get("Content-Length")
         if declared and declared.isdigit() and int(declared) > max_bytes:
             raise _Refused(f"too large: {int(declared):,} bytes, above the photo limit of {max_bytes:,}")
@@ -87,7 +107,8 @@ def _download(url: str, max_bytes: int, timeout_s: float) -> bytes:
     if not is_image(bytes(body)):  # a CDN's soft 404 is an HTML page with status 200: not stored, tried again
         kind = resp.headers.get("Content-Type") or "no Content-Type"
         raise _Refused(f"not an image: the server sent {len(body):,} bytes of {kind}")
-    return bytes(body)
+    found = {"etag": resp.headers.get("ETag"), "last_modified": resp.headers.get("Last-Modified")}
+    return bytes(body), {k: v for k, v in found.items() if v}
 
 
 def _reason(exc: BaseException) -> tuple[str, bool]:
@@ -117,36 +138,56 @@ def _retry_after(exc: BaseException) -> float:
 
 
 def fetch_one(url: str, folder: Path, *, max_bytes: int, timeout_s: float = TIMEOUT_S,
-              attempts: int = ATTEMPTS, backoff_s: float = BACKOFF_S) -> tuple[str, int]:
-    """Download one URL into folder: ("fetched", bytes), ("cached", 0) or ("failed: REASON", 0)."""
+              attempts: int = ATTEMPTS, backoff_s: float = BACKOFF_S, revalidate: bool = False) -> tuple[str, int]:
+    """Download one URL into folder: ("fetched", bytes), ("cached", 0), ("failed: REASON", 0); with
+    `revalidate`, a stored photo is asked for again (conditionally, by its ETag / Last-Modified): ("updated",
+    bytes) when it changed, ("cached", 0) when not, ("kept: REASON", 0) when asking failed (the copy stays)."""
     name = photo_name(url)
-    target, failed = folder / name, folder / (name + FAILED_SUFFIX)
-    if target.is_file():
+    target, failed, meta = folder / name, folder / (name + FAILED_SUFFIX), folder / (name + META_SUFFIX)
+    stored = target.is_file()
+    if stored and not revalidate:
         return "cached", 0
+    validators = _read_meta(meta) if stored else None
     reason, wait = "", 0.0
     for attempt in range(max(1, attempts)):
         if attempt:
             time.sleep(max(wait, backoff_s * 2 ** (attempt - 1)))
         try:
-            body = _download(url.strip(), max_bytes, timeout_s)
+            body, found = _download(url.strip(), max_bytes, timeout_s, validators)
         except Exception as exc:  # every failure becomes the row's reason, none stops the run
             reason, again = _reason(exc)
             wait = _retry_after(exc)
             if again:
                 continue
             break
+        if body is None or (stored and body == target.read_bytes()):
+            return "cached", 0  # not modified
         tmp = folder / f"{name}.{os.getpid()}.{id(body)}.part"
         tmp.write_bytes(body)
         os.replace(tmp, target)  # whole or absent: a killed run never leaves half a photo under the name
         failed.unlink(missing_ok=True)
-        return "fetched", len(body)
+        if found:
+            meta.write_text(json.dumps(found), encoding="utf-8")
+        else:
+            meta.unlink(missing_ok=True)
+        return ("updated" if stored else "fetched"), len(body)
+    if stored:  # the photo we have beats none: the row keeps it
+        return f"kept: {reason}", 0
     failed.write_text(reason + "\n", encoding="utf-8")
     return f"failed: {reason}", 0
 
 
+def _read_meta(path: Path) -> dict[str, str]:
+    try:
+        found = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return {k: str(v) for k, v in found.items() if k in ("etag", "last_modified")} if isinstance(found, dict) else {}
+
+
 def fetch_all(urls: Iterable[str], folder: Path, *, max_bytes: int, workers: int = 16,
               timeout_s: float = TIMEOUT_S, attempts: int = ATTEMPTS, backoff_s: float = BACKOFF_S,
-              progress: Callable[[int], None] | None = None) -> FetchSummary:
+              progress: Callable[[int], None] | None = None, revalidate: bool = False) -> FetchSummary:
     """Every distinct URL into folder, `workers` downloads at a time (network-bound: threads, not cores)."""
     t0 = time.perf_counter()
     try:
@@ -161,12 +202,16 @@ def fetch_all(urls: Iterable[str], folder: Path, *, max_bytes: int, workers: int
     out = FetchSummary(urls=len(unique))
     with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="kuamo-fetch") as pool:
         for status, size in pool.map(lambda u: fetch_one(u, folder, max_bytes=max_bytes, timeout_s=timeout_s,
-                                                         attempts=attempts, backoff_s=backoff_s), unique):
-            if status == "fetched":
-                out.fetched += 1
+                                                         attempts=attempts, backoff_s=backoff_s,
+                                                         revalidate=revalidate), unique):
+            if status in ("fetched", "updated"):
+                out.fetched += status == "fetched"
+                out.updated += status == "updated"
                 out.bytes += size
             elif status == "cached":
                 out.cached += 1
+            elif status.startswith("kept: "):
+                out.kept += 1
             else:
                 out.failed += 1
                 kind = status.removeprefix("failed: ").split(":")[0]

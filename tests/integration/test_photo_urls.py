@@ -59,7 +59,8 @@ def test_a_feed_of_photo_urls_indexes_searches_and_shows(model_dir, fashion_dir,
     assert (report["accepted"], report["rejected"]) == (N, 1)
     assert report["photos"]["fetched"] == N and report["photos"]["failures"] == {"HTTP 404 File not found": 1}
     assert "could not be fetched: HTTP 404" in report["rejections"][0]["reason"]
-    assert len(list((shop / FETCHED_DIR).iterdir())) == N + 1  # N photos and one .failed note
+    stored = sorted(p.suffix for p in (shop / FETCHED_DIR).iterdir())
+    assert stored == [""] * N + [".failed"] + [".meta"] * N  # N photos, their Last-Modified, one failure
 
     cfg = ServerConfig(model_dir=model_dir, data_dir=data, http_port=0, catalog_dir=shop)
 

@@ -34,6 +34,9 @@ class PhotoServer(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), Handler)
         self.hits: Counter[str] = Counter()
         self.first_ask: dict[str, float] = {}
+        self.mutable = "red"  # the colour behind /mutable.png and /noetag.png; a test may change it
+        self.broken: set[str] = set()  # paths answering 500
+        self.conditional: list[str | None] = []  # If-None-Match of each /mutable.png request
         self.lock = threading.Lock()
 
     @property
@@ -52,7 +55,24 @@ class Handler(BaseHTTPRequestHandler):
             self.server.hits[self.path] += 1
             hits = self.server.hits[self.path]
         name = self.path.rsplit("/", 1)[-1]
-        if self.path.startswith("/img/"):
+        if self.path in self.server.broken:
+            self._send(500, b"down")
+        elif self.path == "/mutable.png":  # an ETag per content, 304 when the client has it
+            etag = f'"{self.server.mutable}"'
+            self.server.conditional.append(self.headers.get("If-None-Match"))
+            if self.headers.get("If-None-Match") == etag:
+                self.send_response(304)
+                self.end_headers()
+            else:
+                body = png(self.server.mutable)
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.send_header("ETag", etag)
+                self.end_headers()
+                self.wfile.write(body)
+        elif self.path == "/noetag.png":
+            self._send(200, png(self.server.mutable))
+        elif self.path.startswith("/img/"):
             self._send(200, png(name.split(".")[0]))
         elif self.path == "/flaky.png" and hits == 1:
             self._send(503, b"busy")
@@ -151,6 +171,29 @@ def test_a_throttled_url_waits_as_long_as_the_server_asks(server, tmp_path) -> N
     assert (got.fetched, got.failed, server.hits["/throttled.png"]) == (1, 0, 2)
 
 
+def test_refetch_asks_by_etag_and_takes_a_changed_photo(server, tmp_path) -> None:
+    url = f"{server.base}/mutable.png"
+    assert fetch([url], tmp_path).fetched == 1
+    server.mutable = "blue"  # the merchant replaced the photo behind the same URL
+    assert fetch([url], tmp_path).cached == 1 and (tmp_path / photo_name(url)).read_bytes() == png("red")
+    got = fetch([url], tmp_path, revalidate=True)
+    assert (got.updated, got.fetched, got.cached) == (1, 0, 0)
+    assert (tmp_path / photo_name(url)).read_bytes() == png("blue")
+    again = fetch([url], tmp_path, revalidate=True)  # unchanged since: 304, nothing downloaded
+    assert (again.cached, again.updated, again.bytes) == (1, 0, 0)
+    assert server.conditional == [None, '"red"', '"blue"']
+
+
+def test_refetch_keeps_the_stored_photo_when_asking_fails_or_nothing_changed(server, tmp_path) -> None:
+    urls = [f"{server.base}/mutable.png", f"{server.base}/noetag.png"]
+    assert fetch(urls, tmp_path).fetched == 2
+    server.broken.add("/mutable.png")
+    got = fetch(urls, tmp_path, revalidate=True)
+    assert (got.kept, got.cached, got.failed, got.updated) == (1, 1, 0, 0)  # no validators: same bytes, cached
+    assert (tmp_path / photo_name(urls[0])).read_bytes() == png("red")
+    assert fetch_failure(tmp_path, urls[0]) is None  # its row still has its photo
+
+
 def test_a_timeout_and_a_closed_port_are_reasons_not_crashes(server, tmp_path) -> None:
     slow = f"{server.base}/slow.png"
     got = fetch([slow], tmp_path, timeout_s=0.3, attempts=1)
@@ -186,7 +229,7 @@ def test_a_feed_of_photo_urls_indexes_with_fetch_photos(server, tmp_path) -> Non
     assert rep.accepted == 2 and [(r.id, r.field) for r in rep.rejected] == [("SKU-3", "image")]
     assert "could not be fetched: HTTP 404" in rep.rejected[0].reason
     assert rep.to_dict()["photos"] | {"seconds": 0, "bytes": 0} == {
-        "urls": 3, "fetched": 2, "cached": 0, "failed": 1, "bytes": 0, "seconds": 0,
+        "urls": 3, "fetched": 2, "cached": 0, "failed": 1, "updated": 0, "kept": 0, "bytes": 0, "seconds": 0,
         "failures": {"HTTP 404 Not Found": 1}}
     mug = asyncio.run(eng.get("SKU-2"))
     assert mug.image_ref == f"{server.base}/img/blue.png"  # the product keeps its URL; the copy is kuamo's
@@ -196,6 +239,22 @@ def test_a_feed_of_photo_urls_indexes_with_fetch_photos(server, tmp_path) -> Non
     again = index_catalog(path, engine=eng, progress=False, catalog=CatalogConfig(fetch_photos=True))
     assert (again.unchanged, again.photos["cached"], again.photos["failed"]) == (2, 2, 1)
     assert server.hits["/img/red.png"] == 1 and server.hits["/gone.png"] == 2
+    asyncio.run(eng.close(snapshot=False))
+
+
+def test_refetch_photos_re_embeds_a_product_whose_photo_changed(server, tmp_path) -> None:
+    path = tmp_path / "shop" / "feed.csv"
+    path.parent.mkdir()
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerows([["id", "title", "image_link"], ["tee", "Tee", f"{server.base}/mutable.png"],
+                     ["pan", "Pan", f"{server.base}/img/green.png"]])
+    eng = make_engine(tmp_path)
+    assert index_catalog(path, engine=eng, progress=False, catalog=CatalogConfig(fetch_photos=True)).accepted == 2
+    server.mutable = "blue"
+    rep = index_catalog(path, engine=eng, progress=False, catalog=CatalogConfig(refetch_photos=True))
+    assert (rep.accepted, rep.unchanged, rep.photos["updated"], rep.photos["cached"]) == (1, 1, 1, 1)
+    assert asyncio.run(eng.search(Query(image=png("blue"), k=1))).hits[0].id == "tee"
     asyncio.run(eng.close(snapshot=False))
 
 
