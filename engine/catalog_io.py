@@ -195,10 +195,15 @@ def _inside(root: Path, ref: str, pid: ProductId) -> Path:
     return path
 
 
+def _image_cell(row: dict[str, Any], m: ColumnMapping) -> tuple[str, str | None]:
+    """(column, the photo it names: the cell, or the first of a JSON list), or ("", None) without one."""
+    col, cell = _first_of(row, m.image)
+    return col, first_image_ref(cell) if cell is not None else None
+
+
 def photo_url(row: dict[str, Any], m: ColumnMapping) -> str | None:
     """The URL of the row's photo when its image cell names one (what --fetch-photos downloads), else None."""
-    cell = _first(row, m.image)
-    ref = first_image_ref(cell) if cell is not None else None
+    ref = _image_cell(row, m)[1]
     return ref.strip() if ref is not None and is_url(ref) else None
 
 
@@ -231,9 +236,15 @@ def _row_id(row: dict[str, Any], m: ColumnMapping) -> ProductId:
         raise RowError("id", f"bad {exc.message}") from None
 
 
-def row_id(row: dict[str, Any], m: ColumnMapping) -> ProductId:
-    """The row's product id under the mapping (RowError naming the columns tried when it has none)."""
-    return _row_id(row, m)
+def readable_id(row: dict[str, Any], m: ColumnMapping) -> ProductId | None:
+    """The row's product id under the mapping, or None when it has none to read (a malformed line, no id
+    column, a bad id): to_product says why when the row is ingested."""
+    if "__error__" in row:
+        return None
+    try:
+        return _row_id(row, m)
+    except RowError:
+        return None
 
 
 def _category(row: dict[str, Any], m: ColumnMapping, title: str) -> str:
@@ -264,8 +275,7 @@ def to_product(row: dict[str, Any], m: ColumnMapping, root: Path) -> tuple[Produ
         if v is not None:
             attributes[c] = v
     image_path: Path | None = None
-    image_col, cell = _first_of(row, m.image)
-    ref = first_image_ref(cell) if cell is not None else None
+    image_col, ref = _image_cell(row, m)
     if ref is not None and is_url(ref):
         image_path = _fetched(root, m, image_col, ref, pid)
     if ref is None and m.image_template:
@@ -312,11 +322,8 @@ class FirstRows:
     def repeat(self, row: dict[str, Any], n: int, m: ColumnMapping) -> Repeat | None:
         """The earlier row with this row's id (or row key), or None when row `n` is the first, or has no
         readable id (to_product says why)."""
-        if "__error__" in row:
-            return None
-        try:
-            pid = _row_id(row, m)
-        except RowError:
+        pid = readable_id(row, m)
+        if pid is None:
             return None
         key = row_key(pid)
         previous, self._previous = self._previous, key

@@ -70,9 +70,10 @@ def check_config(cfg: CatalogConfig) -> CatalogConfig:
         raise InvalidInput("category_path must be a non-empty separator such as '>>'", field="category_path")
     if depth is not None and (isinstance(depth, bool) or not isinstance(depth, int) or depth < 1):
         raise InvalidInput(f"category_depth must be an integer >= 1, got {depth!r}", field="category_depth")
-    share = cfg.max_rejected_share
-    if isinstance(share, bool) or not isinstance(share, int | float) or not 0 <= share <= 1:
-        raise InvalidInput(f"max_rejected_share must be within 0..1, got {share!r}", field="max_rejected_share")
+    for name in ("max_rejected_share", "max_prune_share"):
+        share = getattr(cfg, name)
+        if isinstance(share, bool) or not isinstance(share, int | float) or not 0 <= share <= 1:
+            raise InvalidInput(f"{name} must be within 0..1, got {share!r}", field=name)
     px = cfg.max_image_pixels
     if isinstance(px, bool) or not isinstance(px, int) or px < 1:
         raise InvalidInput(f"max_image_pixels must be an integer >= 1, got {px!r}", field="max_image_pixels")
@@ -80,18 +81,11 @@ def check_config(cfg: CatalogConfig) -> CatalogConfig:
     if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= MAX_FETCH_WORKERS:
         raise InvalidInput(f"fetch_workers must be an integer within 1..{MAX_FETCH_WORKERS}, got {workers!r}",
                            field="fetch_workers")
-    prune_share = cfg.max_prune_share
-    if isinstance(prune_share, bool) or not isinstance(prune_share, int | float) or not 0 <= prune_share <= 1:
-        raise InvalidInput(f"max_prune_share must be within 0..1, got {prune_share!r}", field="max_prune_share")
-    if not isinstance(cfg.prune, bool):
-        raise InvalidInput(f"prune must be true or false, got {cfg.prune!r}", field="prune")
-    if not isinstance(cfg.refetch_photos, bool):
-        raise InvalidInput(f"refetch_photos must be true or false, got {cfg.refetch_photos!r}",
-                           field="refetch_photos")
+    for name in ("fetch_photos", "refetch_photos", "prune"):
+        if not isinstance(getattr(cfg, name), bool):
+            raise InvalidInput(f"{name} must be true or false, got {getattr(cfg, name)!r}", field=name)
     if cfg.refetch_photos and not cfg.fetch_photos:
         cfg = dataclasses.replace(cfg, fetch_photos=True)  # revalidating is fetching
-    if not isinstance(cfg.fetch_photos, bool):
-        raise InvalidInput(f"fetch_photos must be true or false, got {cfg.fetch_photos!r}", field="fetch_photos")
     return cfg
 
 

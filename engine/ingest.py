@@ -24,8 +24,8 @@ from kuamo.engine.catalog_io import (
     mapping_for,
     photo_url,
     product_rows,
+    readable_id,
     repeat_reason,
-    row_id,
     to_product,
 )
 from kuamo.engine.catalog_map import CatalogConfig, check_config
@@ -92,16 +92,9 @@ async def aindex_catalog(path: Path | str, engine: Engine, *, mapping: str = "au
     """Ingest into an open engine. Rejection.row is the 1-based data row (CSV) or line (JSONL). `catalog`
     (column map, category paths) wins over `mapping`. Progress lines go to stderr: stdout is the report's."""
     path = Path(path)
-    if not path.is_file():
-        raise InvalidInput(f"catalog file {path} does not exist", field="path")
-    if limit is not None and limit < 0:
-        raise InvalidInput(f"limit must be >= 0, got {limit}", field="limit")
     if batch_size < 1:
         raise InvalidInput(f"batch_size must be >= 1, got {batch_size}", field="batch_size")
-    cfg = check_config(catalog if catalog is not None else CatalogConfig(mapping=mapping))
-    check_prune(cfg, limit)
-    m = mapping_for(cfg, header_of(path))
-    root = Path(image_root) if image_root is not None else path.parent
+    cfg, m, root = run_settings(path, limit, catalog, mapping, image_root)
     report = IngestReport(path=str(path), mapping=m.name)
     m = await fetch_feed_photos(engine, report, path, m, cfg, root, limit, progress)
     t0 = time.perf_counter()
@@ -161,6 +154,20 @@ async def aindex_catalog(path: Path | str, engine: Engine, *, mapping: str = "au
     await finish_run(engine, report, path, m, cfg, snapshot=snapshot, progress=progress)
     report.seconds = time.perf_counter() - t0
     return report
+
+
+def run_settings(path: Path, limit: int | None, catalog: CatalogConfig | None, mapping: str,
+                 image_root: Path | str | None) -> tuple[CatalogConfig, ColumnMapping, Path]:
+    """Before anything is read (single process and Ray alike): the checked settings, the file's column mapping
+    (an unknown format or a non-UTF-8 file fails here) and the directory its photos are relative to."""
+    if not path.is_file():
+        raise InvalidInput(f"catalog file {path} does not exist", field="path")
+    if limit is not None and limit < 0:
+        raise InvalidInput(f"limit must be >= 0, got {limit}", field="limit")
+    cfg = check_config(catalog if catalog is not None else CatalogConfig(mapping=mapping))
+    check_prune(cfg, limit)
+    m = mapping_for(cfg, header_of(path))
+    return cfg, m, Path(image_root) if image_root is not None else path.parent
 
 
 async def fetch_feed_photos(engine: Engine, report: IngestReport, path: Path, m: ColumnMapping, cfg: CatalogConfig,
@@ -290,10 +297,7 @@ def _eligible_rows(path: Path, m: Any, limit: int | None,
     for i, (_, row) in enumerate(product_rows(read_rows(path), m)):
         if limit is not None and i >= limit:
             return
-        try:
-            pid = row_id(row, m) if "__error__" not in row else None
-        except RowError:
-            continue
+        pid = readable_id(row, m)
         if pid is not None and keep(pid):
             yield i, row
 

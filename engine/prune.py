@@ -14,7 +14,7 @@ import asyncio
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from kuamo.engine.catalog_io import ColumnMapping, RowError, product_rows, row_id
+from kuamo.engine.catalog_io import ColumnMapping, product_rows, readable_id
 from kuamo.engine.catalog_map import CatalogConfig
 from kuamo.engine.errors import InvalidInput
 from kuamo.engine.feed_files import read_rows
@@ -36,15 +36,8 @@ def check_prune(cfg: CatalogConfig, limit: int | None) -> None:
 
 def listed_keys(path: Path, m: ColumnMapping) -> set[int]:
     """Row keys of every id the file carries (rows whose id cannot be read list nothing)."""
-    keys = set()
-    for _, row in product_rows(read_rows(path), m):
-        if "__error__" in row:
-            continue
-        try:
-            keys.add(row_key(row_id(row, m)))
-        except RowError:
-            continue
-    return keys
+    ids = (readable_id(row, m) for _, row in product_rows(read_rows(path), m))
+    return {row_key(pid) for pid in ids if pid is not None}
 
 
 async def prune_unlisted(engine: Engine, report: IngestReport, path: Path, m: ColumnMapping, cfg: CatalogConfig,

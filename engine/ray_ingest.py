@@ -43,18 +43,16 @@ from kuamo.engine.catalog_io import (
     ColumnMapping,
     FirstRows,
     RowError,
-    mapping_for,
     repeat_reason,
     to_product,
 )
-from kuamo.engine.catalog_map import CatalogConfig, check_config
+from kuamo.engine.catalog_map import CatalogConfig
 from kuamo.engine.config import EncoderConfig
 from kuamo.engine.cpu_budget import usable_cores
 from kuamo.engine.errors import ArtifactError, InvalidInput, KuamoError, NotReady
-from kuamo.engine.feed_files import header_of, read_rows
+from kuamo.engine.feed_files import read_rows
 from kuamo.engine.ids import row_key
-from kuamo.engine.ingest import IngestReport, fetch_feed_photos, finish_run, say, start_run
-from kuamo.engine.prune import check_prune
+from kuamo.engine.ingest import IngestReport, fetch_feed_photos, finish_run, run_settings, say, start_run
 from kuamo.engine.store import StoredRow, check_owner
 from kuamo.engine.types import Rejection
 
@@ -616,17 +614,11 @@ async def aray_index_catalog(path: Path | str, engine: Engine, *, workers: int |
 
 def _check_args(path: Path, limit: int | None, batch_rows: int, catalog: CatalogConfig | None, mapping: str,
                 image_root: Path | str | None) -> tuple[ColumnMapping, Path, CatalogConfig]:
-    if not path.is_file():
-        raise InvalidInput(f"catalog file {path} does not exist", field="path")
-    if limit is not None and limit < 0:
-        raise InvalidInput(f"limit must be >= 0, got {limit}", field="limit")
     if batch_rows < 1:
         raise InvalidInput(f"batch_rows must be >= 1, got {batch_rows}", field="batch_rows")
-    cfg = check_config(catalog if catalog is not None else CatalogConfig(mapping=mapping))
-    check_prune(cfg, limit)
-    m = mapping_for(cfg, header_of(path))  # also: an unknown format fails here, not in a read task
-    root = Path(image_root).absolute() if image_root is not None else path.parent
-    return m, root, cfg
+    # an unknown format fails here, not in a read task; actors run in other directories: an absolute root
+    cfg, m, root = run_settings(path, limit, catalog, mapping, image_root)
+    return m, root.absolute(), cfg
 
 
 def _count_rows(path: Path, limit: int | None) -> int:
