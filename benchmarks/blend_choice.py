@@ -137,7 +137,7 @@ def choose_far_beta(points: Sequence[tuple[float, Callable[[float], float], floa
 
 @dataclass
 class Fold:
-    """One head and the image vectors it makes: trained on a spread of the training split without `excluded`."""
+    """One head and the image vectors it makes (_train_fold)."""
 
     items: list
     features: np.ndarray
