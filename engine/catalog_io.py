@@ -44,6 +44,9 @@ class ColumnMapping:
     # a row right below a row with the same id and no title of its own continues that product (Shopify's
     # variant and extra-photo rows): left out, not rejected
     continuation_rows: bool = False
+    # (column, values whatever their case) that say the product is not for sale now (a Shopify draft): the row is
+    # left out, counted, and its stored product deleted (engine/ingest.py)
+    unlisted_when: tuple[tuple[str, tuple[str, ...]], ...] = ()
     attributes: tuple[str, ...] | None = None  # None = every column not mapped above
     numeric_attributes: tuple[str, ...] = ()  # parsed as numbers
     aliases_first: bool = True  # for tuple fields: the first column present wins
@@ -81,7 +84,7 @@ SHOPIFY = ColumnMapping(
     name="shopify", id=("Handle",), title=("Title",), description=("Body (HTML)",),
     category=("Product Category", "Type"), brand=("Vendor",), price=("Variant Price",),
     image=("Image Src", "Variant Image"), attributes=("Type", "Tags", "Status", "Published", "Gift Card"),
-    continuation_rows=True,
+    continuation_rows=True, unlisted_when=(("Status", ("draft", "archived")), ("Published", ("false",))),
 )
 SHOPIFY_COLUMNS = {"handle", "variant price"}  # what tells a Shopify export (auto), whatever their case
 
@@ -112,7 +115,8 @@ def _as_written(m: ColumnMapping, columns: list[str]) -> ColumnMapping:
         return alias if alias in exact else written.get(alias.casefold(), alias)
 
     return dataclasses.replace(m, **{f: tuple(map(name, aliases)) for f in ALIAS_FIELDS
-                                     if (aliases := getattr(m, f)) is not None})
+                                     if (aliases := getattr(m, f)) is not None},
+                               unlisted_when=tuple((name(c), values) for c, values in m.unlisted_when))
 
 
 def mapping_for(cfg: CatalogConfig, columns: list[str]) -> ColumnMapping:
@@ -247,6 +251,15 @@ def readable_id(row: dict[str, Any], m: ColumnMapping) -> ProductId | None:
         return None
 
 
+def unlisted(row: dict[str, Any], m: ColumnMapping) -> str | None:
+    """Why the row's product is not for sale now ("Status is draft"), or None."""
+    for col, values in m.unlisted_when:
+        v = row.get(col)
+        if isinstance(v, str | bool) and str(v).strip().casefold() in values:
+            return f"{col} is {str(v).strip()}"
+    return None
+
+
 def _category(row: dict[str, Any], m: ColumnMapping, title: str) -> str:
     if m.category_levels:
         return CATEGORY_SEP.join(str(row[c]).strip().replace(CATEGORY_SEP, "-") for c in m.category_levels
@@ -335,15 +348,16 @@ class FirstRows:
 
 
 def product_rows(rows: Iterable[tuple[int, dict[str, Any]]], m: ColumnMapping) -> Iterator[tuple[int, dict[str, Any]]]:
-    """The rows that are products under the mapping: continuation rows (a Shopify variant or extra photo) left
-    out, for the passes that only look at products (the blend sample, the photo fetch, `kuamo align`)."""
-    if not m.continuation_rows:
+    """The rows that are products under the mapping: continuation rows (a Shopify variant or extra photo) and
+    unlisted ones (a draft) left out, for the passes that only look at products (the blend sample, the photo
+    fetch, `kuamo align`, the ids --prune keeps)."""
+    if not m.continuation_rows and not m.unlisted_when:
         yield from rows
         return
     seen = FirstRows()
     for n, row in rows:
         again = seen.repeat(row, n, m)
-        if again is None or not again.continuation:
+        if (again is None or not again.continuation) and unlisted(row, m) is None:
             yield n, row
 
 

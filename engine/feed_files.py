@@ -11,6 +11,7 @@ from __future__ import annotations
 import codecs
 import csv
 import gzip
+import itertools
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -80,12 +81,13 @@ def check_utf8(path: Path, chunk: int = 1 << 20) -> None:
             lines += block.count(b"\n")
 
 
-def read_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(1-based data row number: the CSV row, JSONL line or XML item; row dict). Malformed JSONL lines and XML
-    come back as {"__error__": reason}."""
+def read_rows(path: Path, limit: int | None = None) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(1-based data row number: the CSV row, JSONL line or XML item; row dict) for the first `limit` rows (all
+    when None: `kuamo index --limit` counts rows, in every pass). Malformed JSONL lines and XML come back as
+    {"__error__": reason}."""
     fmt = file_format(path)
     try:
-        yield from _read_rows(path, fmt)
+        yield from itertools.islice(_read_rows(path, fmt), limit)
     except UnicodeDecodeError:  # header_of checked the file; it changed since
         check_utf8(path)
         raise

@@ -27,11 +27,12 @@ from kuamo.engine.catalog_io import (
     readable_id,
     repeat_reason,
     to_product,
+    unlisted,
 )
 from kuamo.engine.catalog_map import CatalogConfig, check_config
 from kuamo.engine.errors import InvalidInput
 from kuamo.engine.feed_files import header_of, read_rows
-from kuamo.engine.ids import ProductId
+from kuamo.engine.ids import ProductId, row_key
 from kuamo.engine.photo_fetch import FETCHED_DIR, fetch_all
 from kuamo.engine.prune import check_prune, prune_unlisted
 from kuamo.engine.types import Product, Rejection
@@ -54,6 +55,8 @@ class IngestReport:
     stale: str | None = None  # why the catalog's vectors were re-embedded (other models made them), else None
     stale_left: int = 0  # products still holding vectors from other models (not in this file)
     continuation_rows: int = 0  # rows continuing the product above (a Shopify variant or extra photo): left out
+    unlisted_ids: list[ProductId] = field(default_factory=list)  # products a row says are not for sale (drafts)
+    unlisted: dict | None = None  # {"rows", "deleted"} when a row said so (finish_run), else None
     pruned: dict | None = None  # --prune: what was deleted, or why nothing was (engine/prune.py), else None
     photos: dict | None = None  # --fetch-photos: what was downloaded (photo_fetch.FetchSummary), else None
 
@@ -77,7 +80,7 @@ class IngestReport:
             reasons[r.field] = reasons.get(r.field, 0) + 1
         return {"path": self.path, "mapping": self.mapping, "rows_read": self.rows_read,
                 "accepted": self.accepted, "unchanged": self.unchanged, "rejected": len(self.rejected),
-                "rejected_by_field": reasons, "continuation_rows": self.continuation_rows,
+                "rejected_by_field": reasons, "continuation_rows": self.continuation_rows, "unlisted": self.unlisted,
                 "rejected_share": round(self.rejected_share, 4), "seconds": round(self.seconds, 2),
                 "rows_per_s": round(self.rows_per_s, 1), "image_blend": self.image_blend,
                 "re_embedded_because": self.stale, "stale_left": self.stale_left, "photos": self.photos,
@@ -119,9 +122,7 @@ async def aindex_catalog(path: Path | str, engine: Engine, *, mapping: str = "au
         batch.products, batch.images, batch.rows = [], [], []
 
     try:
-        for n, row in read_rows(path):
-            if limit is not None and report.rows_read >= limit:
-                break
+        for n, row in read_rows(path, limit):
             report.rows_read += 1
             repeat = seen.repeat(row, n, m)
             if repeat is not None:
@@ -130,6 +131,10 @@ async def aindex_catalog(path: Path | str, engine: Engine, *, mapping: str = "au
                 else:
                     report.rejected.append(Rejection(row=n, id=repeat.pid, field="id", reason=repeat_reason(
                         repeat.pid, repeat.first_id, repeat.first_row)))
+                bar.update(1)
+                continue
+            if unlisted(row, m) is not None and (pid := readable_id(row, m)) is not None:
+                report.unlisted_ids.append(pid)
                 bar.update(1)
                 continue
             try:
@@ -193,9 +198,7 @@ async def fetch_feed_photos(engine: Engine, report: IngestReport, path: Path, m:
 
 def _photo_urls(path: Path, m: ColumnMapping, limit: int | None) -> list[str]:
     urls = []
-    for i, (_, row) in enumerate(product_rows(read_rows(path), m)):
-        if limit is not None and i >= limit:
-            break
+    for _, row in product_rows(read_rows(path, limit), m):
         url = photo_url(row, m)
         if url is not None:
             urls.append(url)
@@ -224,8 +227,13 @@ async def start_run(engine: Engine, report: IngestReport, path: Path, m: Any, ro
 
 async def finish_run(engine: Engine, report: IngestReport, path: Path, m: ColumnMapping, cfg: CatalogConfig, *,
                      snapshot: bool, progress: bool) -> None:
-    """After the last row (single process and Ray alike): --prune, products left with other models' vectors,
-    and the index snapshot."""
+    """After the last row (single process and Ray alike): unlisted products deleted, --prune, products left with
+    other models' vectors, and the index snapshot."""
+    await delete_unlisted(engine, report, failed=report.failed(cfg.max_rejected_share))
+    if progress and report.unlisted:
+        u = report.unlisted
+        say(f"{u['rows']} rows are drafts or unpublished: left out; " + (u.get("refused") or
+            f"deleted {u['deleted']} of them that an earlier run had stored"))
     if cfg.prune:
         await prune_unlisted(engine, report, path, m, cfg, failed=report.failed(cfg.max_rejected_share))
         if progress and report.pruned:
@@ -237,8 +245,24 @@ async def finish_run(engine: Engine, report: IngestReport, path: Path, m: Column
         if report.stale_left and progress:
             say(f"{report.stale_left} products are not in {path.name} and keep vectors from other models: "
                 "upsert them again (with their photos) or delete them")
-    if snapshot and (report.accepted or (report.pruned or {}).get("deleted")):
+    deleted = (report.pruned or {}).get("deleted") or (report.unlisted or {}).get("deleted")
+    if snapshot and (report.accepted or deleted):
         await engine.snapshot()
+
+
+async def delete_unlisted(engine: Engine, report: IngestReport, *, failed: bool) -> None:
+    """The stored products whose rows say they are not for sale now (a Shopify draft or archived product) are
+    deleted: the feed says so of each by name, so this needs no --prune; not after a failed run, as --prune."""
+    if not report.unlisted_ids:
+        return
+    named = {row_key(pid): pid for pid in report.unlisted_ids}
+    stored = await asyncio.to_thread(engine.backend.owners, sorted(named))
+    mine = [pid for key, pid in named.items() if stored.get(key) == pid]  # not another id sharing its row key
+    report.unlisted = {"rows": len(report.unlisted_ids), "deleted": 0}
+    if failed:
+        report.unlisted["refused"] = "the run failed (rejected rows above --max-rejected-share): nothing deleted"
+    elif mine:
+        report.unlisted["deleted"] = await engine.delete(mine)
 
 
 async def _blend_for_run(engine: Engine, path: Path, m: Any, root: Path, limit: int | None) -> BlendChoice | None:
@@ -268,17 +292,15 @@ def blend_sample(path: Path, m: Any, root: Path, limit: int | None, n: int = SAM
     limits the sample to the products it accepts by id (an adapted head's never-trained-on products)."""
     if keep is None:
         # a counting pass: the rows are never all held in memory
-        total = sum(1 for _ in product_rows(read_rows(path), m))
-        total = total if limit is None else min(total, limit)
-        wanted = set(spread(total, n))
+        wanted = set(spread(sum(1 for _ in product_rows(read_rows(path, limit), m)), n))
     else:  # the counting pass notes the eligible rows' numbers (ints, not rows)
         eligible = [i for i, _ in _eligible_rows(path, m, limit, keep)]
-        total = len(eligible) and eligible[-1] + 1
         wanted = {eligible[k] for k in spread(len(eligible), n)}
+    last = max(wanted, default=-1)
     products: list[Product] = []
     images: list[bytes | None] = []
-    for i, (_, row) in enumerate(product_rows(read_rows(path), m)):
-        if i >= total:
+    for i, (_, row) in enumerate(product_rows(read_rows(path, limit), m)):
+        if i > last:
             break
         if i not in wanted:
             continue
@@ -294,9 +316,7 @@ def blend_sample(path: Path, m: Any, root: Path, limit: int | None, n: int = SAM
 
 def _eligible_rows(path: Path, m: Any, limit: int | None,
                    keep: Callable[[ProductId], bool]) -> Iterator[tuple[int, dict[str, Any]]]:
-    for i, (_, row) in enumerate(product_rows(read_rows(path), m)):
-        if limit is not None and i >= limit:
-            return
+    for i, (_, row) in enumerate(product_rows(read_rows(path, limit), m)):
         pid = readable_id(row, m)
         if pid is not None and keep(pid):
             yield i, row

@@ -5,6 +5,7 @@ batching of concurrent searches into one backend call. It reads the catalog only
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
 
 # a collapsed query reads k x this many candidates: a product's variants lie close together and crowd the top
 COLLAPSE_CANDIDATES_PER_HIT = 10
+COLLAPSE_WIDEN = 4  # too few distinct values among them: searched again with this many times the candidates
 RECOMMEND_TAU = 0.05  # how much a weaker interest is discounted in the best-match ranking
 # Query.weights["category"]: the weight of a photo query's category agreement (not a fused block)
 CATEGORY_WEIGHT = "category"
@@ -61,6 +63,8 @@ class SearchJob:
     lexical_terms: tuple[str, ...] = ()
     boosts: dict[int, dict[str, float]] | None = None  # row key -> the query understanding's boosts (named)
     understood: Understood | None = None
+    candidates: int | None = None  # a collapsed query searched again with more candidates (Ranker.search_jobs)
+    saturated: bool = False  # finish() had as many candidates as it asked for: more may lie below them
 
 
 def best_per_value(ranked: list[tuple], products: dict[int, Product], name: str) -> list[tuple]:
@@ -202,12 +206,12 @@ class Ranker:
         for i, job in enumerate(jobs):
             q = job.query
             widened = self.n_candidates(q) > self.n_candidates(q, category=False)
-            key = (("all", q.nprobe, q.rerank_factor, widened, q.collapse is not None) if q.filters.is_empty()
-                   else ("filtered", i))
+            key = (("all", q.nprobe, q.rerank_factor, widened, q.collapse is not None, job.candidates)
+                   if q.filters.is_empty() else ("filtered", i))
             groups.setdefault(key, []).append(i)
         for members in groups.values():
             t_s = time.perf_counter()
-            n_cand = max(self.n_candidates(jobs[i].query) for i in members)
+            n_cand = max(self.job_candidates(jobs[i]) for i in members)
             q0 = jobs[members[0]].query
             try:
                 found = self.backend.search(np.stack([jobs[i].qvec for i in members]), n_cand,
@@ -226,6 +230,29 @@ class Ranker:
                                          search_ms + (time.perf_counter() - t_l) * 1000, filter_ms=found.filter_ms)
                 except Exception as exc:
                     out[i] = exc
+        return self._fill_collapsed(jobs, out)
+
+    def job_candidates(self, job: SearchJob) -> int:
+        return job.candidates or self.n_candidates(job.query)
+
+    def _fill_collapsed(self, jobs: list[SearchJob], out: list[SearchResult | BaseException]
+                        ) -> list[SearchResult | BaseException]:
+        """A collapsed query that found fewer than k distinct values while its candidates ran out (a product with
+        more variants than COLLAPSE_CANDIDATES_PER_HIT crowds the list) is searched again with COLLAPSE_WIDEN
+        times the candidates, up to the index's max_k, so k products come back whenever the catalog has them."""
+        for i, job in enumerate(jobs):
+            res, q = out[i], job.query
+            n = self.job_candidates(job)
+            max_k = self.config.index.max_k
+            if (q.collapse is None or isinstance(res, BaseException) or len(res.hits) >= q.k or not job.saturated
+                    or n >= max_k):
+                continue
+            again = dataclasses.replace(job, candidates=min(n * COLLAPSE_WIDEN, max_k), saturated=False)
+            more = self.search_jobs([again])[0]
+            if not isinstance(more, BaseException):
+                t = more.timings  # both searches' time
+                out[i] = dataclasses.replace(more, timings=dataclasses.replace(
+                    t, search_ms=t.search_ms + res.timings.search_ms, rerank_ms=t.rerank_ms + res.timings.rerank_ms))
         return out
 
     # -- lexical (BM25) fusion ------------------------------------------------------------------------------
@@ -329,10 +356,11 @@ class Ranker:
                search_ms: float, *, filter_ms: float = 0.0) -> SearchResult:
         """Modifiers, products and explanations for one query's candidates."""
         q, qvec = job.query, job.qvec
-        n = self.n_candidates(q)
+        n = self.job_candidates(job)
         t_r = time.perf_counter()
         keep = ids[:n] >= 0
         cand_ids = [int(i) for i in ids[:n][keep]]
+        job.saturated = len(cand_ids) >= n
         cand_scores = [float(s) for s in scores[:n][keep]]
         bonus = self.category_bonus(job, cand_ids)
         if bonus is not None:

@@ -43,8 +43,10 @@ from kuamo.engine.catalog_io import (
     ColumnMapping,
     FirstRows,
     RowError,
+    readable_id,
     repeat_reason,
     to_product,
+    unlisted,
 )
 from kuamo.engine.catalog_map import CatalogConfig
 from kuamo.engine.config import EncoderConfig
@@ -270,12 +272,8 @@ def read_blocks(path: str, mapping: ColumnMapping, limit: int | None, block_rows
     seen = FirstRows()
     rows: list[int] = []
     raws: list[bytes] = []
-    count = 0
     t0 = time.perf_counter()
-    for n, row in read_rows(Path(path)):
-        if limit is not None and count >= limit:
-            break
-        count += 1
+    for n, row in read_rows(Path(path), limit):
         rows.append(n)
         raws.append(pickle.dumps(_mark_duplicate(row, n, mapping, seen), protocol=pickle.HIGHEST_PROTOCOL))
         if len(rows) >= block_rows:
@@ -292,8 +290,13 @@ def _block(pa: Any, rows: list[int], raws: list[bytes], seconds: float) -> Any:
 
 
 def _mark_duplicate(row: dict[str, Any], n: int, m: ColumnMapping, seen: FirstRows) -> dict[str, Any]:
+    """The row, or a marker: "__duplicate__" (an earlier row has its id), "__unlisted__" (a draft's id)."""
     repeat = seen.repeat(row, n, m)
-    return row if repeat is None else {"__duplicate__": repeat}
+    if repeat is not None:
+        return {"__duplicate__": repeat}
+    if unlisted(row, m) is not None and (pid := readable_id(row, m)) is not None:
+        return {"__unlisted__": pid}
+    return row
 
 
 def _datasource(path: Path, mapping: ColumnMapping, limit: int | None, block_rows: int) -> Any:
@@ -438,14 +441,16 @@ class CatalogEmbedder:
             return rows, bad
 
     def _check(self, n: int, row: dict[str, Any]) -> tuple[str, Any]:
-        """("todo", Pending) | ("unchanged", id) | ("rejected", Rejection) | ("continuation", None) for one raw row,
-        as single-process checks it (engine/ingest.py + Engine.upsert)."""
+        """("todo", Pending) | ("unchanged", id) | ("rejected", Rejection) | ("continuation", None) | ("unlisted",
+        id) for one raw row, as single-process checks it (engine/ingest.py + Engine.upsert)."""
         spec = self.spec
         if "__duplicate__" in row:
             pid, first_id, first_row, continuation = row["__duplicate__"]
             if continuation:  # a Shopify variant or extra-photo row: part of the product above, not a product
                 return "continuation", None
             return "rejected", Rejection(row=n, id=pid, field="id", reason=repeat_reason(pid, first_id, first_row))
+        if "__unlisted__" in row:  # a draft: its stored product is deleted after the run (ingest.delete_unlisted)
+            return "unlisted", row["__unlisted__"]
         product = None
         try:
             product, image_path = to_product(row, spec.mapping, Path(spec.root))
@@ -623,12 +628,7 @@ def _check_args(path: Path, limit: int | None, batch_rows: int, catalog: Catalog
 
 def _count_rows(path: Path, limit: int | None) -> int:
     """Rows to index (a counting pass, as blend_sample makes): it sizes the blocks and the progress bar."""
-    n = 0
-    for _ in read_rows(path):
-        if limit is not None and n >= limit:
-            break
-        n += 1
-    return n
+    return sum(1 for _ in read_rows(path, limit))
 
 
 def _dataset(path: Path, m: ColumnMapping, limit: int | None, batch_rows: int, spec: EmbedSpec, workers: int,
@@ -678,6 +678,8 @@ def _take(batch: dict[str, np.ndarray], pending: list[tuple[int, StoredRow]], re
             report.unchanged += 1
         elif kind == "continuation":
             report.continuation_rows += 1
+        elif kind == "unlisted":
+            report.unlisted_ids.append(obj)
         else:
             report.rejected.append(obj)
             if obj.field == "id" and "appears again" in obj.reason:

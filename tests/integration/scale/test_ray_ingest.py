@@ -259,16 +259,20 @@ def test_shopify_variant_rows_are_left_out_as_single_process_does(model_dir: Pat
     ref = index_catalog(feed, config=_config(model_dir, tmp_path / "single"), progress=False)
     assert (got.mapping, got.accepted, got.continuation_rows, got.rejected) == ("shopify", 3, 6, [])
     assert (ref.accepted, ref.continuation_rows, ref.rejected) == (3, 6, [])
-    # the next day's export drops one product: --prune deletes it on Ray as single-process does
+    # the next day's export drops one product and sets another to draft: --prune deletes the first, the draft's
+    # own row deletes the second, on Ray as single-process does
     with open(feed, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
-        w.writerow(["Handle", "Title", "Variant Price", "Image Src"])
-        w.writerows([[f"h{i}", f"product {i}", "10.00", f"{i}.jpg"] for i in ids[1:]])
+        w.writerow(["Handle", "Title", "Variant Price", "Image Src", "Status"])
+        w.writerows([[f"h{i}", f"product {i}", "10.00", f"{i}.jpg", s]
+                     for i, s in zip(ids[1:], ["active", "draft"], strict=True)])
     from kuamo.engine.catalog_map import CatalogConfig
 
     pruned = ray_index_catalog(feed, config=_config(model_dir, tmp_path / "ray"), address=cluster, workers=2,
-                               batch_rows=2, progress=False, catalog=CatalogConfig(prune=True, max_prune_share=0.5))
-    assert (pruned.unchanged, pruned.pruned["deleted"], pruned.pruned["examples"]) == (2, 1, [f"h{ids[0]}"])
+                               batch_rows=2, progress=False, catalog=CatalogConfig(prune=True, max_prune_share=0.7))
+    # (the kept product's row gained a Status attribute: re-embedded, not unchanged)
+    assert (pruned.accepted, pruned.unlisted, pruned.pruned["deleted"]) == (1, {"rows": 1, "deleted": 1}, 1)
+    assert pruned.pruned["examples"] == [f"h{ids[0]}"]
 
 
 def test_an_unreachable_address_fails_quickly_and_names_it(model_dir: Path, catalog: Path, tmp_path: Path,

@@ -83,3 +83,19 @@ def test_a_bad_collapse_name_is_refused(engine, name) -> None:
     with pytest.raises(InvalidInput) as exc:
         ids(engine, k=3, collapse=name)
     assert exc.value.field == "collapse"
+
+
+def test_a_group_with_more_variants_than_candidates_still_gives_k_hits(tmp_path) -> None:
+    # 40 sizes of one shirt outrank everything else and fill the k x 10 candidates a collapsed query reads
+    # first: it is searched again with more, so the second hit is still found
+    eng = Engine(EngineConfig(data_dir=tmp_path / "data"), text_encoder=FakeTextEncoder(),
+                 image_encoder=FakeImageEncoder())
+    shirts = [Product(id=f"shirt-{n}", title="red shirt", attributes={"item_group_id": "shirt", "size": str(n)})
+              for n in range(40)]
+    asyncio.run(eng.upsert([*shirts, Product(id="cap", title="red cap"), Product(id="mug", title="blue mug")],
+                           [png("red")] * 41 + [png("blue")]))
+    plain = [str(h.id) for h in asyncio.run(eng.search(Query(text="red shirt", k=20))).hits]
+    assert all(i.startswith("shirt-") for i in plain)  # the variants crowd the first k x 10 candidates
+    got = asyncio.run(eng.search(Query(text="red shirt", k=3, collapse="item_group_id"))).hits
+    assert [str(h.id) for h in got][1:] == ["cap", "mug"] and str(got[0].id).startswith("shirt-")
+    asyncio.run(eng.close(snapshot=False))

@@ -322,6 +322,50 @@ def test_a_shopify_export_indexes_one_product_per_handle(tmp_path) -> None:
     asyncio.run(eng.close(snapshot=False))
 
 
+def test_drafts_and_unpublished_products_are_left_out_and_deleted_when_they_become_so(tmp_path) -> None:
+    rows = [shopify_row(handle="red-tee", title="Red Tee", variant_price="19.99", image_src="red.png",
+                        published="TRUE", status="active"),
+            shopify_row(handle="blue-mug", title="Blue Mug", variant_price="4.50", image_src="blue.png",
+                        published="TRUE", status="active")]
+    path = write(tmp_path / "shop" / "products_export.csv", SHOPIFY_HEADER, [
+        *rows,
+        shopify_row(handle="old-cap", title="Old Cap", variant_price="5", image_src="red.png", status="archived"),
+        shopify_row(handle="old-cap", option1_value="L", variant_price="5"),  # its variant: still a continuation
+        shopify_row(handle="new-pan", title="New Pan", variant_price="30", image_src="blue.png", status="Draft"),
+        shopify_row(handle="hid-jar", title="Hidden Jar", variant_price="3", published="FALSE", status="active")])
+    eng = make_engine(tmp_path)
+    rep = index_catalog(path, engine=eng, progress=False)
+    assert (rep.accepted, rep.continuation_rows, rep.rejected) == (2, 1, [])
+    assert rep.to_dict()["unlisted"] == {"rows": 3, "deleted": 0}
+    assert stored(eng) == {"red-tee", "blue-mug"}
+    # the next export has the mug as a draft: its row deletes the stored mug, no --prune needed
+    rows[1][SHOPIFY_HEADER.index("Status")] = "draft"
+    write(path, SHOPIFY_HEADER, rows)
+    again = index_catalog(path, engine=eng, progress=False)
+    assert (again.unchanged, again.unlisted) == (1, {"rows": 1, "deleted": 1})
+    assert stored(eng) == {"red-tee"}
+    asyncio.run(eng.close(snapshot=False))
+
+
+def test_an_unlisted_row_deletes_nothing_after_a_failed_run(tmp_path) -> None:
+    path = write(tmp_path / "shop" / "products_export.csv", SHOPIFY_HEADER, [
+        shopify_row(handle="red-tee", title="Red Tee", variant_price="19.99", image_src="red.png")])
+    eng = make_engine(tmp_path)
+    assert index_catalog(path, engine=eng, progress=False).accepted == 1
+    write(path, SHOPIFY_HEADER, [
+        shopify_row(handle="red-tee", title="Red Tee", variant_price="19.99", image_src="red.png", status="draft"),
+        shopify_row(handle="bad", title="Bad", variant_price="lots", image_src="red.png"),
+        shopify_row(handle="worse", title="Worse", variant_price="many", image_src="red.png")])
+    rep = index_catalog(path, engine=eng, progress=False, catalog=CatalogConfig(max_rejected_share=0.5))
+    assert rep.failed(0.5) and rep.unlisted["deleted"] == 0 and "nothing deleted" in rep.unlisted["refused"]
+    assert stored(eng) == {"red-tee"}
+    asyncio.run(eng.close(snapshot=False))
+
+
+def stored(eng: Engine) -> set:
+    return set(eng.backend.owners(list(eng.backend.keys())).values())
+
+
 def test_variant_rows_are_rejected_as_repeats_in_a_feed_that_is_not_shopify(tmp_path) -> None:
     path = write(tmp_path / "feed.csv", ["id", "title", "image"], [
         ["a1", "Pan", "red.png"], ["a1", "", "blue.png"], ["b2", "Mug", "blue.png"]])

@@ -306,6 +306,15 @@ def test_a_shopify_export_fetches_each_products_photo_not_its_extra_ones(server,
     assert (rep.accepted, rep.continuation_rows, rep.rejected) == (2, 2, [])
     assert rep.photos["urls"] == 2 and "/img/extra.png" not in server.hits
     asyncio.run(eng.close(snapshot=False))
+    # --limit counts rows in every pass: the first 3 rows are the pan and its two continuations, so the mug's
+    # photo (row 4) is not downloaded either
+    (path.parent / FETCHED_DIR / photo_name(f"{server.base}/img/blue.png")).unlink()
+    server.hits.clear()
+    eng = make_engine(tmp_path / "trial")
+    rep = index_catalog(path, engine=eng, progress=False, limit=3, catalog=CatalogConfig(fetch_photos=True))
+    assert (rep.rows_read, rep.accepted, rep.continuation_rows, rep.photos["urls"]) == (3, 1, 2, 1)
+    assert server.hits == {}  # the pan's photo was stored by the first run; the mug's was not asked for
+    asyncio.run(eng.close(snapshot=False))
 
 
 def test_a_catalog_directory_that_cannot_be_written_is_a_clear_error(server, tmp_path) -> None:
