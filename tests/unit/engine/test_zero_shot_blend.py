@@ -12,6 +12,7 @@ from fake_encoders import DIM, FakeImageEncoder, FakeTextEncoder, png, word_vec
 
 from kuamo.engine.engine import Engine, EngineConfig
 from kuamo.engine.errors import ArtifactError, InvalidInput
+from kuamo.engine.product_encoder import encoder_fingerprint
 from kuamo.engine.types import Product
 from kuamo.engine.vector_provenance import BLEND_META
 from kuamo.engine.zero_shot_blend import (
@@ -41,6 +42,25 @@ def test_blend_endpoints_are_the_embedding_and_the_zero_shot_map() -> None:
     assert np.allclose(zs.blend(emb, logits, 1.0), unit(emb), atol=1e-6)
     assert np.allclose(zs.blend(emb, logits, 0.0), zs.vectors(logits), atol=1e-6)
     assert np.allclose(np.linalg.norm(zs.blend(emb, logits, 0.5), axis=1), 1, atol=1e-5)
+
+
+def test_the_map_is_centred_so_a_component_every_class_shares_changes_nothing() -> None:
+    # the class names' text vectors share one large direction; the map takes it off (ZeroShotMap)
+    rng = np.random.default_rng(1)
+    class_text = rng.standard_normal((7, DIM)).astype(np.float32)
+    shared = 5.0 * unit(rng.standard_normal(DIM)).astype(np.float32)
+    logits = rng.standard_normal((4, 7)).astype(np.float32)
+    plain, shifted = ZeroShotMap(class_text), ZeroShotMap(class_text + shared)
+    assert np.allclose(plain.vectors(logits), shifted.vectors(logits), atol=1e-5)
+    uncentred = unit(np.exp(logits) / np.exp(logits).sum(1, keepdims=True) @ (class_text + shared))
+    assert (uncentred * shifted.vectors(logits)).sum(1).max() < 0.9  # the uncentred map was mostly that direction
+
+
+def test_a_blended_catalogs_fingerprint_names_the_centred_map() -> None:
+    enc = BlendableImageEncoder()
+    assert "centred" not in encoder_fingerprint(enc)  # beta 1: the map is not used
+    enc.set_blend(0.5)
+    assert encoder_fingerprint(enc).endswith(":beta=0.5:centred")
 
 
 def _catalog(n: int, informative: str, seed: int = 0):
