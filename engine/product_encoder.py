@@ -59,7 +59,7 @@ def encoder_fingerprint(enc: Any) -> str:
     sha = getattr(tower, "sha256", "")
     beta = getattr(enc, "beta", 1.0)
     zero_shot = getattr(enc, "zero_shot", None)
-    blend = f":beta={beta}:{getattr(zero_shot, 'FORM', '')}" if beta < 1 else ""
+    blend = f":beta={beta}:{getattr(zero_shot, 'form', '')}" if beta < 1 else ""
     # the weights' sha256, not only the file name: a re-export with new weights writes the same file name
     return f"{type(enc).__name__}:{enc.dim}:{getattr(path, 'name', '')}{':' + sha[:16] if sha else ''}{blend}"
 

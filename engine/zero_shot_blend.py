@@ -82,16 +82,17 @@ class ZeroShotMap:
     already outweighed the map's useful spread) and the best beta of goods unlike fashion lay crowded between
     0.25 and 0, differently for each catalog. Centred, the unlike catalogs' curves peak near beta 0.5 and are
     flat there, and their best scores rose 0.4-1.4 points (stop 34, benchmarks/results/blend_choice.md). The
-    head's own zero-shot term inside the graph (export/align_head.py) is unchanged."""
+    head's own zero-shot term inside the graph (export/align_head.py) is unchanged. centred=False is the map
+    before stop 34 (benchmarks/blend_choice.py reports both)."""
 
-    FORM = "centred"  # in the encoder fingerprint of a blended catalog: vectors of the uncentred map differ
-
-    def __init__(self, class_text: np.ndarray) -> None:
+    def __init__(self, class_text: np.ndarray, *, centred: bool = True) -> None:
         self.class_text = np.asarray(class_text, dtype=np.float32)
-        self.centred = self.class_text - self.class_text.mean(axis=0, keepdims=True)
+        # in the encoder fingerprint of a blended catalog: the two forms make different vectors
+        self.form = "centred" if centred else "raw"
+        self.mixed = self.class_text - self.class_text.mean(axis=0, keepdims=True) if centred else self.class_text
 
     def vectors(self, logits: np.ndarray) -> np.ndarray:
-        return l2_normalize(softmax_rows(logits) @ self.centred)
+        return l2_normalize(softmax_rows(logits) @ self.mixed)
 
     def blend(self, embedding: np.ndarray, logits: np.ndarray, beta: float) -> np.ndarray:
         emb = l2_normalize(np.asarray(embedding, dtype=np.float32))
