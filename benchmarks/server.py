@@ -33,8 +33,8 @@ from kuamo.benchmarks.common import (
 )
 from kuamo.benchmarks.loadgen import LoadResult, closed_loop, open_loop, search_requests, sequential, stream_closed_loop
 from kuamo.benchmarks.plots import figure, latency_cdf
+from kuamo.benchmarks.server_zipf import CLIENTS, QUICK_CLIENTS, run_zipf
 from kuamo.benchmarks.server_zipf import markdown as zipf_markdown
-from kuamo.benchmarks.server_zipf import run_zipf
 from kuamo.benchmarks.serving import server_process
 from kuamo.engine.config import DEFAULT_MODEL_DIR
 from kuamo.proto.kuamo.v1 import kuamo_pb2 as pb
@@ -154,7 +154,8 @@ def run(quick: bool = False, *, models: Path = DEFAULT_MODEL_DIR, data: Path | N
                                                                         duration_s=phase_s))
         c32_off = raw["32 clients, text, batching off"].summary()
     # a Zipf query log, caches on vs off (benchmarks/server_zipf.py)
-    out["zipf_query_cache"] = run_zipf(models, data, catalog, seconds=5.0 if quick else 15.0)
+    out["zipf_query_cache"] = run_zipf(models, data, catalog, seconds=3.0 if quick else 15.0,
+                                       clients=QUICK_CLIENTS if quick else CLIENTS)
     inproc = inter["in_process"]
     ceiling = _text_tower_ceiling(models, texts, 2.0 if quick else 5.0)
 

@@ -96,10 +96,13 @@ def _cache_counts(port: int, cache: str = "query") -> tuple[float, float]:
     return (s.get((f"kuamo_{cache}_cache_hits_total", ()), 0.0), s.get((f"kuamo_{cache}_cache_misses_total", ()), 0.0))
 
 
+QUICK_CLIENTS = (32,)  # --quick (a smoke run in `make test`): one closed-loop phase and the open loop
+
+
 def run_zipf(models: Path, data: Path, catalog: Path, *, seconds: float,
-             fashion: Path | None = None) -> dict[str, Any]:
-    """p50/p99/QPS at 8 and 32 clients and at a fixed open-loop rate, caches on vs off, and the server-reported
-    hit rates."""
+             fashion: Path | None = None, clients: tuple[int, ...] = CLIENTS) -> dict[str, Any]:
+    """p50/p99/QPS at each of `clients` (closed loop) and at a fixed open-loop rate, caches on vs off, and the
+    server-reported hit rates."""
     from kuamo.benchmarks.serving import CACHES_OFF, serving
     from kuamo.export.samples import DEFAULT_FASHION_DIR
 
@@ -108,13 +111,13 @@ def run_zipf(models: Path, data: Path, catalog: Path, *, seconds: float,
         queries = distinct_queries(fashion or DEFAULT_FASHION_DIR)
     n_log = 200_000  # longer than any phase sends, so no client wraps around
     out: dict[str, Any] = {"distinct_queries": len(queries), "exponent": EXPONENT, "seconds_per_phase": seconds,
-                           "phases": {}}
+                           "clients": list(clients), "phases": {}}
     rate = None  # the open-loop phases' offered load: OPEN_LOOP_SHARE of the caches-off 32-client capacity
     # caches off first: its capacity sets the open-loop rate both servers then get
     for cache, extra in (("off", CACHES_OFF), ("on", ())):
         with serving(models, data, metrics=True, max_inflight=256, timeout_s=600, extra_args=extra) as s:
             assert s.metrics_port is not None
-            for seed, c in enumerate((*CLIENTS, "open"), start=1):
+            for seed, c in enumerate((*clients, "open"), start=1):
                 log = zipf_log(queries, n_log, seed=seed)
                 reqs = [pb.SearchRequest(request_id=str(i), query=pb.Query(text=t, k=10)) for i, t in enumerate(log)]
                 time.sleep(STATS_WAIT_S)
@@ -137,10 +140,10 @@ def run_zipf(models: Path, data: Path, catalog: Path, *, seconds: float,
                 r["cache_hits"], r["cache_misses"] = hits, misses
                 name = f"open loop at {rate:.0f} qps" if c == "open" else f"{c} clients"
                 out["phases"][f"{name}, cache {cache}"] = r
-                if cache == "off" and c == CLIENTS[-1]:
+                if cache == "off" and c == clients[-1]:
                     rate = OPEN_LOOP_SHARE * r["throughput_qps"]
     out["open_loop_qps"] = rate
-    for c in (*CLIENTS, "open"):
+    for c in (*clients, "open"):
         name = f"open loop at {rate:.0f} qps" if c == "open" else f"{c} clients"
         on, off = out["phases"][f"{name}, cache on"], out["phases"][f"{name}, cache off"]
         out[f"p99_on_over_off_{c}"] = on["latency"]["p99_ms"] / off["latency"]["p99_ms"]
@@ -154,13 +157,14 @@ def markdown(z: dict[str, Any]) -> str:
              "result cache hit rate": v.get("result_hit_rate"),
              "server encode p50 ms": v["server_encode"].get("p50_ms")} for k, v in z["phases"].items()]
     ratios = ", ".join(f"{c} clients p99 on/off {z[f'p99_on_over_off_{c}']:.2f} (p50 {z[f'p50_on_over_off_{c}']:.2f})"
-                       for c in CLIENTS)
+                       for c in z.get("clients", CLIENTS))
     if z.get("open_loop_qps"):
         ratios += (f"; open loop at {z['open_loop_qps']:.0f} qps p99 on/off {z['p99_on_over_off_open']:.2f} "
                    f"(p50 {z['p50_on_over_off_open']:.2f})")
     return (f"Zipf query log: exponent {z['exponent']}, {z['distinct_queries']} distinct queries (articleTypes with "
-            f"colours/genders, and product titles), {z['seconds_per_phase']:.0f} s per phase, closed loop at 8 and "
-            f"32 clients, then Poisson arrivals at {100 * OPEN_LOOP_SHARE:.0f}% of the caches-off 32-client capacity "
+            f"colours/genders, and product titles), {z['seconds_per_phase']:.0f} s per phase, closed loop at "
+            f"{' and '.join(map(str, z.get('clients', CLIENTS)))} clients, then Poisson arrivals at "
+            f"{100 * OPEN_LOOP_SHARE:.0f}% of the caches-off capacity at the most clients "
             "(the same offered load for both servers: the load a shop sees, where a closed loop at saturation lets "
             "a faster server take more work), k = 10. "
             "Cache on = the server's default (query cache: text -> vector; result cache: whole query -> answer); "
@@ -176,7 +180,7 @@ def run(quick: bool = False, *, models: Path = DEFAULT_MODEL_DIR, data: Path | N
 
     catalog, data = bench_catalog(quick, models, catalog, data)
     info = machine_info()
-    z = run_zipf(models, data, catalog, seconds=5.0 if quick else 15.0)
+    z = run_zipf(models, data, catalog, seconds=3.0 if quick else 15.0, clients=QUICK_CLIENTS if quick else CLIENTS)
     out = {"machine": info, "quick": quick, "catalog": str(catalog), "zipf": z}
     name = "server_zipf" + ("_quick" if quick else "")
     write_results(name, out, "Server: Zipf query log, caches on vs off", lambda: markdown(z), info)
