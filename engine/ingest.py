@@ -232,8 +232,8 @@ async def finish_run(engine: Engine, report: IngestReport, path: Path, m: Column
     await delete_unlisted(engine, report, failed=report.failed(cfg.max_rejected_share))
     if progress and report.unlisted:
         u = report.unlisted
-        say(f"{u['rows']} rows are drafts or unpublished: left out; " + (u.get("refused") or
-            f"deleted {u['deleted']} of them that an earlier run had stored"))
+        said = u.get("refused") or (f"deleted the {u['deleted']} an earlier run had stored" if u["deleted"] else "")
+        say(f"{u['rows']} rows are drafts or unpublished: left out" + (f"; {said}" if said else ""))
     if cfg.prune:
         await prune_unlisted(engine, report, path, m, cfg, failed=report.failed(cfg.max_rejected_share))
         if progress and report.pruned:
