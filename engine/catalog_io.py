@@ -47,6 +47,11 @@ class ColumnMapping:
     # (column, values whatever their case) that say the product is not for sale now (a Shopify draft): the row is
     # left out, counted, and its stored product deleted (engine/ingest.py)
     unlisted_when: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    # the variant rows' option columns, (column naming the option, column holding the value): each option's
+    # values over a product's rows become one attribute named by the option ("Size": "S, M, L"); and the
+    # columns of per-variant codes, kept together as the attribute "SKU" (with_variants)
+    variant_options: tuple[tuple[str, str], ...] = ()
+    variant_codes: tuple[str, ...] = ()
     attributes: tuple[str, ...] | None = None  # None = every column not mapped above
     numeric_attributes: tuple[str, ...] = ()  # parsed as numbers
     aliases_first: bool = True  # for tuple fields: the first column present wins
@@ -85,7 +90,12 @@ SHOPIFY = ColumnMapping(
     category=("Product Category", "Type"), brand=("Vendor",), price=("Variant Price",),
     image=("Image Src", "Variant Image"), attributes=("Type", "Tags", "Status", "Published", "Gift Card"),
     continuation_rows=True, unlisted_when=(("Status", ("draft", "archived")), ("Published", ("false",))),
+    variant_options=tuple((f"Option{i} Name", f"Option{i} Value") for i in (1, 2, 3)), variant_codes=("Variant SKU",),
 )
+NO_OPTION = "default title"  # Shopify's Option1 Value for a product without options (Option1 Name "Title")
+VARIANTS = "__variants__"  # the row key with_variants adds: {attribute: value} gathered from the variant rows
+VARIANT_CODES = "SKU"
+MAX_VARIANT_ROWS = 5_000  # rows held for one product (Shopify allows 2,048 variants and 250 photos)
 SHOPIFY_COLUMNS = {"handle", "variant price"}  # what tells a Shopify export (auto), whatever their case
 
 
@@ -116,7 +126,9 @@ def _as_written(m: ColumnMapping, columns: list[str]) -> ColumnMapping:
 
     return dataclasses.replace(m, **{f: tuple(map(name, aliases)) for f in ALIAS_FIELDS
                                      if (aliases := getattr(m, f)) is not None},
-                               unlisted_when=tuple((name(c), values) for c, values in m.unlisted_when))
+                               unlisted_when=tuple((name(c), values) for c, values in m.unlisted_when),
+                               variant_options=tuple((name(a), name(b)) for a, b in m.variant_options),
+                               variant_codes=tuple(map(name, m.variant_codes)))
 
 
 def mapping_for(cfg: CatalogConfig, columns: list[str]) -> ColumnMapping:
@@ -287,6 +299,8 @@ def to_product(row: dict[str, Any], m: ColumnMapping, root: Path) -> tuple[Produ
         v = _attr(row.get(c), c in m.numeric_attributes)
         if v is not None:
             attributes[c] = v
+    for k, v in row.get(VARIANTS, {}).items():  # a product's sizes, colours and SKUs (with_variants)
+        attributes.setdefault(k, v)
     image_path: Path | None = None
     image_col, ref = _image_cell(row, m)
     if ref is not None and is_url(ref):
@@ -347,6 +361,46 @@ class FirstRows:
         return Repeat(pid, *first, continuation=continues)
 
 
+def with_variants(rows: Iterable[tuple[int, dict[str, Any]]], m: ColumnMapping) -> Iterator[tuple[int, dict[str, Any]]]:
+    """The rows in file order, each product's first row carrying VARIANTS: its options' values and variant codes
+    over it and the continuation rows below it (a Shopify product's sizes and colours: "Size": "S, M, L",
+    "SKU": "TEE-S TEE-M TEE-L"), so a shopper's "tee XL" or a SKU finds it. The rows of one product are held
+    until the next product's (at most MAX_VARIANT_ROWS)."""
+    if not m.continuation_rows or not (m.variant_options or m.variant_codes):
+        yield from rows
+        return
+    held: list[tuple[int, dict[str, Any]]] = []
+    key: int | None = None
+    for n, row in rows:
+        pid = readable_id(row, m)
+        here = None if pid is None else row_key(pid)
+        if held and here is not None and here == key and _first(row, m.title) is None \
+                and len(held) < MAX_VARIANT_ROWS:
+            held.append((n, row))
+            continue
+        yield from _gathered(held, m)
+        held, key = [(n, row)], here
+    yield from _gathered(held, m)
+
+
+def _gathered(held: list[tuple[int, dict[str, Any]]], m: ColumnMapping) -> Iterator[tuple[int, dict[str, Any]]]:
+    if not held:
+        return
+    (n, first), rest = held[0], held[1:]
+    found: dict[str, str] = {}
+    for name_col, value_col in m.variant_options:
+        name = _first(first, (name_col,))
+        values = [str(v).strip() for _, r in held if (v := _first(r, (value_col,))) is not None]
+        values = [v for v in dict.fromkeys(values) if v.casefold() != NO_OPTION]
+        if name is not None and values:
+            found[str(name).strip()] = ", ".join(values)
+    codes = [str(v).strip() for _, r in held for c in m.variant_codes if (v := _first(r, (c,))) is not None]
+    if codes:
+        found[VARIANT_CODES] = " ".join(dict.fromkeys(codes))
+    yield (n, {**first, VARIANTS: found}) if found else (n, first)
+    yield from rest
+
+
 def product_rows(rows: Iterable[tuple[int, dict[str, Any]]], m: ColumnMapping) -> Iterator[tuple[int, dict[str, Any]]]:
     """The rows that are products under the mapping: continuation rows (a Shopify variant or extra photo) and
     unlisted ones (a draft) left out, for the passes that only look at products (the blend sample, the photo
@@ -355,7 +409,7 @@ def product_rows(rows: Iterable[tuple[int, dict[str, Any]]], m: ColumnMapping) -
         yield from rows
         return
     seen = FirstRows()
-    for n, row in rows:
+    for n, row in with_variants(rows, m):
         again = seen.repeat(row, n, m)
         if (again is None or not again.continuation) and unlisted(row, m) is None:
             yield n, row

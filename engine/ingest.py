@@ -28,6 +28,7 @@ from kuamo.engine.catalog_io import (
     repeat_reason,
     to_product,
     unlisted,
+    with_variants,
 )
 from kuamo.engine.catalog_map import CatalogConfig, check_config
 from kuamo.engine.errors import InvalidInput
@@ -122,7 +123,7 @@ async def aindex_catalog(path: Path | str, engine: Engine, *, mapping: str = "au
         batch.products, batch.images, batch.rows = [], [], []
 
     try:
-        for n, row in read_rows(path, limit):
+        for n, row in with_variants(read_rows(path, limit), m):
             report.rows_read += 1
             repeat = seen.repeat(row, n, m)
             if repeat is not None:

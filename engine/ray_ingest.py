@@ -47,6 +47,7 @@ from kuamo.engine.catalog_io import (
     repeat_reason,
     to_product,
     unlisted,
+    with_variants,
 )
 from kuamo.engine.catalog_map import CatalogConfig
 from kuamo.engine.config import EncoderConfig
@@ -273,7 +274,7 @@ def read_blocks(path: str, mapping: ColumnMapping, limit: int | None, block_rows
     rows: list[int] = []
     raws: list[bytes] = []
     t0 = time.perf_counter()
-    for n, row in read_rows(Path(path), limit):
+    for n, row in with_variants(read_rows(Path(path), limit), mapping):
         rows.append(n)
         raws.append(pickle.dumps(_mark_duplicate(row, n, mapping, seen), protocol=pickle.HIGHEST_PROTOCOL))
         if len(rows) >= block_rows:

@@ -35,6 +35,7 @@ from kuamo.engine.ray_ingest import (  # noqa: E402
     ray_index_catalog,
     read_blocks,
 )
+from kuamo.engine.store import CatalogStore  # noqa: E402
 
 pytestmark = pytest.mark.models
 
@@ -250,15 +251,21 @@ def test_shopify_variant_rows_are_left_out_as_single_process_does(model_dir: Pat
     feed = shop / "products_export.csv"
     with open(feed, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
-        w.writerow(["Handle", "Title", "Variant Price", "Image Src"])
+        w.writerow(["Handle", "Title", "Variant Price", "Image Src", "Option1 Name", "Option1 Value", "Variant SKU"])
         for i in ids:
-            w.writerows([[f"h{i}", f"product {i}", "10.00", f"{i}.jpg"], [f"h{i}", "", "12.00", ""],
-                         [f"h{i}", "", "", f"{i}.jpg"]])
+            w.writerows([[f"h{i}", f"product {i}", "10.00", f"{i}.jpg", "Size", "S", f"{i}-S"],
+                         [f"h{i}", "", "12.00", "", "", "M", f"{i}-M"], [f"h{i}", "", "", f"{i}.jpg", "", "", ""]])
     got = ray_index_catalog(feed, config=_config(model_dir, tmp_path / "ray"), address=cluster, workers=2,
                             batch_rows=2, progress=False)
     ref = index_catalog(feed, config=_config(model_dir, tmp_path / "single"), progress=False)
     assert (got.mapping, got.accepted, got.continuation_rows, got.rejected) == ("shopify", 3, 6, [])
     assert (ref.accepted, ref.continuation_rows, ref.rejected) == (3, 6, [])
+    # each product carries its variants' sizes and SKUs on Ray as in one process
+    for data in ("ray", "single"):
+        store = CatalogStore(tmp_path / data / "catalog.sqlite")
+        p = store.get(row_key(f"h{ids[0]}"), f"h{ids[0]}")
+        assert (p.attributes["Size"], p.attributes["SKU"]) == ("S, M", f"{ids[0]}-S {ids[0]}-M")
+        store.close()
     # the next day's export drops one product and sets another to draft: --prune deletes the first, the draft's
     # own row deletes the second, on Ray as single-process does
     with open(feed, "w", newline="", encoding="utf-8") as f:

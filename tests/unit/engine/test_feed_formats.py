@@ -294,12 +294,15 @@ def shopify_export(tmp_path: Path) -> Path:
         shopify_row(handle="red-tee", title="Red Tee", body_html="<p>Soft cotton <strong>tee</strong> &amp; more</p>",
                     vendor="Acme", product_category="Apparel & Accessories > Clothing > Shirts & Tops", type="T-Shirt",
                     tags="cotton, summer", published="TRUE", option1_name="Size", option1_value="S",
-                    variant_price="19.99", image_src="red.png", image_position="1", status="active"),
-        shopify_row(handle="red-tee", option1_value="M", variant_price="21.99"),
-        shopify_row(handle="red-tee", option1_value="L", variant_price="21.99", variant_image="blue.png"),
+                    variant_price="19.99", image_src="red.png", image_position="1", status="active",
+                    variant_sku="TEE-S"),
+        shopify_row(handle="red-tee", option1_value="M", variant_price="21.99", variant_sku="TEE-M"),
+        shopify_row(handle="red-tee", option1_value="L", variant_price="21.99", variant_image="blue.png",
+                    variant_sku="TEE-L"),
         shopify_row(handle="red-tee", image_src="blue.png", image_position="2"),
         shopify_row(handle="blue-mug", title="Blue Mug", vendor="Acme", type="Mug", variant_price="4.50",
-                    image_src="blue.png", image_position="1", status="active"),
+                    image_src="blue.png", image_position="1", status="active", option1_name="Title",
+                    option1_value="Default Title"),
         shopify_row(handle="red-tee", title="Red Tee (again)", variant_price="9.00", image_src="red.png"),
     ])
 
@@ -316,8 +319,13 @@ def test_a_shopify_export_indexes_one_product_per_handle(tmp_path) -> None:
     assert tee.description == "Soft cotton tee & more"  # Body (HTML) as text
     assert tee.category == "Apparel & Accessories/Clothing/Shirts & Tops"
     assert tee.attributes["Tags"] == "cotton, summer" and "Variant Grams" not in tee.attributes
+    # the variant rows' sizes and SKUs are the product's (and its lexical text: a shopper's "tee L" or a SKU)
+    assert (tee.attributes["Size"], tee.attributes["SKU"]) == ("S, M, L", "TEE-S TEE-M TEE-L")
+    hits = asyncio.run(eng.search(Query(text="TEE-M", k=1, weights={"lexical": 1.0}, explain=True))).hits
+    assert hits[0].id == "red-tee" and hits[0].explanation.contributions["lexical"] > 0
     mug = asyncio.run(eng.get("blue-mug"))
     assert (mug.category, mug.price) == ("Mug", 4.5)  # no Product Category: the Type
+    assert "Title" not in mug.attributes and "SKU" not in mug.attributes  # Shopify's "no options" variant
     assert rep.to_dict()["continuation_rows"] == 3
     asyncio.run(eng.close(snapshot=False))
 
