@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal, NamedTuple
 from urllib.parse import urlsplit
 
 from kuamo.engine.errors import InvalidInput
@@ -137,16 +138,25 @@ def _retry_after(exc: BaseException) -> float:
     return min(float(value), RETRY_AFTER_MAX_S) if value.isdigit() else 0.0
 
 
+class Fetched(NamedTuple):
+    """What fetch_one did with a URL: "fetched" / "updated" (`size` bytes written), "cached" (the stored copy
+    stands), "kept" (asking again failed, the stored copy stays) or "failed" (no copy); `reason` for the last two."""
+
+    outcome: Literal["fetched", "updated", "cached", "kept", "failed"]
+    size: int = 0
+    reason: str = ""
+
+
 def fetch_one(url: str, folder: Path, *, max_bytes: int, timeout_s: float = TIMEOUT_S,
-              attempts: int = ATTEMPTS, backoff_s: float = BACKOFF_S, revalidate: bool = False) -> tuple[str, int]:
-    """Download one URL into folder: ("fetched", bytes), ("cached", 0), ("failed: REASON", 0); with
-    `revalidate`, a stored photo is asked for again (conditionally, by its ETag / Last-Modified): ("updated",
-    bytes) when it changed, ("cached", 0) when not, ("kept: REASON", 0) when asking failed (the copy stays)."""
+              attempts: int = ATTEMPTS, backoff_s: float = BACKOFF_S, revalidate: bool = False) -> Fetched:
+    """Download one URL into folder (fetched, cached or failed); with `revalidate`, a stored photo is asked for
+    again, conditionally by its ETag / Last-Modified (updated when it changed, cached when not, kept when asking
+    failed)."""
     name = photo_name(url)
     target, failed, meta = folder / name, folder / (name + FAILED_SUFFIX), folder / (name + META_SUFFIX)
     stored = target.is_file()
     if stored and not revalidate:
-        return "cached", 0
+        return Fetched("cached")
     validators = _read_meta(meta) if stored else None
     reason, wait = "", 0.0
     for attempt in range(max(1, attempts)):
@@ -161,7 +171,7 @@ def fetch_one(url: str, folder: Path, *, max_bytes: int, timeout_s: float = TIME
                 continue
             break
         if body is None or (stored and body == target.read_bytes()):
-            return "cached", 0  # not modified
+            return Fetched("cached")  # not modified
         tmp = folder / f"{name}.{os.getpid()}.{id(body)}.part"
         tmp.write_bytes(body)
         os.replace(tmp, target)  # whole or absent: a killed run never leaves half a photo under the name
@@ -170,11 +180,11 @@ def fetch_one(url: str, folder: Path, *, max_bytes: int, timeout_s: float = TIME
             meta.write_text(json.dumps(found), encoding="utf-8")
         else:
             meta.unlink(missing_ok=True)
-        return ("updated" if stored else "fetched"), len(body)
+        return Fetched("updated" if stored else "fetched", len(body))
     if stored:  # the photo we have beats none: the row keeps it
-        return f"kept: {reason}", 0
+        return Fetched("kept", reason=reason)
     failed.write_text(reason + "\n", encoding="utf-8")
-    return f"failed: {reason}", 0
+    return Fetched("failed", reason=reason)
 
 
 def _read_meta(path: Path) -> dict[str, str]:
@@ -201,20 +211,17 @@ def fetch_all(urls: Iterable[str], folder: Path, *, max_bytes: int, workers: int
     unique = list(dict.fromkeys(u.strip() for u in urls))
     out = FetchSummary(urls=len(unique))
     with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="kuamo-fetch") as pool:
-        for status, size in pool.map(lambda u: fetch_one(u, folder, max_bytes=max_bytes, timeout_s=timeout_s,
-                                                         attempts=attempts, backoff_s=backoff_s,
-                                                         revalidate=revalidate), unique):
-            if status in ("fetched", "updated"):
-                out.fetched += status == "fetched"
-                out.updated += status == "updated"
-                out.bytes += size
-            elif status == "cached":
-                out.cached += 1
-            elif status.startswith("kept: "):
-                out.kept += 1
-            else:
+        for got in pool.map(lambda u: fetch_one(u, folder, max_bytes=max_bytes, timeout_s=timeout_s,
+                                                attempts=attempts, backoff_s=backoff_s, revalidate=revalidate),
+                            unique):
+            out.fetched += got.outcome == "fetched"
+            out.updated += got.outcome == "updated"
+            out.cached += got.outcome == "cached"
+            out.kept += got.outcome == "kept"
+            out.bytes += got.size
+            if got.outcome == "failed":
                 out.failed += 1
-                kind = status.removeprefix("failed: ").split(":")[0]
+                kind = got.reason.split(":")[0]
                 out.failures[kind] = out.failures.get(kind, 0) + 1
             if progress is not None:
                 progress(1)
