@@ -18,6 +18,8 @@ from kuamo.server.config import EVENT_LOOPS
 
 MODELS_HELP = "exported model directory (default: %(default)s, written by `make models` / `kuamo export`)"
 FASHION_HELP = "fashion catalog directory (default ../shared/data/fashion or KUAMO_FASHION_DIR)"
+# engine.catalog_io.MAPPINGS, written out so that `kuamo --help` does not import the engine (a test keeps them equal)
+MAPPING_CHOICES = ("auto", "fashion", "generic", "shopify", "woocommerce")
 BENCH_SUITES = ("encoders", "index", "batching", "upsert_block", "quality", "server", "personal", "baselines",
                 "reliability", "edge", "http", "scale")
 
@@ -390,7 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="catalog to adapt the shipped head to: any file `kuamo index` reads (CSV, TSV, JSONL, "
                         "Parquet) or a directory holding products.csv (default: retrain the shipped head on the "
                         "fashion catalog)")
-    a.add_argument("--mapping", choices=("auto", "fashion", "generic", "shopify"), default=None,
+    a.add_argument("--mapping", choices=MAPPING_CHOICES, default=None,
                    help="column names to expect, as for `kuamo index` (default auto)")
     a.add_argument("--map", default=None, metavar="FIELD=COLUMN,...",
                    help="feed columns for kuamo's fields, as for `kuamo index` (e.g. id=uniq_id,title=product_name,"
@@ -441,7 +443,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      "resumable; --ray embeds it on a Ray cluster")
     ix.add_argument("catalog", type=Path, help="the catalog file: .csv, .tsv, .jsonl, .xml (an RSS/Atom product "
                     "feed), each may be .gz; or .parquet")
-    ix.add_argument("--mapping", choices=("auto", "fashion", "generic", "shopify"), default=None,
+    ix.add_argument("--mapping", choices=MAPPING_CHOICES, default=None,
                     help="column names to expect (default auto: fashion or a Shopify product export when their "
                          "columns are there, else generic)")
     ix.add_argument("--map", default=None, metavar="FIELD=COLUMN,...",

@@ -1,13 +1,15 @@
 """Raw rows -> (Product, image bytes) with the column mappings (engine/feed_files.py reads the files into rows).
 
-Mappings: "fashion" (the Kaggle fashion products.csv) and "generic" (obvious e-commerce column names, matched
-whatever their case; unknown columns become attributes).
+Mappings: "fashion" (the Kaggle fashion products.csv), "generic" (obvious e-commerce column names, matched
+whatever their case; unknown columns become attributes; Google Merchant Center's among them), "shopify" and
+"woocommerce" (the two platforms' product CSV exports, detected by their columns).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +23,7 @@ from kuamo.engine.photo_fetch import fetch_failure, photo_name
 from kuamo.engine.store import check_owner
 from kuamo.engine.types import CATEGORY_SEP, AttrValue, Product
 
-MAPPINGS = ("auto", "fashion", "generic", "shopify")
+MAPPINGS = ("auto", "fashion", "generic", "shopify", "woocommerce")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -52,6 +54,10 @@ class ColumnMapping:
     # columns of per-variant codes, kept together as the attribute "SKU" (with_variants)
     variant_options: tuple[tuple[str, str], ...] = ()
     variant_codes: tuple[str, ...] = ()
+    # (column, token): a row whose column lists the token is one variant of a product another row holds
+    # (WooCommerce's Type "variation"): left out and counted with the continuation rows
+    variant_row_when: tuple[str, str] | None = None
+    list_sep: str | None = None  # image and category cells that list several, first one kept (WooCommerce ",")
     attributes: tuple[str, ...] | None = None  # None = every column not mapped above
     numeric_attributes: tuple[str, ...] = ()  # parsed as numbers
     aliases_first: bool = True  # for tuple fields: the first column present wins
@@ -92,6 +98,17 @@ SHOPIFY = ColumnMapping(
     continuation_rows=True, unlisted_when=(("Status", ("draft", "archived")), ("Published", ("false",))),
     variant_options=tuple((f"Option{i} Name", f"Option{i} Value") for i in (1, 2, 3)), variant_codes=("Variant SKU",),
 )
+# WooCommerce's product CSV export: variable products on one row (their options' values listed there), each
+# variation on a row of its own with Type "variation" and a Parent; Published 1 / 0 (private) / -1 (draft)
+WOOCOMMERCE = ColumnMapping(
+    name="woocommerce", id=("ID",), title=("Name",), description=("Description", "Short description"),
+    category=("Categories",), brand=("Brands", "Brand"), price=("Sale price", "Regular price"), image=("Images",),
+    attributes=("Type", "SKU", "Tags", "In stock?", "Published"), unlisted_when=(
+        ("Published", ("0", "-1")), ("Visibility in catalog", ("hidden",))),
+    variant_options=tuple((f"Attribute {i} name", f"Attribute {i} value(s)") for i in range(1, 6)),
+    variant_row_when=("Type", "variation"), list_sep=",",
+)
+WOOCOMMERCE_COLUMNS = {"id", "type", "regular price", "parent"}
 NO_OPTION = "default title"  # Shopify's Option1 Value for a product without options (Option1 Name "Title")
 VARIANTS = "__variants__"  # the row key with_variants adds: {attribute: value} gathered from the variant rows
 VARIANT_CODES = "SKU"
@@ -104,8 +121,11 @@ def pick_mapping(name: str, columns: list[str]) -> ColumnMapping:
         raise InvalidInput(f"mapping must be one of {MAPPINGS}, got {name!r}", field="mapping")
     if name == "fashion" or (name == "auto" and {"productDisplayName", "masterCategory"} <= set(columns)):
         return FASHION
-    if name == "shopify" or (name == "auto" and SHOPIFY_COLUMNS <= {c.strip().casefold() for c in columns}):
+    folded = {c.strip().casefold() for c in columns}
+    if name == "shopify" or (name == "auto" and SHOPIFY_COLUMNS <= folded):
         return SHOPIFY
+    if name == "woocommerce" or (name == "auto" and WOOCOMMERCE_COLUMNS <= folded):
+        return WOOCOMMERCE
     return GENERIC
 
 
@@ -128,7 +148,9 @@ def _as_written(m: ColumnMapping, columns: list[str]) -> ColumnMapping:
                                      if (aliases := getattr(m, f)) is not None},
                                unlisted_when=tuple((name(c), values) for c, values in m.unlisted_when),
                                variant_options=tuple((name(a), name(b)) for a, b in m.variant_options),
-                               variant_codes=tuple(map(name, m.variant_codes)))
+                               variant_codes=tuple(map(name, m.variant_codes)),
+                               variant_row_when=None if m.variant_row_when is None else (
+                                   name(m.variant_row_when[0]), m.variant_row_when[1]))
 
 
 def mapping_for(cfg: CatalogConfig, columns: list[str]) -> ColumnMapping:
@@ -214,6 +236,8 @@ def _inside(root: Path, ref: str, pid: ProductId) -> Path:
 def _image_cell(row: dict[str, Any], m: ColumnMapping) -> tuple[str, str | None]:
     """(column, the photo it names: the cell, or the first of a JSON list), or ("", None) without one."""
     col, cell = _first_of(row, m.image)
+    if cell is not None and m.list_sep is not None:
+        cell = first_listed(str(cell), m.list_sep)
     return col, first_image_ref(cell) if cell is not None else None
 
 
@@ -263,6 +287,22 @@ def readable_id(row: dict[str, Any], m: ColumnMapping) -> ProductId | None:
         return None
 
 
+def variant_row(row: dict[str, Any], m: ColumnMapping) -> bool:
+    """The row is one variant of a product another row holds (ColumnMapping.variant_row_when)."""
+    if m.variant_row_when is None:
+        return False
+    col, token = m.variant_row_when
+    v = row.get(col)
+    return isinstance(v, str) and token in {t.strip().casefold() for t in v.split(",")}
+
+
+def first_listed(text: str, sep: str) -> str:
+    """The first entry of a cell that lists several, separated by `sep` (a backslash escapes it:
+    WooCommerce writes "Shirts\\, Tops" for a category named with a comma)."""
+    entry = re.split(rf"(?<!\\){re.escape(sep)}", text, maxsplit=1)[0]
+    return entry.replace("\\" + sep, sep).strip()
+
+
 def unlisted(row: dict[str, Any], m: ColumnMapping) -> str | None:
     """Why the row's product is not for sale now ("Status is draft"), or None."""
     for col, values in m.unlisted_when:
@@ -276,7 +316,10 @@ def _category(row: dict[str, Any], m: ColumnMapping, title: str) -> str:
     if m.category_levels:
         return CATEGORY_SEP.join(str(row[c]).strip().replace(CATEGORY_SEP, "-") for c in m.category_levels
                                  if _first(row, (c,)) is not None)
-    return category_of(_first(row, m.category), sep=m.category_sep, depth=m.category_depth, title=title)
+    raw = _first(row, m.category)
+    if raw is not None and m.list_sep is not None:  # "Clothing > Tshirts, Sale": the first category listed
+        raw = first_listed(str(raw), m.list_sep)
+    return category_of(raw, sep=m.category_sep, depth=m.category_depth, title=title)
 
 
 def to_product(row: dict[str, Any], m: ColumnMapping, root: Path) -> tuple[Product, Path | None]:
@@ -299,7 +342,8 @@ def to_product(row: dict[str, Any], m: ColumnMapping, root: Path) -> tuple[Produ
         v = _attr(row.get(c), c in m.numeric_attributes)
         if v is not None:
             attributes[c] = v
-    for k, v in row.get(VARIANTS, {}).items():  # a product's sizes, colours and SKUs (with_variants)
+    # a product's sizes, colours and SKUs: gathered over its variant rows (with_variants), or listed on its row
+    for k, v in (row[VARIANTS] if VARIANTS in row else dict(_options(row, m, [row]))).items():
         attributes.setdefault(k, v)
     image_path: Path | None = None
     image_col, ref = _image_cell(row, m)
@@ -387,29 +431,36 @@ def _gathered(held: list[tuple[int, dict[str, Any]]], m: ColumnMapping) -> Itera
     if not held:
         return
     (n, first), rest = held[0], held[1:]
-    found: dict[str, str] = {}
-    for name_col, value_col in m.variant_options:
-        name = _first(first, (name_col,))
-        values = [str(v).strip() for _, r in held if (v := _first(r, (value_col,))) is not None]
-        values = [v for v in dict.fromkeys(values) if v.casefold() != NO_OPTION]
-        if name is not None and values:
-            found[str(name).strip()] = ", ".join(values)
-    codes = [str(v).strip() for _, r in held for c in m.variant_codes if (v := _first(r, (c,))) is not None]
-    if codes:
-        found[VARIANT_CODES] = " ".join(dict.fromkeys(codes))
+    found = dict(_options(first, m, [r for _, r in held]))
     yield (n, {**first, VARIANTS: found}) if found else (n, first)
     yield from rest
+
+
+def _options(first: dict[str, Any], m: ColumnMapping, rows: list[dict[str, Any]]) -> Iterator[tuple[str, str]]:
+    """(attribute, value) for each option the product's first row names, its values over `rows` ("Size",
+    "S, M, L"), then ("SKU", the variant codes); a value cell may list several ("Blue, Green" in WooCommerce)."""
+    for name_col, value_col in m.variant_options:
+        name = _first(first, (name_col,))
+        values = [str(v).strip() for r in rows if (v := _first(r, (value_col,))) is not None]
+        values = [v for v in dict.fromkeys(values) if v.casefold() != NO_OPTION]
+        if name is not None and values:
+            yield str(name).strip(), ", ".join(values)
+    codes = [str(v).strip() for r in rows for c in m.variant_codes if (v := _first(r, (c,))) is not None]
+    if codes:
+        yield VARIANT_CODES, " ".join(dict.fromkeys(codes))
 
 
 def product_rows(rows: Iterable[tuple[int, dict[str, Any]]], m: ColumnMapping) -> Iterator[tuple[int, dict[str, Any]]]:
     """The rows that are products under the mapping: continuation rows (a Shopify variant or extra photo) and
     unlisted ones (a draft) left out, for the passes that only look at products (the blend sample, the photo
     fetch, `kuamo align`, the ids --prune keeps)."""
-    if not m.continuation_rows and not m.unlisted_when:
+    if not m.continuation_rows and not m.unlisted_when and m.variant_row_when is None:
         yield from rows
         return
     seen = FirstRows()
     for n, row in with_variants(rows, m):
+        if variant_row(row, m):
+            continue
         again = seen.repeat(row, n, m)
         if (again is None or not again.continuation) and unlisted(row, m) is None:
             yield n, row

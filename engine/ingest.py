@@ -28,6 +28,7 @@ from kuamo.engine.catalog_io import (
     repeat_reason,
     to_product,
     unlisted,
+    variant_row,
     with_variants,
 )
 from kuamo.engine.catalog_map import CatalogConfig, check_config
@@ -125,6 +126,10 @@ async def aindex_catalog(path: Path | str, engine: Engine, *, mapping: str = "au
     try:
         for n, row in with_variants(read_rows(path, limit), m):
             report.rows_read += 1
+            if variant_row(row, m):  # a WooCommerce variation: its product's own row lists its options
+                report.continuation_rows += 1
+                bar.update(1)
+                continue
             repeat = seen.repeat(row, n, m)
             if repeat is not None:
                 if repeat.continuation:

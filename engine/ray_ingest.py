@@ -47,6 +47,7 @@ from kuamo.engine.catalog_io import (
     repeat_reason,
     to_product,
     unlisted,
+    variant_row,
     with_variants,
 )
 from kuamo.engine.catalog_map import CatalogConfig
@@ -291,7 +292,10 @@ def _block(pa: Any, rows: list[int], raws: list[bytes], seconds: float) -> Any:
 
 
 def _mark_duplicate(row: dict[str, Any], n: int, m: ColumnMapping, seen: FirstRows) -> dict[str, Any]:
-    """The row, or a marker: "__duplicate__" (an earlier row has its id), "__unlisted__" (a draft's id)."""
+    """The row, or a marker: "__variant__" (a WooCommerce variation), "__duplicate__" (an earlier row has its
+    id), "__unlisted__" (a draft's id)."""
+    if variant_row(row, m):
+        return {"__variant__": True}
     repeat = seen.repeat(row, n, m)
     if repeat is not None:
         return {"__duplicate__": repeat}
@@ -445,6 +449,8 @@ class CatalogEmbedder:
         """("todo", Pending) | ("unchanged", id) | ("rejected", Rejection) | ("continuation", None) | ("unlisted",
         id) for one raw row, as single-process checks it (engine/ingest.py + Engine.upsert)."""
         spec = self.spec
+        if "__variant__" in row:  # one variant of a product another row holds: counted with continuation rows
+            return "continuation", None
         if "__duplicate__" in row:
             pid, first_id, first_row, continuation = row["__duplicate__"]
             if continuation:  # a Shopify variant or extra-photo row: part of the product above, not a product

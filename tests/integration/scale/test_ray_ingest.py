@@ -282,6 +282,33 @@ def test_shopify_variant_rows_are_left_out_as_single_process_does(model_dir: Pat
     assert pruned.pruned["examples"] == [f"h{ids[0]}"]
 
 
+def test_woocommerce_variations_and_drafts_are_left_out_as_single_process_does(model_dir: Path, fashion_dir: Path,
+                                                                               cluster: str, tmp_path: Path) -> None:
+    shop = tmp_path / "woo"
+    shop.mkdir()
+    ids = sorted(p.stem for p in (fashion_dir / "images").glob("*.jpg"))[:3]
+    for i in ids:
+        shutil.copy(fashion_dir / "images" / f"{i}.jpg", shop)
+    feed = shop / "wc-product-export.csv"
+    with open(feed, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["ID", "Type", "Name", "Published", "Regular price", "Images", "Parent", "Attribute 1 name",
+                    "Attribute 1 value(s)"])
+        w.writerows([[ids[0], "variable", "a tee", "1", "", f"{ids[0]}.jpg", "", "Size", "S, M"],
+                     ["900001", "variation", "a tee - S", "1", "10", "", f"id:{ids[0]}", "Size", "S"],
+                     [ids[1], "simple", "a mug", "1", "4", f"{ids[1]}.jpg", "", "", ""],
+                     [ids[2], "simple", "a draft", "-1", "4", f"{ids[2]}.jpg", "", "", ""]])
+    got = ray_index_catalog(feed, config=_config(model_dir, tmp_path / "ray"), address=cluster, workers=2,
+                            batch_rows=2, progress=False)
+    ref = index_catalog(feed, config=_config(model_dir, tmp_path / "single"), progress=False)
+    for r in (got, ref):
+        assert (r.mapping, r.accepted, r.continuation_rows, r.unlisted, r.rejected) == (
+            "woocommerce", 2, 1, {"rows": 1, "deleted": 0}, [])
+    store = CatalogStore(tmp_path / "ray" / "catalog.sqlite")
+    assert store.get(row_key(int(ids[0])), int(ids[0])).attributes["Size"] == "S, M"
+    store.close()
+
+
 def test_an_unreachable_address_fails_quickly_and_names_it(model_dir: Path, catalog: Path, tmp_path: Path,
                                                            capsys: pytest.CaptureFixture[str]) -> None:
     with socket.socket() as s:  # a port nobody listens on

@@ -374,6 +374,67 @@ def stored(eng: Engine) -> set:
     return set(eng.backend.owners(list(eng.backend.keys())).values())
 
 
+WOO_HEADER = ["ID", "Type", "SKU", "Name", "Published", "Is featured?", "Visibility in catalog", "Short description",
+              "Description", "In stock?", "Sale price", "Regular price", "Categories", "Tags", "Images", "Parent",
+              "Attribute 1 name", "Attribute 1 value(s)", "Attribute 1 visible", "Attribute 2 name",
+              "Attribute 2 value(s)"]
+
+
+def woo_row(**cells: str) -> list[str]:
+    return [cells.get(c.replace(" ", "_").replace("?", "").replace("(s)", "s").lower(), "") for c in WOO_HEADER]
+
+
+def woocommerce_export(tmp_path: Path) -> Path:
+    """WooCommerce's product CSV export: a simple product, a variable one on its row (its options listed there)
+    and its variations on rows of their own, a draft, a private product and one hidden from the catalog."""
+    return write(tmp_path / "woo" / "wc-product-export-6-12-2026.csv", WOO_HEADER, [
+        woo_row(id="11", type="simple", sku="MUG-1", name="Blue Mug", published="1", visibility_in_catalog="visible",
+                description="<p>Stoneware &amp; glaze</p>", in_stock="1", regular_price="4.50",
+                categories="Kitchen > Mugs\\, Cups, Sale", images="blue.png, red.png"),
+        woo_row(id="12", type="variable", sku="TEE", name="Red Tee", published="1", visibility_in_catalog="visible",
+                short_description="Soft cotton", categories="Clothing > Tshirts", images="red.png",
+                attribute_1_name="Size", attribute_1_values="S, M, L", attribute_1_visible="1",
+                attribute_2_name="Color", attribute_2_values="Red"),
+        woo_row(id="13", type="variation", sku="TEE-S", name="Red Tee - S", published="1", regular_price="19.99",
+                parent="id:12", attribute_1_name="Size", attribute_1_values="S"),
+        woo_row(id="14", type="variation", sku="TEE-M", name="Red Tee - M", published="1", regular_price="21.99",
+                parent="id:12", attribute_1_name="Size", attribute_1_values="M"),
+        woo_row(id="15", type="simple", name="Next Season Pan", published="-1", regular_price="30", images="red.png"),
+        woo_row(id="16", type="simple", name="Staff Jar", published="0", regular_price="3", images="blue.png"),
+        woo_row(id="17", type="simple", name="Hidden Lid", published="1", visibility_in_catalog="hidden",
+                regular_price="2", images="blue.png"),
+        woo_row(id="18", type="simple, virtual", sku="GIFT", name="Gift Card", published="1", sale_price="20",
+                regular_price="25"),
+    ])
+
+
+def test_a_woocommerce_export_indexes_products_not_variations_or_drafts(tmp_path) -> None:
+    path = woocommerce_export(tmp_path)
+    eng = make_engine(tmp_path)
+    rep = index_catalog(path, engine=eng, progress=False)
+    assert (rep.mapping, rep.rows_read, rep.accepted, rep.continuation_rows, rep.rejected) == (
+        "woocommerce", 8, 3, 2, [])
+    assert rep.unlisted == {"rows": 3, "deleted": 0}  # the draft, the private product and the hidden one
+    assert stored(eng) == {11, 12, 18}  # WooCommerce's ids are numbers
+    mug = asyncio.run(eng.get(11))
+    # the first category and the first photo of the lists; a category named with a comma (escaped) stays whole
+    assert (mug.category, mug.image_ref, mug.price) == ("Kitchen/Mugs, Cups", "blue.png", 4.5)
+    assert mug.description == "Stoneware & glaze" and mug.attributes["SKU"] == "MUG-1"
+    tee = asyncio.run(eng.get(12))
+    assert (tee.attributes["Size"], tee.attributes["Color"], tee.description) == ("S, M, L", "Red", "Soft cotton")
+    card = asyncio.run(eng.get(18))
+    assert (card.price, card.image_ref, card.title) == (20.0, None, "Gift Card")  # on sale; no photo: text only
+    assert main_mapping_choices_match()
+    asyncio.run(eng.close(snapshot=False))
+
+
+def main_mapping_choices_match() -> bool:
+    from kuamo.cli import MAPPING_CHOICES
+    from kuamo.engine.catalog_io import MAPPINGS
+
+    return MAPPING_CHOICES == MAPPINGS
+
+
 def test_variant_rows_are_rejected_as_repeats_in_a_feed_that_is_not_shopify(tmp_path) -> None:
     path = write(tmp_path / "feed.csv", ["id", "title", "image"], [
         ["a1", "Pan", "red.png"], ["a1", "", "blue.png"], ["b2", "Mug", "blue.png"]])
