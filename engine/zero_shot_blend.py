@@ -209,8 +209,7 @@ def choose_beta(zero_shot: ZeroShotMap, embedding: np.ndarray, logits: np.ndarra
     name_vecs = encode_names(names) if len(names) >= 2 else None
     queries = l2_normalize(np.asarray(title_vecs, dtype=np.float32)[with_title])
     own = np.flatnonzero(with_title)
-    choice = BlendChoice(default, n, reason=f"category mAP, photo P@10 and title R@10 on the catalog's own products "
-                                            "(those its labels allow); another "
+    choice = BlendChoice(default, n, reason=f"category mAP + title R@10 on the catalog's own products; another "
                                             f"beta than {default:g} only when {MARGIN:g} point per measure better"
                                             + (f" ({default:g}: the photos' own verdict, {label_free.reason})"
                                                if default < 1 else ""))
@@ -223,24 +222,12 @@ def choose_beta(zero_shot: ZeroShotMap, embedding: np.ndarray, logits: np.ndarra
         if name_vecs is not None:
             relevant = labels[None, :] == np.asarray(names, dtype=object)[:, None]
             task["category_mAP"] = mean_average_precision(l2_normalize(name_vecs) @ v.T, relevant)
-            task["photo_P@10"] = _photo_precision_at_10(v, labels, names)
         choice.scores[beta] = task
         totals[beta] = sum(task.values()) / len(task)  # per measure: one measure must clear the margin alone
     best = max(totals, key=lambda b: (totals[b], b))  # ties keep the larger beta
     if totals[best] >= totals[default] + MARGIN:
         choice.beta = float(best)
     return choice
-
-
-def _photo_precision_at_10(v: np.ndarray, labels: np.ndarray, names: Sequence[str]) -> float:
-    """Photo -> photo: for each photo of a measured category, the share of its 10 nearest other photos in the
-    sample that share its category (a shopper's "more like this"; text queries alone favour the zero-shot map,
-    whose vectors are mixes of class names: stop 34's apparel fold)."""
-    queries = np.flatnonzero(np.isin(labels, np.asarray(names, dtype=object)))
-    sims = v[queries] @ v.T
-    sims[np.arange(len(queries)), queries] = -np.inf  # not itself
-    top = np.argpartition(-sims, 10, axis=1)[:, :10] if sims.shape[1] > 10 else np.argsort(-sims, axis=1)[:, :10]
-    return float((labels[top] == labels[queries][:, None]).mean() * 100)
 
 
 def _label_free(n: int, features: np.ndarray | None, centroids: np.ndarray | None, near_cosine: float | None,
