@@ -241,13 +241,18 @@ def test_photos_named_by_url_are_fetched_once_by_the_driver(model_dir: Path, fas
     assert report.photos is not None and report.photos["fetched"] == len(ids)
 
 
-def test_shopify_variant_rows_are_left_out_as_single_process_does(model_dir: Path, fashion_dir: Path, cluster: str,
-                                                                  tmp_path: Path) -> None:
-    shop = tmp_path / "shop"
+def _shop(fashion_dir: Path, shop: Path) -> tuple[Path, list[str]]:
+    """A merchant's folder holding three real fashion photos: (the folder, their ids)."""
     shop.mkdir()
     ids = sorted(p.stem for p in (fashion_dir / "images").glob("*.jpg"))[:3]
     for i in ids:
         shutil.copy(fashion_dir / "images" / f"{i}.jpg", shop)
+    return shop, ids
+
+
+def test_shopify_variant_rows_are_left_out_as_single_process_does(model_dir: Path, fashion_dir: Path, cluster: str,
+                                                                  tmp_path: Path) -> None:
+    shop, ids = _shop(fashion_dir, tmp_path / "shop")
     feed = shop / "products_export.csv"
     with open(feed, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
@@ -284,11 +289,7 @@ def test_shopify_variant_rows_are_left_out_as_single_process_does(model_dir: Pat
 
 def test_woocommerce_variations_and_drafts_are_left_out_as_single_process_does(model_dir: Path, fashion_dir: Path,
                                                                                cluster: str, tmp_path: Path) -> None:
-    shop = tmp_path / "woo"
-    shop.mkdir()
-    ids = sorted(p.stem for p in (fashion_dir / "images").glob("*.jpg"))[:3]
-    for i in ids:
-        shutil.copy(fashion_dir / "images" / f"{i}.jpg", shop)
+    shop, ids = _shop(fashion_dir, tmp_path / "woo")
     feed = shop / "wc-product-export.csv"
     with open(feed, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
