@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 from kuamo.engine.catalog_map import CatalogConfig, category_of, check_columns
 from kuamo.engine.errors import InvalidInput
@@ -303,13 +303,10 @@ def first_listed(text: str, sep: str) -> str:
     return entry.replace("\\" + sep, sep).strip()
 
 
-def unlisted(row: dict[str, Any], m: ColumnMapping) -> str | None:
-    """Why the row's product is not for sale now ("Status is draft"), or None."""
-    for col, values in m.unlisted_when:
-        v = row.get(col)
-        if isinstance(v, str | bool) and str(v).strip().casefold() in values:
-            return f"{col} is {str(v).strip()}"
-    return None
+def is_unlisted(row: dict[str, Any], m: ColumnMapping) -> bool:
+    """The row says its product is not for sale now (ColumnMapping.unlisted_when: a Shopify draft)."""
+    return any(isinstance(v := row.get(col), str | bool) and str(v).strip().casefold() in values
+               for col, values in m.unlisted_when)
 
 
 def _category(row: dict[str, Any], m: ColumnMapping, title: str) -> str:
@@ -382,6 +379,17 @@ class Repeat(NamedTuple):
     continuation: bool  # the row continues the product above it (ColumnMapping.continuation_rows)
 
 
+class RowKind(NamedTuple):
+    """What one raw row is in an ingest run (FirstRows.classify): "product" (to_product takes it from here),
+    "continuation" (a Shopify variant or extra-photo row, a WooCommerce variation: part of a product another row
+    holds; left out, counted), "repeat" (an earlier row has its id: rejected, `repeat` says which) or "unlisted"
+    (a draft: left out, its stored product `pid` deleted after the run)."""
+
+    kind: Literal["product", "continuation", "repeat", "unlisted"]
+    repeat: Repeat | None = None
+    pid: ProductId | None = None
+
+
 class FirstRows:
     """The file row that first had each product id, for an ingest run (single process and Ray alike): the first
     row with an id is indexed, a later one is rejected naming it. Keyed by row key, so "7" and 7 are one id."""
@@ -403,6 +411,18 @@ class FirstRows:
             return None
         continues = m.continuation_rows and previous == key and _first(row, m.title) is None
         return Repeat(pid, *first, continuation=continues)
+
+    def classify(self, row: dict[str, Any], n: int, m: ColumnMapping) -> RowKind:
+        """The one place a raw row is told apart (single process, Ray's reader, the passes over products). A
+        draft whose id cannot be read stays a "product": to_product rejects it, naming the id columns tried."""
+        if variant_row(row, m):
+            return RowKind("continuation")
+        again = self.repeat(row, n, m)
+        if again is not None:
+            return RowKind("continuation" if again.continuation else "repeat", repeat=again)
+        if is_unlisted(row, m) and (pid := readable_id(row, m)) is not None:
+            return RowKind("unlisted", pid=pid)
+        return RowKind("product")
 
 
 def with_variants(rows: Iterable[tuple[int, dict[str, Any]]], m: ColumnMapping) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -459,10 +479,7 @@ def product_rows(rows: Iterable[tuple[int, dict[str, Any]]], m: ColumnMapping) -
         return
     seen = FirstRows()
     for n, row in with_variants(rows, m):
-        if variant_row(row, m):
-            continue
-        again = seen.repeat(row, n, m)
-        if (again is None or not again.continuation) and unlisted(row, m) is None:
+        if seen.classify(row, n, m).kind in ("product", "repeat"):  # a repeat is rejected later, as a product
             yield n, row
 
 

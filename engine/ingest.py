@@ -27,8 +27,6 @@ from kuamo.engine.catalog_io import (
     readable_id,
     repeat_reason,
     to_product,
-    unlisted,
-    variant_row,
     with_variants,
 )
 from kuamo.engine.catalog_map import CatalogConfig, check_config
@@ -126,21 +124,15 @@ async def aindex_catalog(path: Path | str, engine: Engine, *, mapping: str = "au
     try:
         for n, row in with_variants(read_rows(path, limit), m):
             report.rows_read += 1
-            if variant_row(row, m):  # a WooCommerce variation: its product's own row lists its options
+            kind = seen.classify(row, n, m)
+            if kind.kind == "continuation":
                 report.continuation_rows += 1
-                bar.update(1)
-                continue
-            repeat = seen.repeat(row, n, m)
-            if repeat is not None:
-                if repeat.continuation:
-                    report.continuation_rows += 1
-                else:
-                    report.rejected.append(Rejection(row=n, id=repeat.pid, field="id", reason=repeat_reason(
-                        repeat.pid, repeat.first_id, repeat.first_row)))
-                bar.update(1)
-                continue
-            if unlisted(row, m) is not None and (pid := readable_id(row, m)) is not None:
-                report.unlisted_ids.append(pid)
+            elif kind.kind == "repeat" and (again := kind.repeat) is not None:
+                report.rejected.append(Rejection(row=n, id=again.pid, field="id", reason=repeat_reason(
+                    again.pid, again.first_id, again.first_row)))
+            elif kind.kind == "unlisted" and kind.pid is not None:
+                report.unlisted_ids.append(kind.pid)
+            if kind.kind != "product":
                 bar.update(1)
                 continue
             try:

@@ -43,11 +43,8 @@ from kuamo.engine.catalog_io import (
     ColumnMapping,
     FirstRows,
     RowError,
-    readable_id,
     repeat_reason,
     to_product,
-    unlisted,
-    variant_row,
     with_variants,
 )
 from kuamo.engine.catalog_map import CatalogConfig
@@ -266,9 +263,9 @@ def _reachable(address: str, timeout_s: float) -> None:
 
 # -- the read stage: kuamo's readers inside a Ray read task ------------------------------------------------
 def read_blocks(path: str, mapping: ColumnMapping, limit: int | None, block_rows: int) -> Iterator[Any]:
-    """Arrow tables of (file row number, pickled raw row, read seconds), `block_rows` rows each. A row whose id
-    an earlier row already had becomes a "__duplicate__" marker: the first row wins, whichever actor embeds
-    which (catalog_io.FirstRows, as in a single-process run)."""
+    """Arrow tables of (file row number, pickled raw row, read seconds), `block_rows` rows each. A row that is no
+    product of its own becomes a marker (_marked): a repeated id's row a "__duplicate__" one, so the first row
+    wins whichever actor embeds which (catalog_io.FirstRows, as in a single-process run)."""
     import pyarrow as pa
 
     seen = FirstRows()
@@ -277,7 +274,7 @@ def read_blocks(path: str, mapping: ColumnMapping, limit: int | None, block_rows
     t0 = time.perf_counter()
     for n, row in with_variants(read_rows(Path(path), limit), mapping):
         rows.append(n)
-        raws.append(pickle.dumps(_mark_duplicate(row, n, mapping, seen), protocol=pickle.HIGHEST_PROTOCOL))
+        raws.append(pickle.dumps(_marked(row, n, mapping, seen), protocol=pickle.HIGHEST_PROTOCOL))
         if len(rows) >= block_rows:
             yield _block(pa, rows, raws, time.perf_counter() - t0)
             rows, raws = [], []
@@ -291,16 +288,16 @@ def _block(pa: Any, rows: list[int], raws: list[bytes], seconds: float) -> Any:
                      "read_s": pa.array([seconds] + [0.0] * (len(rows) - 1), pa.float64())})
 
 
-def _mark_duplicate(row: dict[str, Any], n: int, m: ColumnMapping, seen: FirstRows) -> dict[str, Any]:
-    """The row, or a marker: "__variant__" (a WooCommerce variation), "__duplicate__" (an earlier row has its
-    id), "__unlisted__" (a draft's id)."""
-    if variant_row(row, m):
-        return {"__variant__": True}
-    repeat = seen.repeat(row, n, m)
-    if repeat is not None:
-        return {"__duplicate__": repeat}
-    if unlisted(row, m) is not None and (pid := readable_id(row, m)) is not None:
-        return {"__unlisted__": pid}
+def _marked(row: dict[str, Any], n: int, m: ColumnMapping, seen: FirstRows) -> dict[str, Any]:
+    """The row, or a marker for what FirstRows.classify made of it: "__continuation__", "__duplicate__" (the
+    Repeat: an earlier row has its id) or "__unlisted__" (a draft's id)."""
+    kind = seen.classify(row, n, m)
+    if kind.kind == "continuation":
+        return {"__continuation__": True}
+    if kind.kind == "repeat":
+        return {"__duplicate__": kind.repeat}
+    if kind.kind == "unlisted":
+        return {"__unlisted__": kind.pid}
     return row
 
 
@@ -449,12 +446,10 @@ class CatalogEmbedder:
         """("todo", Pending) | ("unchanged", id) | ("rejected", Rejection) | ("continuation", None) | ("unlisted",
         id) for one raw row, as single-process checks it (engine/ingest.py + Engine.upsert)."""
         spec = self.spec
-        if "__variant__" in row:  # one variant of a product another row holds: counted with continuation rows
+        if "__continuation__" in row:  # part of a product another row holds (catalog_io.RowKind)
             return "continuation", None
         if "__duplicate__" in row:
-            pid, first_id, first_row, continuation = row["__duplicate__"]
-            if continuation:  # a Shopify variant or extra-photo row: part of the product above, not a product
-                return "continuation", None
+            pid, first_id, first_row, _ = row["__duplicate__"]
             return "rejected", Rejection(row=n, id=pid, field="id", reason=repeat_reason(pid, first_id, first_row))
         if "__unlisted__" in row:  # a draft: its stored product is deleted after the run (ingest.delete_unlisted)
             return "unlisted", row["__unlisted__"]
