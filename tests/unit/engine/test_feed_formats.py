@@ -428,6 +428,24 @@ def test_a_woocommerce_export_indexes_products_not_variations_or_drafts(tmp_path
     asyncio.run(eng.close(snapshot=False))
 
 
+def test_woocommerce_rows_that_are_garbage_are_rejected_naming_the_column(tmp_path) -> None:
+    path = write(tmp_path / "woo" / "wc-product-export.csv", WOO_HEADER, [
+        woo_row(type="simple", name="No Id", published="1", regular_price="4"),
+        woo_row(id="21", type="simple", name="Bad Price", published="1", regular_price="a lot"),
+        woo_row(id="22", type="simple", published="1", regular_price="4"),  # no name and no photo
+        woo_row(id="23", type="simple", name="Photo Outside", published="1", images="../../etc/passwd"),
+        woo_row(id="24", type="variation, downloadable", name="A Variation", published="1")])
+    eng = make_engine(tmp_path)
+    rep = index_catalog(path, engine=eng, progress=False)
+    got = {(r.id, r.field): r.reason for r in rep.rejected}
+    assert (rep.accepted, rep.continuation_rows, len(rep.rejected)) == (0, 1, 4)
+    assert "tried columns ID" in got[(None, "id")]
+    assert "column Regular price" in got[(21, "price")]
+    assert "tried title columns Name" in got[(22, "title")]
+    assert "without '..'" in got[(23, "image")]
+    asyncio.run(eng.close(snapshot=False))
+
+
 def main_mapping_choices_match() -> bool:
     from kuamo.cli import MAPPING_CHOICES
     from kuamo.engine.catalog_io import MAPPINGS
