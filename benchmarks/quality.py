@@ -22,6 +22,8 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
+
 from kuamo.benchmarks.common import machine_info, markdown_table, write_results
 from kuamo.engine.category_prior import (
     DEFAULT_CANDIDATES,
@@ -46,12 +48,23 @@ def _held_out_items(catalog: Path | None) -> tuple[list, list[str]]:
     return [it for it in every if is_held_out(it.id)], leaf_names(it.attrs["articleType"] for it in every)
 
 
-def _blend_sample(catalog: Path | None, n: int = BLEND_SAMPLE) -> list:
-    """`n` products spread over the catalog outside the held-out pool: what `kuamo index` samples."""
+def _blend_sample(catalog: Path | None, model_dir: Path, n: int = BLEND_SAMPLE) -> tuple[list, str]:
+    """`n` products spread over what `kuamo index` samples from the catalog: those the head never trained on
+    (engine/trained_products.py; for the shipped head that is the held-out pool itself), or, for a model set
+    that does not name its training products, the catalog outside the held-out pool. (sample, what it is)"""
+    from kuamo.engine.artifacts import ModelArtifacts
+    from kuamo.engine.trained_products import TrainedProducts
     from kuamo.export.samples import DEFAULT_FASHION_DIR, load_fashion
 
-    rest = [it for it in load_fashion(catalog or DEFAULT_FASHION_DIR) if not is_held_out(it.id)]
-    return [rest[i] for i in spread(len(rest), n)]
+    art = ModelArtifacts(model_dir)
+    spec = art.towers["image"].get("trained_on")
+    every = load_fashion(catalog or DEFAULT_FASHION_DIR)
+    if spec:
+        trained = TrainedProducts(np.load(art.file(spec["file"])))
+        rest, what = [it for it in every if not trained.holds(it.id, it.title)], "the head never trained on"
+    else:
+        rest, what = [it for it in every if not is_held_out(it.id)], "outside the pool"
+    return [rest[i] for i in spread(len(rest), n)], what
 
 
 def choose_blend(img, txt, sample: Sequence) -> dict:
@@ -109,7 +122,7 @@ def run(quick: bool = False, model_dir: Path | str = "models/default", catalog: 
                           "alignment": towers["image"].get("alignment", {}).get("recipe")}
     res["params"]["photo_query"] = {"category_names": len(vocabulary), "candidates": DEFAULT_CANDIDATES,
                                     "weight": DEFAULT_WEIGHT, "temperature": DEFAULT_TEMPERATURE}
-    sample = _blend_sample(catalog, 200 if quick else BLEND_SAMPLE)
+    sample, res["params"]["blend_sample"] = _blend_sample(catalog, model_dir, 200 if quick else BLEND_SAMPLE)
     res["fp32"] = evaluate_model_dir(model_dir, "fp32", items, limit, vocabulary, sample)
     res["served"] = evaluate_model_dir(model_dir, "auto", items, limit, vocabulary, sample)
     res["served_minus_fp32_R@10"] = res["served"]["known_item"]["R@10"] - res["fp32"]["known_item"]["R@10"]
@@ -137,7 +150,8 @@ def _body(res: dict) -> str:
     blend = res["served"].get("image_blend", {})
     return (f"Held-out pool: {res['params']['pool']} photos. Image embedding output: "
             f"`{res['image_tower']['embedding_output']}`. Image blend with the zero-shot map, chosen as `kuamo "
-            f"index` does on {blend.get('photos', 0)} catalog photos outside the pool: beta {blend.get('beta')} "
+            f"index` does on {blend.get('photos', 0)} catalog photos {res['params'].get('blend_sample')}: "
+            f"beta {blend.get('beta')} "
             f"(1 = the exported vector; engine/zero_shot_blend.py).\n\n" + markdown_table(rows, floatfmt=".1f")
             + "\n## Targets\n\n" + markdown_table(trows, floatfmt=".1f")
             + "\nReproduce: `kuamo eval` (or `kuamo bench quality`).\n")

@@ -19,6 +19,7 @@ from kuamo.engine.errors import ArtifactError, InvalidInput
 from kuamo.engine.imaging import ImagePreprocess, decode_image, preprocess
 from kuamo.engine.session import create_session
 from kuamo.engine.text_tokenizer import TextTokenizer, load_text_tokenizer
+from kuamo.engine.trained_products import TrainedProducts
 from kuamo.engine.vectors import l2_normalize
 from kuamo.engine.zero_shot_blend import ZeroShotMap, parse_near_cosine
 
@@ -169,6 +170,9 @@ class ImageEncoder(OnnxEncoder):
         if cen and cen.get("from_output") in self.output_names:
             self.centroids = np.load(artifacts.file(cen["file"])).astype(np.float32)
             self.near_cosine = parse_near_cosine(cen.get("near_cosine"))  # None: exported before calibration
+        trained = artifacts.towers["image"].get("trained_on")  # left out of the blend chooser's sample
+        if trained and trained.get("file"):
+            self.trained = TrainedProducts(np.load(artifacts.file(trained["file"])))
 
     @classmethod
     def from_tower(cls, tower: TowerArtifact, cfg: EncoderConfig | None = None) -> ImageEncoder:
@@ -185,6 +189,7 @@ class ImageEncoder(OnnxEncoder):
         self.zero_shot: ZeroShotMap | None = None
         self.centroids: np.ndarray | None = None
         self.near_cosine: float | None = None
+        self.trained: TrainedProducts | None = None
         self.beta = 1.0  # weight of the embedding against the zero-shot map (engine/zero_shot_blend.py)
 
     def set_blend(self, beta: float) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,7 @@ from kuamo.engine.ranking import MAX_LEXICAL_WEIGHT, RANKING_WEIGHTS, Ranker, Se
 from kuamo.engine.result_cache import ResultCache, result_key
 from kuamo.engine.rules import check_attr_name, validate_filters, validate_modifiers
 from kuamo.engine.store import StoredRow, check_owner
+from kuamo.engine.trained_products import UntrainedOnly
 from kuamo.engine.types import (
     EngineStats,
     Health,
@@ -302,7 +303,7 @@ class Engine:
         return self.encoder.can_blend
 
     @property
-    def blend_sample_keep(self) -> Callable[[ProductId], bool] | None:
+    def blend_sample_keep(self) -> UntrainedOnly | None:
         return self.encoder.blend_sample_keep
 
     def stored_blend(self) -> dict | None:

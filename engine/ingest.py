@@ -24,7 +24,6 @@ from kuamo.engine.catalog_io import (
     mapping_for,
     photo_url,
     product_rows,
-    readable_id,
     repeat_reason,
     to_product,
     with_variants,
@@ -210,12 +209,12 @@ async def start_run(engine: Engine, report: IngestReport, path: Path, m: Any, ro
     choice = await _blend_for_run(engine, path, m, root, limit)
     if choice is not None:
         report.image_blend = choice.to_dict()
-        untrained = choice.source != "set" and getattr(engine, "blend_sample_keep", None) is not None
-        if untrained:
-            report.image_blend["sample"] = "products the adapted head never trained on (held-out + validation)"
+        rule = getattr(engine, "blend_sample_keep", None) if choice.source != "set" else None
+        if rule is not None:
+            report.image_blend["sample"] = rule.why
         if progress:
             how = "set" if choice.source == "set" else \
-                f"chosen on {choice.photos} of its photos{' the head never trained on' if untrained else ''}"
+                f"chosen on {choice.photos} of its photos{' the head never trained on' if rule else ''}"
             say(f"image blend for this catalog: {choice.beta:g} x tuned vector + {1 - choice.beta:g} x zero-shot map "
                 f"({how}: {choice.reason}){'; provisional' if choice.provisional else ''}")
     report.stale = engine.stale_vectors  # after the blend: a changed beta re-embeds like a model change
@@ -271,8 +270,9 @@ async def _blend_for_run(engine: Engine, path: Path, m: Any, root: Path, limit: 
         return engine.set_image_blend(want)
     if not engine.can_blend or (want is None and not engine.image_blend_pending):
         return None
+    rule = getattr(engine, "blend_sample_keep", None)
     products, images = await asyncio.to_thread(blend_sample, path, m, root, limit,
-                                               keep=getattr(engine, "blend_sample_keep", None))
+                                               keep=rule.keep if rule is not None else None)
     if want is None and not engine.image_blend_due(sum(1 for img in images if img)):
         return None
     return await asyncio.to_thread(engine.calibrate_image_blend, products, images, force=want == AUTO)
@@ -284,15 +284,15 @@ def say(line: str) -> None:
 
 
 def blend_sample(path: Path, m: Any, root: Path, limit: int | None, n: int = SAMPLE,
-                 keep: Callable[[ProductId], bool] | None = None) -> tuple[list[Product], list[bytes | None]]:
+                 keep: Callable[[Product], bool] | None = None) -> tuple[list[Product], list[bytes | None]]:
     """Up to `n` products spread evenly over the rows to be indexed (files are often sorted by category),
     with their photo bytes; rows that fail to parse or read are skipped here and reported by the run. `keep`
-    limits the sample to the products it accepts by id (an adapted head's never-trained-on products)."""
+    limits the sample to the products it accepts (those the head never trained on: engine/trained_products.py)."""
     if keep is None:
         # a counting pass: the rows are never all held in memory
         wanted = set(spread(sum(1 for _ in product_rows(read_rows(path, limit), m)), n))
     else:  # the counting pass notes the eligible rows' numbers (ints, not rows)
-        eligible = [i for i, _ in _eligible_rows(path, m, limit, keep)]
+        eligible = list(_eligible_rows(path, m, root, limit, keep))
         wanted = {eligible[k] for k in spread(len(eligible), n)}
     last = max(wanted, default=-1)
     products: list[Product] = []
@@ -312,12 +312,16 @@ def blend_sample(path: Path, m: Any, root: Path, limit: int | None, n: int = SAM
     return products, images
 
 
-def _eligible_rows(path: Path, m: Any, limit: int | None,
-                   keep: Callable[[ProductId], bool]) -> Iterator[tuple[int, dict[str, Any]]]:
+def _eligible_rows(path: Path, m: Any, root: Path, limit: int | None,
+                   keep: Callable[[Product], bool]) -> Iterator[int]:
+    """The numbers of the rows whose products `keep` accepts (rows that do not parse are not sampled)."""
     for i, (_, row) in enumerate(product_rows(read_rows(path, limit), m)):
-        pid = readable_id(row, m)
-        if pid is not None and keep(pid):
-            yield i, row
+        try:
+            product, _ = to_product(row, m, root)
+        except RowError:
+            continue
+        if keep(product):
+            yield i
 
 
 def index_catalog(path: Path | str, *, engine: Engine | None = None, config: EngineConfig | None = None,

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -16,11 +16,12 @@ import numpy as np
 from kuamo.engine.config import EncoderConfig
 from kuamo.engine.errors import InvalidInput, KuamoError
 from kuamo.engine.fusion import FusionLayout
-from kuamo.engine.ids import ProductId, canonical_id, row_key
+from kuamo.engine.ids import canonical_id, row_key
 from kuamo.engine.photo_colour import colour_prompts, dominant_colours, tower_colour
 from kuamo.engine.rows import content_hash, document_text, scalar_blocks
 from kuamo.engine.split_rule import never_trained_on
 from kuamo.engine.store import StoredRow, check_product
+from kuamo.engine.trained_products import UntrainedOnly, untrained_only
 from kuamo.engine.types import Product, Rejection
 
 BASE_BLOCKS = ("image", "text", "rating", "price")
@@ -119,11 +120,12 @@ class ProductEncoder:
         return getattr(self.image_encoder, "zero_shot", None) is not None
 
     @property
-    def blend_sample_keep(self) -> Callable[[ProductId], bool] | None:
-        """Which products the blend chooser may sample: for a head adapted to this catalog, only those it never
-        trained on (engine/split_rule.py); None = any."""
+    def blend_sample_keep(self) -> UntrainedOnly | None:
+        """Which products the blend chooser may sample: only those the head never trained on, where it names
+        them (engine/trained_products.py: its training products' keys, an adapted head's split rule); None = any."""
         spec = getattr(getattr(self.image_encoder, "tower", None), "spec", None) or {}
-        return never_trained_on(spec.get("alignment") or {})
+        return untrained_only(getattr(self.image_encoder, "trained", None),
+                              never_trained_on(spec.get("alignment") or {}))
 
     @property
     def beta(self) -> float:

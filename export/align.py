@@ -34,10 +34,11 @@ from kuamo.engine.catalog_map import CatalogConfig
 from kuamo.engine.config import EncoderConfig
 from kuamo.engine.encoders import ImageEncoder, TextEncoder
 from kuamo.engine.errors import InvalidInput
+from kuamo.engine.trained_products import product_keys
 from kuamo.engine.vectors import l2_normalize
 from kuamo.evaluation.catalog_tasks import FUSED_WEIGHTS, category_task, headline, subset_tasks
 from kuamo.evaluation.split import SPLIT_RULE, VALIDATION_RULE, is_held_out, is_validation
-from kuamo.export.align_head import AlignHead, HeadShape
+from kuamo.export.align_head import TRAINED_KEYS, AlignHead, HeadShape
 from kuamo.export.catalog_items import CatalogItem, LoadedCatalog, load_catalog
 from kuamo.export.centroids import near_cosine, training_centroids
 from kuamo.export.contrastive import fused_ranking_loss, multi_positive_infonce, text_competitors
@@ -454,7 +455,9 @@ def run_align(*, catalog: Path, model_dir: Path, out: Path, cache_dir: Path = Pa
     # with the cosine that counts as "near" them, calibrated on products it did not train on
     centroids = training_centroids(data["features"][tr])
     unseen = val if val.any() else test
-    extra_arrays = {"centroids": centroids}
+    # and the keys of the products it trained on, which the blend chooser leaves out of its sample
+    extra_arrays = {"centroids": centroids,
+                    TRAINED_KEYS: product_keys((it.id, it.title) for it, t in zip(items, tr, strict=True) if t)}
     if unseen.any():
         extra_arrays["near_cosine"] = np.float32(near_cosine(data["features"][unseen], centroids))
     head.save(out, extra={**(backbone or {}), **extra_arrays})

@@ -21,6 +21,8 @@ from torch import nn
 from kuamo.export.int8_rows import dequantise_rows, quantise_rows
 
 DEFAULT_HEAD_FILE = "align_head.npz"
+TRAINED_KEYS = "trained_keys"  # the training products' keys (engine/trained_products.py)
+NOT_WEIGHTS = ("shape", "centroids", "near_cosine", TRAINED_KEYS)  # arrays a head file carries beside its weights
 DEFAULT_CARD_FILE = "align.json"
 
 
@@ -75,11 +77,12 @@ class AlignHead(nn.Module):
         with np.load(path) as data:
             centroids = data["centroids"].astype(np.float32) if "centroids" in data.files else None
             near = float(data["near_cosine"]) if "near_cosine" in data.files else None
+            trained = data[TRAINED_KEYS] if TRAINED_KEYS in data.files else None
             f, lg, h, o = (int(x) for x in data["shape"])
             head = cls(HeadShape(features=f, logits=lg, hidden=h, out=o))
             state = {}
             for k in data.files:
-                if k in ("shape", "centroids", "near_cosine") or k.startswith("backbone.") or k.endswith(".scale"):
+                if k in NOT_WEIGHTS or k.startswith("backbone.") or k.endswith(".scale"):
                     continue
                 if k.endswith(".q"):
                     state[k[:-2]] = torch.from_numpy(dequantise_rows(data[k], data[f"{k[:-2]}.scale"]))
@@ -88,6 +91,7 @@ class AlignHead(nn.Module):
         head.load_state_dict(state, strict=True)
         head.centroids = centroids  # training photos' feature centroids (export/centroids.py), when the file has them
         head.near_cosine = near  # export/centroids.py near_cosine, when the file has it
+        head.trained_keys = trained  # engine/trained_products.py keys of its training products, when it has them
         return head.eval()
 
 

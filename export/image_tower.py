@@ -17,6 +17,7 @@ from torch import nn
 
 from kuamo.engine.imaging import ImagePreprocess, decode_image, preprocess
 from kuamo.engine.session import create_session
+from kuamo.engine.trained_products import KEY_RULE, TRAINED_FILE
 from kuamo.engine.zero_shot_blend import CENTROIDS_FILE, ZERO_SHOT_FILE
 from kuamo.export.effnet_lite import load_pretrained
 from kuamo.export.gate import parity_stats
@@ -202,6 +203,12 @@ def export_image_tower(out_dir: Path, *, progress: Progress = print, head: nn.Mo
         spec["centroids"] = {"file": CENTROIDS_FILE, "from_output": "features", "k": len(centroids)}
         if getattr(head, "near_cosine", None) is not None:
             spec["centroids"]["near_cosine"] = round(float(head.near_cosine), 4)
+    trained_path = out_dir / TRAINED_FILE
+    trained_path.unlink(missing_ok=True)
+    trained = getattr(head, "trained_keys", None)
+    if trained is not None:  # left out of the blend chooser's sample (engine/trained_products.py)
+        np.save(trained_path, np.asarray(trained, dtype=np.uint64))
+        spec["trained_on"] = {"file": TRAINED_FILE, "products": len(trained), "key": KEY_RULE}
 
     serve, reason, quant = "fp32", "INT8 not attempted (--no-int8)", {}
     if int8:

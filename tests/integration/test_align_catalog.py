@@ -47,6 +47,7 @@ def test_align_adapts_to_a_general_goods_feed(model_dir: Path, fashion_dir: Path
     assert card["metrics_held_out"] == rep["adapted"]["held_out"]  # no fashion tasks: not the fashion layout
     with np.load(tmp_path / "head" / "align_head.npz") as head:  # the label-free blend criterion travels
         assert head["centroids"].shape[1] == 1280 and 0 < float(head["near_cosine"]) < 1
+        assert len(head["trained_keys"]) == data["train"]  # left out of the blend chooser's sample
 
 
 def test_align_refuses_a_catalog_too_small(model_dir: Path, fashion_dir: Path, tmp_path: Path,

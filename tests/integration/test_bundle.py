@@ -34,7 +34,8 @@ def test_bundle_holds_only_what_serve_reads(bundle: Path, model_dir: Path) -> No
     served = {spec["files"][spec["serve"]] for spec in full["towers"].values()}
     manifest = json.loads((bundle / "manifest.json").read_text())
     beside = {s[key]["file"] for s in full["towers"].values() for key in SIDE_FILES if s.get(key)}
-    assert {"image_zero_shot.npy", "image_centroids.npy"} <= beside  # the shipped head carries both
+    # the shipped head carries all three (trained_on: the products it trained on, engine/trained_products.py)
+    assert {"image_zero_shot.npy", "image_centroids.npy", "image_trained_on.npy"} <= beside
     expected = served | {"tokenizer.json"} | beside
     assert set(manifest["files"]) == expected
     assert {p.name for p in bundle.iterdir()} == expected | {"manifest.json"}

@@ -115,6 +115,21 @@ def test_the_category_term_is_average_precision_over_the_whole_sample() -> None:
     assert choice.scores[1.0]["category_mAP"] > 90 > choice.scores[0.0]["category_mAP"]
 
 
+def test_photo_neighbours_of_the_same_category_are_measured_when_there_are_categories() -> None:
+    zs, emb, logits, titles, kinds = _catalog(120, "embedding")
+    choice = choose_beta(zs, emb, logits, titles, kinds, encode_names)
+    v = zs.blend(emb, logits, 1.0)
+    sims = v @ v.T
+    np.fill_diagonal(sims, -np.inf)
+    top = np.argsort(-sims, axis=1)[:, :10]
+    labels = np.asarray(kinds)
+    assert np.isclose(choice.scores[1.0]["photo_P@10"], (labels[top] == labels[:, None]).mean() * 100)
+    # the embedding knows the kinds; the logits carry nothing (every zero-shot vector alike)
+    assert choice.scores[1.0]["photo_P@10"] > 60 > 40 > choice.scores[0.0]["photo_P@10"]
+    titles_only = choose_beta(zs, emb, logits, titles, [""] * 120, encode_names)
+    assert set(titles_only.scores[1.0]) == {"title_R@10"}  # no categories: nothing to call a neighbour's
+
+
 def test_a_gain_below_the_margin_keeps_the_exported_vector(monkeypatch) -> None:
     from kuamo.engine import zero_shot_blend
 
@@ -122,7 +137,7 @@ def test_a_gain_below_the_margin_keeps_the_exported_vector(monkeypatch) -> None:
     choice = choose_beta(zs, emb, logits, titles, kinds, encode_names)
     totals = {b: per_measure(s) for b, s in choice.scores.items()}
     gain = totals[0.0] - totals[1.0]  # per measure: both measures' mean (their sum gains twice as much)
-    assert choice.beta == 0.0 and gain >= zero_shot_blend.MARGIN and len(choice.scores[0.0]) == 2
+    assert choice.beta == 0.0 and gain >= zero_shot_blend.MARGIN and len(choice.scores[0.0]) == 3
     monkeypatch.setattr(zero_shot_blend, "MARGIN", gain + 1)  # the same gain, now under the margin
     assert choose_beta(zs, emb, logits, titles, kinds, encode_names).beta == 1.0
 

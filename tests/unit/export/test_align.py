@@ -10,9 +10,10 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from kuamo.engine.trained_products import TrainedProducts, product_keys  # noqa: E402
 from kuamo.evaluation.split import is_held_out  # noqa: E402
 from kuamo.export.align import Recipe, template, train_head  # noqa: E402
-from kuamo.export.align_head import AlignHead, HeadShape  # noqa: E402
+from kuamo.export.align_head import TRAINED_KEYS, AlignHead, HeadShape  # noqa: E402
 
 
 def test_split_is_stable_and_about_ten_percent() -> None:
@@ -40,6 +41,7 @@ def test_head_roundtrip_keeps_outputs(tmp_path: Path) -> None:
     assert (a * b).sum(1).min() > 0.999  # int8 weight rows, fp16 buffers
     assert float(again.alpha) == pytest.approx(0.7, abs=1e-3)
     assert again.centroids is None and again.near_cosine is None  # older head files still load
+    assert again.trained_keys is None
 
 
 def test_head_file_carries_the_training_centroids(tmp_path: Path) -> None:
@@ -55,9 +57,11 @@ def test_head_file_carries_the_training_centroids(tmp_path: Path) -> None:
     unit = blobs / np.linalg.norm(blobs, axis=1, keepdims=True)
     assert (unit @ cen.astype(np.float32).T).max(axis=1).min() > 0.99  # every blob found
     head = AlignHead(HeadShape(hidden=32)).eval()
-    head.save(tmp_path / "h.npz", extra={"centroids": cen, "near_cosine": np.float32(0.75)})
+    keys = product_keys([(1, "Blue Shirt"), ("sku-2", "Red Dress")])
+    head.save(tmp_path / "h.npz", extra={"centroids": cen, "near_cosine": np.float32(0.75), TRAINED_KEYS: keys})
     again = AlignHead.load(tmp_path / "h.npz")
     assert np.allclose(again.centroids, cen.astype(np.float32)) and again.near_cosine == pytest.approx(0.75)
+    assert again.trained_keys.dtype == np.uint64 and TrainedProducts(again.trained_keys).holds("sku-2", "Red Dress")
 
 
 def test_near_cosine_is_what_most_unseen_products_reach() -> None:
