@@ -26,6 +26,13 @@ from kuamo.engine.types import CATEGORY_SEP, AttrValue, Product
 MAPPINGS = ("auto", "fashion", "generic", "shopify", "woocommerce")
 
 
+class Variations(NamedTuple):
+    """What a product's variant rows on rows of their own carry (engine/variations.py)."""
+
+    price: float | None  # the lowest: a shopper sees "from 19.99", and a price filter finds the product
+    codes: tuple[str, ...]  # their SKUs
+
+
 @dataclass(frozen=True, kw_only=True)
 class ColumnMapping:
     name: str
@@ -57,6 +64,11 @@ class ColumnMapping:
     # (column, token): a row whose column lists the token is one variant of a product another row holds
     # (WooCommerce's Type "variation"): left out and counted with the continuation rows
     variant_row_when: tuple[str, str] | None = None
+    # (column naming a variant row's parent, column of a product's own code): WooCommerce's Parent holds the
+    # parent's SKU, or "id:<ID>" when it has none. Its variant rows can lie anywhere below it (the export is in
+    # ID order), so a pass before the run joins them (engine/variations.py) into `variations`
+    variant_parent: tuple[str, str] | None = None
+    variations: dict[str, Variations] | None = None  # parent reference -> what its variant rows carry
     list_sep: str | None = None  # image and category cells that list several, first one kept (WooCommerce ",")
     attributes: tuple[str, ...] | None = None  # None = every column not mapped above
     numeric_attributes: tuple[str, ...] = ()  # parsed as numbers
@@ -106,7 +118,7 @@ WOOCOMMERCE = ColumnMapping(
     attributes=("Type", "SKU", "Tags", "In stock?", "Published"), unlisted_when=(
         ("Published", ("0", "-1")), ("Visibility in catalog", ("hidden",))),
     variant_options=tuple((f"Attribute {i} name", f"Attribute {i} value(s)") for i in range(1, 6)),
-    variant_row_when=("Type", "variation"), list_sep=",",
+    variant_row_when=("Type", "variation"), variant_parent=("Parent", "SKU"), list_sep=",",
 )
 WOOCOMMERCE_COLUMNS = {"id", "type", "regular price", "parent"}
 NO_OPTION = "default title"  # Shopify's Option1 Value for a product without options (Option1 Name "Title")
@@ -150,7 +162,9 @@ def _as_written(m: ColumnMapping, columns: list[str]) -> ColumnMapping:
                                variant_options=tuple((name(a), name(b)) for a, b in m.variant_options),
                                variant_codes=tuple(map(name, m.variant_codes)),
                                variant_row_when=None if m.variant_row_when is None else (
-                                   name(m.variant_row_when[0]), m.variant_row_when[1]))
+                                   name(m.variant_row_when[0]), m.variant_row_when[1]),
+                               variant_parent=None if m.variant_parent is None else (
+                                   name(m.variant_parent[0]), name(m.variant_parent[1])))
 
 
 def mapping_for(cfg: CatalogConfig, columns: list[str]) -> ColumnMapping:
@@ -187,6 +201,17 @@ def _first_of(row: dict[str, Any], cols: tuple[str, ...]) -> tuple[str, Any]:
 
 def _first(row: dict[str, Any], cols: tuple[str, ...]) -> Any:
     return _first_of(row, cols)[1]
+
+
+def price_of(row: dict[str, Any], m: ColumnMapping) -> float | None:
+    """The row's price as to_product reads it (RowError when the cell is not a price)."""
+    return _number(row, m.price, "price")
+
+
+def cell_text(row: dict[str, Any], column: str) -> str | None:
+    """A cell's text, stripped; None when it is empty or the row has no such column."""
+    v = _first(row, (column,))
+    return None if v is None or not str(v).strip() else str(v).strip()
 
 
 def _number(row: dict[str, Any], cols: tuple[str, ...], field: str, *, lo: float = 0.0,
@@ -327,7 +352,7 @@ def to_product(row: dict[str, Any], m: ColumnMapping, root: Path) -> tuple[Produ
     raw_title = _first(row, m.title)
     title = "" if raw_title is None else str(raw_title).strip()
     try:
-        price = _number(row, m.price, "price")
+        price = price_of(row, m)
         rating = _number(row, m.rating, "rating", hi=5.0)
     except RowError as exc:
         exc.id = pid
@@ -342,6 +367,12 @@ def to_product(row: dict[str, Any], m: ColumnMapping, root: Path) -> tuple[Produ
     # a product's sizes, colours and SKUs: gathered over its variant rows (with_variants), or listed on its row
     for k, v in (row[VARIANTS] if VARIANTS in row else dict(_options(row, m, [row]))).items():
         attributes.setdefault(k, v)
+    if (joined := _variations_of(row, m, pid)) is not None:
+        price = price if price is not None else joined.price
+        own = attributes.get(VARIANT_CODES)
+        codes = ([str(own)] if own is not None else []) + list(joined.codes)
+        if codes:
+            attributes[VARIANT_CODES] = " ".join(dict.fromkeys(codes))
     image_path: Path | None = None
     image_col, ref = _image_cell(row, m)
     if ref is not None and is_url(ref):
@@ -363,6 +394,24 @@ def to_product(row: dict[str, Any], m: ColumnMapping, root: Path) -> tuple[Produ
                       brand=None if brand is None else str(brand).strip(), price=price, rating=rating,
                       attributes=attributes, image_ref=None if ref is None else str(ref))
     return product, image_path
+
+
+def parent_refs(row: dict[str, Any], m: ColumnMapping, pid: ProductId) -> list[str]:
+    """How variant rows name this product in their parent column: its own code, and "id:<ID>"."""
+    if m.variant_parent is None:
+        return []
+    code = cell_text(row, m.variant_parent[1])
+    return [f"id:{pid}"] + ([code] if code is not None else [])
+
+
+def _variations_of(row: dict[str, Any], m: ColumnMapping, pid: ProductId) -> Variations | None:
+    if not m.variations:
+        return None
+    found = [m.variations[r] for r in parent_refs(row, m, pid) if r in m.variations]
+    if not found:
+        return None
+    prices = [v.price for v in found if v.price is not None]
+    return Variations(min(prices) if prices else None, tuple(c for v in found for c in v.codes))
 
 
 @dataclass

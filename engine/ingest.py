@@ -35,6 +35,7 @@ from kuamo.engine.ids import ProductId, row_key
 from kuamo.engine.photo_fetch import FETCHED_DIR, fetch_all
 from kuamo.engine.prune import check_prune, prune_unlisted
 from kuamo.engine.types import Product, Rejection
+from kuamo.engine.variations import gather_variations
 from kuamo.engine.zero_shot_blend import AUTO, SAMPLE, BlendChoice, parse_image_blend, spread
 
 if TYPE_CHECKING:
@@ -99,6 +100,7 @@ async def aindex_catalog(path: Path | str, engine: Engine, *, mapping: str = "au
     cfg, m, root = run_settings(path, limit, catalog, mapping, image_root)
     report = IngestReport(path=str(path), mapping=m.name)
     m = await fetch_feed_photos(engine, report, path, m, cfg, root, limit, progress)
+    m = await asyncio.to_thread(gather_variations, path, m, limit)  # WooCommerce's variable products
     t0 = time.perf_counter()
     await start_run(engine, report, path, m, root, limit, progress)
 

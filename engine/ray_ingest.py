@@ -56,6 +56,7 @@ from kuamo.engine.ids import row_key
 from kuamo.engine.ingest import IngestReport, fetch_feed_photos, finish_run, run_settings, say, start_run
 from kuamo.engine.store import StoredRow, check_owner
 from kuamo.engine.types import Rejection
+from kuamo.engine.variations import gather_variations
 
 if TYPE_CHECKING:
     from kuamo.engine.engine import Engine, EngineConfig
@@ -557,6 +558,7 @@ async def aray_index_catalog(path: Path | str, engine: Engine, *, workers: int |
         say(f"ray: {report.address}, {nodes} node(s), {ray.cluster_resources().get('CPU', 0):g} CPUs; {workers} "
             f"worker(s) x {per:g} CPU ({threads} ONNX thread(s) each)")
     m = await fetch_feed_photos(engine, report, path, m, cfg, root, limit, progress)
+    m = await asyncio.to_thread(gather_variations, path, m, limit)  # WooCommerce's variable products
     await start_run(engine, report, path, m, root, limit, progress)
     stored = await asyncio.to_thread(stored_hashes, engine)
     stored_ref = ray.put(stored)  # kept referenced here until the end: a restarted actor reads it again

@@ -298,16 +298,20 @@ def test_woocommerce_variations_and_drafts_are_left_out_as_single_process_does(m
         w.writerows([[ids[0], "variable", "a tee", "1", "", f"{ids[0]}.jpg", "", "Size", "S, M"],
                      ["900001", "variation", "a tee - S", "1", "10", "", f"id:{ids[0]}", "Size", "S"],
                      [ids[1], "simple", "a mug", "1", "4", f"{ids[1]}.jpg", "", "", ""],
-                     [ids[2], "simple", "a draft", "-1", "4", f"{ids[2]}.jpg", "", "", ""]])
+                     [ids[2], "simple", "a draft", "-1", "4", f"{ids[2]}.jpg", "", "", ""],
+                     # a variation made later lies below other products: the tee's price is its variations' lowest
+                     ["900002", "variation", "a tee - M", "1", "8.5", "", f"id:{ids[0]}", "Size", "M"]])
     got = ray_index_catalog(feed, config=_config(model_dir, tmp_path / "ray"), address=cluster, workers=2,
                             batch_rows=2, progress=False)
     ref = index_catalog(feed, config=_config(model_dir, tmp_path / "single"), progress=False)
     for r in (got, ref):
         assert (r.mapping, r.accepted, r.continuation_rows, r.unlisted, r.rejected) == (
-            "woocommerce", 2, 1, {"rows": 1, "deleted": 0}, [])
-    store = CatalogStore(tmp_path / "ray" / "catalog.sqlite")
-    assert store.get(row_key(int(ids[0])), int(ids[0])).attributes["Size"] == "S, M"
-    store.close()
+            "woocommerce", 2, 2, {"rows": 1, "deleted": 0}, [])
+    for data in ("ray", "single"):
+        store = CatalogStore(tmp_path / data / "catalog.sqlite")
+        tee = store.get(row_key(int(ids[0])), int(ids[0]))
+        assert (tee.attributes["Size"], tee.price) == ("S, M", 8.5)
+        store.close()
 
 
 def test_an_unreachable_address_fails_quickly_and_names_it(model_dir: Path, catalog: Path, tmp_path: Path,

@@ -385,8 +385,10 @@ def woo_row(**cells: str) -> list[str]:
 
 
 def woocommerce_export(tmp_path: Path) -> Path:
-    """WooCommerce's product CSV export: a simple product, a variable one on its row (its options listed there)
-    and its variations on rows of their own, a draft, a private product and one hidden from the catalog."""
+    """WooCommerce's product CSV export (in ID order): a simple product, a variable one on its row (its options
+    listed there, no price) and its variations on rows of their own naming it by its SKU in Parent (one of them
+    made later, below other products), a draft, a private product, one hidden from the catalog, and a variable
+    product without a SKU, which its variations name "id:<ID>"."""
     return write(tmp_path / "woo" / "wc-product-export-6-12-2026.csv", WOO_HEADER, [
         woo_row(id="11", type="simple", sku="MUG-1", name="Blue Mug", published="1", visibility_in_catalog="visible",
                 description="<p>Stoneware &amp; glaze</p>", in_stock="1", regular_price="4.50",
@@ -396,15 +398,23 @@ def woocommerce_export(tmp_path: Path) -> Path:
                 attribute_1_name="Size", attribute_1_values="S, M, L", attribute_1_visible="1",
                 attribute_2_name="Color", attribute_2_values="Red"),
         woo_row(id="13", type="variation", sku="TEE-S", name="Red Tee - S", published="1", regular_price="19.99",
-                parent="id:12", attribute_1_name="Size", attribute_1_values="S"),
+                parent="TEE", attribute_1_name="Size", attribute_1_values="S"),
         woo_row(id="14", type="variation", sku="TEE-M", name="Red Tee - M", published="1", regular_price="21.99",
-                parent="id:12", attribute_1_name="Size", attribute_1_values="M"),
+                parent="TEE", attribute_1_name="Size", attribute_1_values="M"),
         woo_row(id="15", type="simple", name="Next Season Pan", published="-1", regular_price="30", images="red.png"),
         woo_row(id="16", type="simple", name="Staff Jar", published="0", regular_price="3", images="blue.png"),
         woo_row(id="17", type="simple", name="Hidden Lid", published="1", visibility_in_catalog="hidden",
                 regular_price="2", images="blue.png"),
         woo_row(id="18", type="simple, virtual", sku="GIFT", name="Gift Card", published="1", sale_price="20",
                 regular_price="25"),
+        woo_row(id="19", type="variable", name="Plain Hoodie", published="1", images="blue.png",
+                attribute_1_name="Size", attribute_1_values="M, L"),
+        woo_row(id="20", type="variation", sku="HOOD-M", name="Plain Hoodie - M", published="1", sale_price="30",
+                regular_price="35", parent="id:19"),
+        woo_row(id="21", type="variation", name="Plain Hoodie - L", published="1", regular_price="33",
+                parent="id:19"),
+        woo_row(id="22", type="variation", sku="TEE-L", name="Red Tee - L", published="1", regular_price="17.50",
+                parent="TEE", attribute_1_name="Size", attribute_1_values="L"),
     ])
 
 
@@ -413,15 +423,19 @@ def test_a_woocommerce_export_indexes_products_not_variations_or_drafts(tmp_path
     eng = make_engine(tmp_path)
     rep = index_catalog(path, engine=eng, progress=False)
     assert (rep.mapping, rep.rows_read, rep.accepted, rep.continuation_rows, rep.rejected) == (
-        "woocommerce", 8, 3, 2, [])
+        "woocommerce", 12, 4, 5, [])
     assert rep.unlisted == {"rows": 3, "deleted": 0}  # the draft, the private product and the hidden one
-    assert stored(eng) == {11, 12, 18}  # WooCommerce's ids are numbers
+    assert stored(eng) == {11, 12, 18, 19}  # WooCommerce's ids are numbers
     mug = asyncio.run(eng.get(11))
     # the first category and the first photo of the lists; a category named with a comma (escaped) stays whole
     assert (mug.category, mug.image_ref, mug.price) == ("Kitchen/Mugs, Cups", "blue.png", 4.5)
     assert mug.description == "Stoneware & glaze" and mug.attributes["SKU"] == "MUG-1"
     tee = asyncio.run(eng.get(12))
     assert (tee.attributes["Size"], tee.attributes["Color"], tee.description) == ("S, M, L", "Red", "Soft cotton")
+    # a variable product's price is its variations' lowest (the one made later too), its SKUs theirs with its own
+    assert (tee.price, tee.attributes["SKU"]) == (17.5, "TEE TEE-S TEE-M TEE-L")
+    hoodie = asyncio.run(eng.get(19))
+    assert (hoodie.price, hoodie.attributes["SKU"]) == (30.0, "HOOD-M")  # named "id:19"; a sale price counts
     card = asyncio.run(eng.get(18))
     assert (card.price, card.image_ref, card.title) == (20.0, None, "Gift Card")  # on sale; no photo: text only
     assert main_mapping_choices_match()
@@ -470,3 +484,22 @@ def test_variant_rows_are_rejected_as_repeats_in_a_feed_that_is_not_shopify(tmp_
 def test_html_descriptions_become_text(tmp_path, cell, text) -> None:
     product, _ = to_product({"id": "d1", "title": "t", "description": cell}, GENERIC, tmp_path)
     assert product.description == text
+
+
+def test_woocommerce_variations_beyond_the_limit_or_with_a_bad_price_give_none(tmp_path) -> None:
+    """--limit reads the first rows in every pass, the variations' too; a variation whose price is not a
+    number gives no price (the parent keeps none rather than a wrong one)."""
+    path = write(tmp_path / "woo" / "wc-product-export.csv", WOO_HEADER, [
+        woo_row(id="30", type="variable", sku="CAP", name="Cap", published="1"),
+        woo_row(id="31", type="variation", sku="CAP-1", name="Cap - 1", published="1", regular_price="n/a",
+                parent="CAP"),
+        woo_row(id="32", type="variation", sku="CAP-2", name="Cap - 2", published="1", regular_price="9",
+                parent="CAP")])
+    eng = make_engine(tmp_path)
+    rep = index_catalog(path, engine=eng, progress=False, limit=2)
+    cap = asyncio.run(eng.get(30))
+    assert (rep.accepted, cap.price, cap.attributes["SKU"]) == (1, None, "CAP CAP-1")
+    index_catalog(path, engine=eng, progress=False)
+    cap = asyncio.run(eng.get(30))
+    assert (cap.price, cap.attributes["SKU"]) == (9.0, "CAP CAP-1 CAP-2")
+    asyncio.run(eng.close(snapshot=False))
