@@ -22,8 +22,6 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-
 from kuamo.benchmarks.common import machine_info, markdown_table, write_results
 from kuamo.engine.category_prior import (
     DEFAULT_CANDIDATES,
@@ -56,11 +54,9 @@ def _blend_sample(catalog: Path | None, model_dir: Path, n: int = BLEND_SAMPLE) 
     from kuamo.engine.trained_products import TrainedProducts
     from kuamo.export.samples import DEFAULT_FASHION_DIR, load_fashion
 
-    art = ModelArtifacts(model_dir)
-    spec = art.towers["image"].get("trained_on")
+    trained = TrainedProducts.of(ModelArtifacts(model_dir))
     every = load_fashion(catalog or DEFAULT_FASHION_DIR)
-    if spec:
-        trained = TrainedProducts(np.load(art.file(spec["file"])))
+    if trained is not None:
         rest, what = [it for it in every if not trained.holds(it.id, it.title)], "the head never trained on"
     else:
         rest, what = [it for it in every if not is_held_out(it.id)], "outside the pool"

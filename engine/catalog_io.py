@@ -203,15 +203,20 @@ def _first(row: dict[str, Any], cols: tuple[str, ...]) -> Any:
     return _first_of(row, cols)[1]
 
 
+def row_title(row: dict[str, Any], m: ColumnMapping) -> str:
+    """The row's title as to_product reads it ("" when it has none)."""
+    return cell_text(row, m.title) or ""
+
+
 def price_of(row: dict[str, Any], m: ColumnMapping) -> float | None:
     """The row's price as to_product reads it (RowError when the cell is not a price)."""
     return _number(row, m.price, "price")
 
 
-def cell_text(row: dict[str, Any], column: str) -> str | None:
-    """A cell's text, stripped; None when it is empty or the row has no such column."""
-    v = _first(row, (column,))
-    return None if v is None or not str(v).strip() else str(v).strip()
+def cell_text(row: dict[str, Any], columns: tuple[str, ...]) -> str | None:
+    """The first of `columns` holding a value, as text stripped; None when none does (blank cells hold none)."""
+    v = _first(row, columns)
+    return None if v is None else str(v).strip()
 
 
 def _number(row: dict[str, Any], cols: tuple[str, ...], field: str, *, lo: float = 0.0,
@@ -349,8 +354,7 @@ def to_product(row: dict[str, Any], m: ColumnMapping, root: Path) -> tuple[Produ
     if "__error__" in row:
         raise RowError("row", row["__error__"])
     pid = _row_id(row, m)
-    raw_title = _first(row, m.title)
-    title = "" if raw_title is None else str(raw_title).strip()
+    title = row_title(row, m)
     try:
         price = price_of(row, m)
         rating = _number(row, m.rating, "rating", hi=5.0)
@@ -400,7 +404,7 @@ def parent_refs(row: dict[str, Any], m: ColumnMapping, pid: ProductId) -> list[s
     """How variant rows name this product in their parent column: its own code, and "id:<ID>"."""
     if m.variant_parent is None:
         return []
-    code = cell_text(row, m.variant_parent[1])
+    code = cell_text(row, (m.variant_parent[1],))
     return [f"id:{pid}"] + ([code] if code is not None else [])
 
 

@@ -170,9 +170,7 @@ class ImageEncoder(OnnxEncoder):
         if cen and cen.get("from_output") in self.output_names:
             self.centroids = np.load(artifacts.file(cen["file"])).astype(np.float32)
             self.near_cosine = parse_near_cosine(cen.get("near_cosine"))  # None: exported before calibration
-        trained = artifacts.towers["image"].get("trained_on")  # left out of the blend chooser's sample
-        if trained and trained.get("file"):
-            self.trained = TrainedProducts(np.load(artifacts.file(trained["file"])))
+        self.trained = TrainedProducts.of(artifacts)  # left out of the blend chooser's sample
 
     @classmethod
     def from_tower(cls, tower: TowerArtifact, cfg: EncoderConfig | None = None) -> ImageEncoder:

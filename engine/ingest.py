@@ -24,7 +24,9 @@ from kuamo.engine.catalog_io import (
     mapping_for,
     photo_url,
     product_rows,
+    readable_id,
     repeat_reason,
+    row_title,
     to_product,
     with_variants,
 )
@@ -294,7 +296,7 @@ def blend_sample(path: Path, m: Any, root: Path, limit: int | None, n: int = SAM
         # a counting pass: the rows are never all held in memory
         wanted = set(spread(sum(1 for _ in product_rows(read_rows(path, limit), m)), n))
     else:  # the counting pass notes the eligible rows' numbers (ints, not rows)
-        eligible = list(_eligible_rows(path, m, root, limit, keep))
+        eligible = list(_eligible_rows(path, m, limit, keep))
         wanted = {eligible[k] for k in spread(len(eligible), n)}
     last = max(wanted, default=-1)
     products: list[Product] = []
@@ -314,15 +316,12 @@ def blend_sample(path: Path, m: Any, root: Path, limit: int | None, n: int = SAM
     return products, images
 
 
-def _eligible_rows(path: Path, m: Any, root: Path, limit: int | None,
-                   keep: Callable[[Product], bool]) -> Iterator[int]:
-    """The numbers of the rows whose products `keep` accepts (rows that do not parse are not sampled)."""
+def _eligible_rows(path: Path, m: Any, limit: int | None, keep: Callable[[Product], bool]) -> Iterator[int]:
+    """The numbers of the rows whose products `keep` accepts, judged by id and title alone (not a whole
+    to_product per row, which stats its photo; a row whose id cannot be read is not sampled)."""
     for i, (_, row) in enumerate(product_rows(read_rows(path, limit), m)):
-        try:
-            product, _ = to_product(row, m, root)
-        except RowError:
-            continue
-        if keep(product):
+        pid = readable_id(row, m)
+        if pid is not None and keep(Product(id=pid, title=row_title(row, m))):
             yield i
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -41,6 +42,12 @@ class TrainedProducts:
     def __init__(self, keys: np.ndarray) -> None:
         self.keys = np.unique(np.asarray(keys, dtype=np.uint64))
 
+    @classmethod
+    def of(cls, artifacts: Any) -> TrainedProducts | None:
+        """The keys a model set ships beside its image graph (manifest towers.image.trained_on), or None."""
+        spec = artifacts.towers["image"].get("trained_on")
+        return cls(np.load(artifacts.file(spec["file"]))) if spec and spec.get("file") else None
+
     def __len__(self) -> int:
         return len(self.keys)
 
@@ -64,7 +71,8 @@ def untrained_only(trained: TrainedProducts | None,
     split rule, or both; None when it names neither (any product may be sampled)."""
     if trained is None and split_rule is None:
         return None
-    whys = ([f"not one of the {len(trained)} products the head trained on (id + title)"] if trained else []) \
+    whys = ([f"not one of the {len(trained)} products the head trained on (id + title)"] if trained is not None
+            else []) \
         + (["in the adapted head's held-out or validation split"] if split_rule else [])
 
     def keep(p: Product) -> bool:

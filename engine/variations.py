@@ -20,20 +20,18 @@ def gather_variations(path: Path, m: ColumnMapping, limit: int | None) -> Column
     if m.variant_parent is None or m.variant_row_when is None:
         return m
     parent_col, code_col = m.variant_parent
-    prices: dict[str, list[float]] = {}
-    codes: dict[str, list[str]] = {}
+    found: dict[str, tuple[list[float], list[str]]] = {}  # parent reference -> (prices, codes)
     for _, row in read_rows(path, limit):
-        if not variant_row(row, m) or (parent := cell_text(row, parent_col)) is None:
+        if not variant_row(row, m) or (parent := cell_text(row, (parent_col,))) is None:
             continue
+        prices, codes = found.setdefault(parent, ([], []))
         try:
-            price = price_of(row, m)
+            if (price := price_of(row, m)) is not None:
+                prices.append(price)
         except RowError:
-            price = None
-        if price is not None:
-            prices.setdefault(parent, []).append(price)
-        codes.setdefault(parent, [])
-        if (code := cell_text(row, code_col)) is not None:
-            codes[parent].append(code)
-    found = {p: Variations(min(prices[p]) if p in prices else None, tuple(dict.fromkeys(c)))
-             for p, c in codes.items()}
-    return dataclasses.replace(m, variations=found)
+            pass
+        if (code := cell_text(row, (code_col,))) is not None:
+            codes.append(code)
+    return dataclasses.replace(m, variations={p: Variations(min(prices) if prices else None,
+                                                            tuple(dict.fromkeys(codes)))
+                                              for p, (prices, codes) in found.items()})

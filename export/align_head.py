@@ -72,6 +72,14 @@ class AlignHead(nn.Module):
         arrays["shape"] = np.asarray([self.shape.features, self.shape.logits, self.shape.hidden, self.shape.out])
         np.savez_compressed(path, **arrays, **(extra or {}))
 
+    @staticmethod
+    def add_arrays(path: Path, arrays: dict[str, np.ndarray]) -> None:
+        """Write `arrays` into a head file beside what it holds (a shipped head trained before they existed:
+        export/centroids.py, export/trained_keys.py)."""
+        with np.load(path) as data:
+            held = {k: data[k] for k in data.files}
+        np.savez_compressed(path, **{**held, **arrays})
+
     @classmethod
     def load(cls, path: Path | str) -> AlignHead:
         with np.load(path) as data:

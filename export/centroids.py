@@ -45,18 +45,17 @@ def fit_head_file(head_path: Path, model_dir: Path, catalog: Path) -> tuple[int,
     from kuamo.engine.encoders import ImageEncoder
     from kuamo.evaluation.split import is_held_out
     from kuamo.export.align import image_outputs
+    from kuamo.export.align_head import AlignHead
     from kuamo.export.samples import load_fashion
 
-    with np.load(head_path) as data:
-        arrays = {k: data[k] for k in data.files}
     items = load_fashion(catalog)
     held = np.asarray([is_held_out(it.id) for it in items])
     img = ImageEncoder(ModelArtifacts(model_dir), EncoderConfig(precision="fp32"))
     feats = image_outputs(img, [it.image_path for it in items], ["features"])["features"]
-    arrays["centroids"] = training_centroids(feats[~held])
-    arrays["near_cosine"] = np.float32(near_cosine(feats[held], arrays["centroids"]))
-    np.savez_compressed(head_path, **arrays)
-    return len(arrays["centroids"]), float(arrays["near_cosine"])
+    centroids = training_centroids(feats[~held])
+    near = np.float32(near_cosine(feats[held], centroids))
+    AlignHead.add_arrays(head_path, {"centroids": centroids, "near_cosine": near})
+    return len(centroids), float(near)
 
 
 def main(argv: list[str] | None = None) -> None:

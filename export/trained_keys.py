@@ -11,10 +11,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
-
 from kuamo.engine.trained_products import product_keys
-from kuamo.export.align_head import TRAINED_KEYS
+from kuamo.export.align_head import DEFAULT_CARD_FILE, TRAINED_KEYS, AlignHead
 
 
 def fit_head_file(head_path: Path, catalog: Path) -> int:
@@ -23,16 +21,14 @@ def fit_head_file(head_path: Path, catalog: Path) -> int:
     from kuamo.evaluation.split import is_held_out
     from kuamo.export.samples import load_fashion
 
-    with np.load(head_path) as data:
-        arrays = {k: data[k] for k in data.files}
-    arrays[TRAINED_KEYS] = product_keys((it.id, it.title) for it in load_fashion(catalog) if not is_held_out(it.id))
-    np.savez_compressed(head_path, **arrays)
-    card_path = head_path.with_name("align.json")
+    keys = product_keys((it.id, it.title) for it in load_fashion(catalog) if not is_held_out(it.id))
+    AlignHead.add_arrays(head_path, {TRAINED_KEYS: keys})
+    card_path = head_path.with_name(DEFAULT_CARD_FILE)
     if card_path.is_file():
         card = json.loads(card_path.read_text(encoding="utf-8"))
         card["bytes"] = head_path.stat().st_size
         card_path.write_text(json.dumps(card, indent=2, ensure_ascii=False), encoding="utf-8")
-    return len(arrays[TRAINED_KEYS])
+    return len(keys)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fashion_slices import fashion_slice
 from PIL import Image
 
 from kuamo.engine.engine import Engine, EngineConfig
@@ -25,24 +26,8 @@ from kuamo.engine.zero_shot_blend import FAR_BETA, MIN_SAMPLE, REGROW
 pytestmark = pytest.mark.models
 
 
-def _slice(fashion_dir: Path, out: Path, n: int, *, photo_only: bool = False, unseen: bool = True) -> Path:
-    """n rows spread over the catalog; `unseen`: only the held-out products the shipped head never trained on
-    (what any other catalog is to it: the chooser leaves the trained-on ones out of its sample)."""
-    with open(fashion_dir / "products.csv", newline="", encoding="utf-8") as f:
-        rows = [r for r in csv.DictReader(f) if not unseen or is_held_out(r["id"])]
-    rows = rows[:: len(rows) // n][:n]
-    if photo_only:  # a photo collection: ids and photos, nothing to measure a blend by
-        rows = [{"id": r["id"], "image": f"images/{r['id']}.jpg"} for r in rows]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out, "w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    return out
-
-
 def test_trial_run_then_full_slice_then_set_blend(tmp_path, model_dir, fashion_dir) -> None:
-    path = _slice(fashion_dir, tmp_path / "cat" / "products.csv", 140)
+    path = fashion_slice(fashion_dir, tmp_path / "cat" / "products.csv", 140)
     cfg = EngineConfig(model_dir=model_dir, data_dir=tmp_path / "data", allow_stale_vectors=True)
 
     async def main() -> None:
@@ -79,7 +64,7 @@ def test_trial_run_then_full_slice_then_set_blend(tmp_path, model_dir, fashion_d
 def test_products_the_head_trained_on_are_left_out_of_the_sample(tmp_path, model_dir, fashion_dir) -> None:
     """A slice of the fashion catalog itself: the shipped head trained on nine tenths of it, and those are
     indexed but not measured (on them the head looks better than it is for new products)."""
-    path = _slice(fashion_dir, tmp_path / "cat" / "products.csv", 120, unseen=False)
+    path = fashion_slice(fashion_dir, tmp_path / "cat" / "products.csv", 120, unseen=False)
     with open(path, newline="", encoding="utf-8") as f:
         unseen = sum(is_held_out(r["id"]) for r in csv.DictReader(f))
     assert 0 < unseen < 60
@@ -115,7 +100,7 @@ def test_photo_collection_is_judged_without_labels(tmp_path, model_dir, fashion_
     """The shipped model set carries the head's training centroids and calibrated near_cosine: fashion photos
     (the training kind of goods) keep the tuned vector, within the 5% of unseen fashion photos allowed to fall
     outside near_cosine."""
-    path = _slice(fashion_dir, tmp_path / "photos" / "photos.csv", MIN_SAMPLE + 10, photo_only=True)
+    path = fashion_slice(fashion_dir, tmp_path / "photos" / "photos.csv", MIN_SAMPLE + 10, photo_only=True)
     choice = _index_photo_collection(path, fashion_dir, tmp_path / "data", model_dir)
     share = choice["scores"][str(choice["beta"])]["near_share"]
     assert choice["photos"] == MIN_SAMPLE + 10 and share >= 0.9 and choice["beta"] >= 0.95

@@ -49,22 +49,14 @@ def test_first_indexing_chooses_the_image_blend_once(tmp_path, model_dir, fashio
     """The real towers on 120 held-out fashion products (the shipped head never trained on them, so the chooser
     samples every one): the blend is chosen on the catalog's first indexing, stored, and a reopened engine
     encodes with it."""
-    import csv
     import json
 
-    from kuamo.engine.split_rule import is_held_out
+    from fashion_slices import fashion_slice
+
     from kuamo.engine.vector_provenance import BLEND_META
     from kuamo.engine.zero_shot_blend import BETAS
 
-    with open(fashion_dir / "products.csv", newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        rows = [r for r in reader if is_held_out(r["id"])][:120]
-        path = tmp_path / "cat" / "products.csv"
-        path.parent.mkdir()
-        with open(path, "w", newline="", encoding="utf-8") as out:
-            w = csv.DictWriter(out, fieldnames=reader.fieldnames)
-            w.writeheader()
-            w.writerows(rows)
+    path = fashion_slice(fashion_dir, tmp_path / "cat" / "products.csv", 120)
     cfg = EngineConfig(model_dir=model_dir, data_dir=tmp_path / "data")
 
     async def main() -> None:
