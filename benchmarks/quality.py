@@ -32,7 +32,7 @@ from kuamo.engine.category_prior import (
 )
 from kuamo.engine.vectors import l2_normalize
 from kuamo.engine.zero_shot_blend import SAMPLE as BLEND_SAMPLE
-from kuamo.engine.zero_shot_blend import spread
+from kuamo.engine.zero_shot_blend import covering
 from kuamo.evaluation.split import SPLIT_RULE, is_held_out
 from kuamo.evaluation.tasks import evaluate_embeddings
 
@@ -47,9 +47,10 @@ def _held_out_items(catalog: Path | None) -> tuple[list, list[str]]:
 
 
 def _blend_sample(catalog: Path | None, model_dir: Path, n: int = BLEND_SAMPLE) -> tuple[list, str]:
-    """`n` products spread over what `kuamo index` samples from the catalog: those the head never trained on
-    (engine/trained_products.py; for the shipped head that is the held-out pool itself), or, for a model set
-    that does not name its training products, the catalog outside the held-out pool. (sample, what it is)"""
+    """`n` products as `kuamo index` samples them (zero_shot_blend.covering) from the catalog's products the head
+    never trained on (engine/trained_products.py; for the shipped head that is the held-out pool itself), or,
+    for a model set that does not name its training products, the catalog outside the held-out pool.
+    (sample, what it is)"""
     from kuamo.engine.artifacts import ModelArtifacts
     from kuamo.engine.trained_products import TrainedProducts
     from kuamo.export.samples import DEFAULT_FASHION_DIR, load_fashion
@@ -60,7 +61,7 @@ def _blend_sample(catalog: Path | None, model_dir: Path, n: int = BLEND_SAMPLE) 
         rest, what = [it for it in every if not trained.holds(it.id, it.title)], "the head never trained on"
     else:
         rest, what = [it for it in every if not is_held_out(it.id)], "outside the pool"
-    return [rest[i] for i in spread(len(rest), n)], what
+    return [rest[i] for i in covering([it.attrs["articleType"] for it in rest], n)], what
 
 
 def choose_blend(img, txt, sample: Sequence) -> dict:

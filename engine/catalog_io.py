@@ -208,6 +208,14 @@ def row_title(row: dict[str, Any], m: ColumnMapping) -> str:
     return cell_text(row, m.title) or ""
 
 
+def row_leaf(row: dict[str, Any], m: ColumnMapping) -> str:
+    """The row's leaf category as to_product files it (Product.category_parts[-1]; "" when it has none)."""
+    if "__error__" in row:
+        return ""
+    parts = [p for p in _category(row, m, row_title(row, m)).split(CATEGORY_SEP) if p]
+    return parts[-1] if parts else ""
+
+
 def price_of(row: dict[str, Any], m: ColumnMapping) -> float | None:
     """The row's price as to_product reads it (RowError when the cell is not a price)."""
     return _number(row, m.price, "price")

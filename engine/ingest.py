@@ -26,6 +26,7 @@ from kuamo.engine.catalog_io import (
     product_rows,
     readable_id,
     repeat_reason,
+    row_leaf,
     row_title,
     to_product,
     with_variants,
@@ -38,7 +39,7 @@ from kuamo.engine.photo_fetch import FETCHED_DIR, fetch_all
 from kuamo.engine.prune import check_prune, prune_unlisted
 from kuamo.engine.types import Product, Rejection
 from kuamo.engine.variations import gather_variations
-from kuamo.engine.zero_shot_blend import AUTO, SAMPLE, BlendChoice, parse_image_blend, spread
+from kuamo.engine.zero_shot_blend import AUTO, SAMPLE, BlendChoice, covering, parse_image_blend
 
 if TYPE_CHECKING:
     from kuamo.engine.engine import Engine, EngineConfig
@@ -289,15 +290,16 @@ def say(line: str) -> None:
 
 def blend_sample(path: Path, m: Any, root: Path, limit: int | None, n: int = SAMPLE,
                  keep: Callable[[Product], bool] | None = None) -> tuple[list[Product], list[bytes | None]]:
-    """Up to `n` products spread evenly over the rows to be indexed (files are often sorted by category),
-    with their photo bytes; rows that fail to parse or read are skipped here and reported by the run. `keep`
-    limits the sample to the products it accepts (those the head never trained on: engine/trained_products.py)."""
-    if keep is None:
-        # a counting pass: the rows are never all held in memory
-        wanted = set(spread(sum(1 for _ in product_rows(read_rows(path, limit), m)), n))
-    else:  # the counting pass notes the eligible rows' numbers (ints, not rows)
-        eligible = list(_eligible_rows(path, m, limit, keep))
-        wanted = {eligible[k] for k in spread(len(eligible), n)}
+    """Up to `n` products over the rows to be indexed, each category of the catalog covered and the rest spread
+    evenly (zero_shot_blend.covering: files are often sorted by category), with their photo bytes; rows that
+    fail to parse or read are skipped here and reported by the run. `keep` limits the sample to the products it
+    accepts (those the head never trained on: engine/trained_products.py)."""
+    # a counting pass notes the candidate rows' numbers and leaves (not rows: never all held in memory)
+    numbers, leaves = [], []
+    for i, row in _candidate_rows(path, m, limit, keep):
+        numbers.append(i)
+        leaves.append(row_leaf(row, m))
+    wanted = {numbers[k] for k in covering(leaves, n)}
     last = max(wanted, default=-1)
     products: list[Product] = []
     images: list[bytes | None] = []
@@ -316,13 +318,16 @@ def blend_sample(path: Path, m: Any, root: Path, limit: int | None, n: int = SAM
     return products, images
 
 
-def _eligible_rows(path: Path, m: Any, limit: int | None, keep: Callable[[Product], bool]) -> Iterator[int]:
-    """The numbers of the rows whose products `keep` accepts, judged by id and title alone (not a whole
-    to_product per row, which stats its photo; a row whose id cannot be read is not sampled)."""
+def _candidate_rows(path: Path, m: Any, limit: int | None,
+                    keep: Callable[[Product], bool] | None) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(number, row) of the rows the sample may take: all of them, or those whose products `keep` accepts,
+    judged by id and title alone (not a whole to_product per row, which stats its photo; a row whose id
+    cannot be read is not sampled then)."""
     for i, (_, row) in enumerate(product_rows(read_rows(path, limit), m)):
-        pid = readable_id(row, m)
-        if pid is not None and keep(Product(id=pid, title=row_title(row, m))):
-            yield i
+        if keep is None:
+            yield i, row
+        elif (pid := readable_id(row, m)) is not None and keep(Product(id=pid, title=row_title(row, m))):
+            yield i, row
 
 
 def index_catalog(path: Path | str, *, engine: Engine | None = None, config: EngineConfig | None = None,

@@ -16,11 +16,21 @@ from fake_encoders import DIM, FakeImageEncoder, FakeTextEncoder, png
 from test_zero_shot_blend import BlendableImageEncoder
 
 from kuamo.cli import main
+from kuamo.engine.catalog_io import GENERIC
 from kuamo.engine.engine import Engine, EngineConfig
 from kuamo.engine.errors import InvalidInput
-from kuamo.engine.ingest import index_catalog
+from kuamo.engine.ingest import blend_sample, index_catalog
 from kuamo.engine.vector_provenance import BLEND_META, ENCODERS_META
-from kuamo.engine.zero_shot_blend import AUTO, MIN_SAMPLE, REGROW, parse_image_blend, spread
+from kuamo.engine.zero_shot_blend import (
+    AUTO,
+    COVER,
+    MIN_CATEGORY_PHOTOS,
+    MIN_SAMPLE,
+    REGROW,
+    covering,
+    parse_image_blend,
+    spread,
+)
 from kuamo.server.config import load_catalog_config
 
 COLOURS = BlendableImageEncoder.COLOURS
@@ -74,6 +84,48 @@ def test_spread_covers_the_whole_file_at_800_to_1599_rows(total: int) -> None:
 
 def test_spread_takes_every_row_of_a_small_file() -> None:
     assert spread(30, 800) == list(range(30)) and spread(0, 800) == []
+
+
+@pytest.mark.parametrize("total, ties", [(9357, 6), (1200, 5), (5000, 9)])
+def test_covering_holds_every_category_a_spread_misses(total: int, ties: int) -> None:
+    """A file sorted by category with one rare category at its end: the spread alone takes too few of its
+    photos to measure it, the covering sample all of them (up to COVER), still n rows spread over the file."""
+    leaves = ["Tshirts"] * (total - ties - 40) + ["Shirts"] * 40 + ["Ties"] * ties
+    plain, idx = spread(total, 800), covering(leaves, 800)
+    assert sum(leaves[i] == "Ties" for i in plain) < MIN_CATEGORY_PHOTOS
+    assert len(idx) == len(set(idx)) == 800 and idx == sorted(idx)
+    assert sum(leaves[i] == "Ties" for i in idx) == ties and sum(leaves[i] == "Shirts" for i in idx) >= COVER
+    assert sum(i >= total // 2 for i in idx) >= 350  # the rest still spreads over the whole file
+
+
+def test_covering_is_the_spread_without_categories_or_small_ones() -> None:
+    assert covering([""] * 3000, 800) == spread(3000, 800)
+    assert covering(["A", "B"] * 1500, 800) == spread(3000, 800)  # every category already measured by the spread
+    below = ["A"] * 2996 + ["rare"] * (MIN_CATEGORY_PHOTOS - 1)  # too few photos to be measured anyway
+    assert covering(below, 800) == spread(3000, 800)
+    assert covering(["A", "B"] * 10, 800) == list(range(20))
+
+
+def test_covering_takes_at_most_half_the_sample_for_categories() -> None:
+    """2,000 categories of 6 photos: the largest are covered while that takes half the sample, the rest spread."""
+    leaves = [f"c{i // 6:04d}" for i in range(12000)]
+    idx = covering(leaves, 800)
+    assert len(idx) == len(set(idx)) == 800
+    covered = [c for c in {leaves[i] for i in idx} if sum(leaves[i] == c for i in idx) == 6]
+    assert 66 <= len(covered) <= 80  # 400 // 6 held whole, a few more whole by the spread's chance
+
+
+def test_blend_sample_covers_a_rare_category_at_the_end_of_a_sorted_feed(tmp_path: Path) -> None:
+    """kuamo index's sample (engine.ingest.blend_sample) reads each row's leaf as to_product files it."""
+    path = tmp_path / "sorted.csv"
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["id", "title", "category"])
+        w.writerows([f"t{i}", f"Tee {i}", "Apparel > Topwear > Tshirts"] for i in range(2000))
+        w.writerows([f"x{i}", f"Tie {i}", "Apparel > Accessories > Ties"] for i in range(7))
+    products, _ = blend_sample(path, GENERIC, tmp_path, None, n=800)
+    assert len(products) == 800 and sum(p.id.startswith("x") for p in products) == 7
+    assert {p.category_parts[-1] for p in products} == {"Tshirts", "Ties"}
 
 
 # -- --image-blend values ---------------------------------------------------------------------------------
