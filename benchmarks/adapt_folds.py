@@ -10,7 +10,9 @@ an unseen query once (2,179), which is what the adapted-vs-shipped comparison ne
 
 Variants: the shipped (generic) head; adapting without the fused-ranking term (fused_rank 0, the recipe before
 it); the default AdaptRecipe. Scores as `kuamo align` reports them (evaluation/catalog_tasks.py, whole catalog
-as one pool). Results: benchmarks/results/adapt_folds.json + .md.
+as one pool). Since stop 36 the fused title search is also compared query by query: the held-out queries the
+adapted head finds and the shipped one misses, the reverse, and a two-sided sign test on that split (a pooled
+rate 0.04 lower is one query in 2,179). Results: benchmarks/results/adapt_folds.json + .md.
 """
 
 from __future__ import annotations
@@ -25,10 +27,12 @@ from pathlib import Path
 from typing import Any
 
 from kuamo.benchmarks.common import machine_info, markdown_table, write_results
+from kuamo.evaluation.catalog_tasks import sign_test_p
 
 DEFAULT_VARIANT = "adapted (default AdaptRecipe)"
 MEASURES = (("title_to_product_fused", "R@1"), ("title_to_product_fused", "R@10"), ("title_to_product_image", "R@1"),
             ("title_to_product_image", "R@10"), ("photo_to_photo", "P@10"))
+SIGNIFICANT = 0.05  # a net loss of fused queries counts as a loss below this sign-test p
 
 
 def fold_split(fold: int, folds: int) -> Callable[[str], bool]:
@@ -70,8 +74,10 @@ def run_variant(feed: Path, models: Path, cache: Path, recipe: Any, folds: int) 
             reports.append(card["adaptation"])
             epochs.append(card["best_epoch"])
             print(f"adapt_folds: fold {f + 1}/{folds} best epoch {card['best_epoch']}", file=sys.stderr, flush=True)
+    paired = {m: {side: sum(r["held_out_fused_paired"][m][side] for r in reports) for side in ("better", "worse")}
+              for m in ("R@1", "R@10")}
     return {"adapted": pooled(reports, "adapted"), "shipped": pooled(reports, "shipped"), "best_epochs": epochs,
-            "seconds": round(time.perf_counter() - t0, 1)}
+            "held_out_fused_paired": paired, "seconds": round(time.perf_counter() - t0, 1)}
 
 
 def run(models: Path, fashion: Path, out: Path, folds: int) -> dict[str, Any]:
@@ -100,8 +106,13 @@ def _verdict(row: dict) -> dict[str, Any]:
     d = {f"{t} {m}": round(a[f"held_out {t} {m}"] - s[f"held_out {t} {m}"], 2) for t, m in MEASURES}
     photo_only = d["title_to_product_image R@10"] > 0 and d["photo_to_photo P@10"] >= 0
     fused = d["title_to_product_fused R@1"] >= 0 and d["title_to_product_fused R@10"] >= 0
+    # query by query: held-out queries the adapted head finds and the shipped one misses (better) and the
+    # reverse (worse); a sign test says whether a net loss is more than chance
+    paired = {m: {**c, "sign_test_p": float(f"{sign_test_p(c['better'], c['worse']):.3g}")}
+              for m, c in row["held_out_fused_paired"].items()}
+    lower = any(c["worse"] > c["better"] and c["sign_test_p"] < SIGNIFICANT for c in paired.values())
     return {"held_out_change": d, "photo_only_improves": photo_only, "fused_not_lower": fused,
-            "met": photo_only and fused}
+            "fused_paired": paired, "fused_lower_beyond_chance": lower, "met": photo_only and fused}
 
 
 def _markdown(res: dict) -> str:
@@ -121,7 +132,11 @@ def _markdown(res: dict) -> str:
         parts += [f"## {name} ({any_row['shipped']['held_out_queries']} held-out queries over {res['folds']} folds)",
                   "", markdown_table(table, floatfmt=".2f"), "",
                   f"Default vs shipped on held-out products: {v['held_out_change']}; photo-only search improves: "
-                  f"{v['photo_only_improves']}, fused search not lower: {v['fused_not_lower']}.", ""]
+                  f"{v['photo_only_improves']}, fused search not lower: {v['fused_not_lower']}. Fused, query by "
+                  "query (held-out queries the adapted head finds and the shipped one misses / the reverse, two-sided "
+                  "sign test): " + "; ".join(f"{m} {c['better']} better / {c['worse']} worse, p = {c['sign_test_p']:g}"
+                                             for m, c in v["fused_paired"].items())
+                  + f"; lower beyond chance (p < {SIGNIFICANT:g}): {v['fused_lower_beyond_chance']}.", ""]
     parts.append("Reproduce: `python -m kuamo.benchmarks.adapt_folds --models <generic model set>` (see "
                  "adapt_catalog.md for making it with `kuamo export --head generic`).")
     return "\n".join(parts)

@@ -15,11 +15,12 @@ heart shows up: its trained-on products outrank the unseen ones.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
 
-from kuamo.evaluation.metrics import retrieval_metrics
+from kuamo.evaluation.metrics import ranked, retrieval_metrics
 
 FUSED_WEIGHTS = (0.5, 0.5)  # (text, image): the engine's default weights (engine/engine.py)
 MIN_LEAF_PHOTOS = 5
@@ -35,19 +36,53 @@ def subset_tasks(rows: np.ndarray, *, image: np.ndarray, title_query: np.ndarray
     """Title -> product (image only and fused) and photo -> photo for the query rows `rows` of the pool.
 
     image, title_query, doc: (n, d) L2-normalised vectors of every product in the pool."""
-    titles_a, leaves_a = np.asarray(titles, dtype=object), np.asarray(leaves, dtype=object)
+    leaves_a = np.asarray(leaves, dtype=object)
     q = title_query[rows]
-    same_title = titles_a[rows][:, None] == titles_a[None, :]
-    same_title[np.arange(len(rows)), rows] = True  # its own photo, also when its title is empty
+    same_title = _same_title(rows, titles)
     out = {"title_to_product_image": _pick(retrieval_metrics(q @ image.T, same_title), "R@1", "R@10"),
-           "title_to_product_fused": _pick(retrieval_metrics(weights[0] * q @ doc.T + weights[1] * q @ image.T,
-                                                             same_title), "R@1", "R@10")}
+           "title_to_product_fused": _pick(retrieval_metrics(_fused(q, image, doc, weights), same_title),
+                                           "R@1", "R@10")}
     s = image[rows] @ image.T
     s[np.arange(len(rows)), rows] = -np.inf
     same_leaf = (leaves_a[rows][:, None] == leaves_a[None, :]) & (leaves_a[rows][:, None] != "")
     same_leaf[np.arange(len(rows)), rows] = False
     out["photo_to_photo"] = _pick(retrieval_metrics(s, same_leaf), "P@10")
     return out
+
+
+def _same_title(rows: np.ndarray, titles: Sequence[str]) -> np.ndarray:
+    titles_a = np.asarray(titles, dtype=object)
+    same = titles_a[rows][:, None] == titles_a[None, :]
+    same[np.arange(len(rows)), rows] = True  # its own photo, also when its title is empty
+    return same
+
+
+def _fused(q: np.ndarray, image: np.ndarray, doc: np.ndarray, weights: tuple[float, float]) -> np.ndarray:
+    return weights[0] * q @ doc.T + weights[1] * q @ image.T
+
+
+def fused_hits(rows: np.ndarray, *, image: np.ndarray, title_query: np.ndarray, doc: np.ndarray,
+               titles: Sequence[str], weights: tuple[float, float] = FUSED_WEIGHTS) -> dict[str, np.ndarray]:
+    """Per query row of subset_tasks' fused title -> product: found at rank 1 ("R@1") and in the top 10
+    ("R@10"), bool arrays, to compare two heads query by query (paired_change)."""
+    scores, same = _fused(title_query[rows], image, doc, weights), _same_title(rows, titles)
+    hits = np.take_along_axis(same, ranked(scores, 10), axis=1)  # as retrieval_metrics ranks
+    return {"R@1": hits[:, 0], "R@10": hits.any(axis=1)}
+
+
+def paired_change(new: np.ndarray, old: np.ndarray) -> dict[str, int]:
+    """Queries one head finds and the other misses: {"better": new only, "worse": old only}."""
+    new, old = np.asarray(new, bool), np.asarray(old, bool)
+    return {"better": int((new & ~old).sum()), "worse": int((old & ~new).sum())}
+
+
+def sign_test_p(better: int, worse: int) -> float:
+    """Two-sided sign test over the queries that changed: how likely a split at least this uneven is when
+    either head is as likely to win each (1.0 when none changed)."""
+    n, k = better + worse, min(better, worse)
+    if n == 0:
+        return 1.0
+    return min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n)
 
 
 def category_task(image: np.ndarray, leaves: Sequence[str], leaf_vec: dict[str, np.ndarray]) -> dict[str, float]:

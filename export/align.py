@@ -36,7 +36,14 @@ from kuamo.engine.encoders import ImageEncoder, TextEncoder
 from kuamo.engine.errors import InvalidInput
 from kuamo.engine.trained_products import product_keys
 from kuamo.engine.vectors import l2_normalize
-from kuamo.evaluation.catalog_tasks import FUSED_WEIGHTS, category_task, headline, subset_tasks
+from kuamo.evaluation.catalog_tasks import (
+    FUSED_WEIGHTS,
+    category_task,
+    fused_hits,
+    headline,
+    paired_change,
+    subset_tasks,
+)
 from kuamo.evaluation.split import SPLIT_RULE, VALIDATION_RULE, is_held_out, is_validation
 from kuamo.export.align_head import TRAINED_KEYS, AlignHead, HeadShape
 from kuamo.export.catalog_items import CatalogItem, LoadedCatalog, load_catalog
@@ -362,12 +369,17 @@ def adaptation_report(heads: dict[str, AlignHead | None], data: dict[str, np.nda
                  "how": "every product of the catalog in one pool; queries from the held-out split (never trained "
                         "on) or a sample of the trained-on products; fused = 0.5 x text block + 0.5 x image "
                         "block, the engine's default weights, image block = the head's vector (blend beta 1)"}
+    hits: dict[str, dict[str, np.ndarray]] = {}
     for name, head in heads.items():
         img = _head_vectors(head, data)
         kw = {"image": img, "title_query": data["title"], "doc": data["doc"], "titles": titles, "leaves": leaves}
         out[name] = {"held_out": subset_tasks(np.flatnonzero(test), **kw),
                      "trained_on": subset_tasks(trained, **kw),
                      "category_all": category_task(img, leaves, leaf_vec)}
+        hits[name] = fused_hits(np.flatnonzero(test), **{k: v for k, v in kw.items() if k != "leaves"})
+    if {"adapted", "shipped"} <= hits.keys():  # query by query: a pooled rate hides what moved
+        out["held_out_fused_paired"] = {m: paired_change(hits["adapted"][m], hits["shipped"][m])
+                                        for m in ("R@1", "R@10")}
     return out
 
 

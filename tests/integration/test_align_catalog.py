@@ -45,6 +45,10 @@ def test_align_adapts_to_a_general_goods_feed(model_dir: Path, fashion_dir: Path
             t = rep[name][split]
             assert 0 <= t["title_to_product_fused"]["R@1"] <= 100 and 0 <= t["photo_to_photo"]["P@10"] <= 100
     assert card["metrics_held_out"] == rep["adapted"]["held_out"]  # no fashion tasks: not the fashion layout
+    for m, c in rep["held_out_fused_paired"].items():  # query by query, the same change as the pooled rates
+        moved = (rep["adapted"]["held_out"]["title_to_product_fused"][m]
+                 - rep["shipped"]["held_out"]["title_to_product_fused"][m])
+        assert c["better"] - c["worse"] == pytest.approx(moved * data["held_out"] / 100, abs=0.02)
     with np.load(tmp_path / "head" / "align_head.npz") as head:  # the label-free blend criterion travels
         assert head["centroids"].shape[1] == 1280 and 0 < float(head["near_cosine"]) < 1
         assert len(head["trained_keys"]) == data["train"]  # left out of the blend chooser's sample
