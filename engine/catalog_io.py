@@ -21,7 +21,7 @@ from kuamo.engine.feed_values import amount_text, first_image_ref, html_text, is
 from kuamo.engine.ids import ProductId, canonical_id, row_key
 from kuamo.engine.photo_fetch import fetch_failure, photo_name
 from kuamo.engine.store import check_owner
-from kuamo.engine.types import CATEGORY_SEP, AttrValue, Product
+from kuamo.engine.types import CATEGORY_SEP, AttrValue, Product, category_leaf
 
 MAPPINGS = ("auto", "fashion", "generic", "shopify", "woocommerce")
 
@@ -209,11 +209,8 @@ def row_title(row: dict[str, Any], m: ColumnMapping) -> str:
 
 
 def row_leaf(row: dict[str, Any], m: ColumnMapping) -> str:
-    """The row's leaf category as to_product files it (Product.category_parts[-1]; "" when it has none)."""
-    if "__error__" in row:
-        return ""
-    parts = [p for p in _category(row, m, row_title(row, m)).split(CATEGORY_SEP) if p]
-    return parts[-1] if parts else ""
+    """The row's leaf category as to_product files it ("" when it has none)."""
+    return "" if "__error__" in row else category_leaf(_category(row, m, row_title(row, m)))
 
 
 def price_of(row: dict[str, Any], m: ColumnMapping) -> float | None:

@@ -21,6 +21,12 @@ CATEGORY_SEP = "/"
 MAX_ID = (1 << 63) - 1
 
 
+def category_leaf(path: str) -> str:
+    """The last level of a category path, as Product.category_parts splits it ("" when it has none)."""
+    parts = [p for p in path.split(CATEGORY_SEP) if p]
+    return parts[-1] if parts else ""
+
+
 @dataclass(frozen=True, kw_only=True)
 class Product:
     id: ProductId

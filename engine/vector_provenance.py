@@ -15,7 +15,7 @@ import numpy as np
 from kuamo.engine.catalog_backend import CatalogBackend
 from kuamo.engine.errors import ArtifactError, InvalidInput
 from kuamo.engine.product_encoder import ProductEncoder, describe_fingerprint
-from kuamo.engine.types import Product
+from kuamo.engine.types import Product, category_leaf
 from kuamo.engine.zero_shot_blend import BlendChoice, choose_for_photos, grown_enough, is_provisional
 
 if TYPE_CHECKING:
@@ -133,7 +133,7 @@ class VectorProvenance:
         pairs = [(p, bytes(img)) for p, img in zip(products, images, strict=True) if img]
         choice = choose_for_photos(enc.image_encoder, lambda texts: enc.text_encoder.encode(texts, "query"),
                                    [b for _, b in pairs], [p.title for p, _ in pairs],
-                                   [p.category_parts[-1] if p.category_parts else "" for p, _ in pairs])
+                                   [category_leaf(p.category) for p, _ in pairs])
         self.apply(choice)
         return choice
 
