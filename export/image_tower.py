@@ -99,7 +99,8 @@ def gate_and_calibration_photos(n_gate: int, n_calibration: int, pre: ImagePrepr
         items = random.Random(seed).sample(list(photos), min(len(photos), n_gate + n_calibration))
     n_cal = min(n_calibration, len(items) // 3) if len(items) < n_gate + n_calibration else n_calibration
     cut = len(items) - n_cal
-    return load_photos(items[:cut], pre), load_photos(items[cut:], pre)
+    calibration = load_photos(items[cut:], pre) if n_cal else np.empty((0, 3, pre.size, pre.size), np.float32)
+    return load_photos(items[:cut], pre), calibration
 
 
 def export_onnx(tower: ImageTower, path: Path, size: int) -> None:
@@ -170,7 +171,9 @@ def export_image_tower(out_dir: Path, *, progress: Progress = print, head: nn.Mo
     progress("image: exporting FP32 ONNX (TorchScript exporter)")
     export_onnx(copy.deepcopy(tower), fp32_path, pre.size)
 
-    x, calibration = gate_and_calibration_photos(GATE_PHOTOS, CALIBRATION_PHOTOS, pre, photos=photos)
+    # an FP32-only export has no gate and no calibration: it decodes only the photos parity and invariance read
+    x, calibration = (gate_and_calibration_photos(GATE_PHOTOS, CALIBRATION_PHOTOS, pre, photos=photos) if int8
+                      else gate_and_calibration_photos(CHECK_PHOTOS, 0, pre, photos=photos))
     progress(f"image: parity of ONNX FP32 against PyTorch on {min(len(x), CHECK_PHOTOS)} real photos")
     ref, got = run_torch(tower, x[:CHECK_PHOTOS]), run_onnx(fp32_path, x[:CHECK_PHOTOS])
     parity = {f"fp32_vs_torch_{name}": parity_stats(ref[name], got[name]) for name in tower.output_names}

@@ -70,10 +70,15 @@ def test_tuned_file_fuses_into_onnx(tuned_file, model_dir: Path, fashion_dir: Pa
         (tmp_path / name).symlink_to((model_dir / name).resolve())
     write_manifest(tmp_path, {"text": text, "image": spec})
     assert delta_digest(tuned_base(tmp_path)) == delta_digest(delta)
-    # the pretrained network is not what was exported: the delta really moved it
-    (tmp_path / "plain").mkdir()
-    plain = export_image_tower(tmp_path / "plain", head=head, int8=False, progress=lambda _m: None)
-    assert "finetuned" not in plain["source"]
+    # the delta really moved the exported network: the same head on the pretrained backbone (torch, no second
+    # export) lands far from the ONNX output (measured: mean cosine 0.72 with this 120-photo recipe)
+    from kuamo.export.effnet_lite import load_pretrained
+
+    plain, _ = load_pretrained()
+    feats, logits = tower_outputs(plain.eval(), load_photos(items, ImagePreprocess()))
+    with torch.no_grad():
+        untuned = head(torch.from_numpy(feats), torch.from_numpy(logits)).numpy()
+    assert (got * untuned).sum(1).mean() < 0.99
 
 
 def test_head_only_align_refuses_a_tower_it_cannot_rebuild(model_dir: Path, tmp_path: Path) -> None:

@@ -162,3 +162,16 @@ def test_bad_blend_is_invalid_input(encoder: ImageEncoder, beta: object) -> None
     with pytest.raises(InvalidInput) as e:
         encoder.set_blend(beta)  # type: ignore[arg-type]
     assert e.value.field == "image_blend" and encoder.beta == 1.0
+
+
+def test_gate_and_calibration_photos_are_disjoint_and_calibration_can_be_none(catalog: list[FashionItem]) -> None:
+    from kuamo.engine.imaging import ImagePreprocess
+    from kuamo.export.image_tower import gate_and_calibration_photos
+
+    paths = [it.image_path for it in catalog[:12]]
+    pre = ImagePreprocess()
+    gate, calibration = gate_and_calibration_photos(8, 4, pre, photos=paths)
+    assert gate.shape == (8, 3, pre.size, pre.size) and calibration.shape == (4, 3, pre.size, pre.size)
+    assert not any(np.array_equal(g, c) for g in gate for c in calibration)
+    only_gate, none = gate_and_calibration_photos(8, 0, pre, photos=paths)  # what an FP32-only export decodes
+    assert only_gate.shape == (8, 3, pre.size, pre.size) and none.shape == (0, 3, pre.size, pre.size)
