@@ -18,7 +18,7 @@ cosine for another 3% at batch 1. ALPHA = 0.75 was chosen on the gate texts amon
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -33,8 +33,9 @@ SMOOTHED_PRODUCERS = ("LayerNormalization", "Mul")
 SCALE_CLIP = (1e-2, 1e3)  # a dead channel (max 0) or a tiny weight row must not blow s up
 
 
-def smoothable_inputs(model: onnx.ModelProto) -> dict[str, list[onnx.NodeProto]]:
-    """MatMul inputs made by a SMOOTHED_PRODUCERS node -> the MatMuls with a constant 2-D weight reading them.
+def smoothable_inputs(model: onnx.ModelProto, producers: Sequence[str] = SMOOTHED_PRODUCERS
+                      ) -> dict[str, list[onnx.NodeProto]]:
+    """MatMul inputs made by one of `producers` -> the MatMuls with a constant 2-D weight reading them.
     Left alone: inputs that also feed a MatMul without a constant weight, and weights read by any other node
     (scaling them for one input would change the other)."""
     inits = {i.name: i for i in model.graph.initializer}
@@ -49,7 +50,7 @@ def smoothable_inputs(model: onnx.ModelProto) -> dict[str, list[onnx.NodeProto]]
         if node.op_type != "MatMul":
             continue
         x, w = node.input
-        if w in inits and len(inits[w].dims) == 2 and reads[w] == 1 and producer.get(x) in SMOOTHED_PRODUCERS:
+        if w in inits and len(inits[w].dims) == 2 and reads[w] == 1 and producer.get(x) in producers:
             found.setdefault(x, []).append(node)
         else:
             plain.add(x)
@@ -76,11 +77,13 @@ def smoothing_scales(x_absmax: np.ndarray, w_absmax: np.ndarray, alpha: float = 
 
 
 def smooth_matmul_inputs(fp32: Path | str, out: Path | str, calibration: Iterable[Feeds],
-                         alpha: float = ALPHA) -> dict:
+                         alpha: float = ALPHA, producers: Sequence[str] = SMOOTHED_PRODUCERS) -> dict:
     """Write `out`: `fp32` with each smoothable MatMul input divided by s (a Mul right after its producer) and
-    the MatMuls' weight rows multiplied by s. Same FP32 outputs up to rounding. Returns the manifest record."""
+    the MatMuls' weight rows multiplied by s. Same FP32 outputs up to rounding. Returns the manifest record.
+    `producers`: the op types whose outputs are smoothed (a graph with ORT's BERT fusions makes the same
+    tensors with SkipLayerNormalization and BiasGelu)."""
     model = onnx.load(str(fp32))
-    targets = smoothable_inputs(model)
+    targets = smoothable_inputs(model, producers)
     amax = channel_absmax(fp32, list(targets), calibration)
     inits = {i.name: i for i in model.graph.initializer}
     after: dict[str, onnx.NodeProto] = {}
@@ -106,6 +109,6 @@ def smooth_matmul_inputs(fp32: Path | str, out: Path | str, calibration: Iterabl
     return {"method": "SmoothQuant: x W = (x / s)(s W), s = max|x|^alpha / max|W|^(1 - alpha) per input channel "
                       "(export/smooth_activations.py)",
             "alpha": alpha, "inputs": len(targets), "matmuls": sum(len(m) for m in targets.values()),
-            "producers": list(SMOOTHED_PRODUCERS),
+            "producers": list(producers),
             "channel_spread_max_over_median": {"before_min": round(min(spread), 1), "before_max": round(max(spread), 1)}
             if spread else {}}

@@ -180,8 +180,11 @@ def quantize_batch_invariant(fp32: Path | str, out: Path | str, op_types: Sequen
 
     with tempfile.TemporaryDirectory(prefix="kuamo-int8-") as tmp:
         dynamic = Path(tmp) / "dynamic.onnx"
+        # DefaultTensorType: shape inference cannot type the outputs of com.microsoft ops (a fused graph's
+        # MultiHeadAttention); every tensor a MatMul reads here is float
         quantize_dynamic(str(fp32), str(dynamic), weight_type=QuantType.QInt8, per_channel=True,
-                         reduce_range=reduce_range, op_types_to_quantize=list(op_types))
+                         reduce_range=reduce_range, op_types_to_quantize=list(op_types),
+                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
         feeds = list(calibration)
         rewrite = freeze_activation_scales(dynamic, out, activation_ranges(dynamic, feeds))
     tokens = sum(int(f["attention_mask"].sum()) for f in feeds if "attention_mask" in f)

@@ -42,11 +42,13 @@ E5_PREFIXES = {"query": "query: ", "document": "passage: "}
 # An export whose FP32 graph drifts from its reference by more than this is a broken export, not a model.
 PARITY_MIN_MEAN = 0.999
 SMOOTHING_MIN_COSINE = 0.99999  # the smoothed FP32 graph is the same function up to float rounding
-# Measured on this model (2 threads, see the report of issue 2): onnxruntime.transformers.optimizer's BERT
-# fusions (Attention, SkipLayerNorm, BiasGelu) gave no speed-up over the plain export, because ORT's own
-# session-level fusions at ORT_ENABLE_ALL already do the same; so the exported graph is left as is.
-OFFLINE_OPTIMISATION = {"applied": False, "why": "ORT_ENABLE_ALL session fusions match "
-                        "onnxruntime.transformers.optimizer (measured: FP32 ~7 ms b1 both; INT8 within noise)"}
+# onnxruntime.transformers.optimizer's BERT fusions (MultiHeadAttention, SkipLayerNorm, BiasGelu) cut the graph
+# from ~580 nodes a run to ~230 (ORT's session fusions leave this export's attention unfused), yet the INT8 graph
+# built from them was no faster at batch 1 (best rounds 2.75 vs 2.89 ms natively, 2.87 vs 2.81 ms with AVX2
+# kernels) and slower at batch 32 (0.66x natively): the 72 integer MatMuls are the time.
+# benchmarks/text_int8_variants.py measures it (and 4/8-bit MatMulNBits, slower still), so the export is left as is.
+OFFLINE_OPTIMISATION = {"applied": False, "why": "the fused graph's INT8 was no faster at batch 1 and 0.66x at "
+                        "batch 32 (benchmarks/results/text_int8_variants.md)"}
 
 
 def _package_dir(name: str) -> Path:

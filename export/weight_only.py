@@ -57,18 +57,19 @@ def gemms_to_matmuls(model) -> int:
     return done
 
 
-def quantise_float_matmuls(path: Path) -> int:
-    """In place: the float Gemm/MatMul nodes of the ONNX file at `path` get 8-bit blockwise weights
-    (MatMulNBits), written with an IR version the runtime accepts. Returns how many nodes became MatMulNBits."""
+def quantise_float_matmuls(path: Path, *, bits: int = 8, block: int = BLOCK) -> int:
+    """In place: the float Gemm/MatMul nodes of the ONNX file at `path` get `bits`-bit blockwise weights
+    (MatMulNBits, symmetric, `block` weights per scale along K), written with an IR version the runtime accepts.
+    Returns how many nodes became MatMulNBits."""
     import onnx
     from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer
 
     logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer").setLevel(logging.WARNING)  # a line a node
     model = onnx.load(str(path))
     gemms_to_matmuls(model)
-    config = DefaultWeightOnlyQuantConfig(block_size=BLOCK, is_symmetric=True, bits=8,
+    config = DefaultWeightOnlyQuantConfig(block_size=block, is_symmetric=True, bits=bits,
                                           accuracy_level=ACCURACY_LEVEL, op_types_to_quantize=("MatMul",))
-    quantizer = MatMulNBitsQuantizer(model, bits=8, block_size=BLOCK, is_symmetric=True,
+    quantizer = MatMulNBitsQuantizer(model, bits=bits, block_size=block, is_symmetric=True,
                                      accuracy_level=ACCURACY_LEVEL, algo_config=config,
                                      op_types_to_quantize=("MatMul",))
     quantizer.process()

