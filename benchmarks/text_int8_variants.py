@@ -49,13 +49,10 @@ def _text_spec(models: Path) -> dict:
 
 
 def _encoder(models: Path, graph: Path, precision: str = "int8"):
-    from kuamo.engine.artifacts import TowerArtifact
-    from kuamo.engine.config import EncoderConfig
-    from kuamo.engine.encoders import TextEncoder
+    from kuamo.export.text_tower import graph_encoder
 
     spec = _text_spec(models)
-    tower = TowerArtifact(name="text", model_path=graph, precision=precision, spec=spec)
-    return TextEncoder.from_tower(tower, models / spec["tokenizer"], EncoderConfig())
+    return graph_encoder(graph, models / spec["tokenizer"], spec, precision)
 
 
 def build_fused(models: Path, out: Path) -> dict[str, Any]:

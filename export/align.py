@@ -373,10 +373,11 @@ def adaptation_report(heads: dict[str, AlignHead | None], data: dict[str, np.nda
     for name, head in heads.items():
         img = _head_vectors(head, data)
         kw = {"image": img, "title_query": data["title"], "doc": data["doc"], "titles": titles, "leaves": leaves}
-        out[name] = {"held_out": subset_tasks(np.flatnonzero(test), **kw),
+        held_out = np.flatnonzero(test)
+        hits[name] = fused_hits(held_out, **{k: v for k, v in kw.items() if k != "leaves"})
+        out[name] = {"held_out": subset_tasks(held_out, **kw, fused=hits[name]),
                      "trained_on": subset_tasks(trained, **kw),
                      "category_all": category_task(img, leaves, leaf_vec)}
-        hits[name] = fused_hits(np.flatnonzero(test), **{k: v for k, v in kw.items() if k != "leaves"})
     if {"adapted", "shipped"} <= hits.keys():  # query by query: a pooled rate hides what moved
         out["held_out_fused_paired"] = {m: paired_change(hits["adapted"][m], hits["shipped"][m])
                                         for m in ("R@1", "R@10")}

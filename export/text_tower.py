@@ -208,7 +208,8 @@ def text_invariance(enc: TextEncoder, texts: list[str]) -> dict:
             **batch_invariance(enc.encode_ids, ids)}
 
 
-def _encoder(model_path: Path, tokenizer: Path, spec: dict, precision: str) -> TextEncoder:
+def graph_encoder(model_path: Path, tokenizer: Path, spec: dict, precision: str) -> TextEncoder:
+    """The engine's TextEncoder on any text graph (`spec`: the manifest's text tower), threads = usable cores."""
     tower = TowerArtifact(name="text", model_path=model_path, precision=precision, spec=spec)
     cfg = EncoderConfig(session=SessionConfig(intra_op_threads=0))
     return TextEncoder.from_tower(tower, tokenizer, cfg)
@@ -280,7 +281,7 @@ def export_text_tower(out_dir: Path, *, variant: str = "e5", progress: Progress 
         "normalize": "l2", "max_length": v["max_length"], "prefixes": v["prefixes"], "tokenizer": tok_path.name,
         "pad_id": 1 if variant == "e5" else 0, "embedding_output": "embedding", "max_batch": 32,
     }
-    fp32 = _encoder(fp32_path, tok_path, spec, "fp32")
+    fp32 = graph_encoder(fp32_path, tok_path, spec, "fp32")
 
     progress("text: parity of ONNX FP32 against the reference")
     items = parity_texts()
@@ -322,7 +323,7 @@ def export_text_tower(out_dir: Path, *, variant: str = "e5", progress: Progress 
     with tempfile.TemporaryDirectory(prefix="kuamo-smooth-", dir=out_dir) as tmp:
         smoothed_path = Path(tmp) / "text.smoothed.onnx"  # quantised from, never shipped
         smoothing = smooth_matmul_inputs(fp32_path, smoothed_path, feeds)
-        smoothed = _encoder(smoothed_path, tok_path, spec, "fp32").encode(texts, kind="query")
+        smoothed = graph_encoder(smoothed_path, tok_path, spec, "fp32").encode(texts, kind="query")
         smoothing["fp32_vs_fp32"] = parity_stats(onnx_q, smoothed)
         if smoothing["fp32_vs_fp32"]["cosine_min"] < SMOOTHING_MIN_COSINE:
             raise RuntimeError(f"text smoothing changed the FP32 graph: cosine min "
@@ -334,7 +335,7 @@ def export_text_tower(out_dir: Path, *, variant: str = "e5", progress: Progress 
     quant["cpu"] = cpu
     quant["calibration"]["texts"] = (f"{len(calibration)} texts x 2 prefixes: export/data/parity_texts.jsonl + "
                                      "fashion titles outside the gate sample")
-    int8 = _encoder(int8_path, tok_path, spec, "int8")
+    int8 = graph_encoder(int8_path, tok_path, spec, "int8")
     progress("text: INT8 gate on real titles + Chinese texts")
     samples = gate_texts()
     if variant == "e5":

@@ -8,6 +8,7 @@ import pytest
 
 from kuamo.benchmarks.adapt_folds import _verdict
 from kuamo.evaluation.catalog_tasks import fused_hits, paired_change, sign_test_p, subset_tasks
+from kuamo.evaluation.metrics import retrieval_metrics
 
 
 def _pool(seed: int, n: int = 60, d: int = 16) -> dict:
@@ -33,6 +34,13 @@ def test_fused_hits_agree_with_the_pooled_rates() -> None:
     assert rates["R@1"] == pytest.approx(hits["R@1"].mean() * 100, abs=0.01)
     assert rates["R@10"] == pytest.approx(hits["R@10"].mean() * 100, abs=0.01)
     assert not (hits["R@1"] & ~hits["R@10"]).any()
+    # and with retrieval_metrics on the fused scores, which subset_tasks ranked with before it reused the hits
+    q = pool["title_query"][rows]
+    titles = np.asarray(pool["titles"], dtype=object)
+    same = titles[rows][:, None] == titles[None, :]
+    ref = retrieval_metrics(0.5 * q @ pool["doc"].T + 0.5 * q @ pool["image"].T, same)
+    assert rates["R@1"] == pytest.approx(ref["R@1"], abs=0.01)
+    assert rates["R@10"] == pytest.approx(ref["R@10"], abs=0.01)
 
 
 def test_paired_change_counts_each_side() -> None:
